@@ -1,0 +1,194 @@
+"""Settings: one TOML file, overridden by ``ANVIL_*`` environment variables.
+
+Built once in ``main()`` and passed down; nothing reads configuration globally.
+Where the file lives:
+
+* ``--config PATH`` or ``ANVIL_CONFIG``, when given;
+* ``/etc/anvil/anvil.toml`` for the system service (root under systemd, or ``ANVIL_SYSTEM=1``),
+  with the state directory ``/var/lib/anvil``;
+* otherwise ``anvil.toml`` inside the per-user state directory
+  (``$XDG_STATE_HOME/anvil``, default ``~/.local/state/anvil``).
+
+A missing file means "all defaults". Environment variables name a key as
+``ANVIL_<SECTION>_<KEY>`` (``ANVIL_STORE_URL``, ``ANVIL_API_LISTEN``) or
+``ANVIL_<KEY>`` for top-level keys (``ANVIL_STATE_DIR``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from appliance.errors import ConfigError
+
+SYSTEM_CONFIG = Path("/etc/anvil/anvil.toml")
+SYSTEM_STATE_DIR = Path("/var/lib/anvil")
+
+
+def _listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreSettings(_Section):
+    url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite anvil.db in the state directory")
+
+
+class ApiSettings(_Section):
+    listen: str = Field("127.0.0.1:8443", description="API and console address (HOST:PORT)")
+    tls: bool = Field(True, description="HTTPS (self-signed on first start unless cert/key are given)")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    _check_listen = field_validator("listen")(classmethod(lambda cls, v: _listen(v)))
+
+
+class BootSettings(_Section):
+    listen: str = Field("127.0.0.1:8080", description="boot HTTP address on the provisioning network")
+
+    _check_listen = field_validator("listen")(classmethod(lambda cls, v: _listen(v)))
+
+
+class NetworkSettings(_Section):
+    parking_vlan: int = Field(4094, ge=1, le=4094, description="VLAN that released ports are moved to")
+
+
+class Settings(_Section):
+    """The effective configuration. Paths are absolute after :func:`load_settings`."""
+
+    state_dir: Path
+    secrets_key: Path | None = Field(None, description="Fernet key file; default STATE_DIR/secrets.key")
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    store: StoreSettings = StoreSettings()
+    api: ApiSettings = ApiSettings()
+    boot: BootSettings = BootSettings()
+    network: NetworkSettings = NetworkSettings()
+    config_file: Path | None = Field(None, description="the file these settings were read from")
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.state_dir / 'anvil.db'}"
+
+    @property
+    def secrets_key_path(self) -> Path:
+        return self.secrets_key or self.state_dir / "secrets.key"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.state_dir / "images"
+
+    @property
+    def lab_dir(self) -> Path:
+        return self.state_dir / "lab"
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as plain data with secrets (passwords in URLs) masked."""
+        data = self.model_dump(mode="json")
+        data["store"]["url"] = mask_url(self.store_url)
+        return data
+
+
+def mask_url(url: str) -> str:
+    """Replace the password of a URL with ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _is_system(env: Mapping[str, str]) -> bool:
+    if env.get("ANVIL_SYSTEM") == "1":
+        return True
+    return os.geteuid() == 0 and "INVOCATION_ID" in env and "ANVIL_STATE_DIR" not in env
+
+
+def user_state_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "state")
+    return Path(base) / "anvil"
+
+
+def default_config_path(env: Mapping[str, str]) -> Path:
+    if env.get("ANVIL_CONFIG"):
+        return Path(env["ANVIL_CONFIG"])
+    if _is_system(env):
+        return SYSTEM_CONFIG
+    state = Path(env["ANVIL_STATE_DIR"]) if env.get("ANVIL_STATE_DIR") else user_state_dir(env)
+    return state / "anvil.toml"
+
+
+_SECTIONS = {"store": StoreSettings, "api": ApiSettings, "boot": BootSettings, "network": NetworkSettings}
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    top = {n for n in Settings.model_fields if n not in _SECTIONS and n != "config_file"}
+    for key, value in env.items():
+        if not key.startswith("ANVIL_"):
+            continue
+        name = key[len("ANVIL_"):].lower()
+        if name in top:
+            out[name] = value
+            continue
+        for section, model in _SECTIONS.items():
+            prefix = section + "_"
+            if name.startswith(prefix) and name[len(prefix):] in model.model_fields:
+                out.setdefault(section, {})[name[len(prefix):]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(config: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (if it exists), apply ``ANVIL_*`` overrides and validate.
+
+    Raises ConfigError naming ``file:key: reason`` for the first bad value.
+    """
+    env = dict(os.environ if env is None else env)
+    path = config or default_config_path(env)
+    file_data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            file_data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    elif config is not None:
+        raise ConfigError(f"{path}: no such configuration file")
+    data = _merge(file_data, _env_overrides(env))
+    if "state_dir" not in data:
+        data["state_dir"] = str(SYSTEM_STATE_DIR if _is_system(env) else user_state_dir(env))
+    data["config_file"] = str(path) if path.exists() else None
+    try:
+        settings = Settings.model_validate(data)
+    except PydanticValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{path}:{key}: {err['msg']}") from exc
+    state_dir = settings.state_dir.expanduser().absolute()
+    return settings.model_copy(update={"state_dir": state_dir})

@@ -1,0 +1,1 @@
+"""Pure domain logic: profiles, identities, pools, state machines, placement. No I/O."""

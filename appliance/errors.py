@@ -1,0 +1,99 @@
+"""Typed errors of the appliance.
+
+Every error raised on purpose derives from :class:`AnvilError`, carries the
+context needed to act on it, and says whether retrying can help::
+
+    AnvilError
+    ├── ConfigError            a configuration value is wrong (file:key: reason)
+    ├── ValidationError        a document or request is invalid; carries issues with paths
+    ├── NotFound               a named object does not exist (kind, name, tenant)
+    ├── Conflict               the change collides with existing state (duplicate name,
+    │                          identity already held, live binding exists)
+    ├── PoolExhausted          an identity pool has no free identity left
+    ├── SecretsError           the secrets key is missing, unreadable or wrong
+    └── DriverError            hardware access failed (see appliance.drivers.errors)
+
+HTTP status mapping lives only at the API edge (appliance/api/errors.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class AnvilError(Exception):
+    """Root of all appliance errors; ``retryable`` says whether trying again may help."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(AnvilError):
+    """A configuration value is invalid; the message names the file and the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One validation problem: where (a dotted path), what is wrong, and the source line if known."""
+
+    path: str
+    reason: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line is not None else ""
+        return f"{where}{self.path}: {self.reason}" if self.path else f"{where}{self.reason}"
+
+
+class ValidationError(AnvilError):
+    """An input document is invalid. ``issues`` lists every problem with its path."""
+
+    def __init__(self, issues: list[Issue], *, source: str | None = None) -> None:
+        self.issues = list(issues)
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        first = str(self.issues[0]) if self.issues else "invalid input"
+        more = f" (and {len(self.issues) - 1} more)" if len(self.issues) > 1 else ""
+        super().__init__(f"{prefix}{first}{more}")
+
+
+class NotFound(AnvilError):
+    """A named object does not exist."""
+
+    def __init__(self, kind: str, name: str, *, tenant: str | None = None) -> None:
+        self.kind, self.name, self.tenant = kind, name, tenant
+        where = f" in tenant {tenant!r}" if tenant else ""
+        super().__init__(f"{kind} {name!r} not found{where}")
+
+
+class Conflict(AnvilError):
+    """The requested change collides with existing state."""
+
+
+class PoolExhausted(AnvilError):
+    """An identity pool has no free identity."""
+
+    def __init__(self, pool: str) -> None:
+        self.pool = pool
+        super().__init__(f"identity pool {pool!r} is exhausted")
+
+
+class SecretsError(AnvilError):
+    """The secrets key cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorContext:
+    """Context fields shared by errors raised inside jobs and drivers."""
+
+    blade: str | None = None
+    profile: str | None = None
+    job: str | None = None
+    step: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
