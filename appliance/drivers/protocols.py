@@ -1,0 +1,231 @@
+"""Driver Protocols and the frozen values they take and return.
+
+Drivers are async, few-methoded and converge: every setter is idempotent, and
+power changes are *accepted* by ``set_power`` and confirmed by the caller with
+``get_power``. Drivers never touch the store and raise only DriverError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+
+class Secret:
+    """A credential that never shows itself in repr, str or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Bmc:
+    """Everything needed to reach one BMC; the caller decrypts the password.
+
+    ``address`` is the enrolment URL: ``redfish+https://host:port/redfish/v1/Systems/ID``,
+    ``redfish+http://…`` or ``ipmi://host:port``.
+    """
+
+    blade: str
+    address: str
+    username: str
+    password: Secret
+    verify_tls: bool = True
+    timeout: float = 10.0
+
+
+class PowerState(StrEnum):
+    ON = "on"
+    OFF = "off"
+
+
+class PowerAction(StrEnum):
+    ON = "on"
+    OFF = "off"            # hard off
+    SOFT_OFF = "soft-off"  # ACPI shutdown
+    RESET = "reset"
+
+
+class BootDevice(StrEnum):
+    NETWORK = "network"
+    DISK = "disk"
+
+
+class BootMode(StrEnum):
+    UEFI = "uefi"
+    LEGACY = "legacy"
+    UNKNOWN = "unknown"   # the BMC does not say or take it
+
+
+class HealthState(StrEnum):
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    state: HealthState
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BootSetting:
+    device: BootDevice
+    mode: BootMode = BootMode.UNKNOWN
+    persistent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NicFact:
+    name: str
+    mac: str                # burned-in, canonical lowercase
+    speed_mbps: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HbaFact:
+    name: str
+    wwpn: str
+    wwnn: str
+
+
+@dataclass(frozen=True, slots=True)
+class BladeFacts:
+    """What inspection finds. Unknown values are None or empty."""
+
+    cpus: int | None = None
+    memory_gib: int | None = None
+    nics: tuple[NicFact, ...] = ()
+    hbas: tuple[HbaFact, ...] = ()
+    firmware: Mapping[str, str] = field(default_factory=dict)
+    system_uuid: str | None = None
+    model: str | None = None
+    serial: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityCaps:
+    """Which virtual identities the BMC can hold (Redfish NetworkDeviceFunctions)."""
+
+    mac: bool = False
+    wwpn: bool = False
+    wwnn: bool = False
+    iscsi_initiator: bool = False
+
+    @property
+    def any(self) -> bool:
+        return self.mac or self.wwpn or self.wwnn or self.iscsi_initiator
+
+
+@dataclass(frozen=True, slots=True)
+class IscsiBoot:
+    initiator: str
+    target: str
+    portal: str           # host:port
+    lun: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FcBoot:
+    wwpn: str
+    wwnn: str
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualIdentities:
+    """A profile's identities as written to a BMC; ``macs`` in the blade's NIC order."""
+
+    macs: tuple[str, ...] = ()
+    iscsi: IscsiBoot | None = None
+    fc: tuple[FcBoot, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.macs and self.iscsi is None and not self.fc
+
+
+class PowerDriver(Protocol):
+    async def get_power(self, bmc: Bmc) -> PowerState: ...
+    async def set_power(self, bmc: Bmc, action: PowerAction) -> None: ...
+    async def health(self, bmc: Bmc) -> Health: ...
+
+
+class BootDriver(Protocol):
+    async def set_next_boot(self, bmc: Bmc, setting: BootSetting) -> None: ...
+    async def get_next_boot(self, bmc: Bmc) -> BootSetting: ...
+
+
+class InspectDriver(Protocol):
+    async def facts(self, bmc: Bmc) -> BladeFacts: ...
+
+
+class IdentityDriver(Protocol):
+    async def capabilities(self, bmc: Bmc) -> IdentityCaps: ...
+    async def apply(self, bmc: Bmc, ids: VirtualIdentities) -> None: ...
+    async def read(self, bmc: Bmc) -> VirtualIdentities: ...
+    async def clear(self, bmc: Bmc) -> None: ...
+
+
+@runtime_checkable
+class BmcDriver(PowerDriver, BootDriver, InspectDriver, IdentityDriver, Protocol):
+    """What a BMC driver package provides: power, boot, inspect and identity in one object.
+
+    A driver without virtual identities returns an empty IdentityCaps and raises
+    Unsupported from apply/read/clear.
+    """
+
+    name: str
+
+    async def close(self) -> None: ...
+
+
+# ---- switches ---------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SwitchRef:
+    """How to reach one switch. ``address`` is ``snmp://host:port`` (v2c community or v3
+    user in ``username``/``password``/``privacy``) or ``ovs:unix:/path/db.sock?bridge=br0``."""
+
+    name: str
+    address: str
+    username: str = ""
+    password: Secret = field(default_factory=lambda: Secret(""))
+    privacy: Secret = field(default_factory=lambda: Secret(""))
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class PortConfig:
+    """A port's wanted or read-back state. ``native`` None means no untagged VLAN."""
+
+    native: int | None = None
+    tagged: frozenset[int] = frozenset()
+    up: bool = True
+
+
+class SwitchDriver(Protocol):
+    name: str
+
+    async def get_port(self, sw: SwitchRef, port: str) -> PortConfig: ...
+    async def set_port(self, sw: SwitchRef, port: str, want: PortConfig) -> None: ...
+    async def list_ports(self, sw: SwitchRef) -> tuple[str, ...]: ...
+    async def close(self) -> None: ...
