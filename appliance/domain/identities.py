@@ -24,7 +24,9 @@ POOL_PREFIX = "pool:"
 _POOL_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _HEX_OCTETS = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2})*$")
 # RFC 3720 §3.2.6.3.1: iqn.yyyy-mm.<reversed domain>[:<anything>]; case-insensitive, stored lowercase.
-_IQN = re.compile(r"^iqn\.\d{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[a-z0-9.:_-]+)?$")
+_IQN = re.compile(
+    r"^iqn\.\d{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[a-z0-9.:_-]+)?$"
+)
 _EUI = re.compile(r"^eui\.[0-9a-f]{16}$")
 _NAA = re.compile(r"^naa\.([0-9a-f]{16}|[0-9a-f]{32})$")
 IQN_MAX_BYTES = 223
