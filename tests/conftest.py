@@ -1,21 +1,59 @@
-"""Shared fixtures. Each test gets its own state directory through ANVIL_* variables."""
+"""Shared fixtures. Each test gets its own state directory through ANVIL_* variables,
+and store tests run against both SQLite and a throw-away PostgreSQL cluster."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from appliance.store import Store, open_store
+from tests.support.postgres import PgCluster
+
 REPO = Path(__file__).resolve().parent.parent
+_db_counter = itertools.count()
 
 
 @pytest.fixture
 def anvil_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """An isolated state directory for the CLI and services, as environment variables."""
     state = tmp_path / "state"
-    env = {"ANVIL_STATE_DIR": str(state), "ANVIL_CONFIG": str(state / "anvil.toml")}
+    env = {"ANVIL_STATE_DIR": str(state), "ANVIL_CONFIG": str(tmp_path / "anvil.toml")}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("ANVIL_STORE_URL", raising=False)
+    for key in ("ANVIL_STORE_URL", "ANVIL_BMC_PASSWORD", "ANVIL_SYSTEM"):
+        monkeypatch.delenv(key, raising=False)
     yield env
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    cluster = PgCluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> str:
+    return pg_cluster.create_database(f"anvil_{next(_db_counter)}")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'anvil.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    s = open_store(store_url)
+    try:
+        yield s
+    finally:
+        s.close()

@@ -1,0 +1,1 @@
+"""The REST API (aiohttp) under /api/v1; one app factory in app.py."""

@@ -1,0 +1,1 @@
+"""The ``anvil`` command line: one module per noun, thin over appliance.services."""

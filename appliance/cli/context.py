@@ -1,0 +1,35 @@
+"""What every command gets: the settings, and the store and secrets opened on first use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import click
+
+from appliance.config import Settings
+from appliance.secrets import SecretBox
+from appliance.store import Store, open_store
+
+
+@dataclass
+class CliContext:
+    settings: Settings
+    _store: Store | None = field(default=None, repr=False)
+    _box: SecretBox | None = field(default=None, repr=False)
+
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.settings.store_url)
+        return self._store
+
+    def box(self) -> SecretBox:
+        if self._box is None:
+            self._box = SecretBox(self.settings.secrets_key_path)
+        return self._box
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+pass_ctx = click.make_pass_decorator(CliContext)

@@ -1,0 +1,58 @@
+"""Entry point: builds the settings once, maps errors to a one-line reason and exit status."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from appliance import __version__
+from appliance.cli import blade, config_cmd, pool, profile, serve, template
+from appliance.cli.context import CliContext
+from appliance.config import load_settings
+from appliance.errors import AnvilError, ValidationError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(path_type=Path), envvar="ANVIL_CONFIG",
+              help="Configuration file (default: per-user state dir, or /etc/anvil/anvil.toml for the service).")
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+@click.version_option(__version__, prog_name="anvil")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
+    """Anvil: stamp server profiles onto bare-metal blades."""
+    settings = load_settings(config_path)
+    logging.basicConfig(level="DEBUG" if verbose else settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    obj = CliContext(settings=settings)
+    ctx.obj = obj
+    ctx.call_on_close(obj.close)
+
+
+for module in (profile, template, pool, blade, config_cmd, serve):
+    for command in module.COMMANDS:
+        cli.add_command(command)
+
+
+def main() -> None:
+    try:
+        rv = cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("anvil: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ValidationError as exc:
+        prefix = f"{exc.source}: " if exc.source else ""
+        for issue in exc.issues:
+            click.echo(f"anvil: invalid: {prefix}{issue}", err=True)
+        sys.exit(2)
+    except AnvilError as exc:
+        click.echo(f"anvil: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)

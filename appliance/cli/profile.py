@@ -1,0 +1,132 @@
+"""anvil profile import|export|list|show|validate|delete."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from appliance.cli.context import CliContext, pass_ctx
+from appliance.cli.output import emit, output_option
+from appliance.errors import ValidationError
+from appliance.services.profiles import PROFILE, TEMPLATE, ProfileInfo, ProfileService
+
+TENANT = click.option("--tenant", default="default", show_default=True, help="Tenant the name is resolved in.")
+TEMPLATE_FLAG = click.option("--template", "is_template", is_flag=True, help="Act on a template, not a profile.")
+
+
+def read_input(path: str) -> tuple[bytes, str]:
+    if path == "-":
+        return sys.stdin.buffer.read(), "<stdin>"
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size > 1024 * 1024:
+            # Refuse before reading: the limit exists to protect the parser and memory.
+            raise click.ClickException(f"{path}: {size} bytes is over the 1 MiB document limit")
+        return p.read_bytes(), path
+    except OSError as exc:
+        raise click.ClickException(f"{path}: {exc.strerror}") from None
+
+
+def summary(info: ProfileInfo) -> dict[str, object]:
+    spec = info.profile.spec
+    boot = spec.boot.source.type if spec.boot is not None else None
+    return {"name": info.name, "tenant": info.tenant, "kind": info.kind, "state": info.state, "boot": boot,
+            "identities": len(info.identities), "updated": info.updated_at.isoformat(timespec="seconds")}
+
+
+@click.group("profile")
+def profile() -> None:
+    """Server profiles: the portable identity of a server."""
+
+
+@profile.command("import")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--replace", is_flag=True, help="Update a profile that already exists.")
+@pass_ctx
+def import_(ctx: CliContext, files: tuple[str, ...], replace: bool) -> None:
+    """Import profiles or templates from YAML or XML FILES ('-' for stdin)."""
+    svc = ProfileService(ctx.store())
+    for path in files:
+        data, source = read_input(path)
+        info = svc.import_document(data, source=source, replace=replace)
+        click.echo(f"imported {info.kind} {info.tenant}/{info.name} ({len(info.identities)} identities)")
+
+
+@profile.command("validate")
+@click.argument("files", nargs=-1, required=True)
+def validate(files: tuple[str, ...]) -> None:
+    """Check FILES against the profile schema without importing them."""
+    failed: list[ValidationError] = []
+    for path in files:
+        data, source = read_input(path)
+        try:
+            p = ProfileService.parse(data, source=source)
+        except ValidationError as exc:
+            failed.append(exc)
+            continue
+        click.echo(f"{source}: valid {p.kind} {p.metadata.tenant}/{p.metadata.name}")
+    if failed:
+        issues = [i for exc in failed for i in exc.issues]
+        raise ValidationError(issues, source=failed[0].source if len(failed) == 1 else None)
+
+
+@profile.command("export")
+@click.argument("name")
+@click.option("-f", "--format", "fmt", type=click.Choice(["yaml", "xml"]), default="yaml", show_default=True)
+@TENANT
+@TEMPLATE_FLAG
+@pass_ctx
+def export(ctx: CliContext, name: str, fmt: str, tenant: str, is_template: bool) -> None:
+    """Print a profile as YAML or XML."""
+    kind = TEMPLATE if is_template else PROFILE
+    click.echo(ProfileService(ctx.store()).export(kind, tenant, name, fmt).rstrip("\n"))
+
+
+@profile.command("list")
+@click.option("--tenant", default=None, help="Only this tenant.")
+@click.option("--kind", type=click.Choice(["profile", "template", "all"]), default="profile", show_default=True)
+@output_option()
+@pass_ctx
+def list_(ctx: CliContext, tenant: str | None, kind: str, fmt: str) -> None:
+    """List profiles (or templates)."""
+    k = {"profile": PROFILE, "template": TEMPLATE, "all": None}[kind]
+    rows = [summary(i) for i in ProfileService(ctx.store()).list(kind=k, tenant=tenant)]
+    emit(rows, fmt, columns=["name", "tenant", "kind", "state", "boot", "identities", "updated"])
+
+
+@profile.command("show")
+@click.argument("name")
+@TENANT
+@TEMPLATE_FLAG
+@output_option()
+@pass_ctx
+def show(ctx: CliContext, name: str, tenant: str, is_template: bool, fmt: str) -> None:
+    """Show one profile with the identities it holds."""
+    from appliance.domain.profile import to_dict
+
+    info = ProfileService(ctx.store()).get(TEMPLATE if is_template else PROFILE, tenant, name)
+    if fmt == "table":
+        emit(summary(info), fmt)
+        for path, kind, value in info.identities:
+            click.echo(f"  {kind:<5} {value}  ({path})")
+    else:
+        emit({**summary(info), "heldIdentities": [{"path": p, "kind": k, "value": v} for p, k, v in info.identities],
+              "document": to_dict(info.profile)}, fmt)
+
+
+@profile.command("delete")
+@click.argument("name")
+@TENANT
+@TEMPLATE_FLAG
+@pass_ctx
+def delete(ctx: CliContext, name: str, tenant: str, is_template: bool) -> None:
+    """Delete a profile; the identities it held return to their pools."""
+    kind = TEMPLATE if is_template else PROFILE
+    ProfileService(ctx.store()).delete(kind, tenant, name)
+    click.echo(f"deleted {kind} {tenant}/{name}")
+
+
+COMMANDS = [profile]

@@ -1,0 +1,82 @@
+"""anvil serve: run the appliance (API now; engine, boot and monitor roles grow in later issues)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+import sys
+
+import click
+from aiohttp import web
+
+from appliance.api.app import create_app
+from appliance.api.tls import ensure_self_signed, server_context
+from appliance.cli.context import CliContext, pass_ctx
+from appliance.secrets import ensure_key
+from appliance.services.tokens import TokenService
+
+log = logging.getLogger(__name__)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+async def _run(ctx: CliContext, insecure_http: bool, ready_file: str | None) -> None:
+    settings = ctx.settings
+    store = ctx.store()
+    ensure_key(settings.secrets_key_path)
+    token_file = settings.state_dir / "admin.token"
+    token = TokenService(store).ensure_admin_token(token_file)
+    if token and sys.stdout.isatty():
+        click.echo(f"admin API token (also in {token_file}): {token}")
+    elif token:
+        click.echo(f"admin API token written to {token_file}")
+    host, _, port = settings.api.listen.rpartition(":")
+    ssl_ctx = None
+    if settings.api.tls and not insecure_http:
+        if settings.api.tls_cert and settings.api.tls_key:
+            cert, key = settings.api.tls_cert, settings.api.tls_key
+        else:
+            cert, key = ensure_self_signed(settings.state_dir / "tls")
+        ssl_ctx = server_context(cert, key)
+    elif not _is_loopback(host):
+        raise click.UsageError(f"plain HTTP is allowed on loopback only, not on {host}")
+    runner = web.AppRunner(create_app(settings, store), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, int(port), ssl_context=ssl_ctx)
+    await site.start()
+    scheme = "https" if ssl_ctx else "http"
+    click.echo(f"anvil: API and console on {scheme}://{settings.api.listen} (state {settings.state_dir})")
+    if ready_file:
+        with open(ready_file, "w") as fh:
+            fh.write(f"{scheme}://{settings.api.listen}\n")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+@click.command("serve")
+@click.option("--role", type=click.Choice(["all", "api", "engine", "boot", "monitor"]), default="all",
+              show_default=True, help="Run one role alone (for the systemd units) or all of them.")
+@click.option("--insecure-http", is_flag=True, help="Serve plain HTTP (loopback addresses only).")
+@click.option("--ready-file", default=None, hidden=True, help="Write the URL here once listening (tests).")
+@pass_ctx
+def serve(ctx: CliContext, role: str, insecure_http: bool, ready_file: str | None) -> None:
+    """Run the appliance."""
+    if role not in ("all", "api"):
+        raise click.UsageError(f"role {role!r} is not available yet")
+    asyncio.run(_run(ctx, insecure_http, ready_file))
+
+
+COMMANDS = [serve]

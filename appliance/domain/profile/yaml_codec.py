@@ -1,0 +1,134 @@
+"""The YAML form of a profile (DESIGN §3); JSON documents are read as YAML too.
+
+Parsing uses PyYAML's safe loader with three changes that keep YAML and XML in step:
+booleans are only ``true``/``false``, integers only plain decimals, and there are no
+sexagesimal numbers or timestamps, so ``20:00:00:25:35:00:00:01`` or ``2026-11-01``
+stay strings. Aliases are refused (a profile has no use for them, and expanding them
+multiplies the work of validation). Every issue carries the line of its key or value,
+found by walking the composed node tree.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from appliance.domain.profile.document import LineOf, check_size, format_path, to_dict, validate_data
+from appliance.domain.profile.model import Loc, Profile
+from appliance.errors import Issue, ValidationError
+
+_BOOL = "tag:yaml.org,2002:bool"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+
+class _Loader(yaml.SafeLoader):
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a profile", event.start_mark
+            )
+        node: Node | None = super().compose_node(parent, index)  # type: ignore[arg-type]
+        return node
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT, _FLOAT, _TIMESTAMP)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Loader.add_implicit_resolver(_INT, re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(r"^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def _line(node: Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _line_finder(root: Node) -> LineOf:
+    def line_of(loc: Loc) -> int | None:
+        node, line = root, _line(root)
+        for i, part in enumerate(loc):
+            last = i == len(loc) - 1
+            if isinstance(node, MappingNode) and isinstance(part, str):
+                for key, value in node.value:
+                    if isinstance(key, ScalarNode) and key.value == part:
+                        line = _line(key if last else value)
+                        node = value
+                        break
+                else:
+                    return line
+            elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+                node = node.value[part]
+                line = _line(node)
+            else:
+                return line
+        return line
+
+    return line_of
+
+
+def _duplicate_keys(node: Node, loc: Loc, out: list[Issue]) -> None:
+    if isinstance(node, MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            if isinstance(key, ScalarNode):
+                if key.value in seen:
+                    out.append(Issue(format_path((*loc, key.value)), f"appears twice (first on line {seen[key.value]})", _line(key)))
+                seen.setdefault(key.value, _line(key))
+                _duplicate_keys(value, (*loc, key.value), out)
+    elif isinstance(node, SequenceNode):
+        for i, item in enumerate(node.value):
+            _duplicate_keys(item, (*loc, i), out)
+
+
+def parse_yaml(text: str | bytes, *, source: str | None = None) -> Profile:
+    """Parse and validate a YAML (or JSON) profile; raises ValidationError with every issue and its line."""
+    check_size(text, source=source)
+    loader = _Loader(text)
+    try:
+        try:
+            root = loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else None
+            raise ValidationError([Issue("", f"YAML syntax error: {exc.problem or exc}", line)], source=source) from None
+        except yaml.YAMLError as exc:
+            raise ValidationError([Issue("", f"not valid YAML: {exc}")], source=source) from None
+        if root is None:
+            raise ValidationError([Issue("", "the document is empty")], source=source)
+        if not isinstance(root, MappingNode):
+            what = "a list" if isinstance(root, SequenceNode) else "a single value"
+            raise ValidationError([Issue("", f"a profile must be a mapping, not {what}", _line(root))], source=source)
+        duplicates: list[Issue] = []
+        _duplicate_keys(root, (), duplicates)
+        if duplicates:
+            raise ValidationError(duplicates, source=source)
+        try:
+            data: Any = loader.construct_document(root)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            line = mark.line + 1 if mark is not None else None
+            raise ValidationError([Issue("", f"YAML error: {exc.problem or exc}", line)], source=source) from None
+    finally:
+        loader.dispose()
+    return validate_data(data, source=source, line_of=_line_finder(root))
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def to_yaml(p: Profile) -> str:
+    """The YAML form of ``p``, keys in model order."""
+    text: str = yaml.dump(to_dict(p), Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return text

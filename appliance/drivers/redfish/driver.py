@@ -1,0 +1,312 @@
+"""Redfish BMC driver (DMTF ``redfish`` library, in worker threads).
+
+Address: ``redfish+http://host:port/redfish/v1/Systems/ID`` (or ``redfish+https``).
+One connection per BMC endpoint and credential is reused by every blade behind it.
+Every other resource is reached by following ``@odata.id`` links from the System.
+
+Decisions:
+- ``get_power``: ``Off`` is OFF; ``On``, ``PoweringOn`` and ``PoweringOff`` are ON. A
+  blade still powering off may still touch storage, so only a real ``Off`` confirms a
+  fence; a blade powering on is treated as on (it is not safe to stamp elsewhere).
+- ``set_power`` is sent once (no retry): the caller confirms with ``get_power``.
+  Mapping: ON→On, OFF→ForceOff, SOFT_OFF→GracefulShutdown, RESET→ForceRestart (or
+  GracefulRestart where ForceRestart is not among the allowable values).
+- Reads and the boot override (idempotent PATCH) are retried on retryable errors
+  within the blade's deadline ``Bmc.timeout``.
+- Boot: Pxe↔NETWORK, Hdd↔DISK; an override that is ``Disabled`` or ``None`` reads as
+  DISK (the normal boot order), not persistent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from appliance.drivers._blocking import BlockingRunner
+from appliance.drivers.errors import BadSettings, BmcFailure, Unsupported
+from appliance.drivers.protocols import (
+    BladeFacts,
+    Bmc,
+    BootDevice,
+    BootMode,
+    BootSetting,
+    Health,
+    HealthState,
+    IdentityCaps,
+    NicFact,
+    PowerAction,
+    PowerState,
+    VirtualIdentities,
+)
+from appliance.drivers.redfish import identity as ident
+from appliance.drivers.redfish.session import DRIVER, Connection, Connections, Target, link, members, raise_for_status
+
+T = TypeVar("T")
+
+_RESET = {
+    PowerAction.ON: ("On",),
+    PowerAction.OFF: ("ForceOff",),
+    PowerAction.SOFT_OFF: ("GracefulShutdown",),
+    PowerAction.RESET: ("ForceRestart", "GracefulRestart", "PowerCycle"),
+}
+_ON_STATES = frozenset({"On", "PoweringOn", "PoweringOff"})
+_HEALTH = {"OK": HealthState.OK, "Warning": HealthState.WARNING, "Critical": HealthState.CRITICAL}
+_RANK = {HealthState.OK: 0, HealthState.WARNING: 1, HealthState.CRITICAL: 2}
+
+
+class RedfishDriver:
+    """BmcDriver over Redfish. ``per_bmc`` caps concurrent requests to one BMC endpoint."""
+
+    name = DRIVER
+
+    def __init__(self, *, max_workers: int = 64, per_bmc: int = 4, read_attempts: int = 3) -> None:
+        self._runner = BlockingRunner(DRIVER, max_workers=max_workers, per_bmc=per_bmc)
+        self._conns = Connections()
+        self._read_attempts = read_attempts
+
+    async def _run(self, bmc: Bmc, op: str, fn: Any, *, retry: bool, budget: float = 1.0) -> Any:
+        target = Target.parse(bmc.address, bmc.blade)
+
+        def work() -> Any:
+            conn = self._conns.get(
+                target.base_url, bmc.username, bmc.password.reveal(), verify_tls=bmc.verify_tls, timeout=bmc.timeout
+            )
+            return fn(conn, target, bmc.blade, op)
+
+        return await self._runner.run(
+            work,
+            key=target.endpoint,
+            blade=bmc.blade,
+            op=op,
+            timeout=bmc.timeout * budget,
+            attempts=self._read_attempts if retry else 1,
+        )
+
+    # ---- power -------------------------------------------------------------
+
+    async def get_power(self, bmc: Bmc) -> PowerState:
+        state = await self._run(bmc, "get_power", _get_power, retry=True)
+        return PowerState(state)
+
+    async def set_power(self, bmc: Bmc, action: PowerAction) -> None:
+        await self._run(bmc, "set_power", lambda c, t, b, o: _set_power(c, t, b, o, action), retry=False, budget=2)
+
+    async def health(self, bmc: Bmc) -> Health:
+        result: Health = await self._run(bmc, "health", _health, retry=True)
+        return result
+
+    # ---- boot --------------------------------------------------------------
+
+    async def set_next_boot(self, bmc: Bmc, setting: BootSetting) -> None:
+        await self._run(bmc, "set_next_boot", lambda c, t, b, o: _set_boot(c, t, b, o, setting), retry=True)
+
+    async def get_next_boot(self, bmc: Bmc) -> BootSetting:
+        result: BootSetting = await self._run(bmc, "get_next_boot", _get_boot, retry=True)
+        return result
+
+    # ---- inspect -----------------------------------------------------------
+
+    async def facts(self, bmc: Bmc) -> BladeFacts:
+        result: BladeFacts = await self._run(bmc, "facts", _facts, retry=True, budget=3)
+        return result
+
+    # ---- identity ----------------------------------------------------------
+
+    async def capabilities(self, bmc: Bmc) -> IdentityCaps:
+        def fn(c: Connection, t: Target, b: str, o: str) -> IdentityCaps:
+            return ident.capabilities(_ndfs(c, t, b, o, required=False))
+
+        result: IdentityCaps = await self._run(bmc, "capabilities", fn, retry=True, budget=2)
+        return result
+
+    async def apply(self, bmc: Bmc, ids: VirtualIdentities) -> None:
+        await self._run(bmc, "apply_identity", lambda c, t, b, o: _apply(c, t, b, o, ids), retry=True, budget=3)
+
+    async def read(self, bmc: Bmc) -> VirtualIdentities:
+        def fn(c: Connection, t: Target, b: str, o: str) -> VirtualIdentities:
+            return ident.read(_ndfs(c, t, b, o, required=True))
+
+        result: VirtualIdentities = await self._run(bmc, "read_identity", fn, retry=True, budget=2)
+        return result
+
+    async def clear(self, bmc: Bmc) -> None:
+        await self.apply(bmc, VirtualIdentities())
+
+    async def close(self) -> None:
+        self._runner.close()
+        self._conns.close_all()
+
+
+# ---- work done in threads ---------------------------------------------------
+
+
+def _system(conn: Connection, target: Target, blade: str, op: str) -> dict[str, Any]:
+    try:
+        return conn.get(target.system_path, blade, op)
+    except Unsupported as exc:  # 404 on the enrolled system itself: the address is wrong
+        raise BadSettings(blade, DRIVER, op, f"no system at {target.system_path}") from exc
+
+
+def _get_power(conn: Connection, target: Target, blade: str, op: str) -> str:
+    state = _system(conn, target, blade, op).get("PowerState")
+    if state == "Off":
+        return PowerState.OFF.value
+    if state in _ON_STATES:
+        return PowerState.ON.value
+    raise BmcFailure(blade, DRIVER, op, f"unknown PowerState {state!r}", retryable=True)
+
+
+def _set_power(conn: Connection, target: Target, blade: str, op: str, action: PowerAction) -> None:
+    system = _system(conn, target, blade, op)
+    reset = (system.get("Actions") or {}).get("#ComputerSystem.Reset") or {}
+    url = reset.get("target")
+    if not url:
+        raise Unsupported(blade, DRIVER, op, "system has no ComputerSystem.Reset action")
+    allowed = reset.get("ResetType@Redfish.AllowableValues")
+    choices = _RESET[action]
+    reset_type = choices[0]
+    if isinstance(allowed, list) and allowed:
+        usable = [c for c in choices if c in allowed]
+        if not usable:
+            raise Unsupported(blade, DRIVER, op, f"{action.value}: none of {list(choices)} in {allowed}")
+        reset_type = usable[0]
+    reply = conn.request("POST", str(url), blade, op, {"ResetType": reset_type})
+    raise_for_status(reply, blade, op, f"POST {url} ResetType={reset_type}")
+
+
+def _health(conn: Connection, target: Target, blade: str, op: str) -> Health:
+    status = _system(conn, target, blade, op).get("Status") or {}
+    if not isinstance(status, dict) or not status:
+        return Health(HealthState.OK, "BMC reports no Status")
+    worst, reasons = HealthState.OK, []
+    # sushy-tools 2.2 spells it "HealthRollUp"; DMTF's schema says "HealthRollup".
+    for key in ("Health", "HealthRollup", "HealthRollUp"):
+        value = status.get(key)
+        if value is None:
+            continue
+        state = _HEALTH.get(str(value), HealthState.WARNING)
+        if state is not HealthState.OK or value not in _HEALTH:
+            reasons.append(f"Status.{key}={value}")
+        if _RANK[state] > _RANK[worst]:
+            worst = state
+    if status.get("State") not in (None, "Enabled"):
+        reasons.append(f"Status.State={status.get('State')}")
+    return Health(worst, "; ".join(reasons))
+
+
+def _set_boot(conn: Connection, target: Target, blade: str, op: str, setting: BootSetting) -> None:
+    boot: dict[str, Any] = {
+        "BootSourceOverrideTarget": "Pxe" if setting.device is BootDevice.NETWORK else "Hdd",
+        "BootSourceOverrideEnabled": "Continuous" if setting.persistent else "Once",
+    }
+    if setting.mode is BootMode.UEFI:
+        boot["BootSourceOverrideMode"] = "UEFI"
+    elif setting.mode is BootMode.LEGACY:
+        boot["BootSourceOverrideMode"] = "Legacy"
+    reply = conn.request("PATCH", target.system_path, blade, op, {"Boot": boot})
+    raise_for_status(reply, blade, op, f"PATCH {target.system_path} Boot")
+
+
+def _get_boot(conn: Connection, target: Target, blade: str, op: str) -> BootSetting:
+    boot = _system(conn, target, blade, op).get("Boot") or {}
+    tgt = boot.get("BootSourceOverrideTarget")
+    enabled = boot.get("BootSourceOverrideEnabled")
+    mode = {"UEFI": BootMode.UEFI, "Legacy": BootMode.LEGACY}.get(str(boot.get("BootSourceOverrideMode")))
+    mode = mode or BootMode.UNKNOWN
+    if enabled == "Disabled" or tgt in (None, "None"):
+        return BootSetting(BootDevice.DISK, mode, persistent=False)
+    if tgt in ("Pxe", "UefiHttp"):
+        device = BootDevice.NETWORK
+    elif tgt in ("Hdd", "UefiTarget"):
+        device = BootDevice.DISK
+    else:
+        raise BmcFailure(blade, DRIVER, op, f"boot override {tgt!r} is neither network nor disk")
+    return BootSetting(device, mode, persistent=enabled == "Continuous")
+
+
+def _facts(conn: Connection, target: Target, blade: str, op: str) -> BladeFacts:
+    system = _system(conn, target, blade, op)
+    nics: list[NicFact] = []
+    eth_link = link(system, "EthernetInterfaces")
+    if eth_link:
+        try:
+            for path in members(conn.get(eth_link, blade, op)):
+                nic = conn.get(path, blade, op)
+                mac = nic.get("PermanentMACAddress") or nic.get("MACAddress")
+                if not mac:
+                    continue
+                speed = nic.get("SpeedMbps")
+                nics.append(
+                    NicFact(
+                        name=str(nic.get("Id") or path.rsplit("/", 1)[-1]),
+                        mac=ident.norm_mac(str(mac)),
+                        speed_mbps=int(speed) if isinstance(speed, int | float) else None,
+                    )
+                )
+        except Unsupported:
+            pass
+    hbas = ident.hbas(_ndfs(conn, target, blade, op, required=False, system=system))
+    cpus = (system.get("ProcessorSummary") or {}).get("Count")
+    mem = (system.get("MemorySummary") or {}).get("TotalSystemMemoryGiB")
+    firmware = {"bios": str(system["BiosVersion"])} if system.get("BiosVersion") else {}
+    return BladeFacts(
+        cpus=int(cpus) if isinstance(cpus, int | float) else None,
+        memory_gib=round(mem) if isinstance(mem, int | float) else None,
+        nics=tuple(nics),
+        hbas=hbas,
+        firmware=firmware,
+        system_uuid=str(system["UUID"]).lower() if system.get("UUID") else None,
+        model=str(system["Model"]) if system.get("Model") else None,
+        serial=str(system["SerialNumber"]) if system.get("SerialNumber") else None,
+    )
+
+
+def _ndfs(
+    conn: Connection,
+    target: Target,
+    blade: str,
+    op: str,
+    *,
+    required: bool,
+    system: dict[str, Any] | None = None,
+) -> list[ident.Ndf]:
+    """The system's NetworkDeviceFunctions, via System.NetworkInterfaces, else the
+    system's first Chassis' NetworkAdapters. ``required``: raise Unsupported when none."""
+    system = system if system is not None else _system(conn, target, blade, op)
+    collections: list[str] = []
+    try:
+        ni_link = link(system, "NetworkInterfaces")
+        if ni_link:
+            for ni_path in members(conn.get(ni_link, blade, op)):
+                ndf_link = link(conn.get(ni_path, blade, op), "NetworkDeviceFunctions")
+                if ndf_link:
+                    collections.append(ndf_link)
+        else:
+            chassis = (system.get("Links") or {}).get("Chassis") or []
+            if chassis and isinstance(chassis[0], dict) and chassis[0].get("@odata.id"):
+                adapters = link(conn.get(str(chassis[0]["@odata.id"]), blade, op), "NetworkAdapters")
+                if adapters:
+                    for ad_path in members(conn.get(adapters, blade, op)):
+                        ndf_link = link(conn.get(ad_path, blade, op), "NetworkDeviceFunctions")
+                        if ndf_link:
+                            collections.append(ndf_link)
+        out = [
+            ident.Ndf(path, conn.get(path, blade, op))
+            for coll in collections
+            for path in members(conn.get(coll, blade, op))
+        ]
+    except Unsupported:
+        out = []
+    if required and not out:
+        raise Unsupported(blade, DRIVER, op, "no NetworkDeviceFunctions: virtual identities are applied at boot")
+    return out
+
+
+def _apply(conn: Connection, target: Target, blade: str, op: str, ids: VirtualIdentities) -> None:
+    ndfs = _ndfs(conn, target, blade, op, required=not ids.empty)
+    try:
+        patches = ident.plan(ndfs, ids)
+    except ident.PlanError as exc:
+        raise BadSettings(blade, DRIVER, op, str(exc)) from exc
+    for path, body in patches:
+        reply = conn.request("PATCH", path, blade, op, body)
+        raise_for_status(reply, blade, op, f"PATCH {path}")

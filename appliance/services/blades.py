@@ -1,0 +1,222 @@
+"""Blade inventory: enrol, list, show, delete.
+
+The BMC password is encrypted with the appliance key before it reaches the
+store and is never logged or returned; :meth:`BladeService.bmc` is the one
+place that decrypts it, for a driver call.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from appliance.domain.identities import parse_mac, parse_wwn
+from appliance.drivers.protocols import Bmc, Secret
+from appliance.errors import Conflict, Issue, NotFound, ValidationError
+from appliance.secrets import SecretBox
+from appliance.store import Store
+from appliance.store.tables import BladeNicRow, BladeRow, SwitchRow
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+SCHEME_DRIVERS = {"redfish+https": "redfish", "redfish+http": "redfish", "ipmi": "ipmi", "fake": "fake"}
+
+
+@dataclass(frozen=True, slots=True)
+class NicSpec:
+    name: str
+    mac: str
+    switch: str | None = None
+    port: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    name: str
+    bmc: str
+    username: str
+    password: Secret
+    driver: str | None = None
+    verify_tls: bool = True
+    cpus: int | None = None
+    memory_gib: int | None = None
+    chassis: str | None = None
+    slot: int | None = None
+    nics: tuple[NicSpec, ...] = ()
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BladeInfo:
+    name: str
+    state: str
+    bmc: str
+    driver: str
+    username: str
+    chassis: str | None
+    slot: int | None
+    cpus: int | None
+    memory_gib: int | None
+    nics: tuple[NicSpec, ...]
+    facts: dict[str, Any]
+    created_at: datetime
+
+    def public(self) -> dict[str, Any]:
+        """Plain data for output; the password is never part of it."""
+        return {
+            "name": self.name, "state": self.state, "bmc": self.bmc, "driver": self.driver,
+            "username": self.username, "password": "***", "chassis": self.chassis, "slot": self.slot,
+            "cpus": self.cpus, "memoryGiB": self.memory_gib,
+            "nics": [{"name": n.name, "mac": n.mac, "switch": n.switch, "port": n.port} for n in self.nics],
+            "facts": self.facts, "createdAt": self.created_at.isoformat(),
+        }
+
+
+def check_bmc_url(url: str) -> str:
+    """The driver name for a BMC URL; raises ValueError with the reason."""
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEME_DRIVERS:
+        raise ValueError(f'"{url}" has an unknown scheme (redfish+https://, redfish+http://, ipmi://)')
+    if parts.scheme != "fake":
+        if not parts.hostname:
+            raise ValueError(f'"{url}" has no host')
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError(f'"{url}" has an invalid port') from None
+    if parts.scheme.startswith("redfish") and not parts.path.startswith("/redfish/v1/Systems/"):
+        raise ValueError(f'"{url}" must name a system: …/redfish/v1/Systems/ID')
+    if parts.username or parts.password:
+        raise ValueError("credentials do not belong in the BMC URL; use --username and --password-stdin")
+    return SCHEME_DRIVERS[parts.scheme]
+
+
+def _validate(req: Enrollment) -> tuple[str, list[NicSpec], list[Issue]]:
+    issues: list[Issue] = []
+    if not _NAME.match(req.name):
+        issues.append(Issue("name", f"{req.name!r} is not a lowercase name (a-z, 0-9, '-')"))
+    driver = req.driver or ""
+    try:
+        by_scheme = check_bmc_url(req.bmc)
+        driver = req.driver or by_scheme
+    except ValueError as exc:
+        issues.append(Issue("bmc", str(exc)))
+    if not req.username:
+        issues.append(Issue("username", "is required"))
+    if not req.password.reveal():
+        issues.append(Issue("password", "is required (--password-stdin or ANVIL_BMC_PASSWORD)"))
+    for fld, val in (("cpus", req.cpus), ("memoryGiB", req.memory_gib), ("slot", req.slot)):
+        if val is not None and val < 0:
+            issues.append(Issue(fld, f"{val} is negative"))
+    nics: list[NicSpec] = []
+    seen: set[str] = set()
+    for i, nic in enumerate(req.nics):
+        try:
+            mac = parse_mac(nic.mac)
+        except ValueError as exc:
+            issues.append(Issue(f"nics[{i}].mac", str(exc)))
+            continue
+        if nic.name in seen:
+            issues.append(Issue(f"nics[{i}].name", f"duplicate NIC name {nic.name!r}"))
+        seen.add(nic.name)
+        if (nic.switch is None) != (nic.port is None):
+            issues.append(Issue(f"nics[{i}]", "cabling needs both switch and port"))
+        nics.append(NicSpec(nic.name, mac, nic.switch, nic.port))
+    for i, hba in enumerate(req.facts.get("hbas", [])):
+        for key in ("wwpn", "wwnn"):
+            try:
+                parse_wwn(str(hba.get(key, "")))
+            except ValueError as exc:
+                issues.append(Issue(f"facts.hbas[{i}].{key}", str(exc)))
+    return driver, nics, issues
+
+
+def _nics(session: Session, blade_id: int) -> tuple[NicSpec, ...]:
+    rows = session.execute(
+        select(BladeNicRow, SwitchRow.name)
+        .outerjoin(SwitchRow, SwitchRow.id == BladeNicRow.switch_id)
+        .where(BladeNicRow.blade_id == blade_id)
+        .order_by(BladeNicRow.position)
+    ).all()
+    return tuple(NicSpec(r[0].name, r[0].mac, r[1], r[0].port) for r in rows)
+
+
+def _info(session: Session, row: BladeRow) -> BladeInfo:
+    return BladeInfo(name=row.name, state=row.state, bmc=row.bmc_address, driver=row.driver, username=row.username,
+                     chassis=row.chassis, slot=row.slot, cpus=row.cpus, memory_gib=row.memory_gib,
+                     nics=_nics(session, row.id), facts=dict(row.facts), created_at=row.created_at)
+
+
+class BladeService:
+    def __init__(self, store: Store, box: SecretBox) -> None:
+        self._store = store
+        self._box = box
+
+    def enroll(self, req: Enrollment) -> BladeInfo:
+        driver, nics, issues = _validate(req)
+        if issues:
+            raise ValidationError(issues, source=f"blade {req.name}")
+        with self._store.write() as s:
+            if s.scalar(select(BladeRow.id).where(BladeRow.name == req.name)) is not None:
+                raise Conflict(f"blade {req.name!r} is already enrolled")
+            row = BladeRow(name=req.name, bmc_address=req.bmc, driver=driver, username=req.username,
+                           password_enc=self._box.encrypt(req.password), verify_tls=req.verify_tls, state="spare",
+                           chassis=req.chassis, slot=req.slot, cpus=req.cpus, memory_gib=req.memory_gib,
+                           facts=dict(req.facts))
+            s.add(row)
+            s.flush()
+            for pos, nic in enumerate(nics):
+                switch_id = None
+                if nic.switch is not None:
+                    switch_id = s.scalar(select(SwitchRow.id).where(SwitchRow.name == nic.switch))
+                    if switch_id is None:
+                        raise ValidationError([Issue(f"nics[{pos}].switch", f"switch {nic.switch!r} is not enrolled")])
+                s.add(BladeNicRow(blade_id=row.id, position=pos, name=nic.name, mac=nic.mac, switch_id=switch_id,
+                                  port=nic.port))
+            try:
+                s.flush()
+            except IntegrityError:
+                raise Conflict(f"blade {req.name!r}: a NIC MAC or switch port is already used by another blade") from None
+            log.info("enrolled blade %s (%s)", req.name, driver)
+            return _info(s, row)
+
+    def get(self, name: str) -> BladeInfo:
+        with self._store.read() as s:
+            return _info(s, self._row(s, name))
+
+    def list(self, *, state: str | None = None) -> list[BladeInfo]:
+        with self._store.read() as s:
+            stmt = select(BladeRow).order_by(BladeRow.name)
+            if state:
+                stmt = stmt.where(BladeRow.state == state)
+            return [_info(s, r) for r in s.scalars(stmt)]
+
+    def delete(self, name: str) -> None:
+        with self._store.write() as s:
+            row = self._row(s, name)
+            if row.state not in ("spare", "maintenance", "failed"):
+                raise Conflict(f"blade {name!r} is {row.state}; release its profile first")
+            s.delete(row)
+
+    def bmc(self, name: str) -> Bmc:
+        """Connection details with the decrypted password, for a driver call."""
+        with self._store.read() as s:
+            row = self._row(s, name)
+            return Bmc(blade=row.name, address=row.bmc_address, username=row.username,
+                       password=self._box.decrypt(row.password_enc), verify_tls=row.verify_tls)
+
+    @staticmethod
+    def _row(session: Session, name: str) -> BladeRow:
+        row = session.scalar(select(BladeRow).where(BladeRow.name == name))
+        if row is None:
+            raise NotFound("blade", name)
+        return row

@@ -1,0 +1,197 @@
+"""Import, validate, export and delete profiles and templates; instantiate templates.
+
+An import is one transaction: the document is validated, every concrete
+identity is claimed and every pool it names is checked; any problem rolls the
+whole import back, so a rejected import changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from appliance.domain.identities import IdentityKind
+from appliance.domain.profile import (
+    Profile,
+    claimed_identities,
+    from_dict,
+    parse_document,
+    pool_refs,
+    to_dict,
+    to_xml,
+    to_yaml,
+    with_identities,
+)
+from appliance.errors import Conflict, Issue, NotFound, ValidationError
+from appliance.store import Store
+from appliance.store.repos import identities as ids
+from appliance.store.repos import profiles as repo
+from appliance.store.tables import IdentityPoolRow, ProfileRow
+
+log = logging.getLogger(__name__)
+
+PROFILE = "ServerProfile"
+TEMPLATE = "ServerProfileTemplate"
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileInfo:
+    kind: str
+    tenant: str
+    name: str
+    state: str
+    identities: tuple[tuple[str, str, str], ...]   # (path, kind, value) held in the store
+    created_at: datetime
+    updated_at: datetime
+    profile: Profile
+
+
+def _check_pools(session: Session, profile: Profile) -> list[Issue]:
+    issues = []
+    for ref in pool_refs(profile):
+        pool = session.query(IdentityPoolRow).filter_by(name=ref.pool).one_or_none()
+        if pool is None:
+            issues.append(Issue(ref.path, f"identity pool {ref.pool!r} does not exist"))
+        elif pool.kind != ref.kind.value:
+            issues.append(Issue(ref.path, f"identity pool {ref.pool!r} holds {pool.kind} identities, not {ref.kind}"))
+    return issues
+
+
+def _check_claims(session: Session, profile: Profile, *, own_id: int | None) -> list[Issue]:
+    issues = []
+    for claim in claimed_identities(profile):
+        held = ids.holder_of(session, claim.kind, claim.value)
+        if held is None:
+            continue
+        row, holder = held
+        if own_id is not None and row.profile_id == own_id:
+            continue
+        who = f"{holder.kind} {holder.tenant}/{holder.name}" if holder else "an allocation in progress"
+        issues.append(Issue(claim.path, f'"{claim.value}" is already held by {who}'))
+    return issues
+
+
+def _claim_all(session: Session, profile: Profile, row_id: int, *, skip: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    for claim in claimed_identities(profile):
+        if claim.path in skip:
+            continue
+        try:
+            ids.claim(session, claim.kind, claim.value, profile_id=row_id, path=claim.path)
+        except Conflict as exc:
+            # Another writer won the race between our check and our insert.
+            raise ValidationError([Issue(claim.path, f'"{claim.value}" is already in use')]) from exc
+
+
+def _info(session: Session, row: ProfileRow) -> ProfileInfo:
+    held = tuple((r.path or "", r.kind, r.value) for r in ids.held_by(session, row.id))
+    return ProfileInfo(kind=row.kind, tenant=row.tenant, name=row.name, state=row.state, identities=held,
+                       created_at=row.created_at, updated_at=row.updated_at, profile=from_dict(row.document))
+
+
+class ProfileService:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    # -- reading ---------------------------------------------------------
+    @staticmethod
+    def parse(data: str | bytes, *, source: str | None = None, content_type: str | None = None) -> Profile:
+        """Validate a document without touching the store."""
+        return parse_document(data, source=source, content_type=content_type)
+
+    def get(self, kind: str, tenant: str, name: str) -> ProfileInfo:
+        with self._store.read() as s:
+            return _info(s, repo.get(s, kind, tenant, name))
+
+    def list(self, *, kind: str | None = None, tenant: str | None = None) -> list[ProfileInfo]:
+        with self._store.read() as s:
+            return [_info(s, r) for r in repo.list_rows(s, kind=kind, tenant=tenant)]
+
+    def export(self, kind: str, tenant: str, name: str, fmt: str) -> str:
+        profile = self.get(kind, tenant, name).profile
+        if fmt == "xml":
+            return to_xml(profile)
+        if fmt == "yaml":
+            return to_yaml(profile)
+        raise ValueError(f"unknown format {fmt!r} (yaml or xml)")
+
+    # -- writing ---------------------------------------------------------
+    def import_document(self, data: str | bytes, *, source: str | None = None, content_type: str | None = None,
+                        replace: bool = False) -> ProfileInfo:
+        profile = parse_document(data, source=source, content_type=content_type)
+        return self.save(profile, replace=replace, source=source)
+
+    def save(self, profile: Profile, *, replace: bool = False, source: str | None = None) -> ProfileInfo:
+        kind, tenant, name = profile.kind, profile.metadata.tenant, profile.metadata.name
+        with self._store.write() as s:
+            existing = repo.find(s, kind, tenant, name)
+            if existing is not None and not replace:
+                raise Conflict(f"{repo.KIND_LABEL[kind]} {tenant}/{name} already exists (use --replace to update it)")
+            issues = _check_pools(s, profile)
+            if kind == PROFILE:
+                issues += _check_claims(s, profile, own_id=existing.id if existing else None)
+            if issues:
+                raise ValidationError(issues, source=source)
+            if existing is None:
+                row = repo.insert(s, kind, tenant, name, to_dict(profile))
+            else:
+                row = existing
+                row.document = to_dict(profile)
+                ids.release_profile(s, row.id)
+            if kind == PROFILE:
+                _claim_all(s, profile, row.id)
+            s.flush()
+            log.info("imported %s %s/%s", kind, tenant, name)
+            return _info(s, row)
+
+    def delete(self, kind: str, tenant: str, name: str) -> None:
+        with self._store.write() as s:
+            row = repo.get(s, kind, tenant, name, lock=True)
+            if row.state not in ("unassigned",):
+                raise Conflict(f"{repo.KIND_LABEL[kind]} {tenant}/{name} is {row.state}; release it first")
+            ids.release_profile(s, row.id)
+            s.delete(row)
+
+    def allocate_pool_identities(self, session: Session, row: ProfileRow) -> Profile:
+        """Replace a stored profile's ``pool:`` references by allocated identities (in ``session``)."""
+        profile = from_dict(row.document)
+        values = {}
+        for ref in pool_refs(profile):
+            values[ref.path] = ids.allocate(session, ref.pool, IdentityKind(ref.kind), profile_id=row.id,
+                                            path=ref.path)
+        if not values:
+            return profile
+        done = with_identities(profile, values)
+        row.document = to_dict(done)
+        return done
+
+    def instantiate(self, template: str, name: str, *, tenant: str = "default") -> ProfileInfo:
+        """Create profile ``name`` from a template, allocating its pool identities."""
+        with self._store.write() as s:
+            trow = repo.get(s, TEMPLATE, tenant, template)
+            tpl = from_dict(trow.document)
+            if repo.find(s, PROFILE, tenant, name) is not None:
+                raise Conflict(f"profile {tenant}/{name} already exists")
+            doc = to_dict(tpl)
+            doc["kind"] = PROFILE
+            doc["metadata"] = {**doc["metadata"], "name": name}
+            profile = from_dict(doc, source=f"template {template}")
+            issues = _check_pools(s, profile) + _check_claims(s, profile, own_id=None)
+            if issues:
+                raise ValidationError(issues, source=f"template {template}")
+            row = repo.insert(s, PROFILE, tenant, name, to_dict(profile))
+            allocated = {ref.path for ref in pool_refs(profile)}
+            done = self.allocate_pool_identities(s, row)
+            _claim_all(s, done, row.id, skip=allocated)
+            s.flush()
+            return _info(s, row)
+
+
+def resolve_kind(word: str) -> str:
+    if word in ("profile", PROFILE):
+        return PROFILE
+    if word in ("template", TEMPLATE):
+        return TEMPLATE
+    raise NotFound("kind", word)

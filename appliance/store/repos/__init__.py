@@ -1,0 +1,1 @@
+"""Repositories: functions over a Session, one module per aggregate."""

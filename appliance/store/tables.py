@@ -1,0 +1,157 @@
+"""Tables. Every invariant that can be a constraint is one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class ProfileRow(Base):
+    """A ServerProfile or ServerProfileTemplate; ``document`` is the canonical dict."""
+
+    __tablename__ = "profiles"
+    __table_args__ = (UniqueConstraint("kind", "tenant", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    tenant: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(63))
+    document: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(32), default="unassigned")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class IdentityPoolRow(Base):
+    __tablename__ = "identity_pools"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    start: Mapped[str] = mapped_column(String(255))
+    end: Mapped[str] = mapped_column(String(255))
+    prefix: Mapped[str | None] = mapped_column(String(223))
+    size: Mapped[int] = mapped_column(BigInteger)
+    # Where the next allocation starts looking; allocation wraps to 0 to reuse released offsets.
+    next_offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IdentityRow(Base):
+    """One identity in use. ``space`` groups kinds that share a namespace (WWPN and WWNN are both WWNs)."""
+
+    __tablename__ = "identities"
+    __table_args__ = (
+        UniqueConstraint("space", "value"),
+        UniqueConstraint("pool_id", "offset"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    space: Mapped[str] = mapped_column(String(8))
+    value: Mapped[str] = mapped_column(String(255))
+    pool_id: Mapped[int | None] = mapped_column(ForeignKey("identity_pools.id", ondelete="RESTRICT"), index=True)
+    offset: Mapped[int | None] = mapped_column(BigInteger)
+    # The profile holding it; deleting the profile returns the identity to its pool.
+    profile_id: Mapped[int | None] = mapped_column(ForeignKey("profiles.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SwitchRow(Base):
+    __tablename__ = "switches"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    driver: Mapped[str] = mapped_column(String(32))
+    address: Mapped[str] = mapped_column(String(512))
+    username: Mapped[str] = mapped_column(String(255), default="")
+    password_enc: Mapped[str | None] = mapped_column(Text)
+    privacy_enc: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BladeRow(Base):
+    __tablename__ = "blades"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    bmc_address: Mapped[str] = mapped_column(String(512))
+    driver: Mapped[str] = mapped_column(String(32))
+    username: Mapped[str] = mapped_column(String(255))
+    # Fernet token of the BMC password; never the password itself.
+    password_enc: Mapped[str] = mapped_column(Text)
+    verify_tls: Mapped[bool] = mapped_column(Boolean, default=True)
+    state: Mapped[str] = mapped_column(String(32), default="spare", index=True)
+    chassis: Mapped[str | None] = mapped_column(String(63))
+    slot: Mapped[int | None] = mapped_column(Integer)
+    cpus: Mapped[int | None] = mapped_column(Integer)
+    memory_gib: Mapped[int | None] = mapped_column(Integer)
+    facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class BladeNicRow(Base):
+    """A blade NIC by burned-in MAC, and the switch port it is cabled to."""
+
+    __tablename__ = "blade_nics"
+    __table_args__ = (
+        UniqueConstraint("blade_id", "position"),
+        UniqueConstraint("mac"),
+        UniqueConstraint("switch_id", "port"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    blade_id: Mapped[int] = mapped_column(ForeignKey("blades.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(63))
+    mac: Mapped[str] = mapped_column(String(17))
+    switch_id: Mapped[int | None] = mapped_column(ForeignKey("switches.id", ondelete="RESTRICT"))
+    port: Mapped[str | None] = mapped_column(String(63))
+
+
+class ApiTokenRow(Base):
+    """A bearer token, stored as its SHA-256; the token itself is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16), default="admin")
+    tenant: Mapped[str | None] = mapped_column(String(63))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]

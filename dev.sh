@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Anvil's two commands, on a fresh Debian 12 machine:
+#   ./dev.sh run    install everything, then start the appliance on its embedded default
+#   ./dev.sh test   install everything, then run the whole test suite (what CI runs)
+# Everything it needs comes from Debian's packages and PyPI; nothing is installed by hand.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+
+APT_PACKAGES=(
+  python3-venv ca-certificates
+  postgresql postgresql-contrib          # the store's tests run against PostgreSQL too
+)
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+log() { printf '== %s\n' "$*" >&2; }
+
+install_apt() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "apt-get install ${missing[*]}"
+  # Packages such as postgresql start system daemons on install; we start our own, so forbid that.
+  local guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    guard=1
+  fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ -n "$guard" ] && $SUDO rm -f /usr/sbin/policy-rc.d
+  return 0
+}
+
+install_python() {
+  # Debian's Python 3.11 is the floor; uv installs the locked-in dependency set in seconds.
+  if [ ! -x .venv/bin/python ]; then
+    log "creating .venv with /usr/bin/python3"
+    /usr/bin/python3 -m venv .venv
+  fi
+  [ -x .venv/bin/uv ] || .venv/bin/pip install -q uv
+  log "installing anvil and its test tools into .venv"
+  .venv/bin/uv pip install -q -p .venv/bin/python -e '.[test]'
+}
+
+cmd_run() {
+  install_apt
+  install_python
+  log "starting the appliance (Ctrl-C stops it)"
+  exec .venv/bin/anvil serve "$@"
+}
+
+cmd_test() {
+  install_apt
+  install_python
+  log "ruff"
+  .venv/bin/ruff check appliance tests bench scripts
+  log "mypy"
+  .venv/bin/mypy appliance
+  log "pytest"
+  mkdir -p test-artifacts
+  set +e
+  .venv/bin/python -m pytest -n 2 -p no:cacheprovider --durations=15 "$@"
+  rc=$?
+  set -e
+  if [ $rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi
+  exit $rc
+}
+
+case "${1:-}" in
+  run) shift; cmd_run "$@" ;;
+  test) shift; cmd_test "$@" ;;
+  install) install_apt; install_python ;;
+  *) echo "usage: ./dev.sh run|test|install" >&2; exit 2 ;;
+esac
