@@ -16,15 +16,16 @@ from appliance.errors import AnvilError, ValidationError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(path_type=Path), envvar="ANVIL_CONFIG",
-              help="Configuration file (default: per-user state dir, or /etc/anvil/anvil.toml for the service).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="Configuration file (default: ANVIL_CONFIG, the per-user state dir, or /etc/anvil/anvil.toml for the service).")
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.version_option(__version__, prog_name="anvil")
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
     """Anvil: stamp server profiles onto bare-metal blades."""
     settings = load_settings(config_path)
-    logging.basicConfig(level="DEBUG" if verbose else settings.log_level,
+    # Commands stay quiet unless -v; `serve` raises the level to the configured one.
+    logging.basicConfig(level="DEBUG" if verbose else "WARNING",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     obj = CliContext(settings=settings)
     ctx.obj = obj

@@ -9,13 +9,8 @@ import signal
 import sys
 
 import click
-from aiohttp import web
 
-from appliance.api.app import create_app
-from appliance.api.tls import ensure_self_signed, server_context
 from appliance.cli.context import CliContext, pass_ctx
-from appliance.secrets import ensure_key
-from appliance.services.tokens import TokenService
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +23,17 @@ def _is_loopback(host: str) -> bool:
 
 
 async def _run(ctx: CliContext, insecure_http: bool, ready_file: str | None) -> None:
+    # Imported here so that other commands do not pay for aiohttp and TLS at start-up.
+    from aiohttp import web
+
+    from appliance.api.app import create_app
+    from appliance.api.tls import ensure_self_signed, server_context
+    from appliance.secrets import ensure_key
+    from appliance.services.tokens import TokenService
+
     settings = ctx.settings
+    if logging.getLogger().level > logging.getLevelName(settings.log_level):
+        logging.getLogger().setLevel(settings.log_level)
     store = ctx.store()
     ensure_key(settings.secrets_key_path)
     token_file = settings.state_dir / "admin.token"

@@ -43,15 +43,16 @@ def check_size(data: str | bytes, *, source: str | None = None) -> None:
     """Refuse documents over :data:`MAX_DOCUMENT_BYTES` before any parser sees them."""
     size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
     if size > MAX_DOCUMENT_BYTES:
-        raise ValidationError([Issue("", f"document is {size} bytes; the limit is {MAX_DOCUMENT_BYTES} bytes (1 MiB)")], source=source)
+        reason = f"document is {size} bytes; the limit is {MAX_DOCUMENT_BYTES} bytes (1 MiB)"
+        raise ValidationError([Issue("", reason)], source=source)
 
 
 def _clean_loc(loc: tuple[int | str, ...]) -> Loc:
     out: list[str | int] = []
-    for i, part in enumerate(loc):
+    for part in loc:
         if part == "[key]":
             continue
-        if i > 0 and loc[i - 1] == "source" and part in BOOT_SOURCE_TYPES and tuple(out[-3:]) == ("spec", "boot", "source"):
+        if part in BOOT_SOURCE_TYPES and tuple(out[-3:]) == ("spec", "boot", "source") and len(out) == 3:
             continue  # pydantic adds the union's tag to the location; the document has no such level
         out.append(part)
     return tuple(out)
@@ -98,7 +99,7 @@ def _reason(err: Mapping[str, Any], loc: Loc) -> str:
     if kind == "enum":
         return f"{_show(value)} is not one of {ctx.get('expected', '')}"
     if kind == "union_tag_invalid":
-        return f'unknown boot source type {_show(ctx.get("tag"))} (expected iscsi, fc, image or local)'
+        return f"unknown boot source type {_show(ctx.get('tag'))} (expected iscsi, fc, image or local)"
     if kind == "union_tag_not_found":
         return 'needs a "type": iscsi, fc, image or local'
     if kind in _TYPE_REASONS:
@@ -131,7 +132,8 @@ def issues_from(exc: pydantic.ValidationError, line_of: LineOf | None = None) ->
 def validate_data(data: object, *, source: str | None = None, line_of: LineOf | None = None) -> Profile:
     """Validate plain data as a Profile, raising ValidationError with every issue."""
     if not isinstance(data, dict):
-        raise ValidationError([Issue("", f"a profile must be a mapping, not {_show(data)}", line_of(()) if line_of else None)], source=source)
+        issue = Issue("", f"a profile must be a mapping, not {_show(data)}", line_of(()) if line_of else None)
+        raise ValidationError([issue], source=source)
     try:
         return Profile.model_validate(data)
     except pydantic.ValidationError as exc:

@@ -19,7 +19,16 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from appliance.domain.identities import (
@@ -271,7 +280,7 @@ class Hba(_Model):
     wwnn: WwnnRef | None = None
 
 
-# Identity fields, in document order: (kind, collection or None, field).
+# Identity fields: (kind, collection or None, field); collections are walked item by item.
 IDENTITY_FIELDS: tuple[tuple[IdentityKind, str | None, str], ...] = (
     (IdentityKind.UUID, None, "uuid"),
     (IdentityKind.IQN, None, "iscsiInitiator"),
@@ -291,15 +300,13 @@ class Identity(_Model):
         """Every identity value set here (concrete or pool ref) with its location, in document order."""
         out: list[tuple[IdentityKind, str, Loc]] = []
         for kind, collection, field in IDENTITY_FIELDS:
-            if collection is None:
-                value = getattr(self, field)
-                if value is not None:
-                    out.append((kind, value, (field,)))
-                continue
+            if collection is None and getattr(self, field) is not None:
+                out.append((kind, getattr(self, field), (field,)))
+        for collection in ("nics", "hbas"):
             for i, item in enumerate(getattr(self, collection)):
-                value = getattr(item, field)
-                if value is not None:
-                    out.append((kind, value, (collection, i, field)))
+                for kind, coll, field in IDENTITY_FIELDS:
+                    if coll == collection and getattr(item, field) is not None:
+                        out.append((kind, getattr(item, field), (collection, i, field)))
         return out
 
     @model_validator(mode="after")
@@ -310,7 +317,9 @@ class Identity(_Model):
             for i, item in enumerate(getattr(self, collection)):
                 if item.name in names:
                     first = names[item.name]
-                    problems.append(((collection, i, "name"), f'"{item.name}" is already the name of {collection}[{first}]'))
+                    problems.append(
+                        ((collection, i, "name"), f'"{item.name}" is already the name of {collection}[{first}]')
+                    )
                 names.setdefault(item.name, i)
         # WWPNs and WWNNs share one namespace (both are FC world-wide names).
         seen: dict[tuple[str, str], Loc] = {}

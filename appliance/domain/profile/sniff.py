@@ -18,19 +18,24 @@ def looks_like_xml(data: str | bytes) -> bool:
             if head.startswith(bom):
                 if bom != _BOMS[0]:  # UTF-16: decode enough to look
                     return head.decode("utf-16", "ignore").lstrip("\ufeff \t\r\n").startswith("<")
-                head = head[len(bom):]
+                head = head[len(bom) :]
         return head.lstrip(b" \t\r\n").startswith(b"<")
     return data[:4096].lstrip("\ufeff \t\r\n").startswith("<")
 
 
-def parse_document(
-    data: str | bytes, *, source: str | None = None, content_type: str | None = None
-) -> Profile:
+def parse_document(data: str | bytes, *, source: str | None = None, content_type: str | None = None) -> Profile:
     """Parse a profile as XML if ``content_type`` says XML or the text starts with ``<``, else as YAML/JSON."""
     check_size(data, source=source)
     media = (content_type or "").split(";", 1)[0].strip().lower()
-    if media.endswith("xml") or media.endswith("+xml"):
+    if media.endswith("xml"):
         return parse_xml(data, source=source)
     if media and ("yaml" in media or "json" in media):
         return parse_yaml(data, source=source)
-    return parse_xml(data, source=source) if looks_like_xml(data) else parse_yaml(data, source=source)
+    if not looks_like_xml(data):
+        return parse_yaml(data, source=source)
+    # Whitespace before an XML declaration is a syntax error to expat; a pasted document often has some.
+    if isinstance(data, str):
+        data = data.lstrip("\ufeff \t\r\n")
+    elif not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        data = data.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
+    return parse_xml(data, source=source)

@@ -22,7 +22,7 @@ from typing import Any
 import defusedxml
 import defusedxml.ElementTree as DET
 
-from appliance.domain.profile.document import LineOf, check_size, format_path, to_dict, validate_data
+from appliance.domain.profile.document import check_size, format_path, to_dict, validate_data
 from appliance.domain.profile.model import Loc, Profile, ProfileKind
 from appliance.domain.profile.shape import (
     ENTRY,
@@ -67,7 +67,9 @@ def _parse_tree(data: str | bytes, source: str | None) -> tuple[ET.Element, dict
         parser.feed(data)
         root = parser.close()
     except defusedxml.DTDForbidden:
-        raise ValidationError([Issue("", "XML document type declarations (DTDs) are not allowed")], source=source) from None
+        raise ValidationError(
+            [Issue("", "XML document type declarations (DTDs) are not allowed")], source=source
+        ) from None
     except defusedxml.EntitiesForbidden:
         raise ValidationError([Issue("", "XML entity declarations are not allowed")], source=source) from None
     except defusedxml.ExternalReferenceForbidden:
@@ -101,7 +103,7 @@ class _Decoder:
             shown = tag.split("}", 1)[-1] if isinstance(tag, str) else "?"
             self.issue(loc, f"element <{shown}> is not in namespace {NAMESPACE}", elem)
             return None
-        return tag[len(_NS):]
+        return tag[len(_NS) :]
 
     def no_attributes(self, elem: ET.Element, loc: Loc, allowed: frozenset[str] = frozenset()) -> None:
         for attr in elem.attrib:
@@ -242,8 +244,10 @@ def parse_xml(data: str | bytes, *, source: str | None = None) -> Profile:
     return profile
 
 
+# Elements are built with bare names and the root declares the default namespace:
+# ElementTree's ``default_namespace`` refuses the unqualified ``key`` attribute.
 def _encode(parent: ET.Element, name: str, value: Any, schema: Schema) -> None:
-    elem = ET.SubElement(parent, _NS + name)
+    elem = ET.SubElement(parent, name)
     shape = resolve(schema)
     if shape.kind is Kind.OBJECT:
         _encode_fields(elem, value, shape.schema["properties"])
@@ -255,7 +259,7 @@ def _encode(parent: ET.Element, name: str, value: Any, schema: Schema) -> None:
             _encode(elem, ITEM_NAMES.get(name, "item"), item, shape.schema["items"])
     elif shape.kind is Kind.MAP:
         for key, val in value.items():
-            ET.SubElement(elem, _NS + ENTRY, {ENTRY_KEY: key}).text = val
+            ET.SubElement(elem, ENTRY, {ENTRY_KEY: key}).text = val
     elif isinstance(value, bool):
         elem.text = "true" if value else "false"
     else:
@@ -270,8 +274,8 @@ def _encode_fields(elem: ET.Element, data: dict[str, Any], props: Schema) -> Non
 def to_xml(p: Profile) -> str:
     """The XML form of ``p`` (UTF-8 declaration, two-space indent)."""
     data = to_dict(p)
-    root = ET.Element(_NS + data.pop("kind"))
+    root = ET.Element(data.pop("kind"), {"xmlns": NAMESPACE})
     _encode_fields(root, data, profile_schema()["properties"])
     ET.indent(root, space="  ")
-    body = ET.tostring(root, encoding="unicode", default_namespace=NAMESPACE)
+    body = ET.tostring(root, encoding="unicode")
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n"

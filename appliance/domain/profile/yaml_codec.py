@@ -27,13 +27,12 @@ _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 
 class _Loader(yaml.SafeLoader):
-    def compose_node(self, parent: Node | None, index: int) -> Node | None:  # type: ignore[override]
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None, None, "aliases (*name) are not allowed in a profile", event.start_mark
-            )
-        node: Node | None = super().compose_node(parent, index)  # type: ignore[arg-type]
+            event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+            mark: yaml.error.Mark | None = event.start_mark  # type: ignore[assignment]
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a profile", mark)
+        node: Node | None = super().compose_node(parent, index)
         return node
 
 
@@ -83,7 +82,13 @@ def _duplicate_keys(node: Node, loc: Loc, out: list[Issue]) -> None:
         for key, value in node.value:
             if isinstance(key, ScalarNode):
                 if key.value in seen:
-                    out.append(Issue(format_path((*loc, key.value)), f"appears twice (first on line {seen[key.value]})", _line(key)))
+                    out.append(
+                        Issue(
+                            format_path((*loc, key.value)),
+                            f"appears twice (first on line {seen[key.value]})",
+                            _line(key),
+                        )
+                    )
                 seen.setdefault(key.value, _line(key))
                 _duplicate_keys(value, (*loc, key.value), out)
     elif isinstance(node, SequenceNode):
@@ -94,14 +99,19 @@ def _duplicate_keys(node: Node, loc: Loc, out: list[Issue]) -> None:
 def parse_yaml(text: str | bytes, *, source: str | None = None) -> Profile:
     """Parse and validate a YAML (or JSON) profile; raises ValidationError with every issue and its line."""
     check_size(text, source=source)
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:  # undecodable bytes are found as soon as the reader starts
+        raise ValidationError([Issue("", f"not valid YAML: {exc}")], source=source) from None
     try:
         try:
             root = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else None
-            raise ValidationError([Issue("", f"YAML syntax error: {exc.problem or exc}", line)], source=source) from None
+            raise ValidationError(
+                [Issue("", f"YAML syntax error: {exc.problem or exc}", line)], source=source
+            ) from None
         except yaml.YAMLError as exc:
             raise ValidationError([Issue("", f"not valid YAML: {exc}")], source=source) from None
         if root is None:
@@ -125,7 +135,15 @@ def parse_yaml(text: str | bytes, *, source: str | None = None) -> Profile:
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    """Quotes strings with a colon (MACs, WWNs, portals) so YAML 1.1 readers never see numbers."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = '"' if ":" in value and "\n" not in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
 
 
 def to_yaml(p: Profile) -> str:

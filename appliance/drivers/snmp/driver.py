@@ -282,7 +282,7 @@ class SnmpSwitchDriver:
 
     # ---- reading -----------------------------------------------------------------
 
-    def _typed(self, sw: SwitchRef, op: str, what: str, value: Any, kind: type) -> Any:
+    def _typed(self, sw: SwitchRef, op: str, what: str, value: Any, kind: Any) -> Any:
         if _absent(value):
             raise BadSettings(sw.name, self.name, op, f"{what} does not exist on the switch")
         if value.tagSet != kind.tagSet:
