@@ -252,7 +252,7 @@ class SnmpSwitchDriver:
         eng, tgt, auth = self._eng(), await self._target(sw, t), self._auth(sw, t)
         async with self._deadline(sw, op):
             ei, es, eidx, vbs = await get_cmd(eng, auth, tgt, ContextData(contextName=t.context),
-                                              *(ObjectType(ObjectIdentity(o)) for o in oids))
+                                              *(ObjectType(ObjectIdentity(o)) for o in oids), lookupMib=False)
         self._raise_for(sw, op, ei, es, eidx, vbs)
         return [vb[1] for vb in vbs]
 
@@ -262,7 +262,7 @@ class SnmpSwitchDriver:
             chunk = pairs[i:i + _MAX_VARBINDS]
             async with self._deadline(sw, op):
                 ei, es, eidx, vbs = await set_cmd(eng, auth, tgt, ContextData(contextName=t.context),
-                                                  *(ObjectType(ObjectIdentity(o), v) for o, v in chunk))
+                                                  *(ObjectType(ObjectIdentity(o), v) for o, v in chunk), lookupMib=False)
             self._raise_for(sw, op, ei, es, eidx, vbs)
 
     async def _walk(self, sw: SwitchRef, t: _Target, op: str, base: str) -> dict[int, Any]:
@@ -272,7 +272,8 @@ class SnmpSwitchDriver:
         out: dict[int, Any] = {}
         async with self._deadline(sw, op, requests=20):
             async for ei, es, eidx, vbs in bulk_walk_cmd(eng, auth, tgt, ContextData(contextName=t.context), 0, 50,
-                                                         ObjectType(ObjectIdentity(base)), lexicographicMode=False):
+                                                         ObjectType(ObjectIdentity(base)), lexicographicMode=False,
+                                                         lookupMib=False):
                 self._raise_for(sw, op, ei, es, eidx, vbs)
                 for name, value in vbs:
                     oid = tuple(name)
