@@ -6,10 +6,10 @@ import pytest
 
 from appliance.drivers.errors import Unsupported
 from appliance.drivers.protocols import (
+    BmcDriver,
     BootDevice,
     BootMode,
     BootSetting,
-    BmcDriver,
     HealthState,
     IdentityCaps,
     PowerAction,

@@ -1,4 +1,4 @@
-"""Set-then-confirm-by-poll against sushy-tools' own random 1–11 s power delay."""
+"""Set-then-confirm-by-poll against sushy-tools' own random 1-11 s power delay."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ def runner():
 async def test_a_call_past_its_deadline_is_unreachable(runner: BlockingRunner) -> None:
     release = threading.Event()
     start = time.monotonic()
-    with pytest.raises(BmcUnreachable, match="no answer within 0.2s") as err:
+    with pytest.raises(BmcUnreachable, match=r"no answer within 0\.2s") as err:
         await runner.run(release.wait, 5, key="bmc1", blade="b1", op="get_power", timeout=0.2)
     assert time.monotonic() - start < 0.5
     assert (err.value.blade, err.value.driver, err.value.op) == ("b1", "test", "get_power")
