@@ -135,7 +135,9 @@ def default_config_path(env: Mapping[str, str]) -> Path:
     return state / "anvil.toml"
 
 
-_SECTIONS: dict[str, type[_Section]] = {"store": StoreSettings, "api": ApiSettings, "boot": BootSettings, "network": NetworkSettings}
+_SECTIONS: dict[str, type[_Section]] = {
+    "store": StoreSettings, "api": ApiSettings, "boot": BootSettings, "network": NetworkSettings,
+}
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:

@@ -5,7 +5,7 @@
 
 Redfish: one sushy-tools emulator process (one BMC) serving N systems, basic auth
 (bcrypt rounds=4); the driver caps concurrent requests per BMC at 4. IPMI: one process
-with N pyghmi BMCs (one UDP port each). Power delay is turned down to 0–0.2 s (it does
+with N pyghmi BMCs (one UDP port each). Power delay is turned down to 0-0.2 s (it does
 not matter for status polls). Prints a table, then one JSON line.
 """
 

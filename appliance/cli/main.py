@@ -17,7 +17,8 @@ from appliance.errors import AnvilError, ValidationError
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
-              help="Configuration file (default: ANVIL_CONFIG, the per-user state dir, or /etc/anvil/anvil.toml for the service).")
+              help="Configuration file (default: ANVIL_CONFIG, the per-user state dir, "
+              "or /etc/anvil/anvil.toml for the service).")
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.version_option(__version__, prog_name="anvil")
 @click.pass_context

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 import yaml
@@ -12,7 +13,10 @@ import yaml
 FORMATS = click.Choice(["table", "json", "yaml"])
 
 
-def output_option(default: str = "table") -> Any:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def output_option(default: str = "table") -> Callable[[F], F]:
     return click.option("-o", "--output", "fmt", type=FORMATS, default=default, show_default=True,
                         help="Output format.")
 

@@ -33,7 +33,8 @@ def create(name: str, **options: Any) -> BmcDriver:
     """Instantiate driver ``name`` with ``options``; BadSettings when no such driver is installed."""
     matches = [ep for ep in entry_points(group=GROUP) if ep.name == name]
     if not matches:
-        raise BadSettings("-", name, "create", f"no BMC driver {name!r} (installed: {', '.join(available()) or 'none'})")
+        installed = ", ".join(available()) or "none"
+        raise BadSettings("-", name, "create", f"no BMC driver {name!r} (installed: {installed})")
     factory = matches[0].load()
     driver = factory(**options)
     if not isinstance(driver, BmcDriver):

@@ -18,7 +18,7 @@ What this wrapper adds to sushy-tools 2.2 (whose fake driver lacks them):
 - ``Boot.BootSourceOverrideEnabled`` is remembered (stock sushy-tools ignores it and
   always reads back ``Continuous``).
 - A configurable power delay: config key ``ANVIL_POWER_DELAY = (lo, hi)`` seconds
-  (uniform); ``None`` keeps sushy-tools' own random 1–11 s.
+  (uniform); ``None`` keeps sushy-tools' own random 1-11 s.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,8 @@ def make_systems(count: int, *, seed: int = 1, nics: int = 2, power_state: str =
                 "power_state": power_state,
                 "external_notifier": False,
                 "nics": [{"mac": f"52:54:{hi:02x}:{lo:02x}:{i % 256:02x}:{n + 1:02x}"} for n in range(nics)],
-                "fc": [{"wwpn": f"20:00:00:25:b5:{lo:02x}:{i % 256:02x}:01", "wwnn": f"20:00:00:25:b5:{lo:02x}:{i % 256:02x}:ff"}],
+                "fc": [{"wwpn": f"20:00:00:25:b5:{lo:02x}:{i % 256:02x}:01",
+                        "wwnn": f"20:00:00:25:b5:{lo:02x}:{i % 256:02x}:ff"}],
                 "cpus": 16,
                 "memory_gib": 64,
                 "model": "Lab Blade R1",
@@ -231,6 +233,12 @@ def _install(app: Any, fakedriver: Any, sushy_error: Any) -> None:  # pragma: no
     fake.get_versions = get_versions
     fake.set_versions = set_versions
 
+    def route(rule: str, methods: list[str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        deco: Callable[[Callable[..., Any]], Callable[..., Any]] = app.route(rule, methods=methods)
+        return deco
+
+    after_request: Callable[[Callable[..., Any]], Callable[..., Any]] = app.after_request
+
     systems_re = re.compile(r"^/redfish/v1/Systems/([^/]+)/?$")
 
     def system_of(identity: str) -> dict[str, Any]:
@@ -311,13 +319,13 @@ def _install(app: Any, fakedriver: Any, sushy_error: Any) -> None:  # pragma: no
             "Members@odata.count": len(links), "Members": [{"@odata.id": p} for p in links],
         })
 
-    @app.route("/redfish/v1/Systems/<identity>/NetworkInterfaces", methods=["GET"])
+    @route("/redfish/v1/Systems/<identity>/NetworkInterfaces", methods=["GET"])
     def anvil_network_interfaces(identity: str) -> Any:
         system = system_of(identity)
         path = f"/redfish/v1/Systems/{system['uuid']}/NetworkInterfaces"
         return collection(path, "Network Interfaces", [f"{path}/{system['uuid']}"])
 
-    @app.route("/redfish/v1/Systems/<identity>/NetworkInterfaces/<nid>", methods=["GET"])
+    @route("/redfish/v1/Systems/<identity>/NetworkInterfaces/<nid>", methods=["GET"])
     def anvil_network_interface(identity: str, nid: str) -> Any:
         system = system_of(identity)
         if nid != system["uuid"]:
@@ -330,13 +338,13 @@ def _install(app: Any, fakedriver: Any, sushy_error: Any) -> None:  # pragma: no
             "NetworkDeviceFunctions": {"@odata.id": f"{adapter_path(system['uuid'])}/NetworkDeviceFunctions"},
         })
 
-    @app.route("/redfish/v1/Chassis/<cid>/NetworkAdapters", methods=["GET"])
+    @route("/redfish/v1/Chassis/<cid>/NetworkAdapters", methods=["GET"])
     def anvil_network_adapters(cid: str) -> Any:
         uuids = list(app.systems.systems)
         return collection(f"/redfish/v1/Chassis/{cid}/NetworkAdapters", "Network Adapters",
                           [adapter_path(u) for u in uuids])
 
-    @app.route("/redfish/v1/Chassis/<cid>/NetworkAdapters/<identity>", methods=["GET"])
+    @route("/redfish/v1/Chassis/<cid>/NetworkAdapters/<identity>", methods=["GET"])
     def anvil_network_adapter(cid: str, identity: str) -> Any:
         system = system_of(identity)
         return flask.jsonify({
@@ -346,13 +354,13 @@ def _install(app: Any, fakedriver: Any, sushy_error: Any) -> None:  # pragma: no
             "NetworkDeviceFunctions": {"@odata.id": f"{adapter_path(system['uuid'])}/NetworkDeviceFunctions"},
         })
 
-    @app.route("/redfish/v1/Chassis/<cid>/NetworkAdapters/<identity>/NetworkDeviceFunctions", methods=["GET"])
+    @route("/redfish/v1/Chassis/<cid>/NetworkAdapters/<identity>/NetworkDeviceFunctions", methods=["GET"])
     def anvil_ndfs(cid: str, identity: str) -> Any:
         system = system_of(identity)
         base = f"{adapter_path(system['uuid'])}/NetworkDeviceFunctions"
         return collection(base, "Network Device Functions", [f"{base}/{fid}" for fid in ndf_state(system)])
 
-    @app.route("/redfish/v1/Chassis/<cid>/NetworkAdapters/<identity>/NetworkDeviceFunctions/<fid>",
+    @route("/redfish/v1/Chassis/<cid>/NetworkAdapters/<identity>/NetworkDeviceFunctions/<fid>",
                methods=["GET", "PATCH"])
     def anvil_ndf(cid: str, identity: str, fid: str) -> Any:
         system = system_of(identity)
@@ -398,7 +406,7 @@ def _install(app: Any, fakedriver: Any, sushy_error: Any) -> None:  # pragma: no
         app.systems._update(system["uuid"], anvil_ndf=state)
         return flask.Response(status=204)
 
-    @app.after_request
+    @after_request
     def anvil_system_extras(response: Any) -> Any:
         match = systems_re.match(flask.request.path)
         if not match or response.status_code not in (200, 204):

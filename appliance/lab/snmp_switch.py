@@ -9,7 +9,8 @@ marked ``writecache`` (settable, kept in memory by the emulator).
 snmpsim's limits (see ../shared/lab/bmc-switch.md §3): it has no RowStatus
 createAndGo, so every VLAN row exists from the start; it silently accepts a SET of
 the wrong type or on a read-only or absent OID (storing nothing), so tests must read
-back; a wrong community gets no answer at all.
+back; a wrong community gets no answer at all. Its writecache module reads a record's
+``value=`` as text even under the ``4x`` (hex) tag, so PortLists use ``hexvalue=``.
 
 As root snmpsim insists on dropping privileges, so it runs as ``nobody``; its data,
 cache and writecache files live in a directory ``nobody`` can write.
@@ -53,18 +54,24 @@ def snmprec_lines(
     vlans: Iterable[int],
     default_vlan: int = 1,
     ifindex_offset: int = 0,
+    fail_vlans: Iterable[int] = (),
     descr: str = "Anvil lab 802.1Q switch (snmpsim)",
 ) -> list[str]:
     """The data set as snmprec lines, sorted by OID.
 
-    Every port has PVID ``default_vlan`` and is admin up; port p has ifIndex
-    ``p + ifindex_offset``. The Egress/Untagged PortLists start empty here and get
-    their bytes from :func:`initial_portlists` once the agent runs.
+    Every port is untagged in ``default_vlan`` (its PVID) and admin up; port p has
+    ifIndex ``p + ifindex_offset``. SETs of the PortLists of ``fail_vlans`` answer
+    commitFailed (writecache error injection), for driver failure tests.
     """
     vids = sorted(set(vlans) | {default_vlan})
     if not 1 <= ports <= 4096 or any(not 1 <= v <= 4094 for v in vids):
         raise ValueError("ports must be 1..4096 and VLANs 1..4094")
-    none = bytes((ports + 7) // 8).hex()
+    size = (ports + 7) // 8
+    everyone = bytearray(size)
+    for p in range(1, ports + 1):
+        everyone[(p - 1) // 8] |= 0x80 >> ((p - 1) % 8)
+    none = bytes(size).hex()
+    fail = set(fail_vlans)
     lines = [f"{SYS_DESCR}|4|{descr}", f"{SYS_OBJECT_ID}|6|1.3.6.1.4.1.8072.3.2.10"]
     for p in range(1, ports + 1):
         idx = p + ifindex_offset
@@ -72,25 +79,16 @@ def snmprec_lines(
         lines.append(f"{DOT1D_BASE_PORT_IFINDEX}.{p}|2|{idx}")
         lines.append(f"{DOT1Q_PVID}.{p}|66:writecache|value={default_vlan}")
     for v in vids:
+        # writecache takes ``value=`` as text even with the 4x tag ("ffffff" reads back as six
+        # characters); its ``hexvalue=`` setting gives real bytes.
+        member = bytes(everyone).hex() if v == default_vlan else none
+        inject = ",status=commitfailed,op=set" if v in fail else ""
         lines.append(f"{VLAN_STATIC}.1.{v}|4:writecache|value=vlan{v}")
-        lines.append(f"{VLAN_STATIC}.2.{v}|4:writecache|value=")  # seeded by SET, see _seed()
+        lines.append(f"{VLAN_STATIC}.2.{v}|4:writecache|hexvalue={member}{inject}")
         lines.append(f"{VLAN_STATIC}.3.{v}|4x|{none}")
-        lines.append(f"{VLAN_STATIC}.4.{v}|4:writecache|value=")
+        lines.append(f"{VLAN_STATIC}.4.{v}|4:writecache|hexvalue={member}{inject}")
         lines.append(f"{VLAN_STATIC}.5.{v}|2|1")
     return sorted(lines, key=_oid_key)
-
-
-def initial_portlists(*, ports: int, vlans: Iterable[int], default_vlan: int = 1) -> list[tuple[str, bytes]]:
-    """(OID, PortList) for every VLAN's egress and untagged list: all ports untagged in ``default_vlan``."""
-    size = (ports + 7) // 8
-    everyone = bytearray(size)
-    for p in range(1, ports + 1):
-        everyone[(p - 1) // 8] |= 0x80 >> ((p - 1) % 8)
-    out = []
-    for v in sorted(set(vlans) | {default_vlan}):
-        member = bytes(everyone) if v == default_vlan else bytes(size)
-        out += [(f"{VLAN_STATIC}.2.{v}", member), (f"{VLAN_STATIC}.4.{v}", member)]
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +118,7 @@ class SnmpSwitch:
         v3: V3User | None = None,
         default_vlan: int = 1,
         ifindex_offset: int = 0,
+        fail_vlans: Iterable[int] = (),
     ) -> None:
         self.workdir = workdir
         self.ports = ports
@@ -128,6 +127,7 @@ class SnmpSwitch:
         self.v3 = v3
         self.default_vlan = default_vlan
         self.ifindex_offset = ifindex_offset
+        self.fail_vlans = tuple(fail_vlans)
         self.port = 0
         self._proc: procs.ProcHandle | None = None
         self._rundir = workdir
@@ -144,7 +144,7 @@ class SnmpSwitch:
         data = self._rundir / "data"
         data.mkdir(parents=True, exist_ok=True)
         lines = snmprec_lines(ports=self.ports, vlans=self.vlans, default_vlan=self.default_vlan,
-                              ifindex_offset=self.ifindex_offset)
+                              ifindex_offset=self.ifindex_offset, fail_vlans=self.fail_vlans)
         (data / f"{self.community}.snmprec").write_text("\n".join(lines) + "\n")
         return data
 
@@ -183,8 +183,6 @@ class SnmpSwitch:
             self._proc = handle
             try:
                 procs.wait_until(self._answers, handle, timeout, "snmpsim")
-                _seed(self.port, self.community, initial_portlists(
-                    ports=self.ports, vlans=self.vlans, default_vlan=self.default_vlan))
                 return
             except procs.ProcError as exc:
                 last = exc
@@ -243,17 +241,6 @@ def _message(community: str, pdu_tag: int, varbinds: list[tuple[str, bytes]]) ->
     return _tlv(0x30, _tlv(0x02, b"\x01") + _tlv(0x04, community.encode()) + pdu)
 
 
-def _read_tlv(buf: bytes, pos: int) -> tuple[int, int, int]:
-    """(tag, start of body, end of body) of the TLV at ``pos``."""
-    tag, n = buf[pos], buf[pos + 1]
-    pos += 2
-    if n & 0x80:
-        width = n & 0x7F
-        n = int.from_bytes(buf[pos:pos + width], "big")
-        pos += width
-    return tag, pos, pos + n
-
-
 def _exchange(port: int, msg: bytes, timeout: float = 0.3) -> bytes | None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
@@ -264,33 +251,9 @@ def _exchange(port: int, msg: bytes, timeout: float = 0.3) -> bytes | None:
             return None
 
 
-def _error_status(reply: bytes) -> int:
-    _, pos, _ = _read_tlv(reply, 0)           # message SEQUENCE
-    for _ in range(2):                        # version, community
-        pos = _read_tlv(reply, pos)[2]
-    _, pos, _ = _read_tlv(reply, pos)         # Response-PDU
-    pos = _read_tlv(reply, pos)[2]            # request-id
-    _, start, end = _read_tlv(reply, pos)     # error-status
-    return int.from_bytes(reply[start:end], "big")
-
-
 def _udp_probe(port: int, community: str) -> bool:
     """Readiness: a v2c GET of sysDescr gets any reply (hand-built packet, no pysnmp in the parent)."""
     return _exchange(port, _message(community, 0xA0, [(SYS_DESCR, b"\x05\x00")])) is not None
-
-
-def _seed(port: int, community: str, values: list[tuple[str, bytes]]) -> None:
-    """SET PortLists to their real initial bytes.
-
-    snmpsim's writecache takes a record's initial ``value=`` as text even with the
-    ``4x`` (hex) tag: ``value=ffffff`` reads back as the six characters "ffffff". So
-    the data file starts PortLists empty and they are written once, over SNMP, here.
-    """
-    for i in range(0, len(values), 8):
-        chunk = [(oid, _tlv(0x04, raw)) for oid, raw in values[i:i + 8]]
-        reply = _exchange(port, _message(community, 0xA3, chunk), timeout=2.0)
-        if reply is None or _error_status(reply) != 0:
-            raise procs.ProcError(f"snmpsim refused the initial PortLists ({chunk[0][0]}…)")
 
 
 def main() -> None:  # pragma: no cover - manual use: python -m appliance.lab.snmp_switch DIR

@@ -90,7 +90,7 @@ def check_bmc_url(url: str) -> str:
         if not parts.hostname:
             raise ValueError(f'"{url}" has no host')
         try:
-            parts.port
+            _ = parts.port  # parsing it is the check
         except ValueError:
             raise ValueError(f'"{url}" has an invalid port') from None
     if parts.scheme.startswith("redfish") and not parts.path.startswith("/redfish/v1/Systems/"):
@@ -185,7 +185,9 @@ class BladeService:
             try:
                 s.flush()
             except IntegrityError:
-                raise Conflict(f"blade {req.name!r}: a NIC MAC or switch port is already used by another blade") from None
+                raise Conflict(
+                    f"blade {req.name!r}: a NIC MAC or switch port is already used by another blade"
+                ) from None
             log.info("enrolled blade %s (%s)", req.name, driver)
             return _info(s, row)
 

@@ -21,6 +21,7 @@ from the inventory image.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import uuid
@@ -145,10 +146,8 @@ class _Session:
     def drop(self) -> None:
         cmd, self._cmd = self._cmd, None
         if cmd is not None:
-            try:
+            with contextlib.suppress(Exception):  # best effort: the BMC times the session out anyway
                 cmd.ipmi_session.logout()
-            except Exception:  # best effort: the BMC times the session out anyway
-                pass
 
     def call(self, blade: str, op: str, fn: Any) -> Any:
         """Run ``fn(command)`` on the session; errors normalised, a broken session dropped."""

@@ -262,7 +262,8 @@ class SnmpSwitchDriver:
             chunk = pairs[i:i + _MAX_VARBINDS]
             async with self._deadline(sw, op):
                 ei, es, eidx, vbs = await set_cmd(eng, auth, tgt, ContextData(contextName=t.context),
-                                                  *(ObjectType(ObjectIdentity(o), v) for o, v in chunk), lookupMib=False)
+                                                  *(ObjectType(ObjectIdentity(o), v) for o, v in chunk),
+                                                  lookupMib=False)
             self._raise_for(sw, op, ei, es, eidx, vbs)
 
     async def _walk(self, sw: SwitchRef, t: _Target, op: str, base: str) -> dict[int, Any]:

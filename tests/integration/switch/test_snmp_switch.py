@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
-from appliance.drivers.errors import BadSettings, BmcAuthFailed, BmcUnreachable
+from appliance.drivers.errors import BadSettings, BmcAuthFailed, BmcFailure, BmcUnreachable
 from appliance.drivers.protocols import PortConfig, Secret, SwitchRef
 from appliance.drivers.snmp import SnmpSwitchDriver
 from appliance.lab.snmp_switch import SnmpSwitch
@@ -112,3 +113,22 @@ async def test_v3_wrong_auth_key_is_auth_failed(snmp_switch: SnmpSwitch) -> None
             await drv.get_port(v3(snmp_switch, auth_key="not-the-key"), "1")
     finally:
         await drv.close()
+
+
+async def test_ifindex_mapping_from_bridge_mib(tmp_path: Path, driver: SnmpSwitchDriver) -> None:
+    with SnmpSwitch(tmp_path / "sim", ports=8, vlans=(1, 10), community="c", ifindex_offset=1000) as sw:
+        mapped = SwitchRef(name="sw2", address=f"{sw.address}?ifindex=bridge", password=Secret("c"), timeout=2.0)
+        await driver.set_port(mapped, "3", PortConfig(native=10, up=False))
+        assert await driver.get_port(mapped, "3") == PortConfig(native=10, up=False)
+        assert (await driver.get_port(mapped, "4")).up
+        with pytest.raises(BadSettings, match=r"ifAdminStatus\.3"):  # ifIndex 3 does not exist there
+            await driver.get_port(SwitchRef(name="sw2", address=sw.address, password=Secret("c")), "3")
+
+
+async def test_agent_commit_failure_is_a_retryable_bmc_failure(tmp_path: Path, driver: SnmpSwitchDriver) -> None:
+    with SnmpSwitch(tmp_path / "sim", ports=8, vlans=(1, 10, 20), community="c", fail_vlans=(20,)) as sw:
+        ref = SwitchRef(name="sw3", address=sw.address, password=Secret("c"), timeout=2.0)
+        await driver.set_port(ref, "2", PortConfig(native=10))
+        with pytest.raises(BmcFailure, match="commitFailed") as err:
+            await driver.set_port(ref, "2", PortConfig(native=20))
+        assert err.value.retryable

@@ -1,0 +1,185 @@
+"""Importing profiles into the store: a rejected import changes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from appliance.assets import asset_dir
+from appliance.errors import Conflict, NotFound, ValidationError
+from appliance.services.pools import PoolService
+from appliance.services.profiles import PROFILE, TEMPLATE, ProfileService
+from appliance.store import Store
+from appliance.store.tables import IdentityRow, ProfileRow
+
+EXAMPLES = asset_dir("profiles") / "examples"
+
+WEB = """\
+apiVersion: anvil/v1
+kind: ServerProfile
+metadata: {name: NAME, tenant: acme}
+spec:
+  identity:
+    uuid: UUID
+    nics:
+      - {name: eth0, mac: "MAC0", vlans: {native: 100}, pxe: true}
+      - {name: eth1, mac: "MAC1"}
+  boot: {source: {type: local}}
+"""
+
+
+def doc(name: str, uuid: str, mac0: str, mac1: str) -> str:
+    return WEB.replace("NAME", name).replace("UUID", uuid).replace("MAC0", mac0).replace("MAC1", mac1)
+
+
+def counts(store: Store) -> tuple[int, int]:
+    with store.read() as s:
+        return (s.scalar(select(func.count()).select_from(ProfileRow)) or 0,
+                s.scalar(select(func.count()).select_from(IdentityRow)) or 0)
+
+
+def _pools(store: Store) -> None:
+    svc = PoolService(store)
+    svc.create("macs", "mac", "02:a0:00:00:00:00", "02:a0:00:00:ff:ff")
+    svc.create("iqns", "iqn", "1", "999", prefix="iqn.2026-11.io.anvil:host-")
+    svc.create("uuids", "uuid", "4c4c4544-0000-0000-0000-000000000000", "4c4c4544-0000-0000-0000-00000000ffff")
+
+
+def test_every_example_imports_and_exports_losslessly(store: Store) -> None:
+    _pools(store)
+    svc = ProfileService(store)
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        info = svc.import_document(path.read_bytes(), source=str(path))
+        for fmt in ("yaml", "xml"):
+            text = svc.export(info.kind, info.tenant, info.name, fmt)
+            assert ProfileService.parse(text) == info.profile
+
+
+def test_two_profiles_claiming_one_identity_are_refused_with_the_path(store: Store) -> None:
+    svc = ProfileService(store)
+    svc.import_document(doc("web-01", "4c4c4544-0042-3510-8052-b4c04f384d32", "02:a0:00:00:00:01",
+                            "02:a0:00:00:00:02"))
+    before = counts(store)
+    with pytest.raises(ValidationError) as exc:
+        svc.import_document(doc("web-02", "4c4c4544-0042-3510-8052-b4c04f384d33", "02:a0:00:00:00:09",
+                                "02:A0:00:00:00:02"), source="web-02.yaml")
+    issue = exc.value.issues[0]
+    assert issue.path == "spec.identity.nics[1].mac"
+    assert "02:a0:00:00:00:02" in issue.reason and "acme/web-01" in issue.reason
+    assert counts(store) == before
+
+
+@pytest.mark.parametrize(
+    ("mutation", "path", "reason"),
+    [
+        (("02:a0:00:00:00:01", "02:zz:00:00:00:01"), "spec.identity.nics[0].mac", "is not a MAC address"),
+        (("02:a0:00:00:00:01", "01:00:5e:00:00:01"), "spec.identity.nics[0].mac", "multicast"),
+        (("native: 100", "native: 5000"), "spec.identity.nics[0].vlans.native", ""),
+        (("native: 100}", "native: 100, tagged: [100]}"), "spec.identity.nics[0].vlans", ""),
+        (("name: eth1", "name: eth0"), "spec.identity.nics[1].name", "is already the name of nics[0]"),
+        (("apiVersion: anvil/v1", "apiVersion: anvil/v9"), "apiVersion", ""),
+        (("kind: ServerProfile", "kind: Blade"), "kind", ""),
+        (("pxe: true}", "pxe: true, speed: 10}"), "spec.identity.nics[0].speed", ""),
+        (("uuid: 4c4c", "uuid: 4x4c"), "spec.identity.uuid", "is not a UUID"),
+    ],
+)
+def test_rejected_imports_name_path_and_change_nothing(store: Store, mutation: tuple[str, str], path: str,
+                                                       reason: str) -> None:
+    svc = ProfileService(store)
+    svc.import_document(doc("web-00", "4c4c4544-0042-3510-8052-b4c04f384d30", "02:a0:00:00:00:10",
+                            "02:a0:00:00:00:11"))
+    before = counts(store)
+    text = doc("web-01", "4c4c4544-0042-3510-8052-b4c04f384d32", "02:a0:00:00:00:01", "02:a0:00:00:00:02")
+    assert mutation[0] in text
+    with pytest.raises(ValidationError) as exc:
+        svc.import_document(text.replace(mutation[0], mutation[1]), source="bad.yaml")
+    assert any(i.path.startswith(path) and reason in i.reason for i in exc.value.issues), exc.value.issues
+    assert all(i.line is not None for i in exc.value.issues)
+    assert counts(store) == before
+
+
+def test_unknown_or_wrong_pool_is_refused(store: Store) -> None:
+    _pools(store)
+    svc = ProfileService(store)
+    text = doc("web-01", "pool:uuids", "pool:nomacs", "pool:iqns")
+    with pytest.raises(ValidationError) as exc:
+        svc.import_document(text)
+    got = {(i.path, i.reason) for i in exc.value.issues}
+    assert ("spec.identity.nics[0].mac", "identity pool 'nomacs' does not exist") in got
+    assert ("spec.identity.nics[1].mac", "identity pool 'iqns' holds iqn identities, not mac") in got
+    assert counts(store) == (0, 0)
+
+
+def test_duplicate_name_conflicts_unless_replaced(store: Store) -> None:
+    svc = ProfileService(store)
+    a = doc("web-01", "4c4c4544-0042-3510-8052-b4c04f384d32", "02:a0:00:00:00:01", "02:a0:00:00:00:02")
+    svc.import_document(a)
+    with pytest.raises(Conflict, match="already exists"):
+        svc.import_document(a)
+    b = a.replace("02:a0:00:00:00:02", "02:a0:00:00:00:03")
+    svc.import_document(b, replace=True)
+    held = {v for _p, _k, v in svc.get(PROFILE, "acme", "web-01").identities}
+    assert "02:a0:00:00:00:03" in held and "02:a0:00:00:00:02" not in held
+    # The freed MAC can now be claimed by another profile.
+    svc.import_document(doc("web-02", "4c4c4544-0042-3510-8052-b4c04f384d33", "02:a0:00:00:00:02",
+                            "02:a0:00:00:00:04"))
+
+
+def test_same_name_in_two_tenants(store: Store) -> None:
+    svc = ProfileService(store)
+    a = doc("web-01", "4c4c4544-0042-3510-8052-b4c04f384d32", "02:a0:00:00:00:01", "02:a0:00:00:00:02")
+    svc.import_document(a)
+    svc.import_document(doc("web-01", "4c4c4544-0042-3510-8052-b4c04f384d33", "02:a0:00:00:00:05",
+                            "02:a0:00:00:00:06").replace("tenant: acme", "tenant: globex"))
+    assert {p.tenant for p in svc.list()} == {"acme", "globex"}
+
+
+def test_template_instantiation_allocates_and_delete_returns_identities(store: Store) -> None:
+    _pools(store)
+    svc = ProfileService(store)
+    svc.import_document((EXAMPLES / "kvm-host-template.yaml").read_bytes())
+    one = svc.instantiate("kvm-host", "kvm-01")
+    two = svc.instantiate("kvm-host", "kvm-02")
+    vals1 = {v for _p, _k, v in one.identities}
+    vals2 = {v for _p, _k, v in two.identities}
+    assert len(vals1) == 4 and not vals1 & vals2
+    assert one.profile.kind == PROFILE and not one.profile.is_template
+    assert one.profile.spec.identity.nics[0].mac == "02:a0:00:00:00:00"
+    used = {p.name: p.used for p in PoolService(store).list()}
+    assert used == {"macs": 4, "iqns": 2, "uuids": 2}
+    svc.delete(PROFILE, "default", "kvm-01")
+    # kvm-01's identities went back to their pools...
+    assert {p.name: p.used for p in PoolService(store).list()} == {"macs": 2, "iqns": 1, "uuids": 1}
+    # ...so another profile may now claim them.
+    svc.import_document(doc("web-09", one.profile.spec.identity.uuid or "", "02:a0:00:00:00:00",
+                            "02:a0:00:00:00:01"))
+    with pytest.raises(NotFound):
+        svc.instantiate("no-such-template", "x")
+    with pytest.raises(Conflict):
+        svc.instantiate("kvm-host", "kvm-02")
+    assert svc.get(TEMPLATE, "default", "kvm-host").identities == ()
+
+
+def test_template_instantiation_failing_midway_changes_nothing(store: Store) -> None:
+    svc = PoolService(store)
+    svc.create("macs", "mac", "02:a0:00:00:00:00", "02:a0:00:00:00:02")  # room for one host's two MACs, plus one
+    svc.create("iqns", "iqn", "1", "999", prefix="iqn.2026-11.io.anvil:host-")
+    svc.create("uuids", "uuid", "4c4c4544-0000-0000-0000-000000000000", "4c4c4544-0000-0000-0000-00000000ffff")
+    profiles = ProfileService(store)
+    profiles.import_document((EXAMPLES / "kvm-host-template.yaml").read_bytes())
+    profiles.instantiate("kvm-host", "kvm-01")
+    before = counts(store)
+    from appliance.errors import PoolExhausted
+
+    with pytest.raises(PoolExhausted):
+        profiles.instantiate("kvm-host", "kvm-02")
+    assert counts(store) == before
+
+
+def test_xml_import(store: Store, tmp_path: Path) -> None:
+    svc = ProfileService(store)
+    info = svc.import_document((EXAMPLES / "web-01.xml").read_bytes(), source="web-01.xml")
+    assert info.name == "web-01"
+    assert ProfileService.parse((EXAMPLES / "web-01.yaml").read_bytes()) == info.profile
