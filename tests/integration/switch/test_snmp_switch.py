@@ -93,10 +93,11 @@ async def test_unknown_port_is_bad_settings(snmp_switch: SnmpSwitch, driver: Snm
 
 async def test_wrong_community_is_unreachable_within_the_timeout(
         snmp_switch: SnmpSwitch, driver: SnmpSwitchDriver) -> None:
+    await driver.get_port(v2c(snmp_switch), "1")  # pysnmp's one-off MIB loading (~0.7 s CPU) is paid here
     start = time.monotonic()
     with pytest.raises(BmcUnreachable, match="no SNMP reply"):
         await driver.get_port(v2c(snmp_switch, community="wrong", timeout=1.0), "1")
-    assert time.monotonic() - start < 2.0
+    assert 0.9 < time.monotonic() - start < 1.8
 
 
 async def test_v3_auth_priv_sets_and_reads_back(snmp_switch: SnmpSwitch, driver: SnmpSwitchDriver) -> None:
