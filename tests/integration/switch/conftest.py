@@ -32,10 +32,11 @@ def snmp_switch(tmp_path: Path) -> Iterator[SnmpSwitch]:
 
 
 def _ovs_missing() -> str | None:
-    for tool in ("ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ovsdb-tool", "ip", "ping"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt-get install openvswitch-switch iputils-ping iproute2)"
-    return None
+    from appliance.lab.ovs_switch import missing_tools
+
+    if shutil.which("ping") is None:
+        return "ping is not installed (apt-get install iputils-ping)"
+    return missing_tools()
 
 
 @pytest.fixture
