@@ -1,20 +1,35 @@
-"""anvil blade enroll|list|show|delete."""
+"""anvil blade enroll|list|show|delete, and power|boot|inspect|health through the driver at once."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import yaml
 
 from appliance.cli.context import CliContext, pass_ctx
 from appliance.cli.output import emit, output_option
-from appliance.drivers.protocols import Secret
-from appliance.errors import Issue, ValidationError
+from appliance.drivers.errors import DriverError
+from appliance.drivers.protocols import (
+    Bmc,
+    BmcDriver,
+    BootDevice,
+    BootMode,
+    BootSetting,
+    PowerAction,
+    PowerState,
+    Secret,
+)
+from appliance.errors import AnvilError, Issue, ValidationError
 from appliance.services.blades import BladeService, Enrollment, NicSpec
+from appliance.services.hardware import Hardware
+
+T = TypeVar("T")
 
 
 def parse_nic(text: str) -> NicSpec:
@@ -109,6 +124,131 @@ def delete(ctx: CliContext, name: str) -> None:
     """Remove a blade that holds no profile."""
     BladeService(ctx.store(), ctx.box()).delete(name)
     click.echo(f"deleted blade {name}")
+
+
+def _with_driver(ctx: CliContext, name: str, fn: Callable[[BmcDriver, Bmc], Awaitable[T]]) -> T:
+    """Run ``fn`` with the blade's driver on a fresh event loop; the driver is closed afterwards."""
+
+    async def run() -> T:
+        async with Hardware(ctx.store(), ctx.box()) as hw:
+            driver, bmc = hw.bmc(name)
+            return await fn(driver, bmc)
+
+    return asyncio.run(run())
+
+
+class PowerNotConfirmed(AnvilError):
+    retryable = True
+
+
+async def confirm_power(driver: BmcDriver, bmc: Bmc, want: PowerState, timeout: float,
+                        interval: float = 0.2) -> PowerState:
+    """Poll ``get_power`` until it reads ``want``; PowerNotConfirmed after ``timeout`` s.
+
+    A retryable driver error while polling (a BMC busy with the change) is tried again
+    until the deadline; a fatal one is raised at once.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: PowerState | str = "unknown"
+    while True:
+        try:
+            async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                last = await driver.get_power(bmc)
+        except TimeoutError:
+            pass
+        except DriverError as exc:
+            if not exc.retryable:
+                raise
+            last = f"unknown ({exc.reason})"
+        if last == want:
+            return want
+        if loop.time() + interval > deadline:
+            raise PowerNotConfirmed(f"blade {bmc.blade}: power not {want} within {timeout:g}s (reads {last})")
+        await asyncio.sleep(interval)
+
+
+POWER_CHOICES = ["on", "off", "soft-off", "reset", "status"]
+
+
+@blade.command("power")
+@click.argument("name")
+@click.argument("action", type=click.Choice(POWER_CHOICES))
+@click.option("--no-wait", is_flag=True, help="Do not confirm on/off by polling the power state.")
+@click.option("--timeout", type=click.FloatRange(0.5, 600), default=60.0, show_default=True,
+              help="Seconds to wait for on/off to be confirmed.")
+@pass_ctx
+def power(ctx: CliContext, name: str, action: str, no_wait: bool, timeout: float) -> None:
+    """Power a blade on, off (hard), soft-off (ACPI), reset it, or read its power state.
+
+    on and off are confirmed by reading the state back until it matches (at most
+    --timeout seconds), unless --no-wait.
+    """
+
+    async def act(driver: BmcDriver, bmc: Bmc) -> str:
+        if action == "status":
+            return str(await driver.get_power(bmc))
+        await driver.set_power(bmc, PowerAction(action))
+        if action in ("on", "off") and not no_wait:
+            return str(await confirm_power(driver, bmc, PowerState(action), timeout))
+        return f"{action} accepted"
+
+    click.echo(f"{name}: {_with_driver(ctx, name, act)}")
+
+
+@blade.command("boot")
+@click.argument("name")
+@click.argument("device", type=click.Choice([d.value for d in BootDevice]))
+@click.option("--persistent", is_flag=True, help="Keep this device for every boot (default: next boot only).")
+@click.option("--mode", type=click.Choice([BootMode.UEFI.value, BootMode.LEGACY.value]), default=None,
+              help="Firmware boot mode (default: leave it as the BMC has it).")
+@pass_ctx
+def boot(ctx: CliContext, name: str, device: str, persistent: bool, mode: str | None) -> None:
+    """Set the boot device of a blade's next boot (or every boot), then print what the BMC reads back."""
+    want = BootSetting(BootDevice(device), BootMode(mode) if mode else BootMode.UNKNOWN, persistent)
+
+    async def act(driver: BmcDriver, bmc: Bmc) -> BootSetting:
+        await driver.set_next_boot(bmc, want)
+        return await driver.get_next_boot(bmc)
+
+    got = _with_driver(ctx, name, act)
+    click.echo(f"{name}: boot {got.device} mode {got.mode} {'persistent' if got.persistent else 'once'}")
+
+
+@blade.command("inspect")
+@click.argument("name")
+@output_option()
+@pass_ctx
+def inspect(ctx: CliContext, name: str, fmt: str) -> None:
+    """Read the blade's facts from its BMC into the inventory.
+
+    CPUs, memory, NICs with their burned-in MACs (cabling kept for unchanged MACs),
+    HBAs, firmware versions, system UUID, model and serial.
+    """
+
+    async def act(driver: BmcDriver, bmc: Bmc) -> Any:
+        return await driver.facts(bmc)
+
+    found = _with_driver(ctx, name, act)
+    info = BladeService(ctx.store(), ctx.box()).apply_facts(name, found)
+    if fmt == "table":
+        click.echo(f"inspected blade {name}: {info.cpus} CPUs, {info.memory_gib} GiB, {len(info.nics)} NICs, "
+                   f"{len(info.facts.get('hbas') or [])} HBAs")
+    else:
+        emit(info.public(), fmt)
+
+
+@blade.command("health")
+@click.argument("name")
+@pass_ctx
+def health(ctx: CliContext, name: str) -> None:
+    """Read the blade's health from its BMC."""
+
+    async def act(driver: BmcDriver, bmc: Bmc) -> Any:
+        return await driver.health(bmc)
+
+    got = _with_driver(ctx, name, act)
+    click.echo(f"{name}: {got.state}" + (f" ({got.reason})" if got.reason else ""))
 
 
 COMMANDS = [blade]

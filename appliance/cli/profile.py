@@ -129,4 +129,71 @@ def delete(ctx: CliContext, name: str, tenant: str, is_template: bool) -> None:
     click.echo(f"deleted {kind} {tenant}/{name}")
 
 
+def _engine_running(ctx: CliContext) -> None:
+    from appliance.engine.leader import leader_alive
+
+    if not leader_alive(ctx.store()):
+        raise click.ClickException("no appliance is running (start `anvil serve`)")
+
+
+@profile.command("assign")
+@click.argument("name")
+@TENANT
+@click.option("--blade", default=None, help="Stamp this blade.")
+@click.option("--pool", default=None, help="Choose the best spare in this blade pool (default: spares).")
+@click.option("--dry-run", is_flag=True, help="Show which blade would be chosen and why others are rejected.")
+@click.option("--no-wait", is_flag=True, help="Return as soon as the job is submitted.")
+@click.option("--idempotency-key", default=None, help="Submitting again with the same key returns the same job.")
+@pass_ctx
+def assign(ctx: CliContext, name: str, tenant: str, blade: str | None, pool: str | None, dry_run: bool,
+           no_wait: bool, idempotency_key: str | None) -> None:
+    """Stamp a profile onto a spare blade."""
+    from appliance.cli.job import exit_for, follow
+    from appliance.services.jobs import JobService
+
+    svc = JobService(ctx.store())
+    if dry_run:
+        pl = svc.dry_run(name, tenant=tenant, blade=blade)
+        click.echo(f"would stamp {tenant}/{name} on: {pl.best or 'nothing'}")
+        for other in pl.chosen[1:]:
+            click.echo(f"  also suitable: {other}")
+        for r in pl.rejected:
+            click.echo(f"  rejected {r.blade}: {r.reason}")
+        if pl.best is None:
+            raise click.ClickException("no spare blade meets the requirements")
+        return
+    _engine_running(ctx)
+    info = svc.submit_assign(name, tenant=tenant, blade=blade, pool=pool, idempotency_key=idempotency_key,
+                             created_by=_who())
+    if no_wait:
+        click.echo(info.id)
+        return
+    exit_for(follow(svc, info.id))
+
+
+@profile.command("release")
+@click.argument("name")
+@TENANT
+@click.option("--no-wait", is_flag=True, help="Return as soon as the job is submitted.")
+@pass_ctx
+def release(ctx: CliContext, name: str, tenant: str, no_wait: bool) -> None:
+    """Take a profile off its blade; the blade goes back to the spares, the profile keeps its identities."""
+    from appliance.cli.job import exit_for, follow
+    from appliance.services.jobs import JobService
+
+    _engine_running(ctx)
+    svc = JobService(ctx.store())
+    info = svc.submit_release(name, tenant=tenant, created_by=_who())
+    if no_wait:
+        click.echo(info.id)
+        return
+    exit_for(follow(svc, info.id))
+
+
+def _who() -> str:
+    import getpass
+
+    return f"local:{getpass.getuser()}"
+
+
 COMMANDS = [profile]

@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -22,7 +23,9 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-async def _run(ctx: CliContext, insecure_http: bool, ready_file: str | None) -> None:
+async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | None,
+                        on_ready: Callable[[str, str], None] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM. ``on_ready(url, token_file)`` runs once listening."""
     # Imported here so that other commands do not pay for aiohttp and TLS at start-up.
     from aiohttp import web
 
@@ -58,6 +61,8 @@ async def _run(ctx: CliContext, insecure_http: bool, ready_file: str | None) -> 
     await site.start()
     scheme = "https" if ssl_ctx else "http"
     click.echo(f"anvil: API and console on {scheme}://{settings.api.listen} (state {settings.state_dir})")
+    if on_ready is not None:
+        on_ready(f"{scheme}://{settings.api.listen}", str(token_file))
     if ready_file:
         with open(ready_file, "w") as fh:
             fh.write(f"{scheme}://{settings.api.listen}\n")
@@ -81,7 +86,7 @@ def serve(ctx: CliContext, role: str, insecure_http: bool, ready_file: str | Non
     """Run the appliance."""
     if role not in ("all", "api"):
         raise click.UsageError(f"role {role!r} is not available yet")
-    asyncio.run(_run(ctx, insecure_http, ready_file))
+    asyncio.run(run_appliance(ctx, insecure_http, ready_file))
 
 
 COMMANDS = [serve]

@@ -1,8 +1,11 @@
-"""BMC driver registry: drivers are found through the entry-point group ``anvil.drivers.bmc``.
+"""Driver registry: BMC drivers in the entry-point group ``anvil.drivers.bmc``, switch
+drivers in ``anvil.drivers.switch``.
 
-Each entry point names a factory ``create(**options) -> BmcDriver``; a vendor driver
-ships as its own package with its own entry point. Built in: ``redfish``, ``ipmi``,
-``fake``. (New entry points show up only after the package is (re)installed.)
+Each BMC entry point names a factory ``create(**options) -> BmcDriver``, each switch
+entry point ``create() -> SwitchDriver``; a vendor driver ships as its own package with
+its own entry point. Built in: ``redfish``, ``ipmi``, ``fake`` (BMC) and ``snmp``,
+``ovs``, ``linux-bridge`` (switch). (New entry points show up only after the package is
+(re)installed.)
 """
 
 from __future__ import annotations
@@ -12,15 +15,22 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from appliance.drivers.errors import BadSettings
-from appliance.drivers.protocols import BmcDriver
+from appliance.drivers.protocols import BmcDriver, SwitchDriver
 
 GROUP = "anvil.drivers.bmc"
+SWITCH_GROUP = "anvil.drivers.switch"
 
 _SCHEMES = {
     "redfish+http": "redfish",
     "redfish+https": "redfish",
     "ipmi": "ipmi",
     "fake": "fake",
+}
+
+_SWITCH_SCHEMES = {
+    "snmp": "snmp",
+    "ovs": "ovs",
+    "linuxbridge": "linux-bridge",
 }
 
 
@@ -50,3 +60,31 @@ def driver_for_address(address: str) -> str:
     except KeyError:
         raise BadSettings("-", "registry", "driver_for_address",
                           f"unknown BMC address scheme {scheme!r} in {address!r}") from None
+
+
+def available_switch() -> tuple[str, ...]:
+    """Names of the installed switch drivers, sorted."""
+    return tuple(sorted(ep.name for ep in entry_points(group=SWITCH_GROUP)))
+
+
+def create_switch(name: str) -> SwitchDriver:
+    """Instantiate switch driver ``name``; BadSettings when no such driver is installed."""
+    matches = [ep for ep in entry_points(group=SWITCH_GROUP) if ep.name == name]
+    if not matches:
+        installed = ", ".join(available_switch()) or "none"
+        raise BadSettings("-", name, "create", f"no switch driver {name!r} (installed: {installed})")
+    driver = matches[0].load()()
+    if not all(callable(getattr(driver, m, None)) for m in ("get_port", "set_port", "list_ports", "close")):
+        raise BadSettings("-", name, "create", f"entry point {matches[0].value} did not return a SwitchDriver")
+    return driver  # type: ignore[no-any-return]
+
+
+def switch_driver_for_address(address: str) -> str:
+    """The switch driver name for an address, by scheme (snmp://, ovs:, linuxbridge://)."""
+    scheme = urlsplit(address).scheme.lower()
+    try:
+        return _SWITCH_SCHEMES[scheme]
+    except KeyError:
+        raise BadSettings("-", "registry", "switch_driver_for_address",
+                          f"unknown switch address scheme {scheme!r} in {address!r} "
+                          "(snmp://HOST:PORT, ovs:unix:/path/db.sock?bridge=BR, linuxbridge://…)") from None

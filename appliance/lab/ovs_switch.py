@@ -97,6 +97,16 @@ class OvsSwitch:
     def pids(self) -> tuple[int, ...]:
         return tuple(p.pid for p in self._procs)
 
+    @property
+    def handles(self) -> tuple[procs.ProcHandle, ...]:
+        """The daemons started, in start order (ovsdb-server, then ovs-vswitchd)."""
+        return tuple(self._procs)
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """The namespaces created, in creation order (the switch's first)."""
+        return tuple(self._namespaces)
+
     # ---- control -------------------------------------------------------------------
 
     def vsctl(self, *args: str, timeout: float = 10.0) -> str:

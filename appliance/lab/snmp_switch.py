@@ -140,6 +140,11 @@ class SnmpSwitch:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    @property
+    def rundir(self) -> Path:
+        """Where the data and caches live (a private temporary directory when running as root)."""
+        return self._rundir
+
     def _write_data(self) -> Path:
         data = self._rundir / "data"
         data.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Blade inventory: enrol, list, show, delete.
+"""Blade inventory: enrol, list, show, delete, and facts found by inspection.
 
 The BMC password is encrypted with the appliance key before it reaches the
 store and is never logged or returned; :meth:`BladeService.bmc` is the one
@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from appliance.domain.identities import parse_mac, parse_wwn
-from appliance.drivers.protocols import Bmc, Secret
+from appliance.drivers.protocols import BladeFacts, Bmc, Secret
 from appliance.errors import Conflict, Issue, NotFound, ValidationError
 from appliance.secrets import SecretBox
 from appliance.store import Store
@@ -211,10 +211,56 @@ class BladeService:
 
     def bmc(self, name: str) -> Bmc:
         """Connection details with the decrypted password, for a driver call."""
+        return self.driver_and_bmc(name)[1]
+
+    def driver_and_bmc(self, name: str) -> tuple[str, Bmc]:
+        """The blade's driver name and its connection details (password decrypted), in one read."""
         with self._store.read() as s:
             row = self._row(s, name)
-            return Bmc(blade=row.name, address=row.bmc_address, username=row.username,
-                       password=self._box.decrypt(row.password_enc), verify_tls=row.verify_tls)
+            return row.driver, Bmc(blade=row.name, address=row.bmc_address, username=row.username,
+                                   password=self._box.decrypt(row.password_enc), verify_tls=row.verify_tls)
+
+    def apply_facts(self, name: str, found: BladeFacts) -> BladeInfo:
+        """Write what inspection found into the inventory.
+
+        CPUs and memory replace the enrolled values when the driver knows them. NICs are
+        replaced by the driver's list, in its order, keeping the cabling of every NIC whose
+        burned-in MAC is unchanged (and its name); a driver that sees no NIC (IPMI) leaves them as they are.
+        HBAs, firmware, system UUID, model and serial go into ``facts``.
+        """
+        with self._store.write() as s:
+            row = self._row(s, name)
+            if found.cpus is not None:
+                row.cpus = found.cpus
+            if found.memory_gib is not None:
+                row.memory_gib = found.memory_gib
+            facts = dict(row.facts)
+            if found.hbas:
+                facts["hbas"] = [{"name": h.name, "wwpn": h.wwpn, "wwnn": h.wwnn} for h in found.hbas]
+            if found.firmware:
+                facts["firmware"] = dict(found.firmware)
+            for key, value in (("systemUuid", found.system_uuid), ("model", found.model), ("serial", found.serial)):
+                if value:
+                    facts[key] = value
+            row.facts = facts
+            if found.nics:
+                old = list(s.scalars(select(BladeNicRow).where(BladeNicRow.blade_id == row.id)))
+                kept = {n.mac: (n.name, n.switch_id, n.port) for n in old}
+                for nic in old:
+                    s.delete(nic)
+                s.flush()  # the old rows' unique (position, mac, port) must be gone before the new ones
+                for pos, fact in enumerate(found.nics):
+                    mac = parse_mac(fact.mac)
+                    nic_name, switch_id, port = kept.get(mac, (fact.name, None, None))
+                    s.add(BladeNicRow(blade_id=row.id, position=pos, name=nic_name, mac=mac, switch_id=switch_id,
+                                      port=port))
+                try:
+                    s.flush()
+                except IntegrityError:
+                    raise Conflict(
+                        f"blade {name!r}: an inspected NIC MAC is already enrolled on another blade") from None
+            log.info("inspected blade %s", name, extra={"blade": name})
+            return _info(s, row)
 
     @staticmethod
     def _row(session: Session, name: str) -> BladeRow:

@@ -11,11 +11,13 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -119,6 +121,8 @@ class BladeRow(Base):
     cpus: Mapped[int | None] = mapped_column(Integer)
     memory_gib: Mapped[int | None] = mapped_column(Integer)
     facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    last_failed_at: Mapped[datetime | None]
+    state_reason: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -155,3 +159,101 @@ class ApiTokenRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+LIVE = text("state = 'live'")
+ACTIVE_JOB = text("state IN ('pending', 'running', 'waiting', 'rolling_back')")
+
+
+class BindingRow(Base):
+    """Profile ↔ blade. At most one *live* binding per profile and per blade, enforced by
+    partial unique indexes; ``generation`` grows with every binding of the profile."""
+
+    __tablename__ = "bindings"
+    __table_args__ = (
+        UniqueConstraint("profile_id", "generation"),
+        Index("uq_bindings_live_profile", "profile_id", unique=True, sqlite_where=LIVE, postgresql_where=LIVE),
+        Index("uq_bindings_live_blade", "blade_id", unique=True, sqlite_where=LIVE, postgresql_where=LIVE),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id", ondelete="RESTRICT"))
+    blade_id: Mapped[int] = mapped_column(ForeignKey("blades.id", ondelete="RESTRICT"))
+    generation: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="live")
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+
+
+class JobRow(Base):
+    """A durable job. Only the engine leader runs jobs; ``lease_owner`` is that leader."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # One unfinished job per profile: concurrent assigns of one profile cannot both proceed.
+        Index("uq_jobs_active_profile", "profile_id", unique=True, sqlite_where=ACTIVE_JOB,
+              postgresql_where=ACTIVE_JOB),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    profile_id: Mapped[int | None] = mapped_column(ForeignKey("profiles.id", ondelete="SET NULL"), index=True)
+    subject: Mapped[str] = mapped_column(String(255))
+    tenant: Mapped[str | None] = mapped_column(String(63), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    step_index: Mapped[int] = mapped_column(Integer, default=0)
+    step_count: Mapped[int] = mapped_column(Integer, default=0)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    waiting_for: Mapped[str | None] = mapped_column(String(255))
+    wait_event: Mapped[str | None] = mapped_column(String(64))
+    deadline_at: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None]
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class JobStepRow(Base):
+    __tablename__ = "job_steps"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class JobEventRow(Base):
+    """What happened in a job, in order; feeds `job watch` and /jobs/{id}/events."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class LeaderRow(Base):
+    """The engine leader's lease (SQLite; PostgreSQL adds an advisory lock)."""
+
+    __tablename__ = "engine_leader"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    pid: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime]

@@ -1,0 +1,115 @@
+"""anvil job list|show|watch, and the progress display shared with profile assign/release."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from appliance.cli.context import CliContext, pass_ctx
+from appliance.cli.output import emit, output_option
+from appliance.services.jobs import JobInfo, JobService
+
+MARK = {"done": "✓", "failed": "✗", "undone": "↶", "running": "…", "undoing": "↶", "pending": " "}
+
+
+def _bar(info: JobInfo, width: int = 24) -> str:
+    done = sum(1 for s in info.steps if s.state == "done")
+    filled = int(width * done / max(info.step_count, 1))
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{info.step_count}"
+
+
+def _step_line(info: JobInfo, idx: int) -> str:
+    s = info.steps[idx]
+    detail = s.error if s.state == "failed" else ", ".join(f"{k}={v}" for k, v in (s.result or {}).items()
+                                                           if not isinstance(v, dict | list))
+    return f"  {MARK.get(s.state, '?')} {idx + 1:>2}/{info.step_count} {s.name:<20} {detail}".rstrip()
+
+
+def follow(svc: JobService, job_id: str, *, timeout: float = 3600.0, interval: float = 0.25) -> JobInfo:
+    """Print each step's outcome as it happens (a live bar on a terminal) until the job ends."""
+    tty = sys.stdout.isatty()
+    shown: dict[int, str] = {}
+    deadline = time.monotonic() + timeout
+    info = svc.get(job_id)
+    click.echo(f"job {info.id}: {info.kind} {info.subject}")
+    while True:
+        info = svc.get(job_id)
+        for s in info.steps:
+            if s.state in ("done", "failed", "undone") and shown.get(s.index) != s.state:
+                if tty:
+                    click.echo("\r\033[K", nl=False)
+                click.echo(_step_line(info, s.index))
+                shown[s.index] = s.state
+        if info.final:
+            break
+        if tty:
+            waiting = f" waiting for {info.waiting_for}" if info.waiting_for else ""
+            click.echo(f"\r\033[K{_bar(info)} {info.current_step or ''}{waiting}"[:160], nl=False)
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"job {job_id} still {info.state} after {timeout:g} s")
+        time.sleep(interval)
+    if tty:
+        click.echo("\r\033[K", nl=False)
+    blade = f" on blade {info.data['blade']}" if info.data.get("blade") else ""
+    click.echo(f"job {info.id} {info.state}{blade}" + (f": {info.error}" if info.error else ""))
+    return info
+
+
+def exit_for(info: JobInfo) -> None:
+    if info.state != "succeeded":
+        raise SystemExit(1)
+
+
+@click.group("job")
+def job() -> None:
+    """Durable jobs: stamp, unstamp, failover."""
+
+
+@job.command("list")
+@click.option("--state", default=None)
+@click.option("--tenant", default=None)
+@click.option("--limit", type=int, default=50, show_default=True)
+@output_option()
+@pass_ctx
+def list_(ctx: CliContext, state: str | None, tenant: str | None, limit: int, fmt: str) -> None:
+    """List recent jobs, newest first."""
+    rows = []
+    for j in JobService(ctx.store()).list(state=state, tenant=tenant, limit=limit):
+        p = j.public()
+        rows.append({**p, "step": f"{p['progress']['step']}/{p['progress']['of']}", "current": j.current_step})
+    emit(rows if fmt == "table" else [j.public() for j in JobService(ctx.store()).list(state=state, tenant=tenant,
+                                                                                          limit=limit)],
+         fmt, columns=["id", "kind", "subject", "state", "step", "current", "blade", "error"])
+
+
+@job.command("show")
+@click.argument("job_id")
+@output_option()
+@pass_ctx
+def show(ctx: CliContext, job_id: str, fmt: str) -> None:
+    """Show a job with each step's result."""
+    info = JobService(ctx.store()).get(job_id)
+    if fmt != "table":
+        emit(info.public(), fmt)
+        return
+    click.echo(f"job {info.id}: {info.kind} {info.subject} — {info.state} {_bar(info)}")
+    if info.waiting_for:
+        click.echo(f"  waiting for {info.waiting_for}")
+    for s in info.steps:
+        click.echo(_step_line(info, s.index))
+    if info.error:
+        click.echo(f"  error: {info.error}")
+
+
+@job.command("watch")
+@click.argument("job_id")
+@click.option("--timeout", type=float, default=3600.0, show_default=True, help="Give up after this many seconds.")
+@pass_ctx
+def watch(ctx: CliContext, job_id: str, timeout: float) -> None:
+    """Follow a job live until it ends; exit 0 only if it succeeded."""
+    exit_for(follow(JobService(ctx.store()), job_id, timeout=timeout))
+
+
+COMMANDS = [job]

@@ -1,0 +1,145 @@
+"""anvil lab up|down|status: an emulated rack of real BMC and switch emulators, enrolled."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import click
+from sqlalchemy import select
+
+from appliance.cli.context import CliContext, pass_ctx
+from appliance.cli.output import emit, output_option
+from appliance.drivers.protocols import Secret
+from appliance.errors import Conflict, NotFound
+from appliance.lab import rack
+from appliance.services.blades import BladeService, Enrollment, NicSpec
+from appliance.services.switches import SwitchService
+from appliance.store.tables import BladeRow
+
+
+def lab_up(ctx: CliContext, opts: rack.LabOptions) -> dict[str, Any]:
+    """Bring the lab up and enrol it; returns the recorded state. A failure leaves nothing behind."""
+    blades_svc = BladeService(ctx.store(), ctx.box())
+    switches = SwitchService(ctx.store(), ctx.box())
+
+    def enroll(state: dict[str, Any], switch: dict[str, Any], blades: list[rack.LabBlade]) -> None:
+        password = rack.lab_secret(state)
+        try:
+            switches.enroll(rack.SWITCH_NAME, switch["address"],
+                            password=Secret(switch["password"]) if switch["password"] else None)
+            for b in blades:
+                blades_svc.enroll(Enrollment(
+                    name=b.name, bmc=b.bmc, username=rack.USERNAME, password=password,
+                    cpus=b.cpus, memory_gib=b.memory_gib, chassis=rack.CHASSIS, slot=b.slot,
+                    nics=tuple(NicSpec(n, mac, rack.SWITCH_NAME, port) for n, mac, port in b.nics),
+                    facts=dict(b.facts)))
+        except BaseException:
+            _remove(ctx, state, check=False, only_lab=True)
+            raise
+
+    return rack.up(ctx.settings.lab_dir, opts, enroll)
+
+
+def _remove(ctx: CliContext, state: dict[str, Any], *, check: bool = True, only_lab: bool = False) -> None:
+    """Drop the lab's blades and switch from the inventory; refuse if a lab blade is not spare.
+
+    ``only_lab``: after a failed enrolment, remove only blades on the lab's switch (never a
+    same-named blade that was there before the lab).
+    """
+    names = list(state.get("blades") or [])
+    store = ctx.store()
+    if check and names:
+        with store.read() as s:
+            busy = s.execute(select(BladeRow.name, BladeRow.state)
+                             .where(BladeRow.name.in_(names), BladeRow.state != "spare")).all()
+        if busy:
+            which = ", ".join(f"{n} ({st})" for n, st in busy)
+            raise Conflict(f"lab blades are in use: {which}; release their profiles first (only spare blades "
+                           "can be taken down)")
+    blades = BladeService(store, ctx.box())
+    if only_lab:
+        names = [n for n in names if _on_lab_switch(blades, n, str(state.get("switch")))]
+    for name in names:
+        with contextlib.suppress(NotFound):
+            blades.delete(name)
+    if state.get("switch") and not (only_lab and _switch_preexisting(ctx, state)):
+        with contextlib.suppress(NotFound):
+            SwitchService(store, ctx.box()).delete(str(state["switch"]))
+
+
+def _on_lab_switch(blades: BladeService, name: str, switch: str) -> bool:
+    try:
+        return any(n.switch == switch for n in blades.get(name).nics)
+    except NotFound:
+        return False
+
+
+def _switch_preexisting(ctx: CliContext, state: dict[str, Any]) -> bool:
+    """True when the switch named like the lab's is not the lab's (a different address)."""
+    try:
+        info = SwitchService(ctx.store(), ctx.box()).get(str(state["switch"]))
+    except NotFound:
+        return False
+    return info.address != state.get("switchAddress")
+
+
+def lab_down(ctx: CliContext) -> list[str]:
+    return rack.down(ctx.settings.lab_dir, lambda state: _remove(ctx, state))
+
+
+@click.group("lab")
+def lab() -> None:
+    """An emulated rack on this machine: BMC and switch emulators, enrolled in the inventory."""
+
+
+def lab_options(fn: Any) -> Any:
+    for deco in reversed([
+        click.option("--redfish", type=click.IntRange(0, 200), default=4, show_default=True,
+                     help="Redfish blades (one sushy-tools process serves them all)."),
+        click.option("--ipmi", type=click.IntRange(0, 200), default=0, show_default=True,
+                     help="IPMI blades (one process serves all their BMCs)."),
+        click.option("--switch", "switch_kind", type=click.Choice(["snmp", "ovs"]), default="snmp",
+                     show_default=True, help="snmpsim (802.1Q MIBs), or Open vSwitch in a namespace (root)."),
+        click.option("--realistic-power", is_flag=True,
+                     help="Keep the emulators' 1-11 s power-change delay (default: at most 0.2 s)."),
+    ]):
+        fn = deco(fn)
+    return fn
+
+
+def _opts(redfish: int, ipmi: int, switch_kind: str, realistic_power: bool) -> rack.LabOptions:
+    return rack.LabOptions(redfish=redfish, ipmi=ipmi, switch=switch_kind, realistic_power=realistic_power)
+
+
+@lab.command("up")
+@lab_options
+@pass_ctx
+def up(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_power: bool) -> None:
+    """Start the emulators (they keep running after this command) and enrol their blades and switch."""
+    state = lab_up(ctx, _opts(redfish, ipmi, switch_kind, realistic_power))
+    click.echo(f"lab up: {len(state['blades'])} blades ({redfish} Redfish, {ipmi} IPMI) cabled to switch "
+               f"{state['switch']} ({switch_kind}); state in {rack.lab_file(ctx.settings.lab_dir)}")
+
+
+@lab.command("down")
+@pass_ctx
+def down(ctx: CliContext) -> None:
+    """Stop every lab process by PID, delete its namespaces, and remove its blades and switch."""
+    stopped = lab_down(ctx)
+    click.echo(f"lab down: stopped {', '.join(stopped) or 'nothing'}")
+
+
+@lab.command("status")
+@output_option()
+@pass_ctx
+def status(ctx: CliContext, fmt: str) -> None:
+    """What the lab runs, where, and whether it is alive."""
+    rows = rack.status(ctx.settings.lab_dir)
+    if not rows and fmt == "table":
+        click.echo("no lab is up (anvil lab up)")
+        return
+    emit(rows, fmt, columns=["process", "pid", "alive", "address"])
+
+
+COMMANDS = [lab]

@@ -1,0 +1,99 @@
+"""What a job is made of: named idempotent steps, each with an optional undo.
+
+A step *ensures* a state: it reads first and skips what is already true, so
+running it again after a crash is safe. It returns a small dict that is merged
+into the job's ``data`` and committed together with the step's completion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from appliance.drivers.protocols import Bmc, BmcDriver, SwitchDriver, SwitchRef
+from appliance.errors import AnvilError
+from appliance.store import Store
+
+
+class StepFailed(AnvilError):
+    """A step cannot succeed: the job rolls back (or fails, for forward-only jobs)."""
+
+
+class NoSpareBlade(StepFailed):
+    pass
+
+
+class StepRetry(AnvilError):
+    """A transient problem: the runner tries the step again after a back-off."""
+
+    retryable = True
+
+
+T = TypeVar("T")
+
+
+class DbRunner(Protocol):
+    """Runs a blocking store function off the event loop."""
+
+    def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]: ...
+
+
+class HardwarePort(Protocol):
+    """Where the engine gets drivers (appliance.services.hardware.Hardware in production)."""
+
+    def bmc(self, blade: str) -> tuple[BmcDriver, Bmc]: ...
+    def switch(self, name: str) -> tuple[SwitchDriver, SwitchRef]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    parking_vlan: int = 4094
+    power_timeout: float = 90.0      # sushy-tools' fake driver takes up to 11 s; real BMCs more
+    poll_interval: float = 0.25
+    lease_ttl: float = 30.0
+    max_jobs: int = 256              # jobs driven at once by one engine
+    retry_backoff: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+@dataclass(slots=True)
+class StepContext:
+    job_id: str
+    kind: str
+    params: Mapping[str, Any]
+    data: dict[str, Any]
+    store: Store
+    hw: HardwarePort
+    settings: EngineSettings
+    db: DbRunner
+    progress: Callable[[str], Awaitable[None]]
+    checkpoint: Callable[[dict[str, Any]], Awaitable[None]]
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+    def note(self, message: str) -> None:
+        self.events.append(("info", message))
+
+
+StepFn = Callable[[StepContext], Awaitable[dict[str, Any] | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    name: str
+    run: StepFn
+    undo: StepFn | None = None
+    timeout: float = 120.0
+    attempts: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class JobKind:
+    name: str
+    steps: tuple[Step, ...]
+    # On a fatal error: undo the completed steps in reverse (stamp), or stop as failed for an
+    # operator (release: its steps only move forward, and running it again converges).
+    rollback: bool = True
+
+    @property
+    def step_names(self) -> list[str]:
+        return [s.name for s in self.steps]

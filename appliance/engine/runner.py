@@ -1,0 +1,342 @@
+"""The runner: claims jobs, runs their steps one at a time, resumes and rolls back.
+
+For each step: commit "running" (attempts + 1), run it under a timeout, then
+commit its result *and* ``step_index + 1`` in one transaction before the next
+step starts. After a crash the in-flight step simply runs again (steps are
+idempotent). Retryable errors back off on a bounded schedule; fatal ones undo
+the steps already done, in reverse, ending in ``rolled_back`` (or ``failed``
+when an undo fails, for an operator).
+
+Database work runs on one worker thread (SQLite has one writer anyway), so the
+event loop never waits on a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import update
+
+from appliance.domain.states import FINAL_JOB_STATES, JobState
+from appliance.engine.leader import Leadership
+from appliance.engine.model import EngineSettings, HardwarePort, JobKind, StepContext, StepRetry
+from appliance.errors import AnvilError
+from appliance.store import Store
+from appliance.store.repos import jobs as repo
+from appliance.store.tables import JobRow
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    id: str
+    kind: str
+    state: JobState
+    step_index: int
+    params: dict[str, Any]
+    data: dict[str, Any]
+    step_states: tuple[str, ...]
+    step_attempts: tuple[int, ...]
+
+
+class LeaseLost(Exception):
+    """Another engine holds this job now; stop driving it."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, TimeoutError | StepRetry):
+        return True
+    return isinstance(exc, AnvilError) and exc.retryable
+
+
+class Engine:
+    def __init__(self, store: Store, hw: HardwarePort, kinds: Mapping[str, JobKind], *,
+                 settings: EngineSettings | None = None, owner: str | None = None) -> None:
+        self.store = store
+        self.hw = hw
+        self.kinds = dict(kinds)
+        self.settings = settings or EngineSettings()
+        self.leadership = Leadership(store, owner=owner)
+        self.owner = self.leadership.owner
+        self._executor = ThreadPoolExecutor(1 if store.is_sqlite else 8, thread_name_prefix="anvil-db")
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self.is_leader = False
+
+    # -- plumbing ----------------------------------------------------------
+    async def db(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def wake(self) -> None:
+        """Look for new jobs now (called after a submit in this process)."""
+        self._wake.set()
+
+    # -- leadership and dispatch --------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Become leader, then drive jobs until ``stop`` is set or leadership is lost."""
+        try:
+            while not stop.is_set():
+                if await self.db(self.leadership.try_acquire):
+                    break
+                await _wait(stop, 1.0)
+            if stop.is_set():
+                return
+            self.is_leader = True
+            freed = await self.db(lambda: self._in_write(lambda s: repo.release_others(s, self.owner)))
+            log.info("engine leader %s; took over %d unfinished jobs", self.owner, freed)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._heartbeat(stop))
+                tg.create_task(self._dispatch(stop))
+        finally:
+            self.is_leader = False
+            for task in list(self._tasks.values()):
+                task.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            await self.db(self.leadership.release)
+            self._executor.shutdown(wait=False)
+
+    def _in_write(self, fn: Callable[[Any], T]) -> T:
+        with self.store.write() as s:
+            return fn(s)
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            ok = await self.db(self.leadership.renew)
+            if not ok:
+                log.error("engine %s lost leadership; stopping", self.owner)
+                stop.set()
+                return
+            await self.db(lambda: self._in_write(lambda s: repo.renew(s, self.owner, self.settings.lease_ttl)))
+            await _wait(stop, 1.0)
+
+    async def _dispatch(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._wake.clear()
+            if len(self._tasks) < self.settings.max_jobs:
+                ids = await self.db(lambda: self._read(
+                    lambda s: repo.runnable_ids(s, self.owner, set(self._tasks),
+                                                self.settings.max_jobs - len(self._tasks))))
+                for job_id in ids:
+                    claimed = await self.db(lambda j=job_id: self._in_write(  # type: ignore[misc]
+                        lambda s: repo.claim(s, j, self.owner, self.settings.lease_ttl)))
+                    if claimed:
+                        self._tasks[job_id] = asyncio.create_task(self._drive_task(job_id), name=f"job-{job_id}")
+            waiter = asyncio.create_task(self._wake.wait())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({waiter, stopper}, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+
+    def _read(self, fn: Callable[[Any], T]) -> T:
+        with self.store.read() as s:
+            return fn(s)
+
+    async def _drive_task(self, job_id: str) -> None:
+        try:
+            await self.drive(job_id)
+        except LeaseLost:
+            log.warning("job %s: lease lost", job_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %s: runner error", job_id)
+        finally:
+            self._tasks.pop(job_id, None)
+
+    # -- one job ----------------------------------------------------------------
+    def _snapshot(self, job_id: str) -> Snapshot:
+        with self.store.read() as s:
+            job = repo.get(s, job_id)
+            rows = repo.steps(s, job_id)
+            return Snapshot(job.id, job.kind, JobState(job.state), job.step_index, dict(job.params),
+                            dict(job.data), tuple(r.state for r in rows), tuple(r.attempts for r in rows))
+
+    def _owned(self, s: Any, job_id: str) -> JobRow:
+        job = repo.get(s, job_id)
+        if job.lease_owner != self.owner:
+            raise LeaseLost(job_id)
+        return job
+
+    def _start_step(self, job_id: str, idx: int, name: str, rollback: bool = False) -> int:
+        with self.store.write() as s:
+            job = self._owned(s, job_id)
+            if not rollback and JobState(job.state) is not JobState.RUNNING:
+                repo.set_state(s, job, JobState.RUNNING)
+            row = repo.steps(s, job_id)[idx]
+            row.attempts += 1
+            row.state = "undoing" if rollback else "running"
+            row.started_at = repo.now()
+            job.waiting_for = None
+            what = "undo" if rollback else "step"
+            repo.add_event(s, job_id, f"{what}-started", f"{what} {idx + 1}/{job.step_count} {name}",
+                           {"step": name, "index": idx, "attempt": row.attempts})
+            return row.attempts
+
+    def _finish_step(self, job_id: str, idx: int, name: str, result: dict[str, Any] | None,
+                     data: dict[str, Any], notes: list[tuple[str, str]]) -> None:
+        with self.store.write() as s:
+            job = self._owned(s, job_id)
+            row = repo.steps(s, job_id)[idx]
+            row.state, row.result, row.error, row.finished_at = "done", result or {}, None, repo.now()
+            job.data = {**data, **(result or {})}
+            job.step_index = idx + 1
+            job.waiting_for = None
+            for kind, message in notes:
+                repo.add_event(s, job_id, kind, message)
+            repo.add_event(s, job_id, "step-done", f"step {idx + 1}/{job.step_count} {name} done",
+                           {"step": name, "index": idx, "result": result or {}})
+
+    def _step_error(self, job_id: str, idx: int, name: str, error: str, *, retry_in: float | None) -> None:
+        with self.store.write() as s:
+            job = self._owned(s, job_id)
+            row = repo.steps(s, job_id)[idx]
+            row.error = error
+            if retry_in is not None:
+                job.waiting_for = f"retry of {name} in {retry_in:g} s"
+                repo.add_event(s, job_id, "step-retry", f"{name}: {error}; retrying in {retry_in:g} s",
+                               {"step": name, "index": idx})
+            else:
+                row.state = "failed"
+                row.finished_at = repo.now()
+                repo.add_event(s, job_id, "step-failed", f"{name}: {error}", {"step": name, "index": idx})
+
+    def _begin_rollback(self, job_id: str, error: str, rollback: bool) -> None:
+        with self.store.write() as s:
+            job = self._owned(s, job_id)
+            job.error = error
+            if rollback:
+                repo.set_state(s, job, JobState.ROLLING_BACK)
+                repo.add_event(s, job_id, "rollback-started", f"rolling back: {error}")
+            else:
+                repo.set_state(s, job, JobState.FAILED)
+                repo.add_event(s, job_id, "failed", f"failed: {error}")
+
+    def _end(self, job_id: str, state: JobState, message: str, error: str | None = None) -> None:
+        with self.store.write() as s:
+            job = self._owned(s, job_id)
+            if error is not None:
+                job.error = error
+            repo.set_state(s, job, state)
+            repo.add_event(s, job_id, "finished", message, {"state": state.value})
+
+    def _checkpoint(self, job_id: str, data: dict[str, Any]) -> None:
+        with self.store.write() as s:
+            job = self._owned(s, job_id)
+            job.data = {**job.data, **data}
+
+    def _context(self, snap: Snapshot) -> StepContext:
+        data = dict(snap.data)
+
+        async def progress(text: str) -> None:
+            await self.db(lambda: self._in_write(lambda s: s.execute(
+                update(JobRow).where(JobRow.id == snap.id).values(waiting_for=text[:255]))))
+
+        async def checkpoint(values: dict[str, Any]) -> None:
+            data.update(values)
+            await self.db(lambda: self._checkpoint(snap.id, values))
+
+        return StepContext(job_id=snap.id, kind=snap.kind, params=snap.params, data=data, store=self.store,
+                           hw=self.hw, settings=self.settings, db=self.db, progress=progress, checkpoint=checkpoint)
+
+    async def drive(self, job_id: str) -> None:
+        """Run ``job_id`` to a final state (this engine must hold its lease)."""
+        while True:
+            snap = await self.db(lambda: self._snapshot(job_id))
+            if snap.state in FINAL_JOB_STATES:
+                return
+            kind = self.kinds[snap.kind]
+            if snap.state is JobState.ROLLING_BACK:
+                await self._rollback(snap, kind)
+                return
+            if snap.step_index >= len(kind.steps):
+                await self.db(lambda: self._end(job_id, JobState.SUCCEEDED, f"{snap.kind} succeeded"))
+                return
+            idx = snap.step_index
+            step = kind.steps[idx]
+            attempts = await self.db(lambda: self._start_step(job_id, idx, step.name))
+            ctx = self._context(snap)
+            try:
+                async with asyncio.timeout(step.timeout):
+                    result = await step.run(ctx)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # every error is recorded; the kind of error decides what follows
+                error = _describe(exc, step.timeout)
+                if not isinstance(exc, AnvilError | TimeoutError):
+                    log.exception("job %s step %s: unexpected error", job_id, step.name)
+                if _retryable(exc) and attempts < step.attempts:
+                    delay = self.settings.retry_backoff[min(attempts, len(self.settings.retry_backoff)) - 1]
+                    await self.db(lambda: self._step_error(job_id, idx, step.name, error, retry_in=delay))
+                    await asyncio.sleep(delay)
+                    continue
+                await self.db(lambda: self._step_error(job_id, idx, step.name, error, retry_in=None))
+                await self.db(lambda: self._begin_rollback(job_id, f"{step.name}: {error}", kind.rollback))
+                continue
+            await self.db(lambda: self._finish_step(job_id, idx, step.name, result, ctx.data, ctx.events))
+
+    async def _rollback(self, snap: Snapshot, kind: JobKind) -> None:
+        last = min(snap.step_index, len(kind.steps) - 1)
+        for idx in range(last, -1, -1):
+            step = kind.steps[idx]
+            if snap.step_attempts[idx] == 0 or snap.step_states[idx] in ("undone", "pending"):
+                continue
+            if step.undo is None:
+                continue
+            for attempt in range(1, step.attempts + 1):
+                await self.db(lambda i=idx, st=step: self._start_step(  # type: ignore[misc]
+                    snap.id, i, st.name, rollback=True))
+                ctx = self._context(snap)
+                try:
+                    async with asyncio.timeout(step.timeout):
+                        await step.undo(ctx)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    error = _describe(exc, step.timeout)
+                    if _retryable(exc) and attempt < step.attempts:
+                        delay = self.settings.retry_backoff[min(attempt, len(self.settings.retry_backoff)) - 1]
+                        await self.db(lambda i=idx, st=step, e=error, d=delay: self._step_error(  # type: ignore[misc]
+                            snap.id, i, st.name, e, retry_in=d))
+                        await asyncio.sleep(delay)
+                        continue
+                    msg = f"undo of {step.name} failed: {error}; an operator must finish it"
+                    await self.db(lambda m=msg: self._end(snap.id, JobState.FAILED, m, error=m))  # type: ignore[misc]
+                    return
+                await self.db(lambda i=idx, st=step, d=ctx.data: self._mark_undone(snap.id, i, st.name, d))  # type: ignore[misc]
+                break
+        await self.db(lambda: self._end(snap.id, JobState.ROLLED_BACK, f"{snap.kind} rolled back"))
+
+    def _mark_undone(self, job_id: str, idx: int, name: str, data: dict[str, Any]) -> None:
+        with self.store.write() as s:
+            job = self._owned(s, job_id)
+            row = repo.steps(s, job_id)[idx]
+            row.state, row.finished_at = "undone", repo.now()
+            job.data = {**job.data, **data}
+            repo.add_event(s, job_id, "undo-done", f"undo {name} done", {"step": name, "index": idx})
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return f"did not finish within {timeout:g} s"
+    if isinstance(exc, AnvilError):
+        return str(exc)
+    return f"internal error: {exc.__class__.__name__}: {exc}"
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+    except TimeoutError:
+        pass
+
+
+__all__ = ["Engine", "EngineSettings"]

@@ -1,0 +1,309 @@
+"""Stamp: bind a profile to a spare blade and bring it up as that server.
+
+check-requirements → choose-blade → allocate-identities → bind → set-vlans →
+grant-storage → apply-identity → set-boot → power-on → await-boot → activate.
+A fatal error undoes the completed steps in reverse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from appliance.domain.placement import Candidate, Placement, Requirements, place
+from appliance.domain.profile import Profile, from_dict
+from appliance.domain.states import BladeState, ProfileState
+from appliance.drivers.protocols import (
+    BootDevice,
+    BootMode,
+    BootSetting,
+    FcBoot,
+    IscsiBoot,
+    PortConfig,
+    PowerState,
+    VirtualIdentities,
+)
+from appliance.engine.model import JobKind, NoSpareBlade, Step, StepContext, StepFailed
+from appliance.engine.steps.common import (
+    blade_row,
+    cabled_ports,
+    ensure_power,
+    live_binding,
+    load_profile,
+    move_blade,
+    move_profile,
+    next_generation,
+    profile_row,
+    set_ports,
+)
+from appliance.services.profiles import ProfileService
+from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, ProfileRow
+
+NO_SPARE = "no spare blade meets the requirements"
+
+
+def requirements(p: Profile) -> Requirements:
+    r = p.spec.requirements
+    return Requirements(min_cpus=r.minCpus, min_memory_gib=r.minMemoryGiB,
+                        nics=max(r.nics or 0, len(p.spec.identity.nics)))
+
+
+def candidates(s: Session, *, only: str | None = None) -> list[Candidate]:
+    """The inventory as placement sees it (blade pool `spares` = every enrolled blade)."""
+    bound = dict(s.execute(
+        select(BindingRow.blade_id, ProfileRow.name).join(ProfileRow, ProfileRow.id == BindingRow.profile_id)
+        .where(BindingRow.state == "live")
+    ).all())
+    nic_counts: dict[int, int] = {}
+    for blade_id, in s.execute(select(BladeNicRow.blade_id)).all():
+        nic_counts[blade_id] = nic_counts.get(blade_id, 0) + 1
+    stmt = select(BladeRow)
+    if only is not None:
+        stmt = stmt.where(BladeRow.name == only)
+    return [Candidate(name=b.name, state=BladeState(b.state), cpus=b.cpus, memory_gib=b.memory_gib,
+                      nics=nic_counts.get(b.id, 0), bound_to=bound.get(b.id), last_failed_at=b.last_failed_at)
+            for b in s.scalars(stmt)]
+
+
+def dry_run(s: Session, profile: Profile, *, blade: str | None = None) -> Placement:
+    if blade is not None and not candidates(s, only=blade):
+        raise StepFailed(f"blade {blade!r} is not enrolled")
+    return place(requirements(profile), candidates(s, only=blade))
+
+
+def _explain(pl: Placement) -> str:
+    why = "; ".join(f"{r.blade}: {r.reason}" for r in pl.rejected[:5])
+    more = f" (+{len(pl.rejected) - 5} more)" if len(pl.rejected) > 5 else ""
+    return f"{NO_SPARE}" + (f" ({why}{more})" if why else " (no blades enrolled)")
+
+
+async def check_requirements(ctx: StepContext) -> dict[str, Any]:
+    def _check() -> dict[str, Any]:
+        with ctx.store.read() as s:
+            row = profile_row(s, ctx)
+            binding = live_binding(s, profile_id=row.id)
+            if binding is not None and binding.job_id != ctx.job_id:
+                blade = s.get(BladeRow, binding.blade_id)
+                raise StepFailed(f"profile {row.name} is already bound to blade {blade.name if blade else '?'}")
+            if row.state not in (ProfileState.UNASSIGNED, ProfileState.FAILED, ProfileState.STAMPING):
+                raise StepFailed(f"profile {row.name} is {row.state}")
+            req = requirements(from_dict(row.document))
+            return {"requirements": {"minCpus": req.min_cpus, "minMemoryGiB": req.min_memory_gib, "nics": req.nics}}
+    return await ctx.db(_check)
+
+
+async def choose_blade(ctx: StepContext) -> dict[str, Any]:
+    profile = await load_profile(ctx)
+
+    def _choose() -> dict[str, Any]:
+        with ctx.store.read() as s:
+            if ctx.data.get("blade"):
+                binding = s.scalar(select(BindingRow).where(BindingRow.job_id == ctx.job_id,
+                                                            BindingRow.state == "live"))
+                if binding is not None:
+                    return {"blade": ctx.data["blade"]}
+            pl = dry_run(s, profile, blade=ctx.params.get("blade"))
+            if pl.best is None:
+                raise NoSpareBlade(_explain(pl))
+            return {"blade": pl.best, "candidates": list(pl.chosen[:10])}
+    return await ctx.db(_choose)
+
+
+async def allocate_identities(ctx: StepContext) -> dict[str, Any]:
+    def _alloc() -> dict[str, Any]:
+        with ctx.store.write() as s:
+            row = profile_row(s, ctx)
+            done = ProfileService(ctx.store).allocate_pool_identities(s, row)
+            return {"identities": {"macs": [n.mac for n in done.spec.identity.nics],
+                                   "uuid": done.spec.identity.uuid,
+                                   "iscsiInitiator": done.spec.identity.iscsiInitiator}}
+    return await ctx.db(_alloc)
+
+
+async def bind(ctx: StepContext) -> dict[str, Any]:
+    """Create the live binding; the partial unique indexes make a double binding impossible."""
+    profile = await load_profile(ctx)
+
+    def _bind() -> dict[str, Any]:
+        wanted = ctx.data["blade"]
+        tried: set[str] = set()
+        for _ in range(50):
+            with ctx.store.write() as s:
+                prow = profile_row(s, ctx)
+                mine = live_binding(s, profile_id=prow.id)
+                if mine is not None:
+                    if mine.job_id != ctx.job_id:
+                        raise StepFailed(f"profile {prow.name} was bound by another job")
+                    blade = s.get(BladeRow, mine.blade_id)
+                    assert blade is not None
+                    return {"blade": blade.name, "generation": mine.generation}
+                brow = blade_row(s, wanted)
+                if live_binding(s, blade_id=brow.id) is None and brow.state == BladeState.SPARE:
+                    try:
+                        with s.begin_nested():
+                            s.add(BindingRow(profile_id=prow.id, blade_id=brow.id,
+                                             generation=next_generation(s, prow.id), job_id=ctx.job_id))
+                            s.flush()
+                    except IntegrityError:
+                        pass  # lost a race for this blade; choose again below
+                    else:
+                        move_blade(brow, BladeState.STAMPING)
+                        move_profile(prow, ProfileState.STAMPING)
+                        gen = live_binding(s, profile_id=prow.id)
+                        return {"blade": brow.name, "generation": gen.generation if gen else None}
+                tried.add(wanted)
+                if ctx.params.get("blade"):
+                    raise NoSpareBlade(f"blade {wanted} is no longer available "
+                                       f"({'bound' if live_binding(s, blade_id=brow.id) else brow.state})")
+                pl = dry_run(s, profile)
+                left = [b for b in pl.chosen if b not in tried]
+                if not left:
+                    raise NoSpareBlade(_explain(pl))
+                wanted = left[0]
+        raise StepFailed("could not bind a blade after 50 attempts")
+    return await ctx.db(_bind)
+
+
+async def unbind(ctx: StepContext) -> None:
+    def _unbind() -> None:
+        with ctx.store.write() as s:
+            prow = profile_row(s, ctx)
+            binding = s.scalar(select(BindingRow).where(BindingRow.job_id == ctx.job_id,
+                                                        BindingRow.state == "live"))
+            if binding is not None:
+                binding.state, binding.ended_at = "ended", _now()
+                blade = s.get(BladeRow, binding.blade_id)
+                if blade is not None and blade.state != BladeState.SPARE:
+                    move_blade(blade, BladeState.SPARE)
+            if prow.state == ProfileState.STAMPING:
+                move_profile(prow, ProfileState.UNASSIGNED)
+    await ctx.db(_unbind)
+
+
+def _now() -> Any:
+    from appliance.store.repos.jobs import now
+    return now()
+
+
+async def _port_plan(ctx: StepContext, *, park: bool) -> list[tuple[Any, PortConfig]]:
+    profile = await load_profile(ctx)
+
+    def _ports() -> list[Any]:
+        with ctx.store.read() as s:
+            return cabled_ports(s, blade_row(s, ctx.data["blade"]).id)
+    ports = await ctx.db(_ports)
+    plan = []
+    for i, nic in enumerate(profile.spec.identity.nics):
+        if i >= len(ports) or ports[i] is None:
+            continue
+        if park:
+            plan.append((ports[i], PortConfig(native=ctx.settings.parking_vlan, tagged=frozenset(), up=True)))
+        elif nic.vlans is not None:
+            plan.append((ports[i], PortConfig(native=nic.vlans.native, tagged=frozenset(nic.vlans.tagged), up=True)))
+    return plan
+
+
+async def set_vlans(ctx: StepContext) -> dict[str, Any]:
+    plan = await _port_plan(ctx, park=False)
+    await set_ports(ctx, plan)
+    return {"ports": [f"{p.switch}:{p.port}" for p, _ in plan]}
+
+
+async def park_vlans(ctx: StepContext) -> None:
+    await set_ports(ctx, await _port_plan(ctx, park=True))
+
+
+async def grant_storage(ctx: StepContext) -> dict[str, Any]:
+    return {"storage": "no storage driver configured"}
+
+
+def virtual_identities(profile: Profile) -> VirtualIdentities:
+    ident = profile.spec.identity
+    iscsi = None
+    src = profile.spec.boot.source if profile.spec.boot else None
+    if src is not None and src.type == "iscsi" and ident.iscsiInitiator:
+        iscsi = IscsiBoot(initiator=ident.iscsiInitiator, target=src.target, portal=src.portal, lun=src.lun)
+    fc = tuple(FcBoot(wwpn=h.wwpn, wwnn=h.wwnn) for h in ident.hbas if h.wwpn and h.wwnn)
+    return VirtualIdentities(macs=tuple(n.mac for n in ident.nics if n.mac), iscsi=iscsi, fc=fc)
+
+
+async def apply_identity(ctx: StepContext) -> dict[str, Any]:
+    profile = await load_profile(ctx)
+    driver, bmc = ctx.hw.bmc(ctx.data["blade"])
+    caps = await driver.capabilities(bmc)
+    if not caps.any:
+        return {"identity": "boot-time (the BMC has no virtual identities)"}
+    want = virtual_identities(profile)
+    want = VirtualIdentities(macs=want.macs if caps.mac else (),
+                             iscsi=want.iscsi if caps.iscsi_initiator else None,
+                             fc=want.fc if caps.wwpn else ())
+    await driver.apply(bmc, want)
+    got = await driver.read(bmc)
+    if got.macs[:len(want.macs)] != want.macs:
+        raise StepFailed(f"{ctx.data['blade']}: virtual MACs read back {got.macs}, expected {want.macs}")
+    return {"identity": "virtual", "virtualMacs": list(want.macs)}
+
+
+async def clear_identity(ctx: StepContext) -> None:
+    driver, bmc = ctx.hw.bmc(ctx.data["blade"])
+    if (await driver.capabilities(bmc)).any:
+        await driver.clear(bmc)
+
+
+async def set_boot(ctx: StepContext) -> dict[str, Any]:
+    profile = await load_profile(ctx)
+    src = profile.spec.boot.source.type if profile.spec.boot else "local"
+    mode = BootMode.LEGACY if profile.spec.boot and profile.spec.boot.mode == "legacy" else BootMode.UEFI
+    device = BootDevice.DISK if src == "local" else BootDevice.NETWORK
+    driver, bmc = ctx.hw.bmc(ctx.data["blade"])
+    await driver.set_next_boot(bmc, BootSetting(device=device, mode=mode, persistent=False))
+    return {"boot": device.value, "bootMode": mode.value}
+
+
+async def power_on(ctx: StepContext) -> dict[str, Any]:
+    return await ensure_power(ctx, ctx.data["blade"], PowerState.ON, marker="power_on")
+
+
+async def power_off_undo(ctx: StepContext) -> None:
+    await ensure_power(ctx, ctx.data["blade"], PowerState.OFF, marker="power_off")
+
+
+async def await_boot(ctx: StepContext) -> dict[str, Any]:
+    # Until the boot service reports a boot signal (boot issue), a confirmed power-on is the signal.
+    driver, bmc = ctx.hw.bmc(ctx.data["blade"])
+    await ctx.progress("boot signal (power state on, until the boot service exists)")
+    if await driver.get_power(bmc) is not PowerState.ON:
+        raise StepFailed(f"{ctx.data['blade']} is no longer powered on")
+    return {"booted": "power-on"}
+
+
+async def activate(ctx: StepContext) -> dict[str, Any]:
+    def _activate() -> dict[str, Any]:
+        with ctx.store.write() as s:
+            prow = profile_row(s, ctx)
+            brow = blade_row(s, ctx.data["blade"])
+            move_blade(brow, BladeState.ACTIVE)
+            move_profile(prow, ProfileState.ACTIVE)
+            return {"active": True}
+    return await ctx.db(_activate)
+
+
+STAMP = JobKind(
+    name="stamp",
+    steps=(
+        Step("check-requirements", check_requirements, attempts=1),
+        Step("choose-blade", choose_blade, attempts=1),
+        Step("allocate-identities", allocate_identities),
+        Step("bind", bind, undo=unbind, attempts=1),
+        Step("set-vlans", set_vlans, undo=park_vlans),
+        Step("grant-storage", grant_storage),
+        Step("apply-identity", apply_identity, undo=clear_identity),
+        Step("set-boot", set_boot),
+        Step("power-on", power_on, undo=power_off_undo, timeout=180),
+        Step("await-boot", await_boot, timeout=600),
+        Step("activate", activate),
+    ),
+)

@@ -1,0 +1,62 @@
+"""Hardware: the one place the appliance gets a driver for a blade or a switch.
+
+The driver is chosen by the inventory's ``driver`` column through the registry, and
+one instance per driver name is kept for the life of this object, because drivers
+hold sessions (IPMI sessions, Redfish connections, SNMP engines). Credentials are
+decrypted here, just before the call, and handed to the driver in ``Bmc`` /
+``SwitchRef`` values. :meth:`close` closes every driver it created.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from appliance.drivers import registry
+from appliance.drivers.protocols import Bmc, BmcDriver, SwitchDriver, SwitchRef
+from appliance.secrets import SecretBox
+from appliance.services.blades import BladeService
+from appliance.services.switches import SwitchService
+from appliance.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Hardware:
+    def __init__(self, store: Store, box: SecretBox) -> None:
+        self._blades = BladeService(store, box)
+        self._switches = SwitchService(store, box)
+        self._bmc_drivers: dict[str, BmcDriver] = {}
+        self._switch_drivers: dict[str, SwitchDriver] = {}
+
+    def bmc(self, blade: str) -> tuple[BmcDriver, Bmc]:
+        """The driver for ``blade`` and its BMC details (password decrypted). NotFound, BadSettings."""
+        name, bmc = self._blades.driver_and_bmc(blade)
+        driver = self._bmc_drivers.get(name)
+        if driver is None:
+            driver = self._bmc_drivers[name] = registry.create(name)
+        return driver, bmc
+
+    def switch(self, name: str) -> tuple[SwitchDriver, SwitchRef]:
+        """The driver for switch ``name`` and how to reach it (secrets decrypted). NotFound, BadSettings."""
+        driver_name, ref = self._switches.driver_and_ref(name)
+        driver = self._switch_drivers.get(driver_name)
+        if driver is None:
+            driver = self._switch_drivers[driver_name] = registry.create_switch(driver_name)
+        return driver, ref
+
+    async def close(self) -> None:
+        """Close every cached driver; a driver failing to close is logged, the others still close."""
+        drivers: list[BmcDriver | SwitchDriver] = [*self._bmc_drivers.values(), *self._switch_drivers.values()]
+        self._bmc_drivers.clear()
+        self._switch_drivers.clear()
+        for driver in drivers:
+            try:
+                await driver.close()
+            except Exception:  # closing is best effort; one bad driver must not keep others open
+                log.warning("closing driver %s failed", getattr(driver, "name", "?"), exc_info=True)
+
+    async def __aenter__(self) -> Hardware:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

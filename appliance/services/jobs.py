@@ -1,0 +1,142 @@
+"""Submitting and reading jobs: assign (stamp) and release (unstamp) a profile."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from appliance.domain.placement import Placement
+from appliance.domain.profile import from_dict
+from appliance.domain.states import ACTIVE_JOB_STATES, JobState
+from appliance.engine.steps import STAMP, UNSTAMP
+from appliance.engine.steps.common import live_binding
+from appliance.engine.steps.stamp import dry_run
+from appliance.errors import Conflict, NotFound
+from appliance.store import Store
+from appliance.store.repos import jobs as repo
+from appliance.store.repos import profiles as profiles_repo
+from appliance.store.tables import BladeRow, JobRow
+
+BLADE_POOLS = ("spares",)   # DESIGN §7: the default blade pool holds every enrolled blade
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    index: int
+    name: str
+    state: str
+    attempts: int
+    error: str | None
+    result: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    id: str
+    kind: str
+    subject: str
+    tenant: str | None
+    state: str
+    step_index: int
+    step_count: int
+    waiting_for: str | None
+    error: str | None
+    data: dict[str, Any]
+    steps: tuple[StepInfo, ...]
+    created_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def final(self) -> bool:
+        return JobState(self.state) not in ACTIVE_JOB_STATES
+
+    @property
+    def current_step(self) -> str | None:
+        return self.steps[self.step_index].name if self.step_index < len(self.steps) else None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "kind": self.kind, "subject": self.subject, "tenant": self.tenant, "state": self.state,
+            "progress": {"step": min(self.step_index + 1, self.step_count), "of": self.step_count,
+                         "current": self.current_step, "waitingFor": self.waiting_for},
+            "blade": self.data.get("blade"), "error": self.error,
+            "steps": [{"name": s.name, "state": s.state, "attempts": s.attempts, "error": s.error,
+                       "result": s.result} for s in self.steps],
+            "createdAt": self.created_at.isoformat(),
+            "finishedAt": self.finished_at.isoformat() if self.finished_at else None,
+        }
+
+
+def _info(s: Any, job: JobRow) -> JobInfo:
+    steps = tuple(StepInfo(r.idx, r.name, r.state, r.attempts, r.error, r.result) for r in repo.steps(s, job.id))
+    return JobInfo(job.id, job.kind, job.subject, job.tenant, job.state, job.step_index, job.step_count,
+                   job.waiting_for, job.error, dict(job.data), steps, job.created_at, job.finished_at)
+
+
+class JobService:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def submit_assign(self, profile: str, *, tenant: str = "default", blade: str | None = None,
+                      pool: str | None = None, idempotency_key: str | None = None,
+                      created_by: str | None = None) -> JobInfo:
+        if blade and pool:
+            raise Conflict("give --blade or --pool, not both")
+        if pool is not None and pool not in BLADE_POOLS:
+            raise NotFound("blade pool", pool)
+        with self._store.write() as s:
+            prow = profiles_repo.get(s, "ServerProfile", tenant, profile)
+            if idempotency_key:
+                existing = s.scalar(select(JobRow).where(JobRow.idempotency_key == idempotency_key))
+                if existing is not None:
+                    return _info(s, existing)
+            bound = live_binding(s, profile_id=prow.id)
+            if bound is not None:
+                b = s.get(BladeRow, bound.blade_id)
+                raise Conflict(f"profile {tenant}/{profile} is already assigned to blade {b.name if b else '?'}")
+            if blade is not None and s.scalar(select(BladeRow.id).where(BladeRow.name == blade)) is None:
+                raise NotFound("blade", blade)
+            job = repo.create(s, kind=STAMP.name, subject=f"profile {tenant}/{profile}", profile_id=prow.id,
+                              tenant=tenant, params={"profile": profile, "tenant": tenant, "blade": blade,
+                                                     "pool": pool or "spares"},
+                              step_names=STAMP.step_names, idempotency_key=idempotency_key, created_by=created_by)
+            return _info(s, job)
+
+    def submit_release(self, profile: str, *, tenant: str = "default", idempotency_key: str | None = None,
+                       created_by: str | None = None) -> JobInfo:
+        with self._store.write() as s:
+            prow = profiles_repo.get(s, "ServerProfile", tenant, profile)
+            if live_binding(s, profile_id=prow.id) is None and prow.state == "unassigned":
+                raise Conflict(f"profile {tenant}/{profile} is not assigned to a blade")
+            job = repo.create(s, kind=UNSTAMP.name, subject=f"profile {tenant}/{profile}", profile_id=prow.id,
+                              tenant=tenant, params={"profile": profile, "tenant": tenant},
+                              step_names=UNSTAMP.step_names, idempotency_key=idempotency_key,
+                              created_by=created_by)
+            return _info(s, job)
+
+    def dry_run(self, profile: str, *, tenant: str = "default", blade: str | None = None) -> Placement:
+        with self._store.read() as s:
+            prow = profiles_repo.get(s, "ServerProfile", tenant, profile)
+            return dry_run(s, from_dict(prow.document), blade=blade)
+
+    def get(self, job_id: str) -> JobInfo:
+        with self._store.read() as s:
+            return _info(s, repo.get(s, job_id))
+
+    def events(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
+        with self._store.read() as s:
+            repo.get(s, job_id)
+            return [{"id": e.id, "at": e.at.isoformat(), "kind": e.kind, "message": e.message, "data": e.data}
+                    for e in repo.events_after(s, job_id, after)]
+
+    def list(self, *, state: str | None = None, tenant: str | None = None, limit: int = 100) -> list[JobInfo]:
+        with self._store.read() as s:
+            stmt = select(JobRow).order_by(JobRow.created_at.desc()).limit(limit)
+            if state:
+                stmt = stmt.where(JobRow.state == state)
+            if tenant:
+                stmt = stmt.where(JobRow.tenant == tenant)
+            return [_info(s, j) for j in s.scalars(stmt)]
