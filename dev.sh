@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Anvil's two commands, on a fresh Debian 12 machine:
-#   ./dev.sh run    install everything, then start the appliance on its embedded default
+#   ./dev.sh run    install everything, then start `anvil demo`: an emulated rack and the appliance
 #   ./dev.sh test   install everything, then run the whole test suite (what CI runs)
 # Everything it needs comes from Debian's packages and PyPI; nothing is installed by hand.
 set -euo pipefail
@@ -10,6 +10,8 @@ ROOT=$(pwd)
 APT_PACKAGES=(
   python3-venv ca-certificates
   postgresql postgresql-contrib          # the store's tests run against PostgreSQL too
+  iproute2 openvswitch-switch            # the emulated rack's OVS switch and its namespaces
+  iputils-ping ethtool tcpdump           # checking and watching the lab's networks
 )
 
 SUDO=""
@@ -51,8 +53,8 @@ install_python() {
 cmd_run() {
   install_apt
   install_python
-  log "starting the appliance (Ctrl-C stops it)"
-  exec .venv/bin/anvil serve "$@"
+  log "starting an emulated rack and the appliance (Ctrl-C stops both)"
+  exec .venv/bin/anvil demo "$@"
 }
 
 cmd_test() {

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import update
@@ -74,6 +75,10 @@ class Engine:
     async def db(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` on the database thread (binds its arguments now, unlike a lambda)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args, **kwargs))
+
     def wake(self) -> None:
         """Look for new jobs now (called after a submit in this process)."""
         self._wake.set()
@@ -125,8 +130,7 @@ class Engine:
                     lambda s: repo.runnable_ids(s, self.owner, set(self._tasks),
                                                 self.settings.max_jobs - len(self._tasks))))
                 for job_id in ids:
-                    claimed = await self.db(lambda j=job_id: self._in_write(  # type: ignore[misc]
-                        lambda s: repo.claim(s, j, self.owner, self.settings.lease_ttl)))
+                    claimed = await self.call(self._claim, job_id)
                     if claimed:
                         self._tasks[job_id] = asyncio.create_task(self._drive_task(job_id), name=f"job-{job_id}")
             waiter = asyncio.create_task(self._wake.wait())
@@ -134,6 +138,10 @@ class Engine:
             await asyncio.wait({waiter, stopper}, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             stopper.cancel()
+
+    def _claim(self, job_id: str) -> bool:
+        with self.store.write() as s:
+            return repo.claim(s, job_id, self.owner, self.settings.lease_ttl)
 
     def _read(self, fn: Callable[[Any], T]) -> T:
         with self.store.read() as s:
@@ -249,7 +257,7 @@ class Engine:
     async def drive(self, job_id: str) -> None:
         """Run ``job_id`` to a final state (this engine must hold its lease)."""
         while True:
-            snap = await self.db(lambda: self._snapshot(job_id))
+            snap = await self.call(self._snapshot, job_id)
             if snap.state in FINAL_JOB_STATES:
                 return
             kind = self.kinds[snap.kind]
@@ -257,11 +265,11 @@ class Engine:
                 await self._rollback(snap, kind)
                 return
             if snap.step_index >= len(kind.steps):
-                await self.db(lambda: self._end(job_id, JobState.SUCCEEDED, f"{snap.kind} succeeded"))
+                await self.call(self._end, job_id, JobState.SUCCEEDED, f"{snap.kind} succeeded")
                 return
             idx = snap.step_index
             step = kind.steps[idx]
-            attempts = await self.db(lambda: self._start_step(job_id, idx, step.name))
+            attempts = await self.call(self._start_step, job_id, idx, step.name)
             ctx = self._context(snap)
             try:
                 async with asyncio.timeout(step.timeout):
@@ -274,13 +282,13 @@ class Engine:
                     log.exception("job %s step %s: unexpected error", job_id, step.name)
                 if _retryable(exc) and attempts < step.attempts:
                     delay = self.settings.retry_backoff[min(attempts, len(self.settings.retry_backoff)) - 1]
-                    await self.db(lambda: self._step_error(job_id, idx, step.name, error, retry_in=delay))
+                    await self.call(self._step_error, job_id, idx, step.name, error, retry_in=delay)
                     await asyncio.sleep(delay)
                     continue
-                await self.db(lambda: self._step_error(job_id, idx, step.name, error, retry_in=None))
-                await self.db(lambda: self._begin_rollback(job_id, f"{step.name}: {error}", kind.rollback))
+                await self.call(self._step_error, job_id, idx, step.name, error, retry_in=None)
+                await self.call(self._begin_rollback, job_id, f"{step.name}: {error}", kind.rollback)
                 continue
-            await self.db(lambda: self._finish_step(job_id, idx, step.name, result, ctx.data, ctx.events))
+            await self.call(self._finish_step, job_id, idx, step.name, result, ctx.data, ctx.events)
 
     async def _rollback(self, snap: Snapshot, kind: JobKind) -> None:
         last = min(snap.step_index, len(kind.steps) - 1)
@@ -291,8 +299,7 @@ class Engine:
             if step.undo is None:
                 continue
             for attempt in range(1, step.attempts + 1):
-                await self.db(lambda i=idx, st=step: self._start_step(  # type: ignore[misc]
-                    snap.id, i, st.name, rollback=True))
+                await self.call(self._start_step, snap.id, idx, step.name, rollback=True)
                 ctx = self._context(snap)
                 try:
                     async with asyncio.timeout(step.timeout):
@@ -303,16 +310,15 @@ class Engine:
                     error = _describe(exc, step.timeout)
                     if _retryable(exc) and attempt < step.attempts:
                         delay = self.settings.retry_backoff[min(attempt, len(self.settings.retry_backoff)) - 1]
-                        await self.db(lambda i=idx, st=step, e=error, d=delay: self._step_error(  # type: ignore[misc]
-                            snap.id, i, st.name, e, retry_in=d))
+                        await self.call(self._step_error, snap.id, idx, step.name, error, retry_in=delay)
                         await asyncio.sleep(delay)
                         continue
                     msg = f"undo of {step.name} failed: {error}; an operator must finish it"
-                    await self.db(lambda m=msg: self._end(snap.id, JobState.FAILED, m, error=m))  # type: ignore[misc]
+                    await self.call(self._end, snap.id, JobState.FAILED, msg, error=msg)
                     return
-                await self.db(lambda i=idx, st=step, d=ctx.data: self._mark_undone(snap.id, i, st.name, d))  # type: ignore[misc]
+                await self.call(self._mark_undone, snap.id, idx, step.name, ctx.data)
                 break
-        await self.db(lambda: self._end(snap.id, JobState.ROLLED_BACK, f"{snap.kind} rolled back"))
+        await self.call(self._end, snap.id, JobState.ROLLED_BACK, f"{snap.kind} rolled back")
 
     def _mark_undone(self, job_id: str, idx: int, name: str, data: dict[str, Any]) -> None:
         with self.store.write() as s:
