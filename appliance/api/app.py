@@ -10,25 +10,18 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from appliance import __version__
+from appliance.api.errors import error_middleware, problem
+from appliance.api.keys import ENGINE, PRINCIPAL, SETTINGS, STORE, TOKENS
+from appliance.api.routes import jobs
 from appliance.config import Settings
+from appliance.engine.runner import Engine
 from appliance.services.tokens import Principal, TokenService
 from appliance.store import Store
-
-SETTINGS = web.AppKey("settings", Settings)
-STORE = web.AppKey("store", Store)
-TOKENS = web.AppKey("tokens", TokenService)
-PRINCIPAL = "anvil.principal"
 
 PUBLIC_PREFIXES = ("/boot/",)
 PUBLIC_PATHS = frozenset({"/healthz"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def problem(status: int, title: str, detail: str) -> web.Response:
-    """An RFC 9457 problem+json response."""
-    return web.json_response({"type": "about:blank", "title": title, "status": status, "detail": detail},
-                             status=status, content_type="application/problem+json")
 
 
 @web.middleware
@@ -67,12 +60,15 @@ async def api_root(request: web.Request) -> web.Response:
     return web.json_response({"version": __version__, "principal": principal.token_name, "role": principal.role})
 
 
-def create_app(settings: Settings, store: Store) -> web.Application:
-    app = web.Application(middlewares=[auth_middleware])
+def create_app(settings: Settings, store: Store, *, engine: Engine | None = None) -> web.Application:
+    app = web.Application(middlewares=[auth_middleware, error_middleware])
     app[SETTINGS] = settings
     app[STORE] = store
     app[TOKENS] = TokenService(store)
+    if engine is not None:
+        app[ENGINE] = engine
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1", api_root)
     app.router.add_get("/api/v1/", api_root)
+    jobs.setup(app)
     return app

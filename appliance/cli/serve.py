@@ -24,14 +24,21 @@ def _is_loopback(host: str) -> bool:
 
 
 async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | None,
-                        on_ready: Callable[[str, str], None] | None = None) -> None:
-    """Serve until SIGINT or SIGTERM. ``on_ready(url, token_file)`` runs once listening."""
+                        on_ready: Callable[[str, str], None] | None = None, role: str = "all") -> None:
+    """Serve until SIGINT or SIGTERM. ``on_ready(url, token_file)`` runs once listening.
+
+    Role ``all`` runs the API and the engine in this process; ``api`` or ``engine`` runs one.
+    """
     # Imported here so that other commands do not pay for aiohttp and TLS at start-up.
     from aiohttp import web
 
     from appliance.api.app import create_app
     from appliance.api.tls import ensure_self_signed, server_context
-    from appliance.secrets import ensure_key
+    from appliance.engine.model import EngineSettings
+    from appliance.engine.runner import Engine
+    from appliance.engine.steps import KINDS
+    from appliance.secrets import SecretBox, ensure_key
+    from appliance.services.hardware import Hardware
     from appliance.services.tokens import TokenService
 
     settings = ctx.settings
@@ -55,7 +62,11 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
         ssl_ctx = server_context(cert, key)
     elif not _is_loopback(host):
         raise click.UsageError(f"plain HTTP is allowed on loopback only, not on {host}")
-    runner = web.AppRunner(create_app(settings, store), access_log=None)
+    hardware = Hardware(store, SecretBox(settings.secrets_key_path))
+    engine = None
+    if role in ("all", "engine"):
+        engine = Engine(store, hardware, KINDS, settings=EngineSettings(parking_vlan=settings.network.parking_vlan))
+    runner = web.AppRunner(create_app(settings, store, engine=engine), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, int(port), ssl_context=ssl_ctx)
     await site.start()
@@ -70,9 +81,14 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    engine_task = asyncio.create_task(engine.run(stop), name="engine") if engine else None
     try:
         await stop.wait()
     finally:
+        stop.set()
+        if engine_task is not None:
+            await engine_task
+        await hardware.close()
         await runner.cleanup()
 
 
@@ -84,9 +100,9 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
 @pass_ctx
 def serve(ctx: CliContext, role: str, insecure_http: bool, ready_file: str | None) -> None:
     """Run the appliance."""
-    if role not in ("all", "api"):
+    if role not in ("all", "api", "engine"):
         raise click.UsageError(f"role {role!r} is not available yet")
-    asyncio.run(run_appliance(ctx, insecure_http, ready_file))
+    asyncio.run(run_appliance(ctx, insecure_http, ready_file, role=role))
 
 
 COMMANDS = [serve]
