@@ -57,4 +57,10 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # a bug: say so in one line; -v shows the traceback
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        click.echo(f"anvil: internal error: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                   err=True)
+        sys.exit(70)
     sys.exit(rv if isinstance(rv, int) else 0)

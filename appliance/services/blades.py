@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,7 +23,7 @@ from appliance.drivers.protocols import BladeFacts, Bmc, Secret
 from appliance.errors import Conflict, Issue, NotFound, ValidationError
 from appliance.secrets import SecretBox
 from appliance.store import Store
-from appliance.store.tables import BladeNicRow, BladeRow, SwitchRow
+from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, SwitchRow
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,10 @@ class BladeService:
             row = self._row(s, name)
             if row.state not in ("spare", "maintenance", "failed"):
                 raise Conflict(f"blade {name!r} is {row.state}; release its profile first")
+            if s.scalar(select(BindingRow.id).where(BindingRow.blade_id == row.id, BindingRow.state == "live")):
+                raise Conflict(f"blade {name!r} is bound to a profile; release it first")
+            # Ended bindings are history (jobs keep their own record); they go with the blade.
+            s.execute(delete(BindingRow).where(BindingRow.blade_id == row.id))
             s.delete(row)
 
     def bmc(self, name: str) -> Bmc:

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from appliance.domain.identities import IdentityKind
@@ -29,7 +30,7 @@ from appliance.errors import Conflict, Issue, NotFound, ValidationError
 from appliance.store import Store
 from appliance.store.repos import identities as ids
 from appliance.store.repos import profiles as repo
-from appliance.store.tables import IdentityPoolRow, ProfileRow
+from appliance.store.tables import BindingRow, IdentityPoolRow, ProfileRow
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,9 @@ class ProfileService:
             row = repo.get(s, kind, tenant, name, lock=True)
             if row.state not in ("unassigned",):
                 raise Conflict(f"{repo.KIND_LABEL[kind]} {tenant}/{name} is {row.state}; release it first")
+            if s.scalar(select(BindingRow.id).where(BindingRow.profile_id == row.id, BindingRow.state == "live")):
+                raise Conflict(f"{repo.KIND_LABEL[kind]} {tenant}/{name} is bound to a blade; release it first")
+            s.execute(delete(BindingRow).where(BindingRow.profile_id == row.id))
             ids.release_profile(s, row.id)
             s.delete(row)
 

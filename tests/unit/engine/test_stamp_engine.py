@@ -173,3 +173,25 @@ async def test_killed_engine_resumes_at_the_unfinished_step(store: Store, tmp_pa
     info = jobs.get(job.id)
     assert info.state == "succeeded", info.error
     assert hw.bmcs.calls.count(("fake://b01", "set_power")) == 1
+
+
+async def test_released_profile_and_blade_can_be_deleted(store: Store, tmp_path: Path) -> None:
+    from appliance.secrets import SecretBox
+    from appliance.services.blades import BladeService
+    from appliance.services.profiles import PROFILE, ProfileService
+
+    rack(store, tmp_path)
+    add_profile(store, "web-01", 1)
+    hw = FakeHardware()
+    jobs = JobService(store)
+    jobs.submit_assign("web-01", tenant="acme", blade="b01")
+    await run_until_idle(make_engine(store, hw))
+    blades = BladeService(store, SecretBox(tmp_path / "secrets.key"))
+    with pytest.raises(Conflict):
+        blades.delete("b01")
+    with pytest.raises(Conflict):
+        ProfileService(store).delete(PROFILE, "acme", "web-01")
+    jobs.submit_release("web-01", tenant="acme")
+    await run_until_idle(make_engine(store, hw))
+    blades.delete("b01")
+    ProfileService(store).delete(PROFILE, "acme", "web-01")
