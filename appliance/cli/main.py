@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from appliance import __version__
-from appliance.cli import blade, config_cmd, demo, job, lab, pool, profile, serve, switch, template
+from appliance.cli import blade, blade_pool, config_cmd, demo, job, lab, pool, profile, serve, switch, template
 from appliance.cli.context import CliContext
 from appliance.config import load_settings
 from appliance.errors import AnvilError, ValidationError
@@ -33,7 +33,7 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
     ctx.call_on_close(obj.close)
 
 
-for module in (profile, template, pool, blade, switch, lab, demo, job, config_cmd, serve):
+for module in (profile, template, pool, blade, blade_pool, switch, lab, demo, job, config_cmd, serve):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -153,7 +153,7 @@ def assign(ctx: CliContext, name: str, tenant: str, blade: str | None, pool: str
 
     svc = JobService(ctx.store())
     if dry_run:
-        pl = svc.dry_run(name, tenant=tenant, blade=blade)
+        pl = svc.dry_run(name, tenant=tenant, blade=blade, pool=pool)
         click.echo(f"would stamp {tenant}/{name} on: {pl.best or 'nothing'}")
         for other in pl.chosen[1:]:
             click.echo(f"  also suitable: {other}")

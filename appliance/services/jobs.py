@@ -15,12 +15,11 @@ from appliance.engine.steps import STAMP, UNSTAMP
 from appliance.engine.steps.common import live_binding
 from appliance.engine.steps.stamp import dry_run
 from appliance.errors import Conflict, NotFound
+from appliance.services.blade_pools import DEFAULT_POOL, members
 from appliance.store import Store
 from appliance.store.repos import jobs as repo
 from appliance.store.repos import profiles as profiles_repo
 from appliance.store.tables import BladeRow, JobRow
-
-BLADE_POOLS = ("spares",)   # DESIGN §7: the default blade pool holds every enrolled blade
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +84,9 @@ class JobService:
                       created_by: str | None = None) -> JobInfo:
         if blade and pool:
             raise Conflict("give --blade or --pool, not both")
-        if pool is not None and pool not in BLADE_POOLS:
-            raise NotFound("blade pool", pool)
         with self._store.write() as s:
+            if pool is not None:
+                members(s, pool)  # raises NotFound
             prow = profiles_repo.get(s, "ServerProfile", tenant, profile)
             if idempotency_key:
                 existing = s.scalar(select(JobRow).where(JobRow.idempotency_key == idempotency_key))
@@ -117,10 +116,11 @@ class JobService:
                               created_by=created_by)
             return _info(s, job)
 
-    def dry_run(self, profile: str, *, tenant: str = "default", blade: str | None = None) -> Placement:
+    def dry_run(self, profile: str, *, tenant: str = "default", blade: str | None = None,
+                pool: str | None = None) -> Placement:
         with self._store.read() as s:
             prow = profiles_repo.get(s, "ServerProfile", tenant, profile)
-            return dry_run(s, from_dict(prow.document), blade=blade)
+            return dry_run(s, from_dict(prow.document), blade=blade, pool=pool or DEFAULT_POOL)
 
     def get(self, job_id: str) -> JobInfo:
         with self._store.read() as s:

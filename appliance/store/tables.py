@@ -257,3 +257,22 @@ class LeaderRow(Base):
     pid: Mapped[int] = mapped_column(Integer)
     host: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[datetime]
+
+
+class BladePoolRow(Base):
+    """A named set of blades (the pool ``spares``, every enrolled blade, is implicit)."""
+
+    __tablename__ = "blade_pools"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    tenant: Mapped[str | None] = mapped_column(String(63))   # granted to this tenant, if any
+    description: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BladePoolMemberRow(Base):
+    __tablename__ = "blade_pool_members"
+
+    pool_id: Mapped[int] = mapped_column(ForeignKey("blade_pools.id", ondelete="CASCADE"), primary_key=True)
+    blade_id: Mapped[int] = mapped_column(ForeignKey("blades.id", ondelete="CASCADE"), primary_key=True)

@@ -39,6 +39,7 @@ from appliance.engine.steps.common import (
     profile_row,
     set_ports,
 )
+from appliance.services.blade_pools import DEFAULT_POOL, members
 from appliance.services.profiles import ProfileService
 from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, ProfileRow
 
@@ -51,8 +52,9 @@ def requirements(p: Profile) -> Requirements:
                         nics=max(r.nics or 0, len(p.spec.identity.nics)))
 
 
-def candidates(s: Session, *, only: str | None = None) -> list[Candidate]:
-    """The inventory as placement sees it (blade pool `spares` = every enrolled blade)."""
+def candidates(s: Session, *, only: str | None = None, pool: str = DEFAULT_POOL) -> list[Candidate]:
+    """The inventory as placement sees it; ``pool`` limits it (``spares`` = every enrolled blade)."""
+    in_pool = members(s, pool)
     bound = dict(s.execute(
         select(BindingRow.blade_id, ProfileRow.name).join(ProfileRow, ProfileRow.id == BindingRow.profile_id)
         .where(BindingRow.state == "live")
@@ -64,14 +66,16 @@ def candidates(s: Session, *, only: str | None = None) -> list[Candidate]:
     if only is not None:
         stmt = stmt.where(BladeRow.name == only)
     return [Candidate(name=b.name, state=BladeState(b.state), cpus=b.cpus, memory_gib=b.memory_gib,
-                      nics=nic_counts.get(b.id, 0), bound_to=bound.get(b.id), last_failed_at=b.last_failed_at)
+                      nics=nic_counts.get(b.id, 0), bound_to=bound.get(b.id), last_failed_at=b.last_failed_at,
+                      in_pool=in_pool is None or b.name in in_pool)
             for b in s.scalars(stmt)]
 
 
-def dry_run(s: Session, profile: Profile, *, blade: str | None = None) -> Placement:
-    if blade is not None and not candidates(s, only=blade):
+def dry_run(s: Session, profile: Profile, *, blade: str | None = None, pool: str = DEFAULT_POOL) -> Placement:
+    found = candidates(s, only=blade, pool=pool)
+    if blade is not None and not found:
         raise StepFailed(f"blade {blade!r} is not enrolled")
-    return place(requirements(profile), candidates(s, only=blade))
+    return place(requirements(profile), found)
 
 
 def _explain(pl: Placement) -> str:
@@ -105,7 +109,7 @@ async def choose_blade(ctx: StepContext) -> dict[str, Any]:
                                                             BindingRow.state == "live"))
                 if binding is not None:
                     return {"blade": ctx.data["blade"]}
-            pl = dry_run(s, profile, blade=ctx.params.get("blade"))
+            pl = dry_run(s, profile, blade=ctx.params.get("blade"), pool=ctx.params.get("pool") or DEFAULT_POOL)
             if pl.best is None:
                 raise NoSpareBlade(_explain(pl))
             return {"blade": pl.best, "candidates": list(pl.chosen[:10])}
@@ -158,7 +162,7 @@ async def bind(ctx: StepContext) -> dict[str, Any]:
                 if ctx.params.get("blade"):
                     raise NoSpareBlade(f"blade {wanted} is no longer available "
                                        f"({'bound' if live_binding(s, blade_id=brow.id) else brow.state})")
-                pl = dry_run(s, profile)
+                pl = dry_run(s, profile, pool=ctx.params.get("pool") or DEFAULT_POOL)
                 left = [b for b in pl.chosen if b not in tried]
                 if not left:
                     raise NoSpareBlade(_explain(pl))

@@ -195,3 +195,25 @@ async def test_released_profile_and_blade_can_be_deleted(store: Store, tmp_path:
     await run_until_idle(make_engine(store, hw))
     blades.delete("b01")
     ProfileService(store).delete(PROFILE, "acme", "web-01")
+
+
+async def test_assign_from_a_blade_pool(store: Store, tmp_path: Path) -> None:
+    from appliance.errors import NotFound
+    from appliance.services.blade_pools import BladePoolService
+
+    rack(store, tmp_path, blades=3)
+    pools = BladePoolService(store)
+    pools.create("web", description="web tier")
+    pools.add("web", ("b03",))
+    add_profile(store, "web-01", 1)
+    jobs = JobService(store)
+    pl = jobs.dry_run("web-01", tenant="acme", pool="web")
+    assert pl.chosen == ("b03",)
+    assert {r.blade: r.reason for r in pl.rejected} == {"b01": "not in the requested pool",
+                                                        "b02": "not in the requested pool"}
+    job = jobs.submit_assign("web-01", tenant="acme", pool="web")
+    await run_until_idle(make_engine(store, FakeHardware()))
+    assert jobs.get(job.id).data["blade"] == "b03"
+    assert [(p.name, p.available) for p in pools.list()] == [("spares", 2), ("web", 0)]
+    with pytest.raises(NotFound):
+        jobs.submit_assign("web-01", tenant="acme", pool="nope")

@@ -1,0 +1,116 @@
+"""Blade pools: named sets of blades that `profile assign --pool` chooses from.
+
+``spares`` is the default pool and holds every enrolled blade (DESIGN §7); it
+is not stored. A pool may be granted to one tenant.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from appliance.errors import Conflict, Issue, NotFound, ValidationError
+from appliance.store import Store
+from appliance.store.tables import BladePoolMemberRow, BladePoolRow, BladeRow
+
+DEFAULT_POOL = "spares"
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True, slots=True)
+class BladePoolInfo:
+    name: str
+    tenant: str | None
+    description: str
+    blades: tuple[str, ...]
+    available: int
+
+
+def members(s: Session, pool: str) -> set[str] | None:
+    """Blade names in ``pool``; None means every blade (the default pool)."""
+    if pool == DEFAULT_POOL:
+        return None
+    row = s.scalar(select(BladePoolRow).where(BladePoolRow.name == pool))
+    if row is None:
+        raise NotFound("blade pool", pool)
+    return set(s.scalars(select(BladeRow.name).join(BladePoolMemberRow, BladePoolMemberRow.blade_id == BladeRow.id)
+                         .where(BladePoolMemberRow.pool_id == row.id)))
+
+
+class BladePoolService:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def create(self, name: str, *, tenant: str | None = None, description: str = "") -> BladePoolInfo:
+        if not _NAME.match(name):
+            raise ValidationError([Issue("name", f"{name!r} is not a lowercase name (a-z, 0-9, '-')")])
+        if name == DEFAULT_POOL:
+            raise Conflict(f"{DEFAULT_POOL!r} is the built-in pool of every blade")
+        with self._store.write() as s:
+            if s.scalar(select(BladePoolRow.id).where(BladePoolRow.name == name)) is not None:
+                raise Conflict(f"blade pool {name!r} already exists")
+            s.add(BladePoolRow(name=name, tenant=tenant, description=description))
+        return self.get(name)
+
+    def _blade_ids(self, s: Session, blades: tuple[str, ...]) -> list[int]:
+        ids = []
+        for b in blades:
+            bid = s.scalar(select(BladeRow.id).where(BladeRow.name == b))
+            if bid is None:
+                raise NotFound("blade", b)
+            ids.append(bid)
+        return ids
+
+    def add(self, name: str, blades: tuple[str, ...]) -> BladePoolInfo:
+        with self._store.write() as s:
+            pool = self._row(s, name)
+            have = set(s.scalars(select(BladePoolMemberRow.blade_id).where(BladePoolMemberRow.pool_id == pool.id)))
+            for bid in self._blade_ids(s, blades):
+                if bid not in have:
+                    s.add(BladePoolMemberRow(pool_id=pool.id, blade_id=bid))
+                    have.add(bid)
+        return self.get(name)
+
+    def remove(self, name: str, blades: tuple[str, ...]) -> BladePoolInfo:
+        with self._store.write() as s:
+            pool = self._row(s, name)
+            ids = self._blade_ids(s, blades)
+            s.execute(delete(BladePoolMemberRow).where(BladePoolMemberRow.pool_id == pool.id,
+                                                       BladePoolMemberRow.blade_id.in_(ids)))
+        return self.get(name)
+
+    def delete(self, name: str) -> None:
+        with self._store.write() as s:
+            s.delete(self._row(s, name))
+
+    def get(self, name: str) -> BladePoolInfo:
+        for info in self.list():
+            if info.name == name:
+                return info
+        raise NotFound("blade pool", name)
+
+    def list(self) -> list[BladePoolInfo]:
+        with self._store.read() as s:
+            blades = {b.name: b for b in s.scalars(select(BladeRow))}
+
+            def avail(names: list[str]) -> int:
+                return sum(1 for n in names if blades[n].state == "spare")
+
+            out = [BladePoolInfo(DEFAULT_POOL, None, "every enrolled blade", tuple(sorted(blades)),
+                                 avail(list(blades)))]
+            for row in s.scalars(select(BladePoolRow).order_by(BladePoolRow.name)):
+                names = sorted(members(s, row.name) or ())
+                out.append(BladePoolInfo(row.name, row.tenant, row.description, tuple(names), avail(names)))
+            return out
+
+    @staticmethod
+    def _row(s: Session, name: str) -> BladePoolRow:
+        if name == DEFAULT_POOL:
+            raise Conflict(f"{DEFAULT_POOL!r} always holds every blade")
+        row = s.scalar(select(BladePoolRow).where(BladePoolRow.name == name))
+        if row is None:
+            raise NotFound("blade pool", name)
+        return row
