@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.drivers.protocols import Secret
-from appliance.errors import AnvilError, Conflict, NotFound
+from appliance.errors import AnvilError, Conflict
 from appliance.lab import netns, procs
 
 log = logging.getLogger(__name__)
@@ -296,12 +296,12 @@ def _start_switch(lab_dir: Path, state: dict[str, Any], kind: str, blades: list[
 def down(lab_dir: Path, remove: Callable[[dict[str, Any]], None]) -> list[str]:
     """``remove(state)`` drops the lab from the inventory (and may refuse); then stop everything.
 
-    Raises NotFound when no lab is up, LabError when a process cannot be stopped
+    Raises LabError when no lab is up, or when a process cannot be stopped
     (lab.json is kept then, so ``down`` can be run again).
     """
     state = read_state(lab_dir)
     if state is None:
-        raise NotFound("lab", str(lab_dir))
+        raise LabError(f"no lab is up (nothing in {lab_file(lab_dir)})")
     remove(state)
     left = teardown(state)
     if left:
