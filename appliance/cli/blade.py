@@ -171,6 +171,17 @@ async def confirm_power(driver: BmcDriver, bmc: Bmc, want: PowerState, timeout: 
 POWER_CHOICES = ["on", "off", "soft-off", "reset", "status"]
 
 
+@blade.command("maintenance")
+@click.argument("name")
+@click.argument("mode", type=click.Choice(["on", "off"]))
+@click.option("--reason", default="", help="Why (shown with the blade).")
+@pass_ctx
+def maintenance(ctx: CliContext, name: str, mode: str, reason: str) -> None:
+    """Take a blade out of the spare pool for maintenance, or return it."""
+    info = BladeService(ctx.store(), ctx.box()).set_maintenance(name, mode == "on", reason=reason)
+    click.echo(f"blade {name} is {info.state}")
+
+
 @blade.command("power")
 @click.argument("name")
 @click.argument("action", type=click.Choice(POWER_CHOICES))

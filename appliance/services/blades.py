@@ -213,6 +213,22 @@ class BladeService:
             s.execute(delete(BindingRow).where(BindingRow.blade_id == row.id))
             s.delete(row)
 
+    def set_maintenance(self, name: str, on: bool, *, reason: str = "") -> BladeInfo:
+        """Hold a blade out of the spare pool (spare or failed → maintenance), or return it (→ spare)."""
+        from appliance.domain.states import BLADE_TRANSITIONS, BladeState, InvalidTransition, transition
+
+        with self._store.write() as s:
+            row = self._row(s, name)
+            wanted = BladeState.MAINTENANCE if on else BladeState.SPARE
+            if not on and row.state != BladeState.MAINTENANCE:
+                raise Conflict(f"blade {name!r} is {row.state}, not in maintenance")
+            try:
+                row.state = transition(BLADE_TRANSITIONS, BladeState(row.state), wanted, what=f"blade {name}").value
+            except InvalidTransition as exc:
+                raise Conflict(f"{exc} (only a spare or failed blade can go into maintenance)") from None
+            row.state_reason = reason or None if on else None
+            return _info(s, row)
+
     def bmc(self, name: str) -> Bmc:
         """Connection details with the decrypted password, for a driver call."""
         return self.driver_and_bmc(name)[1]

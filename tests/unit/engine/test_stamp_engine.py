@@ -217,3 +217,22 @@ async def test_assign_from_a_blade_pool(store: Store, tmp_path: Path) -> None:
     assert [(p.name, p.available) for p in pools.list()] == [("spares", 2), ("web", 0)]
     with pytest.raises(NotFound):
         jobs.submit_assign("web-01", tenant="acme", pool="nope")
+
+
+async def test_maintenance_takes_a_blade_out_of_placement(store: Store, tmp_path: Path) -> None:
+    from appliance.secrets import SecretBox
+    from appliance.services.blades import BladeService
+
+    rack(store, tmp_path, blades=2)
+    blades = BladeService(store, SecretBox(tmp_path / "secrets.key"))
+    assert blades.set_maintenance("b01", True, reason="DIMM swap").state == "maintenance"
+    add_profile(store, "web-01", 1)
+    pl = JobService(store).dry_run("web-01", tenant="acme")
+    assert pl.chosen == ("b02",) and pl.rejected[0].reason == "in maintenance"
+    job = JobService(store).submit_assign("web-01", tenant="acme")
+    await run_until_idle(make_engine(store, FakeHardware()))
+    with pytest.raises(Conflict, match="only a spare or failed blade"):
+        blades.set_maintenance(JobService(store).get(job.id).data["blade"], True)
+    assert blades.set_maintenance("b01", False).state == "spare"
+    with pytest.raises(Conflict, match="not in maintenance"):
+        blades.set_maintenance("b01", False)
