@@ -53,13 +53,29 @@ install_python() {
 cmd_run() {
   install_apt
   install_python
+  ensure_nobody_can_traverse
   log "starting an emulated rack and the appliance (Ctrl-C stops both)"
   exec .venv/bin/anvil demo "$@"
+}
+
+ensure_nobody_can_traverse() {
+  # The lab's snmpsim must drop root for `nobody`, who then imports from this checkout's .venv:
+  # every directory above it needs o+x (search only, not read). Only done as root, and said.
+  [ "$(id -u)" = 0 ] || return 0
+  local d="$ROOT"
+  while [ "$d" != "/" ]; do
+    if [ -d "$d" ] && ! runuser -u nobody -- test -x "$d" 2>/dev/null; then
+      log "chmod o+x $d (so the lab's snmpsim, running as nobody, can reach .venv)"
+      chmod o+x "$d"
+    fi
+    d=$(dirname "$d")
+  done
 }
 
 cmd_test() {
   install_apt
   install_python
+  ensure_nobody_can_traverse
   log "ruff"
   .venv/bin/ruff check appliance tests bench scripts
   log "mypy"
