@@ -47,6 +47,9 @@ class Snapshot:
     step_attempts: tuple[int, ...]
 
 
+FAILURES = "_failures"   # job.data key: failed tries per step index
+
+
 class LeaseLost(Exception):
     """Another engine holds this job now; stop driving it."""
 
@@ -188,20 +191,6 @@ class Engine:
                            {"step": name, "index": idx, "attempt": row.attempts})
             return row.attempts
 
-    def _finish_step(self, job_id: str, idx: int, name: str, result: dict[str, Any] | None,
-                     data: dict[str, Any], notes: list[tuple[str, str]]) -> None:
-        with self.store.write() as s:
-            job = self._owned(s, job_id)
-            row = repo.steps(s, job_id)[idx]
-            row.state, row.result, row.error, row.finished_at = "done", result or {}, None, repo.now()
-            job.data = {**data, **(result or {})}
-            job.step_index = idx + 1
-            job.waiting_for = None
-            for kind, message in notes:
-                repo.add_event(s, job_id, kind, message)
-            repo.add_event(s, job_id, "step-done", f"step {idx + 1}/{job.step_count} {name} done",
-                           {"step": name, "index": idx, "result": result or {}})
-
     def _step_error(self, job_id: str, idx: int, name: str, error: str, *, retry_in: float | None) -> None:
         with self.store.write() as s:
             job = self._owned(s, job_id)
@@ -254,22 +243,78 @@ class Engine:
         return StepContext(job_id=snap.id, kind=snap.kind, params=snap.params, data=data, store=self.store,
                            hw=self.hw, settings=self.settings, db=self.db, progress=progress, checkpoint=checkpoint)
 
+    def _advance(self, job_id: str, done: tuple[int, str, dict[str, Any] | None, dict[str, Any],
+                                               list[tuple[str, str]]] | None = None) -> Snapshot:
+        """One transaction: record the finished step (if any), then start the next one, or end the
+        job when none is left; return the job as it now is. A resumed or retried step starts again
+        here too."""
+        with self.store.write() as s:
+            job = self._owned(s, job_id)
+            rows = repo.steps(s, job_id)
+            if done is not None:
+                idx, name, result, data = done[0], done[1], done[2], done[3]
+                row = rows[idx]
+                row.state, row.result, row.error, row.finished_at = "done", result or {}, None, repo.now()
+                job.data = {**data, **(result or {})}
+                job.step_index = idx + 1
+                job.waiting_for = None
+                for kind, message in done[4]:
+                    repo.add_event(s, job_id, kind, message)
+                repo.add_event(s, job_id, "step-done", f"step {idx + 1}/{job.step_count} {name} done",
+                               {"step": name, "index": idx, "result": result or {}})
+            state = JobState(job.state)
+            if state in (JobState.PENDING, JobState.RUNNING, JobState.WAITING):
+                if job.step_index >= len(rows):
+                    repo.set_state(s, job, JobState.SUCCEEDED)
+                    repo.add_event(s, job_id, "finished", f"{job.kind} succeeded", {"state": "succeeded"})
+                else:
+                    if state is not JobState.RUNNING:
+                        repo.set_state(s, job, JobState.RUNNING)
+                    row = rows[job.step_index]
+                    row.attempts += 1
+                    row.state, row.started_at = "running", repo.now()
+                    job.waiting_for = None
+                    repo.add_event(s, job_id, "step-started",
+                                   f"step {job.step_index + 1}/{job.step_count} {row.name}",
+                                   {"step": row.name, "index": job.step_index, "attempt": row.attempts})
+            return Snapshot(job.id, job.kind, JobState(job.state), job.step_index, dict(job.params),
+                            dict(job.data), tuple(r.state for r in rows), tuple(r.attempts for r in rows))
+
+    def _step_failure(self, job_id: str, idx: int, name: str, error: str, *, retryable: bool,
+                      budget: int) -> float | None:
+        """Record a failed try of step ``idx``; return the back-off before the next try, or None when
+        the step has failed for good. Tries are counted as failures, not as starts, so the restarts
+        of a killed appliance never use up a step's retries."""
+        with self.store.write() as s:
+            job = self._owned(s, job_id)
+            failures = dict(job.data.get(FAILURES, {}))
+            count = int(failures.get(str(idx), 0)) + 1
+            failures[str(idx)] = count
+            job.data = {**job.data, FAILURES: failures}
+            row = repo.steps(s, job_id)[idx]
+            row.error = error
+            if retryable and count < budget:
+                delay = self.settings.retry_backoff[min(count, len(self.settings.retry_backoff)) - 1]
+                job.waiting_for = f"retry of {name} in {delay:g} s"
+                repo.add_event(s, job_id, "step-retry", f"{name}: {error}; retrying in {delay:g} s",
+                               {"step": name, "index": idx, "failures": count})
+                return delay
+            row.state, row.finished_at = "failed", repo.now()
+            repo.add_event(s, job_id, "step-failed", f"{name}: {error}", {"step": name, "index": idx})
+            return None
+
     async def drive(self, job_id: str) -> None:
         """Run ``job_id`` to a final state (this engine must hold its lease)."""
+        snap = await self.call(self._advance, job_id)
         while True:
-            snap = await self.call(self._snapshot, job_id)
             if snap.state in FINAL_JOB_STATES:
                 return
             kind = self.kinds[snap.kind]
             if snap.state is JobState.ROLLING_BACK:
                 await self._rollback(snap, kind)
                 return
-            if snap.step_index >= len(kind.steps):
-                await self.call(self._end, job_id, JobState.SUCCEEDED, f"{snap.kind} succeeded")
-                return
             idx = snap.step_index
             step = kind.steps[idx]
-            attempts = await self.call(self._start_step, job_id, idx, step.name)
             ctx = self._context(snap)
             try:
                 async with asyncio.timeout(step.timeout):
@@ -280,15 +325,16 @@ class Engine:
                 error = _describe(exc, step.timeout)
                 if not isinstance(exc, AnvilError | TimeoutError):
                     log.exception("job %s step %s: unexpected error", job_id, step.name)
-                if _retryable(exc) and attempts < step.attempts:
-                    delay = self.settings.retry_backoff[min(attempts, len(self.settings.retry_backoff)) - 1]
-                    await self.call(self._step_error, job_id, idx, step.name, error, retry_in=delay)
+                delay = await self.call(self._step_failure, job_id, idx, step.name, error,
+                                        retryable=_retryable(exc), budget=step.attempts)
+                if delay is not None:
                     await asyncio.sleep(delay)
+                    snap = await self.call(self._advance, job_id)
                     continue
-                await self.call(self._step_error, job_id, idx, step.name, error, retry_in=None)
                 await self.call(self._begin_rollback, job_id, f"{step.name}: {error}", kind.rollback)
+                snap = await self.call(self._snapshot, job_id)
                 continue
-            await self.call(self._finish_step, job_id, idx, step.name, result, ctx.data, ctx.events)
+            snap = await self.call(self._advance, job_id, (idx, step.name, result, ctx.data, ctx.events))
 
     async def _rollback(self, snap: Snapshot, kind: JobKind) -> None:
         last = min(snap.step_index, len(kind.steps) - 1)

@@ -224,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - runs in th
     bmcs = [cls(rack, port, {args.user: password}) for port in ports]
     rack.save()  # also the readiness signal
     print(f"ipmi emulator: {len(bmcs)} BMCs on {HOST} ports {ports[0]}..{ports[-1]}", flush=True)
+    # The same pyghmi socket race as in the client (see the IPMI driver's quirks module)
+    # stalls this process's one I/O thread under load; the fix applies to servers too.
+    from appliance.drivers.ipmi._pyghmi_quirks import fix_io_race
+
+    fix_io_race()
     pyghmi_bmc.Bmc.listen(timeout=0.5)
     return 0
 

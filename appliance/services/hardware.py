@@ -10,6 +10,8 @@ decrypted here, just before the call, and handed to the driver in ``Bmc`` /
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from appliance.drivers import registry
 from appliance.drivers.protocols import Bmc, BmcDriver, SwitchDriver, SwitchRef
@@ -22,15 +24,29 @@ log = logging.getLogger(__name__)
 
 
 class Hardware:
-    def __init__(self, store: Store, box: SecretBox) -> None:
+    """``ttl``: how long a blade's or switch's decrypted details are reused. A job makes a dozen
+    driver calls per blade in a few seconds; reading and decrypting the row for each of them
+    would put a store read on the event loop every time."""
+
+    def __init__(self, store: Store, box: SecretBox, *, ttl: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._blades = BladeService(store, box)
         self._switches = SwitchService(store, box)
         self._bmc_drivers: dict[str, BmcDriver] = {}
         self._switch_drivers: dict[str, SwitchDriver] = {}
+        self._ttl, self._clock = ttl, clock
+        self._bmc_cache: dict[str, tuple[float, str, Bmc]] = {}
+        self._switch_cache: dict[str, tuple[float, str, SwitchRef]] = {}
 
     def bmc(self, blade: str) -> tuple[BmcDriver, Bmc]:
         """The driver for ``blade`` and its BMC details (password decrypted). NotFound, BadSettings."""
-        name, bmc = self._blades.driver_and_bmc(blade)
+        now = self._clock()
+        hit = self._bmc_cache.get(blade)
+        if hit is not None and now - hit[0] < self._ttl:
+            name, bmc = hit[1], hit[2]
+        else:
+            name, bmc = self._blades.driver_and_bmc(blade)
+            self._bmc_cache[blade] = (now, name, bmc)
         driver = self._bmc_drivers.get(name)
         if driver is None:
             driver = self._bmc_drivers[name] = registry.create(name)
@@ -38,7 +54,13 @@ class Hardware:
 
     def switch(self, name: str) -> tuple[SwitchDriver, SwitchRef]:
         """The driver for switch ``name`` and how to reach it (secrets decrypted). NotFound, BadSettings."""
-        driver_name, ref = self._switches.driver_and_ref(name)
+        now = self._clock()
+        hit = self._switch_cache.get(name)
+        if hit is not None and now - hit[0] < self._ttl:
+            driver_name, ref = hit[1], hit[2]
+        else:
+            driver_name, ref = self._switches.driver_and_ref(name)
+            self._switch_cache[name] = (now, driver_name, ref)
         driver = self._switch_drivers.get(driver_name)
         if driver is None:
             driver = self._switch_drivers[driver_name] = registry.create_switch(driver_name)

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
+from appliance.store import audit
 from appliance.store.migrate import upgrade
 
 _IMMEDIATE = "anvil_sqlite_immediate"
@@ -23,7 +23,9 @@ def _sqlite_engine(url: str) -> Engine:
     path = make_url(url).database
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30}, poolclass=NullPool)
+    # Connections are pooled: opening one (and its PRAGMAs) costs more than most transactions.
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=8,
+                           max_overflow=16, pool_pre_ping=False)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -58,6 +60,7 @@ class Store:
         self._read = sessionmaker(engine, expire_on_commit=False)
         writer = engine.execution_options(**{_IMMEDIATE: True}) if self.is_sqlite else engine
         self._write = sessionmaker(writer, expire_on_commit=False)
+        audit.install(self._write)
 
     @contextmanager
     def read(self) -> Iterator[Session]:

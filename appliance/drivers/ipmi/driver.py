@@ -2,7 +2,10 @@
 
 Address: ``ipmi://host[:port]`` (default 623). One persistent session per BMC and
 credential is kept and reused; a broken one is dropped and re-created on next use.
-Calls on one session are serialised (one lock per session).
+Calls on one session are serialised (one lock per session). Logins are capped per
+process (``LOGIN_CAP``): pyghmi runs every session of the process on one shared I/O
+loop, and ~100 RMCP+ handshakes at once stall it (it retries silently). A login past
+the cap waits for a slot within the call's deadline, then fails as BmcBusy.
 
 pyghmi reports failures two ways — a returned ``{'error': …}`` dict and a raised
 ``IpmiException`` (with ``ipmicode``) — and both go through ``_fail`` here:
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +46,7 @@ from appliance.drivers.errors import (
     DriverError,
     Unsupported,
 )
+from appliance.drivers.ipmi._pyghmi_quirks import fix_io_race
 from appliance.drivers.protocols import (
     BladeFacts,
     Bmc,
@@ -64,6 +69,9 @@ _POWER = {
     PowerAction.RESET: "reset",
 }
 _AUTH_WORDS = ("password", "unauthorized name", "privilege", "invalid user", "authentication")
+LOGIN_CAP = 24
+# Per process, not per driver: pyghmi's session loop and sockets are process-wide.
+_LOGIN_SLOTS = threading.BoundedSemaphore(LOGIN_CAP)
 _UNREACHABLE_WORDS = ("timeout", "timed out", "no longer connected", "failed to initialize", "unreachable", "refused")
 
 
@@ -122,12 +130,14 @@ class _Session:
         self.lock = threading.Lock()
         self._cmd: Any = None
 
-    def command(self, blade: str, op: str) -> Any:
-        """The logged-in Command; caller holds ``lock``."""
+    def command(self, blade: str, op: str, deadline: float) -> Any:
+        """The logged-in Command; caller holds ``lock``. ``deadline`` is time.monotonic()-based."""
         cmd = self._cmd
         if cmd is not None and getattr(getattr(cmd, "ipmi_session", None), "broken", False):
             cmd = self._cmd = None
         if cmd is None:
+            if not _LOGIN_SLOTS.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+                raise BmcBusy(blade, DRIVER, op, f"more than {LOGIN_CAP} IPMI logins in progress in this process")
             try:
                 cmd = ipmi_command.Command(
                     bmc=self.target.host,
@@ -140,6 +150,8 @@ class _Session:
                 raise _fail(blade, op, exc, getattr(exc, "ipmicode", 0), in_login=True) from exc
             except (OSError, socket.gaierror) as exc:
                 raise BmcUnreachable(blade, DRIVER, op, f"socket error: {exc}") from exc
+            finally:
+                _LOGIN_SLOTS.release()
             self._cmd = cmd
         return cmd
 
@@ -149,10 +161,10 @@ class _Session:
             with contextlib.suppress(Exception):  # best effort: the BMC times the session out anyway
                 cmd.ipmi_session.logout()
 
-    def call(self, blade: str, op: str, fn: Any) -> Any:
+    def call(self, blade: str, op: str, fn: Any, deadline: float) -> Any:
         """Run ``fn(command)`` on the session; errors normalised, a broken session dropped."""
         with self.lock:
-            cmd = self.command(blade, op)
+            cmd = self.command(blade, op, deadline)
             try:
                 result = fn(cmd)
             except pyghmi_exc.IpmiException as exc:
@@ -179,6 +191,7 @@ class IpmiDriver:
     name = DRIVER
 
     def __init__(self, *, max_workers: int = 64, per_bmc: int = 4, read_attempts: int = 3) -> None:
+        fix_io_race()
         self._runner = BlockingRunner(DRIVER, max_workers=max_workers, per_bmc=per_bmc)
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str, int, str, str], _Session] = {}
@@ -194,9 +207,10 @@ class IpmiDriver:
 
     async def _run(self, bmc: Bmc, op: str, fn: Any, *, retry: bool) -> Any:
         target = Target.parse(bmc.address, bmc.blade)
+        deadline = time.monotonic() + bmc.timeout
 
         def work() -> Any:
-            return self._session(target, bmc).call(bmc.blade, op, fn)
+            return self._session(target, bmc).call(bmc.blade, op, fn, deadline)
 
         return await self._runner.run(
             work,

@@ -62,6 +62,9 @@ class RedfishDriver:
         self._runner = BlockingRunner(DRIVER, max_workers=max_workers, per_bmc=per_bmc)
         self._conns = Connections()
         self._read_attempts = read_attempts
+        # NetworkDeviceFunction paths per system URL: finding them takes ~7 GETs, and they do not
+        # move; a 404 on a cached path drops the entry and they are looked up again.
+        self._ndf_paths: NdfPaths = {}
 
     async def _run(self, bmc: Bmc, op: str, fn: Any, *, retry: bool, budget: float = 1.0) -> Any:
         target = Target.parse(bmc.address, bmc.blade)
@@ -113,17 +116,18 @@ class RedfishDriver:
 
     async def capabilities(self, bmc: Bmc) -> IdentityCaps:
         def fn(c: Connection, t: Target, b: str, o: str) -> IdentityCaps:
-            return ident.capabilities(_ndfs(c, t, b, o, required=False))
+            return ident.capabilities(_ndfs(c, t, b, o, required=False, cache=self._ndf_paths))
 
         result: IdentityCaps = await self._run(bmc, "capabilities", fn, retry=True, budget=2)
         return result
 
     async def apply(self, bmc: Bmc, ids: VirtualIdentities) -> None:
-        await self._run(bmc, "apply_identity", lambda c, t, b, o: _apply(c, t, b, o, ids), retry=True, budget=3)
+        await self._run(bmc, "apply_identity", lambda c, t, b, o: _apply(c, t, b, o, ids, self._ndf_paths),
+                        retry=True, budget=3)
 
     async def read(self, bmc: Bmc) -> VirtualIdentities:
         def fn(c: Connection, t: Target, b: str, o: str) -> VirtualIdentities:
-            return ident.read(_ndfs(c, t, b, o, required=True))
+            return ident.read(_ndfs(c, t, b, o, required=True, cache=self._ndf_paths))
 
         result: VirtualIdentities = await self._run(bmc, "read_identity", fn, retry=True, budget=2)
         return result
@@ -137,6 +141,8 @@ class RedfishDriver:
 
 
 # ---- work done in threads ---------------------------------------------------
+
+NdfPaths = dict[str, list[str]]
 
 
 def _system(conn: Connection, target: Target, blade: str, op: str) -> dict[str, Any]:
@@ -268,9 +274,17 @@ def _ndfs(
     *,
     required: bool,
     system: dict[str, Any] | None = None,
+    cache: NdfPaths | None = None,
 ) -> list[ident.Ndf]:
     """The system's NetworkDeviceFunctions, via System.NetworkInterfaces, else the
     system's first Chassis' NetworkAdapters. ``required``: raise Unsupported when none."""
+    key = f"{target.base_url}{target.system_path}"
+    known = cache.get(key) if cache is not None else None
+    if cache is not None and known:
+        try:
+            return [ident.Ndf(path, conn.get(path, blade, op)) for path in known]
+        except Unsupported:
+            cache.pop(key, None)
     system = system if system is not None else _system(conn, target, blade, op)
     collections: list[str] = []
     try:
@@ -298,11 +312,14 @@ def _ndfs(
         out = []
     if required and not out:
         raise Unsupported(blade, DRIVER, op, "no NetworkDeviceFunctions: virtual identities are applied at boot")
+    if cache is not None and out:
+        cache[key] = [n.path for n in out]
     return out
 
 
-def _apply(conn: Connection, target: Target, blade: str, op: str, ids: VirtualIdentities) -> None:
-    ndfs = _ndfs(conn, target, blade, op, required=not ids.empty)
+def _apply(conn: Connection, target: Target, blade: str, op: str, ids: VirtualIdentities,
+           cache: NdfPaths | None = None) -> None:
+    ndfs = _ndfs(conn, target, blade, op, required=not ids.empty, cache=cache)
     try:
         patches = ident.plan(ndfs, ids)
     except ident.PlanError as exc:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -182,6 +183,10 @@ class SnmpSwitchDriver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._targets: dict[tuple[str, int, float], UdpTransportTarget] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # The VLAN rows each switch has (address -> (read at, vids)); rows rarely change.
+        self._vlans: dict[str, tuple[float, tuple[int, ...]]] = {}
+        # set_port calls waiting for the next read-modify-write of a switch, by address.
+        self._pending: dict[str, list[tuple[int, PortConfig, asyncio.Future[None]]]] = {}
 
     # ---- plumbing ----------------------------------------------------------------
 
@@ -190,7 +195,11 @@ class SnmpSwitchDriver:
         if self._engine is None or self._loop is not loop:
             if self._engine is not None:
                 self._engine.close_dispatcher()
-            self._engine, self._loop, self._targets, self._locks = SnmpEngine(), loop, {}, {}
+            # Locks belong to a loop: drop them only when the loop changes. Resetting them on
+            # first use would hand a second caller a fresh lock while the first holds the old one.
+            if self._loop is not None and self._loop is not loop:
+                self._locks, self._pending = {}, {}
+            self._engine, self._loop, self._targets = SnmpEngine(), loop, {}
         return self._engine
 
     async def _target(self, sw: SwitchRef, t: _Target) -> UdpTransportTarget:
@@ -293,20 +302,62 @@ class SnmpSwitchDriver:
         return value
 
     async def _read(self, sw: SwitchRef, t: _Target, port: int, op: str) -> _State:
-        ifindex = port
+        return (await self._read_many(sw, t, [port], op))[port]
+
+    async def _read_many(self, sw: SwitchRef, t: _Target, ports: Sequence[int], op: str) -> dict[int, _State]:
+        """Every port's PVID and admin status, and the VLAN rows (shared by all ports), in few requests."""
+        ifindex = {p: p for p in ports}
         if t.ifindex == "bridge":
-            (raw,) = await self._get(sw, t, op, [f"{DOT1D_BASE_PORT_IFINDEX}.{port}"])
-            ifindex = int(self._typed(sw, op, f"port {port} (dot1dBasePortIfIndex)", raw, Integer))
-        pvid, admin = await self._get(sw, t, op, [f"{DOT1Q_PVID}.{port}", f"{IF_ADMIN_STATUS}.{ifindex}"])
-        pvid = int(self._typed(sw, op, f"port {port} (dot1qPvid.{port})", pvid, Gauge32))
-        admin = int(self._typed(sw, op, f"port {port} (ifAdminStatus.{ifindex})", admin, Integer))
-        state = _State(pvid=pvid, ifindex=ifindex, admin_up=admin == ADMIN_UP)
-        for vid, value in (await self._walk(sw, t, op, VLAN_EGRESS)).items():
-            state.egress[vid] = bytes(self._typed(sw, op, f"dot1qVlanStaticEgressPorts.{vid}", value, OctetString))
-        for vid, value in (await self._walk(sw, t, op, VLAN_UNTAGGED)).items():
-            state.untagged[vid] = bytes(self._typed(sw, op, f"dot1qVlanStaticUntaggedPorts.{vid}", value,
-                                                    OctetString))
-        return state
+            raws = await self._get_many(sw, t, op, [f"{DOT1D_BASE_PORT_IFINDEX}.{p}" for p in ports])
+            ifindex = {p: int(self._typed(sw, op, f"port {p} (dot1dBasePortIfIndex)", raw, Integer))
+                       for p, raw in zip(ports, raws, strict=True)}
+        oids = [o for p in ports for o in (f"{DOT1Q_PVID}.{p}", f"{IF_ADMIN_STATUS}.{ifindex[p]}")]
+        egress: dict[int, bytes] = {}
+        untagged: dict[int, bytes] = {}
+        vids = self._known_vlans(sw)
+        values: list[Any] = []
+        if vids:
+            # The VLAN rows are known: one GET for ports and rows together, no walks.
+            vlan_oids = [o for v in vids for o in (f"{VLAN_EGRESS}.{v}", f"{VLAN_UNTAGGED}.{v}")]
+            got = await self._get_many(sw, t, op, oids + vlan_oids)
+            values, rows = got[:len(oids)], got[len(oids):]
+            if any(_absent(rows[2 * i]) for i in range(len(vids))):
+                self._vlans.pop(sw.address, None)   # a row went away: read the table afresh
+            else:
+                for i, v in enumerate(vids):
+                    egress[v] = bytes(self._typed(sw, op, f"dot1qVlanStaticEgressPorts.{v}", rows[2 * i],
+                                                  OctetString))
+                    if not _absent(rows[2 * i + 1]):
+                        untagged[v] = bytes(self._typed(sw, op, f"dot1qVlanStaticUntaggedPorts.{v}",
+                                                        rows[2 * i + 1], OctetString))
+        if not egress:
+            values = await self._get_many(sw, t, op, oids)
+            for vid, value in (await self._walk(sw, t, op, VLAN_EGRESS)).items():
+                egress[vid] = bytes(self._typed(sw, op, f"dot1qVlanStaticEgressPorts.{vid}", value, OctetString))
+            for vid, value in (await self._walk(sw, t, op, VLAN_UNTAGGED)).items():
+                untagged[vid] = bytes(self._typed(sw, op, f"dot1qVlanStaticUntaggedPorts.{vid}", value,
+                                                  OctetString))
+            self._vlans[sw.address] = (time.monotonic(), tuple(sorted(egress)))
+        out = {}
+        for i, p in enumerate(ports):
+            pvid = int(self._typed(sw, op, f"port {p} (dot1qPvid.{p})", values[2 * i], Gauge32))
+            admin = int(self._typed(sw, op, f"port {p} (ifAdminStatus.{ifindex[p]})", values[2 * i + 1], Integer))
+            # The VLAN rows are shared: every port's state refers to the same dicts.
+            out[p] = _State(pvid=pvid, ifindex=ifindex[p], admin_up=admin == ADMIN_UP, egress=egress,
+                            untagged=untagged)
+        return out
+
+    def _known_vlans(self, sw: SwitchRef) -> tuple[int, ...]:
+        hit = self._vlans.get(sw.address)
+        if hit is None or time.monotonic() - hit[0] > VLAN_CACHE_SECONDS:
+            return ()
+        return hit[1]
+
+    async def _get_many(self, sw: SwitchRef, t: _Target, op: str, oids: Sequence[str]) -> list[Any]:
+        out: list[Any] = []
+        for i in range(0, len(oids), _MAX_VARBINDS):
+            out += await self._get(sw, t, op, oids[i:i + _MAX_VARBINDS])
+        return out
 
     # ---- SwitchDriver --------------------------------------------------------------
 
@@ -319,38 +370,38 @@ class SnmpSwitchDriver:
         return tuple(str(p) for p in sorted(await self._walk(sw, t, "list_ports", DOT1Q_PVID)))
 
     async def set_port(self, sw: SwitchRef, port: str, want: PortConfig) -> None:
-        """Converge one port to ``want``; idempotent. Raises BadSettings naming VLANs the switch lacks."""
-        op = "set_port"
+        """Converge one port to ``want``; idempotent. Raises BadSettings naming VLANs the switch lacks.
+
+        Calls for one switch that arrive while another is being written are applied together in
+        the next read-modify-write of the shared VLAN rows (a group commit): one read, one write
+        and one read-back for the lot, instead of one cycle per port.
+        """
         t, p = parse_address(sw), _port_number(sw, port)
         _check_vlans(sw, want)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(sw.address, []).append((p, want, fut))
         async with self._lock(sw):
-            st = await self._read(sw, t, p, op)
-            wanted = ({want.native} if want.native is not None else set()) | set(want.tagged)
-            missing = sorted(wanted - set(st.egress))
-            if missing:
-                raise BadSettings(sw.name, self.name, op, "VLAN(s) " + ", ".join(map(str, missing))
-                                  + " not configured on the switch")
-            admin_oid = f"{IF_ADMIN_STATUS}.{st.ifindex}"
-            if not want.up and st.admin_up:  # the fence goes first
-                await self._set(sw, t, op, [(admin_oid, Integer(ADMIN_DOWN))])
-            egress, untagged = dict(st.egress), dict(st.untagged)
-            pairs: list[tuple[str, Any]] = []
-            for vid in sorted(st.egress):
-                egress[vid] = portlist.with_port(st.egress[vid], p, vid in wanted)
-                untagged[vid] = portlist.with_port(st.untagged.get(vid, b""), p, vid == want.native)
-                if egress[vid] != st.egress[vid]:
-                    pairs.append((f"{VLAN_EGRESS}.{vid}", OctetString(egress[vid])))
-                if untagged[vid] != st.untagged.get(vid, b""):
-                    pairs.append((f"{VLAN_UNTAGGED}.{vid}", OctetString(untagged[vid])))
-            if want.native is not None and st.pvid != want.native:
-                pairs.append((f"{DOT1Q_PVID}.{p}", Gauge32(want.native)))  # after membership: agents check it
-            if pairs:
-                log.debug("snmp set_port %s port %s: %d varbinds", sw.name, p, len(pairs), extra={"switch": sw.name})
-                await self._set(sw, t, op, pairs)
-            if want.up and not st.admin_up:
-                await self._set(sw, t, op, [(admin_oid, Integer(ADMIN_UP))])
-            got = await self._read(sw, t, p, op)
-        self._confirm(sw, p, want, got, egress, untagged)
+            if not fut.done():
+                queue = self._pending.pop(sw.address, [])
+                batch: dict[int, tuple[PortConfig, asyncio.Future[None]]] = {}
+                for item in queue:
+                    if item[0] in batch:  # the same port twice: the later call goes in the next round
+                        self._pending.setdefault(sw.address, []).append(item)
+                    else:
+                        batch[item[0]] = (item[1], item[2])
+                try:
+                    await self._apply(sw, t, batch)
+                except Exception as exc:
+                    for _want, f in batch.values():
+                        if not f.done():
+                            f.set_exception(exc)
+                except BaseException:
+                    # We were cancelled: hand the others' requests to whoever holds the lock next.
+                    for port_, (want_, f) in batch.items():
+                        if f is not fut and not f.done():
+                            self._pending.setdefault(sw.address, []).append((port_, want_, f))
+                    raise
+        await fut
 
     def _confirm(self, sw: SwitchRef, p: int, want: PortConfig, got: _State,
                  egress: dict[int, bytes], untagged: dict[int, bytes]) -> None:
@@ -364,10 +415,73 @@ class SnmpSwitchDriver:
         if problems:
             raise BmcFailure(sw.name, self.name, "set_port", "; ".join(problems[:3]), retryable=True)
 
+    async def _apply(self, sw: SwitchRef, t: _Target,
+                     batch: dict[int, tuple[PortConfig, asyncio.Future[None]]]) -> None:
+        op = "set_port"
+        ports = sorted(batch)
+        before = await self._read_many(sw, t, ports, op)
+        shared = before[ports[0]]
+        asked = {v for p in ports for v in ({batch[p][0].native} | set(batch[p][0].tagged)) if v is not None}
+        if asked - set(shared.egress) and self._vlans.pop(sw.address, None) is not None:
+            before = await self._read_many(sw, t, ports, op)   # the cached row list may be stale
+            shared = before[ports[0]]
+        for port in list(ports):
+            want, fut = batch[port]
+            wanted = ({want.native} if want.native is not None else set()) | set(want.tagged)
+            missing = sorted(wanted - set(shared.egress))
+            if missing:
+                fut.set_exception(BadSettings(sw.name, self.name, op, "VLAN(s) " + ", ".join(map(str, missing))
+                                              + " not configured on the switch"))
+                ports.remove(port)
+        if not ports:
+            return
+        # The fence goes first: ports to be shut are shut before any VLAN changes.
+        downs = [(f"{IF_ADMIN_STATUS}.{before[p].ifindex}", Integer(ADMIN_DOWN)) for p in ports
+                 if not batch[p][0].up and before[p].admin_up]
+        if downs:
+            await self._set(sw, t, op, downs)
+        egress, untagged = dict(shared.egress), dict(shared.untagged)
+        for p in ports:
+            want = batch[p][0]
+            wanted = ({want.native} if want.native is not None else set()) | set(want.tagged)
+            for vid in egress:
+                egress[vid] = portlist.with_port(egress[vid], p, vid in wanted)
+                untagged[vid] = portlist.with_port(untagged.get(vid, b""), p, vid == want.native)
+        pairs: list[tuple[str, Any]] = []
+        for vid in sorted(egress):
+            if egress[vid] != shared.egress[vid]:
+                pairs.append((f"{VLAN_EGRESS}.{vid}", OctetString(egress[vid])))
+            if untagged[vid] != shared.untagged.get(vid, b""):
+                pairs.append((f"{VLAN_UNTAGGED}.{vid}", OctetString(untagged[vid])))
+        for p in ports:  # after membership: agents check the PVID against it
+            native = batch[p][0].native
+            if native is not None and before[p].pvid != native:
+                pairs.append((f"{DOT1Q_PVID}.{p}", Gauge32(native)))
+        if pairs:
+            log.debug("snmp set_port %s ports %s: %d varbinds", sw.name, ports, len(pairs),
+                      extra={"switch": sw.name})
+            await self._set(sw, t, op, pairs)
+        ups = [(f"{IF_ADMIN_STATUS}.{before[p].ifindex}", Integer(ADMIN_UP)) for p in ports
+               if batch[p][0].up and not before[p].admin_up]
+        if ups:
+            await self._set(sw, t, op, ups)
+        got = await self._read_many(sw, t, ports, op)
+        for p in ports:
+            want, fut = batch[p]
+            try:
+                self._confirm(sw, p, want, got[p], egress, untagged)
+            except DriverError as exc:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(None)
+
     async def close(self) -> None:
         if self._engine is not None:
             self._engine.close_dispatcher()
             self._engine, self._loop, self._targets = None, None, {}
+
+
+VLAN_CACHE_SECONDS = 30.0
 
 
 def _absent(value: Any) -> bool:
