@@ -27,6 +27,7 @@ import contextlib
 import cProfile
 import json
 import math
+import os
 import secrets
 import statistics
 import sys
@@ -140,7 +141,26 @@ async def _wait_final(store: Store, ids: list[str], timeout: float) -> None:
     raise TimeoutError(f"jobs not final within {timeout:g} s")
 
 
-async def _round(store: Store, engine: Engine, names: list[str], kind: str, timeout: float) -> dict[str, Any]:
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its reaped children), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(rack: Rack) -> dict[str, float]:
+    return {
+        "appliance (engine + drivers, this process)": _cpu_seconds(os.getpid()),
+        "redfish emulators": sum(_cpu_seconds(e.proc.pid) for e in rack.emulators),
+        "snmpsim switch": _cpu_seconds(rack.switch.pid) if rack.switch and rack.switch.pid else 0.0,
+    }
+
+
+async def _round(store: Store, engine: Engine, names: list[str], kind: str, timeout: float,
+                 rack: Rack | None = None) -> dict[str, Any]:
+    cpu0 = _cpu(rack) if rack else {}
     jobs = JobService(store)
     start = datetime.now(UTC)
     t0 = time.monotonic()
@@ -157,6 +177,7 @@ async def _round(store: Store, engine: Engine, names: list[str], kind: str, time
     for r in step_rows:
         if r.started_at and r.finished_at:
             took.setdefault(r.name, []).append((_aware(r.finished_at) - _aware(r.started_at)).total_seconds())
+    cpu = {k: round(v - cpu0[k], 2) for k, v in _cpu(rack).items()} if rack else {}
     bad = {j.id: (j.state, j.error) for j in rows.values() if j.state != "succeeded"}
     last = max(_aware(j.finished_at) for j in rows.values() if j.finished_at)
     per = [(_aware(power[i]) - _aware(rows[i].created_at)).total_seconds() for i in ids if power.get(i)]
@@ -167,6 +188,7 @@ async def _round(store: Store, engine: Engine, names: list[str], kind: str, time
         "per_blade_p95_s": round(_percentile(per, 0.95), 3) if per else None,
         "per_blade_max_s": round(max(per), 3) if per else None,
         "not_succeeded": bad,
+        "cpu_s": cpu,
         # Last attempt of each step, start to finish: where a job's time goes.
         "steps_median_max_s": {k: [round(statistics.median(v), 3), round(max(v), 3)] for k, v in took.items()},
     }
@@ -204,7 +226,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     prof.enable()
                 # The first round pays the drivers' one-time start (pysnmp engine and MIBs, HTTP
                 # connections): reported as "cold", kept out of the targets.
-                results.append({**await _round(store, engine, names, "stamp", args.timeout),
+                results.append({**await _round(store, engine, names, "stamp", args.timeout, rack),
                                 "cold": bool(label)})
                 if prof is not None:
                     prof.disable()
@@ -241,6 +263,11 @@ def _report(out: dict[str, Any]) -> list[str]:
     biggest = max((r for r in out["rounds"] if r["kind"] == "stamp"), key=lambda r: r["n"])
     lines.append(f"  steps of stamp N={biggest['n']} (median / max s): " + ", ".join(
         f"{k} {v[0]:.2f}/{v[1]:.2f}" for k, v in biggest["steps_median_max_s"].items() if v[1] >= 0.05))
+    if biggest.get("cpu_s"):
+        total = sum(biggest["cpu_s"].values())
+        lines.append(f"  CPU seconds during stamp N={biggest['n']} (2 cores = {2 * biggest['wall_s']:.1f} CPU-s "
+                     "available): " + ", ".join(f"{k} {v:.1f}" for k, v in biggest["cpu_s"].items())
+                     + f"; total {total:.1f}")
     stamps = {r["n"]: r for r in out["rounds"] if r["kind"] == "stamp" and not r.get("cold")}
     lines.append("")
     one = stamps.get(1)

@@ -132,19 +132,17 @@ class Engine:
                 ids = await self.db(lambda: self._read(
                     lambda s: repo.runnable_ids(s, self.owner, set(self._tasks),
                                                 self.settings.max_jobs - len(self._tasks))))
-                for job_id in ids:
-                    claimed = await self.call(self._claim, job_id)
-                    if claimed:
-                        self._tasks[job_id] = asyncio.create_task(self._drive_task(job_id), name=f"job-{job_id}")
+                for job_id in await self.call(self._claim, ids):
+                    self._tasks[job_id] = asyncio.create_task(self._drive_task(job_id), name=f"job-{job_id}")
             waiter = asyncio.create_task(self._wake.wait())
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait({waiter, stopper}, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             stopper.cancel()
 
-    def _claim(self, job_id: str) -> bool:
+    def _claim(self, job_ids: list[str]) -> list[str]:
         with self.store.write() as s:
-            return repo.claim(s, job_id, self.owner, self.settings.lease_ttl)
+            return repo.claim_many(s, job_ids, self.owner, self.settings.lease_ttl)
 
     def _read(self, fn: Callable[[Any], T]) -> T:
         with self.store.read() as s:

@@ -65,6 +65,8 @@ class RedfishDriver:
         # NetworkDeviceFunction paths per system URL: finding them takes ~7 GETs, and they do not
         # move; a 404 on a cached path drops the entry and they are looked up again.
         self._ndf_paths: NdfPaths = {}
+        # The ComputerSystem.Reset action of each system (target and allowed types): static too.
+        self._resets: dict[str, dict[str, Any]] = {}
 
     async def _run(self, bmc: Bmc, op: str, fn: Any, *, retry: bool, budget: float = 1.0) -> Any:
         target = Target.parse(bmc.address, bmc.blade)
@@ -91,7 +93,8 @@ class RedfishDriver:
         return PowerState(state)
 
     async def set_power(self, bmc: Bmc, action: PowerAction) -> None:
-        await self._run(bmc, "set_power", lambda c, t, b, o: _set_power(c, t, b, o, action), retry=False, budget=2)
+        await self._run(bmc, "set_power", lambda c, t, b, o: _set_power(c, t, b, o, action, self._resets),
+                        retry=False, budget=2)
 
     async def health(self, bmc: Bmc) -> Health:
         result: Health = await self._run(bmc, "health", _health, retry=True)
@@ -161,9 +164,15 @@ def _get_power(conn: Connection, target: Target, blade: str, op: str) -> str:
     raise BmcFailure(blade, DRIVER, op, f"unknown PowerState {state!r}", retryable=True)
 
 
-def _set_power(conn: Connection, target: Target, blade: str, op: str, action: PowerAction) -> None:
-    system = _system(conn, target, blade, op)
-    reset = (system.get("Actions") or {}).get("#ComputerSystem.Reset") or {}
+def _set_power(conn: Connection, target: Target, blade: str, op: str, action: PowerAction,
+               cache: dict[str, dict[str, Any]] | None = None) -> None:
+    key = f"{target.base_url}{target.system_path}"
+    reset = cache.get(key) if cache is not None else None
+    if not reset:
+        system = _system(conn, target, blade, op)
+        reset = (system.get("Actions") or {}).get("#ComputerSystem.Reset") or {}
+        if cache is not None and reset.get("target"):
+            cache[key] = reset
     url = reset.get("target")
     if not url:
         raise Unsupported(blade, DRIVER, op, "system has no ComputerSystem.Reset action")
