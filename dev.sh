@@ -12,6 +12,7 @@ APT_PACKAGES=(
   postgresql postgresql-contrib          # the store's tests run against PostgreSQL too
   iproute2 openvswitch-switch            # the emulated rack's OVS switch and its namespaces
   iputils-ping ethtool tcpdump           # checking and watching the lab's networks
+  chromium fonts-liberation              # the web console's browser tests (Playwright drives it)
 )
 
 SUDO=""

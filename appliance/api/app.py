@@ -1,45 +1,98 @@
 """The aiohttp application factory: auth on every /api/v1 route from the first one.
 
-Unauthenticated: ``/healthz`` and ``/boot/...`` (what PXE clients fetch; no secrets).
+Unauthenticated: ``/healthz`` and ``/boot/...`` (what PXE clients fetch; no secrets),
+and the console's login page and static files. An API call carries a bearer token,
+or the console's session cookie plus its CSRF token in ``X-CSRF-Token`` for
+anything but GET/HEAD. Every change a request makes is audited as its caller
+(``user:NAME`` or ``token:NAME``) from the peer address.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from appliance import __version__
 from appliance.api.errors import error_middleware, problem
-from appliance.api.keys import ENGINE, PRINCIPAL, SETTINGS, STORE, TOKENS
-from appliance.api.routes import jobs
+from appliance.api.keys import (
+    ENGINE,
+    HARDWARE,
+    OPENAPI,
+    PRINCIPAL,
+    SESSION_COOKIE,
+    SETTINGS,
+    STORE,
+    TOKENS,
+    USERS,
+)
+from appliance.api.routes import access, blades, jobs, pools, profiles
+from appliance.api.spec import Op, caller, document, register
 from appliance.config import Settings
 from appliance.engine.runner import Engine
-from appliance.services.tokens import Principal, TokenService
+from appliance.secrets import SecretBox, ensure_key
+from appliance.services.hardware import Hardware
+from appliance.services.tokens import TokenService
+from appliance.services.users import Principal, UserService
 from appliance.store import Store
+from appliance.store.audit import Actor, acting_as
 
-PUBLIC_PREFIXES = ("/boot/",)
+PUBLIC_PREFIXES = ("/boot/", "/static/")
 PUBLIC_PATHS = frozenset({"/healthz"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _unauthorized(detail: str) -> web.Response:
+    resp = problem(401, "Unauthorized", detail)
+    resp.headers["WWW-Authenticate"] = 'Bearer realm="anvil"'
+    return resp
+
+
+async def _api_principal(request: web.Request) -> Principal | web.Response:
+    import asyncio
+
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token:
+        principal = await asyncio.to_thread(request.app[TOKENS].authenticate, token.strip())
+        return principal or _unauthorized("the bearer token is not valid (unknown, expired or revoked)")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        got = await asyncio.to_thread(request.app[USERS].resolve_session, cookie)
+        if got is None:
+            return _unauthorized("the console session has ended; log in again")
+        principal, csrf = got
+        if request.method not in SAFE_METHODS and not hmac.compare_digest(
+                request.headers.get("X-CSRF-Token", ""), csrf):
+            return problem(403, "Forbidden", "a console session needs its CSRF token (X-CSRF-Token) to change "
+                                             "anything")
+        return principal
+    return _unauthorized("a valid bearer token is required")
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     path = request.path
-    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or not path.startswith("/api/"):
+        return await handler(request)   # the console checks its own session (appliance.console)
+    got = await _api_principal(request)
+    if isinstance(got, web.Response):
+        return got
+    request[PRINCIPAL] = got
+    with acting_as(Actor(got.who, f"api {request.remote or '?'}")):
         return await handler(request)
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    principal: Principal | None = None
-    if scheme.lower() == "bearer" and token:
-        principal = request.app[TOKENS].authenticate(token.strip())
-    if principal is None:
-        resp = problem(401, "Unauthorized", "a valid bearer token is required")
-        resp.headers["WWW-Authenticate"] = 'Bearer realm="anvil"'
-        return resp
-    request[PRINCIPAL] = principal
-    return await handler(request)
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    resp = await handler(request)
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    resp.headers.setdefault("X-Frame-Options", "DENY")
+    resp.headers.setdefault("Referrer-Policy", "same-origin")
+    return resp
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -56,19 +109,67 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def api_root(request: web.Request) -> web.Response:
-    principal: Principal = request[PRINCIPAL]
-    return web.json_response({"version": __version__, "principal": principal.token_name, "role": principal.role})
+    p = caller(request)
+    return web.json_response({"version": __version__, "principal": p.name, "kind": p.kind, "role": p.role,
+                              "tenant": p.tenant})
 
 
-def create_app(settings: Settings, store: Store, *, engine: Engine | None = None) -> web.Application:
-    app = web.Application(middlewares=[auth_middleware, error_middleware])
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])
+
+
+def _meta_ops() -> list[Op]:
+    from appliance.api import schemas as sc
+
+    return [
+        Op("GET", "", api_root, "Who the caller is, and the API version", "meta", responses={200: ("OK", sc.ROOT)}),
+        Op("GET", "/openapi.json", openapi, "This document", "meta", responses={200: ("OpenAPI 3.1", {})}),
+    ]
+
+
+def all_ops() -> list[Op]:
+    """Every API operation: the router and the OpenAPI document are both built from this list."""
+    return [*_meta_ops(), *blades.OPS, *profiles.OPS, *jobs.OPS, *pools.OPS, *access.OPS]
+
+
+def setup_api(app: web.Application) -> None:
+    ops = all_ops()
+    app[OPENAPI] = document(ops)
+    register(app, ops)
+
+
+def setup_hardware(app: web.Application) -> None:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if HARDWARE not in app:
+            key = app[SETTINGS].secrets_key_path
+            ensure_key(key)
+            app[HARDWARE] = Hardware(app[STORE], SecretBox(key))
+        yield
+        await app[HARDWARE].close()
+
+    app.cleanup_ctx.append(ctx)
+
+
+def create_app(settings: Settings, store: Store, *, engine: Engine | None = None, console: bool = True,
+               hardware: Hardware | None = None) -> web.Application:
+    app = web.Application(middlewares=[security_headers, error_middleware, auth_middleware],
+                          client_max_size=2 * 1024 * 1024)
     app[SETTINGS] = settings
     app[STORE] = store
     app[TOKENS] = TokenService(store)
+    app[USERS] = UserService(store)
     if engine is not None:
         app[ENGINE] = engine
+    if hardware is not None:
+        app[HARDWARE] = hardware
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/api/v1", api_root)
-    app.router.add_get("/api/v1/", api_root)
-    jobs.setup(app)
+    setup_api(app)
+    setup_hardware(app)
+    if console:
+        from appliance.console import setup_console
+
+        setup_console(app)
     return app
+
+
+__all__ = ["PRINCIPAL", "all_ops", "create_app"]

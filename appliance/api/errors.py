@@ -19,13 +19,24 @@ def problem(status: int, title: str, detail: str, **extra: object) -> web.Respon
 
 
 def to_problem(exc: AnvilError) -> web.Response:
+    from appliance.api.spec import Forbidden, UnsupportedMediaType
+    from appliance.services.users import LoginThrottled
+
     if isinstance(exc, ValidationError):
         return problem(400, "Invalid input", str(exc),
                        errors=[{"path": i.path, "reason": i.reason, "line": i.line} for i in exc.issues])
+    if isinstance(exc, Forbidden):
+        return problem(403, "Forbidden", str(exc))
     if isinstance(exc, NotFound):
         return problem(404, "Not found", str(exc))
     if isinstance(exc, Conflict | PoolExhausted):
         return problem(409, "Conflict", str(exc))
+    if isinstance(exc, UnsupportedMediaType):
+        return problem(415, "Unsupported media type", str(exc), accepted=exc.accepted)
+    if isinstance(exc, LoginThrottled):
+        resp = problem(429, "Too many failed logins", str(exc))
+        resp.headers["Retry-After"] = "30"
+        return resp
     if isinstance(exc, DriverError):
         return problem(502, "Hardware error", str(exc), retryable=exc.retryable)
     return problem(500, "Error", str(exc))
@@ -38,3 +49,15 @@ async def error_middleware(request: web.Request,
         return await handler(request)
     except AnvilError as exc:
         return to_problem(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400 or not request.path.startswith("/api/"):
+            raise
+        resp = problem(exc.status, exc.reason, exc.text or exc.reason)
+        if exc.status == 405 and "Allow" in exc.headers:
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        if not request.path.startswith("/api/"):
+            raise
+        return problem(500, "Internal error", "an internal error occurred; see the appliance log")

@@ -6,11 +6,20 @@ from aiohttp import web
 
 from appliance.config import Settings
 from appliance.engine.runner import Engine
+from appliance.services.hardware import Hardware
 from appliance.services.tokens import TokenService
+from appliance.services.users import Principal, UserService
 from appliance.store import Store
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 TOKENS = web.AppKey("tokens", TokenService)
+USERS = web.AppKey("users", UserService)
 ENGINE = web.AppKey("engine", Engine)
-PRINCIPAL = "anvil.principal"
+HARDWARE = web.AppKey("hardware", Hardware)
+OPENAPI = web.AppKey("openapi", dict)
+PRINCIPAL = web.RequestKey("principal", Principal)
+QUERY = web.RequestKey("query", dict)        # checked and converted query parameters
+BODY = web.RequestKey("body", object)        # the checked JSON body, or the raw bytes of a document
+BODY_TYPE = web.RequestKey("body_type", str)
+SESSION_COOKIE = "anvil_session"

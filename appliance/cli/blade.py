@@ -104,6 +104,16 @@ def enroll(ctx: CliContext, name: str, bmc: str, username: str, password_stdin: 
 @pass_ctx
 def list_(ctx: CliContext, state: str | None, fmt: str) -> None:
     """List blades."""
+    if ctx.remote is not None:
+        rows, after = [], None
+        while True:   # page by page
+            page = ctx.remote.json("GET", "/blades", query={"state": state, "limit": 1000, "after": after})
+            rows += page["items"]
+            after = page["next"]
+            if not after:
+                break
+        emit(rows, fmt, columns=["name", "state", "driver", "bmc", "cpus", "memoryGiB", "chassis", "slot"])
+        return
     rows = [b.public() for b in BladeService(ctx.store(), ctx.box()).list(state=state)]
     emit(rows, fmt, columns=["name", "state", "driver", "bmc", "cpus", "memoryGiB", "chassis", "slot"])
 
@@ -114,6 +124,9 @@ def list_(ctx: CliContext, state: str | None, fmt: str) -> None:
 @pass_ctx
 def show(ctx: CliContext, name: str, fmt: str) -> None:
     """Show one blade (the password is always masked)."""
+    if ctx.remote is not None:
+        emit(ctx.remote.json("GET", f"/blades/{name}"), fmt)
+        return
     emit(BladeService(ctx.store(), ctx.box()).get(name).public(), fmt)
 
 
@@ -178,6 +191,10 @@ POWER_CHOICES = ["on", "off", "soft-off", "reset", "status"]
 @pass_ctx
 def maintenance(ctx: CliContext, name: str, mode: str, reason: str) -> None:
     """Take a blade out of the spare pool for maintenance, or return it."""
+    if ctx.remote is not None:
+        got = ctx.remote.json("POST", f"/blades/{name}/maintenance", json_body={"on": mode == "on", "reason": reason})
+        click.echo(f"blade {name} is {got['state']}")
+        return
     info = BladeService(ctx.store(), ctx.box()).set_maintenance(name, mode == "on", reason=reason)
     click.echo(f"blade {name} is {info.state}")
 
@@ -195,6 +212,14 @@ def power(ctx: CliContext, name: str, action: str, no_wait: bool, timeout: float
     on and off are confirmed by reading the state back until it matches (at most
     --timeout seconds), unless --no-wait.
     """
+    if ctx.remote is not None:
+        if action == "status":
+            got = ctx.remote.json("GET", f"/blades/{name}/power")
+            click.echo(f"{name}: {got['power']}")
+        else:
+            got = ctx.remote.json("POST", f"/blades/{name}/power", json_body={"action": action})
+            click.echo(f"{name}: {action} accepted (reads {got['power']})")
+        return
 
     async def act(driver: BmcDriver, bmc: Bmc) -> str:
         if action == "status":

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import click
 
+from appliance.cli.remote import Remote
 from appliance.config import Settings
 from appliance.secrets import SecretBox
 from appliance.store import Store, open_store
@@ -16,8 +17,11 @@ class CliContext:
     settings: Settings
     _store: Store | None = field(default=None, repr=False)
     _box: SecretBox | None = field(default=None, repr=False)
+    remote: Remote | None = None   # --url: every supported command goes to this appliance's API
 
     def store(self) -> Store:
+        if self.remote is not None:
+            raise click.UsageError("this command works on the local appliance only (drop --url)")
         if self._store is None:
             self._store = open_store(self.settings.store_url)
         return self._store

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Protocol
 
 import click
 
@@ -27,7 +28,11 @@ def _step_line(info: JobInfo, idx: int) -> str:
     return f"  {MARK.get(s.state, '?')} {idx + 1:>2}/{info.step_count} {s.name:<20} {detail}".rstrip()
 
 
-def follow(svc: JobService, job_id: str, *, timeout: float = 3600.0, interval: float = 0.25) -> JobInfo:
+class _JobSource(Protocol):
+    def get(self, job_id: str) -> JobInfo: ...
+
+
+def follow(svc: _JobSource, job_id: str, *, timeout: float = 3600.0, interval: float = 0.25) -> JobInfo:
     """Print each step's outcome as it happens (a live bar on a terminal) until the job ends."""
     tty = sys.stdout.isatty()
     shown: dict[int, str] = {}
@@ -75,6 +80,12 @@ def job() -> None:
 @pass_ctx
 def list_(ctx: CliContext, state: str | None, tenant: str | None, limit: int, fmt: str) -> None:
     """List recent jobs, newest first."""
+    if ctx.remote is not None:
+        items = ctx.remote.json("GET", "/jobs", query={"state": state, "tenant": tenant, "limit": limit})["items"]
+        emit([{**p, "step": f"{p['progress']['step']}/{p['progress']['of']}", "current": p["progress"]["current"]}
+              for p in items] if fmt == "table" else items, fmt,
+             columns=["id", "kind", "subject", "state", "step", "current", "blade", "error"])
+        return
     rows = []
     for j in JobService(ctx.store()).list(state=state, tenant=tenant, limit=limit):
         p = j.public()
@@ -90,7 +101,10 @@ def list_(ctx: CliContext, state: str | None, tenant: str | None, limit: int, fm
 @pass_ctx
 def show(ctx: CliContext, job_id: str, fmt: str) -> None:
     """Show a job with each step's result."""
-    info = JobService(ctx.store()).get(job_id)
+    if ctx.remote is not None and fmt != "table":
+        emit(ctx.remote.json("GET", f"/jobs/{job_id}"), fmt)
+        return
+    info = ctx.remote.get(job_id) if ctx.remote is not None else JobService(ctx.store()).get(job_id)
     if fmt != "table":
         emit(info.public(), fmt)
         return
@@ -109,7 +123,7 @@ def show(ctx: CliContext, job_id: str, fmt: str) -> None:
 @pass_ctx
 def watch(ctx: CliContext, job_id: str, timeout: float) -> None:
     """Follow a job live until it ends; exit 0 only if it succeeded."""
-    exit_for(follow(JobService(ctx.store()), job_id, timeout=timeout))
+    exit_for(follow(ctx.remote if ctx.remote is not None else JobService(ctx.store()), job_id, timeout=timeout))
 
 
 COMMANDS = [job]

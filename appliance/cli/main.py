@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
 import sys
 from pathlib import Path
@@ -9,10 +10,25 @@ from pathlib import Path
 import click
 
 from appliance import __version__
-from appliance.cli import blade, blade_pool, config_cmd, demo, job, lab, pool, profile, serve, switch, template
+from appliance.cli import (
+    audit,
+    blade,
+    blade_pool,
+    config_cmd,
+    demo,
+    job,
+    lab,
+    pool,
+    profile,
+    serve,
+    switch,
+    template,
+    user,
+)
 from appliance.cli.context import CliContext
 from appliance.config import load_settings
 from appliance.errors import AnvilError, ValidationError
+from appliance.store.audit import Actor, set_actor
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,20 +36,33 @@ from appliance.errors import AnvilError, ValidationError
               help="Configuration file (default: ANVIL_CONFIG, the per-user state dir, "
               "or /etc/anvil/anvil.toml for the service).")
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
+@click.option("--url", envvar="ANVIL_URL", default=None,
+              help="Act on a remote appliance through its API (https://HOST:8443); env ANVIL_URL.")
+@click.option("--token", envvar="ANVIL_TOKEN", default=None, help="API token for --url; env ANVIL_TOKEN.")
+@click.option("--ca-cert", envvar="ANVIL_CA_CERT", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="CA certificate (or the appliance's self-signed one) to check --url against.")
+@click.option("--insecure", is_flag=True, help="Do not check the remote appliance's TLS certificate.")
 @click.version_option(__version__, prog_name="anvil")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
+def cli(ctx: click.Context, config_path: Path | None, verbose: bool, url: str | None, token: str | None,
+        ca_cert: Path | None, insecure: bool) -> None:
     """Anvil: stamp server profiles onto bare-metal blades."""
     settings = load_settings(config_path)
     # Commands stay quiet unless -v; `serve` raises the level to the configured one.
     logging.basicConfig(level="DEBUG" if verbose else "WARNING",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Changes made by this command are audited as the OS user (DESIGN §7).
+    set_actor(Actor(who=f"local:{getpass.getuser()}", origin="cli"))
     obj = CliContext(settings=settings)
+    if url:
+        from appliance.cli.remote import Remote
+
+        obj.remote = Remote(url, token, ca_cert=ca_cert, insecure=insecure)
     ctx.obj = obj
     ctx.call_on_close(obj.close)
 
 
-for module in (profile, template, pool, blade, blade_pool, switch, lab, demo, job, config_cmd, serve):
+for module in (profile, template, pool, blade, blade_pool, switch, lab, demo, job, config_cmd, serve, user, audit):
     for command in module.COMMANDS:
         cli.add_command(command)
 

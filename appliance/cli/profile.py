@@ -48,6 +48,16 @@ def profile() -> None:
 @pass_ctx
 def import_(ctx: CliContext, files: tuple[str, ...], replace: bool) -> None:
     """Import profiles or templates from YAML or XML FILES ('-' for stdin)."""
+    if ctx.remote is not None:
+        from appliance.domain.profile.sniff import looks_like_xml
+
+        for path in files:
+            data, source = read_input(path)
+            ctype = "application/xml" if looks_like_xml(data) else "application/yaml"
+            got = ctx.remote.json("POST", "/profiles", query={"replace": replace or None}, data=data,
+                                  content_type=ctype)
+            click.echo(f"imported {got['kind']} {got['tenant']}/{got['name']} ({got['identities']} identities)")
+        return
     svc = ProfileService(ctx.store())
     for path in files:
         data, source = read_input(path)
@@ -82,6 +92,12 @@ def validate(files: tuple[str, ...]) -> None:
 def export(ctx: CliContext, name: str, fmt: str, tenant: str, is_template: bool) -> None:
     """Print a profile as YAML or XML."""
     kind = TEMPLATE if is_template else PROFILE
+    if ctx.remote is not None:
+        media = "application/xml" if fmt == "xml" else "application/yaml"
+        _s, _t, body = ctx.remote.request("GET", f"/{'templates' if is_template else 'profiles'}/{name}",
+                                          query={"tenant": tenant}, accept=media)
+        click.echo(body.decode().rstrip("\n"))
+        return
     click.echo(ProfileService(ctx.store()).export(kind, tenant, name, fmt).rstrip("\n"))
 
 
@@ -93,6 +109,13 @@ def export(ctx: CliContext, name: str, fmt: str, tenant: str, is_template: bool)
 def list_(ctx: CliContext, tenant: str | None, kind: str, fmt: str) -> None:
     """List profiles (or templates)."""
     k = {"profile": PROFILE, "template": TEMPLATE, "all": None}[kind]
+    if ctx.remote is not None:
+        rows = []
+        for path in (["/profiles"] if kind == "profile" else ["/templates"] if kind == "template"
+                     else ["/profiles", "/templates"]):
+            rows += ctx.remote.json("GET", path, query={"tenant": tenant, "limit": 1000})["items"]
+        emit(rows, fmt, columns=["name", "tenant", "kind", "state", "boot", "identities", "updated"])
+        return
     rows = [summary(i) for i in ProfileService(ctx.store()).list(kind=k, tenant=tenant)]
     emit(rows, fmt, columns=["name", "tenant", "kind", "state", "boot", "identities", "updated"])
 
@@ -107,6 +130,17 @@ def show(ctx: CliContext, name: str, tenant: str, is_template: bool, fmt: str) -
     """Show one profile with the identities it holds."""
     from appliance.domain.profile import to_dict
 
+    if ctx.remote is not None:
+        got = ctx.remote.json("GET", f"/{'templates' if is_template else 'profiles'}/{name}", query={"tenant": tenant})
+        document = got.pop("document")
+        held = got.pop("heldIdentities")
+        if fmt == "table":
+            emit(got, fmt)
+            for i in held:
+                click.echo(f"  {i['kind']:<5} {i['value']}  ({i['path']})")
+        else:
+            emit({**got, "heldIdentities": held, "document": document}, fmt)
+        return
     info = ProfileService(ctx.store()).get(TEMPLATE if is_template else PROFILE, tenant, name)
     if fmt == "table":
         emit(summary(info), fmt)
@@ -125,6 +159,11 @@ def show(ctx: CliContext, name: str, tenant: str, is_template: bool, fmt: str) -
 def delete(ctx: CliContext, name: str, tenant: str, is_template: bool) -> None:
     """Delete a profile; the identities it held return to their pools."""
     kind = TEMPLATE if is_template else PROFILE
+    if ctx.remote is not None:
+        ctx.remote.request("DELETE", f"/{'templates' if is_template else 'profiles'}/{name}",
+                           query={"tenant": tenant})
+        click.echo(f"deleted {kind} {tenant}/{name}")
+        return
     ProfileService(ctx.store()).delete(kind, tenant, name)
     click.echo(f"deleted {kind} {tenant}/{name}")
 
@@ -151,6 +190,9 @@ def assign(ctx: CliContext, name: str, tenant: str, blade: str | None, pool: str
     from appliance.cli.job import exit_for, follow
     from appliance.services.jobs import JobService
 
+    if ctx.remote is not None:
+        _remote_assign(ctx, name, tenant, blade, pool, dry_run, no_wait, idempotency_key)
+        return
     svc = JobService(ctx.store())
     if dry_run:
         pl = svc.dry_run(name, tenant=tenant, blade=blade, pool=pool)
@@ -181,6 +223,13 @@ def release(ctx: CliContext, name: str, tenant: str, no_wait: bool) -> None:
     from appliance.cli.job import exit_for, follow
     from appliance.services.jobs import JobService
 
+    if ctx.remote is not None:
+        got = ctx.remote.json("POST", f"/profiles/{name}/release", json_body={"tenant": tenant})
+        if no_wait:
+            click.echo(got["id"])
+            return
+        exit_for(follow(ctx.remote, got["id"]))
+        return
     _engine_running(ctx)
     svc = JobService(ctx.store())
     info = svc.submit_release(name, tenant=tenant, created_by=_who())
@@ -188,6 +237,30 @@ def release(ctx: CliContext, name: str, tenant: str, no_wait: bool) -> None:
         click.echo(info.id)
         return
     exit_for(follow(svc, info.id))
+
+
+def _remote_assign(ctx: CliContext, name: str, tenant: str, blade: str | None, pool: str | None, dry_run: bool,
+                   no_wait: bool, idempotency_key: str | None) -> None:
+    from appliance.cli.job import exit_for, follow
+
+    assert ctx.remote is not None
+    body = {"tenant": tenant, "blade": blade, "pool": pool}
+    if dry_run:
+        pl = ctx.remote.json("POST", f"/profiles/{name}/dry-run", json_body=body)
+        click.echo(f"would stamp {tenant}/{name} on: {pl['best'] or 'nothing'}")
+        for other in pl["chosen"][1:]:
+            click.echo(f"  also suitable: {other}")
+        for r in pl["rejected"]:
+            click.echo(f"  rejected {r['blade']}: {r['reason']}")
+        if pl["best"] is None:
+            raise click.ClickException("no spare blade meets the requirements")
+        return
+    got = ctx.remote.json("POST", f"/profiles/{name}/assign", json_body=body,
+                          headers={"Idempotency-Key": idempotency_key} if idempotency_key else None)
+    if no_wait:
+        click.echo(got["id"])
+        return
+    exit_for(follow(ctx.remote, got["id"]))
 
 
 def _who() -> str:

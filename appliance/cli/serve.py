@@ -40,6 +40,8 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     from appliance.secrets import SecretBox, ensure_key
     from appliance.services.hardware import Hardware
     from appliance.services.tokens import TokenService
+    from appliance.services.users import UserService
+    from appliance.store.audit import Actor, acting_as
 
     settings = ctx.settings
     if logging.getLogger().level > logging.getLevelName(settings.log_level):
@@ -47,7 +49,11 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     store = ctx.store()
     ensure_key(settings.secrets_key_path)
     token_file = settings.state_dir / "admin.token"
-    token = TokenService(store).ensure_admin_token(token_file)
+    with acting_as(Actor("system:setup", "serve")):
+        token = TokenService(store).ensure_admin_token(token_file)
+        password_file = settings.state_dir / "admin.password"
+        if UserService(store).ensure_initial_admin(password_file):
+            click.echo(f"console user admin: password written to {password_file}")
     if token and sys.stdout.isatty():
         click.echo(f"admin API token (also in {token_file}): {token}")
     elif token:
@@ -102,6 +108,10 @@ def serve(ctx: CliContext, role: str, insecure_http: bool, ready_file: str | Non
     """Run the appliance."""
     if role not in ("all", "api", "engine"):
         raise click.UsageError(f"role {role!r} is not available yet")
+    # The appliance's own work (the engine) is nobody's change; each request sets its caller.
+    from appliance.store.audit import set_actor
+
+    set_actor(None)
     asyncio.run(run_appliance(ctx, insecure_http, ready_file, role=role))
 
 

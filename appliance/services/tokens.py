@@ -1,7 +1,8 @@
 """Bearer API tokens: shown once, stored as SHA-256, revocable, with an expiry.
 
 On first start the appliance creates an admin token and writes it once to a
-0600 file in the state directory (DESIGN §7).
+0600 file in the state directory (DESIGN §7). A token has a role and may be
+scoped to a tenant, like a user (see appliance.services.users).
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from appliance.errors import NotFound
+from appliance.errors import Issue, NotFound, ValidationError
+from appliance.services.users import Principal, check_role_and_tenant
 from appliance.store import Store
 from appliance.store.tables import ApiTokenRow
+
+__all__ = ["TOKEN_PREFIX", "Principal", "TokenInfo", "TokenService", "hash_token"]
 
 TOKEN_PREFIX = "anvil_"
 
@@ -26,11 +30,39 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _aware(t: datetime | None) -> datetime | None:
+    return t if t is None or t.tzinfo else t.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True, slots=True)
-class Principal:
-    token_name: str
+class TokenInfo:
+    name: str
     role: str
     tenant: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def state(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+    def public(self) -> dict[str, object]:
+        return {"name": self.name, "role": self.role, "tenant": self.tenant, "state": self.state(datetime.now(UTC)),
+                "createdAt": self.created_at.isoformat(),
+                "expiresAt": self.expires_at.isoformat() if self.expires_at else None,
+                "revokedAt": self.revoked_at.isoformat() if self.revoked_at else None}
+
+
+def parse_ttl(text: str) -> timedelta:
+    """``90d``, ``12h``, ``30m``, ``45s``."""
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) <= 0:
+        raise ValidationError([Issue("expires", f"{text!r} is not a duration such as 90d, 12h, 30m")])
+    return timedelta(seconds=int(text[:-1]) * units[text[-1]])
 
 
 class TokenService:
@@ -40,6 +72,11 @@ class TokenService:
     def create(self, name: str, *, role: str = "admin", tenant: str | None = None,
                ttl: timedelta | None = None) -> str:
         """Create a token and return it; this is the only time it is visible."""
+        issues = check_role_and_tenant(role, tenant)
+        if not name or len(name) > 63:
+            issues.append(Issue("name", "must be 1 to 63 characters"))
+        if issues:
+            raise ValidationError(issues, source=f"token {name}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         expires = datetime.now(UTC) + ttl if ttl else None
         with self._store.write() as s:
@@ -51,11 +88,18 @@ class TokenService:
             row = s.scalar(select(ApiTokenRow).where(ApiTokenRow.token_hash == hash_token(token)))
         if row is None or row.revoked_at is not None:
             return None
-        if row.expires_at is not None:
-            exp = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
-            if exp <= datetime.now(UTC):
-                return None
-        return Principal(token_name=row.name, role=row.role, tenant=row.tenant)
+        exp = _aware(row.expires_at)
+        if exp is not None and exp <= datetime.now(UTC):
+            return None
+        return Principal(name=row.name, role=row.role, tenant=row.tenant, kind="token")
+
+    def list(self, *, tenant: str | None = None) -> list[TokenInfo]:
+        with self._store.read() as s:
+            stmt = select(ApiTokenRow).order_by(ApiTokenRow.name, ApiTokenRow.id)
+            if tenant is not None:
+                stmt = stmt.where(ApiTokenRow.tenant == tenant)
+            return [TokenInfo(r.name, r.role, r.tenant, _aware(r.created_at) or r.created_at, _aware(r.expires_at),
+                              _aware(r.revoked_at)) for r in s.scalars(stmt)]
 
     def revoke(self, name: str) -> None:
         with self._store.write() as s:

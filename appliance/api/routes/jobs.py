@@ -1,38 +1,20 @@
-"""Assign and release (202 with a job), and jobs."""
+"""Assign and release (202 with a job), jobs, and a job's events as server-sent events."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import json
 
 from aiohttp import web
 
-from appliance.api.keys import ENGINE, PRINCIPAL, STORE
-from appliance.errors import Issue, ValidationError
+from appliance.api import schemas as sc
+from appliance.api.keys import ENGINE, STORE
+from appliance.api.spec import Forbidden, Op, Param, body, caller, query, tenant_filter, tenant_of
+from appliance.errors import NotFound
 from appliance.services.jobs import JobInfo, JobService
 
-
-def _tenant(request: web.Request, body: dict[str, Any]) -> str:
-    principal = request[PRINCIPAL]
-    asked = request.query.get("tenant") or body.get("tenant")
-    if principal.tenant is not None:
-        return str(principal.tenant)
-    return str(asked or "default")
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        data = await request.json()
-    except ValueError:
-        raise ValidationError([Issue("", "the body is not JSON")]) from None
-    if not isinstance(data, dict):
-        raise ValidationError([Issue("", "the body must be a JSON object")])
-    for key in ("blade", "pool", "tenant"):
-        if key in data and data[key] is not None and not isinstance(data[key], str):
-            raise ValidationError([Issue(key, "must be a string")])
-    return data
+SSE_POLL = 0.3
+SSE_KEEPALIVE = 15.0
 
 
 def _accepted(request: web.Request, info: JobInfo) -> web.Response:
@@ -45,42 +27,98 @@ def _accepted(request: web.Request, info: JobInfo) -> web.Response:
 
 
 async def assign(request: web.Request) -> web.Response:
-    body = await _body(request)
+    b = body(request) or {}
+    if b.get("blade") and caller(request).tenant is not None:
+        raise Forbidden("a tenant-scoped caller chooses a blade pool, not a blade")
     svc = JobService(request.app[STORE])
     info = await asyncio.to_thread(
-        svc.submit_assign, request.match_info["name"], tenant=_tenant(request, body), blade=body.get("blade"),
-        pool=body.get("pool"), idempotency_key=request.headers.get("Idempotency-Key"),
-        created_by=f"token:{request[PRINCIPAL].token_name}")
+        svc.submit_assign, request.match_info["name"], tenant=tenant_of(request, b.get("tenant")),
+        blade=b.get("blade"), pool=b.get("pool"), idempotency_key=request.headers.get("Idempotency-Key"),
+        created_by=caller(request).who)
     return _accepted(request, info)
 
 
 async def release(request: web.Request) -> web.Response:
-    body = await _body(request)
+    b = body(request) or {}
     svc = JobService(request.app[STORE])
     info = await asyncio.to_thread(
-        svc.submit_release, request.match_info["name"], tenant=_tenant(request, body),
-        idempotency_key=request.headers.get("Idempotency-Key"), created_by=f"token:{request[PRINCIPAL].token_name}")
+        svc.submit_release, request.match_info["name"], tenant=tenant_of(request, b.get("tenant")),
+        idempotency_key=request.headers.get("Idempotency-Key"), created_by=caller(request).who)
     return _accepted(request, info)
 
 
+async def _job(request: web.Request) -> JobInfo:
+    job_id = request.match_info["id"]
+    info = await asyncio.to_thread(JobService(request.app[STORE]).get, job_id)
+    tenant = caller(request).tenant
+    if tenant is not None and info.tenant != tenant:
+        raise NotFound("job", job_id)
+    return info
+
+
 async def get_job(request: web.Request) -> web.Response:
-    info = await asyncio.to_thread(JobService(request.app[STORE]).get, request.match_info["id"])
-    principal = request[PRINCIPAL]
-    if principal.tenant is not None and info.tenant != principal.tenant:
-        raise web.HTTPNotFound()
-    return web.json_response(info.public())
+    return web.json_response((await _job(request)).public())
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    principal = request[PRINCIPAL]
-    tenant = principal.tenant or request.query.get("tenant")
-    infos = await asyncio.to_thread(JobService(request.app[STORE]).list, state=request.query.get("state"),
-                                    tenant=tenant)
-    return web.json_response({"items": [i.public() for i in infos]})
+    infos = await asyncio.to_thread(JobService(request.app[STORE]).list, state=query(request, "state"),
+                                    tenant=tenant_filter(request), limit=query(request, "limit") or 100)
+    return web.json_response({"items": [i.public() for i in infos], "total": len(infos)})
 
 
-def setup(app: web.Application) -> None:
-    app.router.add_post("/api/v1/profiles/{name}/assign", assign)
-    app.router.add_post("/api/v1/profiles/{name}/release", release)
-    app.router.add_get("/api/v1/jobs", list_jobs)
-    app.router.add_get("/api/v1/jobs/{id}", get_job)
+async def events(request: web.Request) -> web.StreamResponse:
+    """Each job event as ``event: KIND`` with JSON data, then ``event: job`` with the job's state
+    whenever it changes, and ``event: end`` once the job is over. Resumes after Last-Event-ID."""
+    info = await _job(request)
+    svc = JobService(request.app[STORE])
+    after = query(request, "after") or 0
+    last_id = request.headers.get("Last-Event-ID", "")
+    if last_id.isdigit():
+        after = int(last_id)
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                       "X-Accel-Buffering": "no"})
+    await resp.prepare(request)
+    loop = asyncio.get_running_loop()
+    last_sent, last_state = loop.time(), ""
+    while True:
+        for ev in await asyncio.to_thread(svc.events, info.id, after):
+            await resp.write(f"id: {ev['id']}\nevent: {ev['kind']}\ndata: {json.dumps(ev)}\n\n".encode())
+            after = ev["id"]
+        info = await asyncio.to_thread(svc.get, info.id)
+        public = info.public()
+        state = json.dumps([public["state"], public["progress"]])
+        if state != last_state:
+            await resp.write(f"event: job\ndata: {json.dumps(public)}\n\n".encode())
+            last_state, last_sent = state, loop.time()
+        if info.final:
+            await resp.write(f"event: end\ndata: {json.dumps({'state': info.state})}\n\n".encode())
+            break
+        if loop.time() - last_sent > SSE_KEEPALIVE:
+            await resp.write(b": keep-alive\n\n")
+            last_sent = loop.time()
+        await asyncio.sleep(SSE_POLL)
+    await resp.write_eof()
+    return resp
+
+
+NAMEP = Param("name", {"type": "string", "minLength": 1, "maxLength": 63}, "path", True)
+IDP = Param("id", {"type": "string", "minLength": 1, "maxLength": 36}, "path", True)
+IDEM = Param("Idempotency-Key", {"type": "string", "minLength": 1, "maxLength": 128}, "header",
+             description="submitting again with the same key returns the same job")
+OPS = [
+    Op("POST", "/profiles/{name}/assign", assign, "Stamp a profile onto a blade (a job)", "profiles",
+       role="operator", params=(NAMEP, IDEM), body=sc.ASSIGN, body_required=False,
+       responses={202: ("Accepted: the job", sc.JOB)}),
+    Op("POST", "/profiles/{name}/release", release, "Take a profile off its blade (a job)", "profiles",
+       role="operator", params=(NAMEP, IDEM), body=sc.RELEASE, body_required=False,
+       responses={202: ("Accepted: the job", sc.JOB)}),
+    Op("GET", "/jobs", list_jobs, "Recent jobs, newest first", "jobs", params=(
+        Param("state", {"type": "string", "maxLength": 32}), Param("tenant", {"type": "string", "maxLength": 63}),
+        Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000})),
+       responses={200: ("OK", sc.page_of(sc.JOB))}),
+    Op("GET", "/jobs/{id}", get_job, "Show a job with its steps", "jobs", params=(IDP,),
+       responses={200: ("OK", sc.JOB)}),
+    Op("GET", "/jobs/{id}/events", events, "A job's events as server-sent events, until it ends", "jobs",
+       params=(IDP, Param("after", {"type": "integer", "minimum": 0, "maximum": 2**53})),
+       responses={200: ("text/event-stream", {})}, stream="text/event-stream"),
+]

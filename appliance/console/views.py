@@ -1,0 +1,370 @@
+"""Console pages and form handlers; thin over the services, like the API."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import jinja2
+from aiohttp import web
+
+from appliance import __version__
+from appliance.api.keys import ENGINE, HARDWARE, SESSION_COOKIE, SETTINGS, STORE, USERS
+from appliance.domain.profile import to_xml, to_yaml
+from appliance.drivers.errors import DriverError
+from appliance.drivers.protocols import PowerAction
+from appliance.errors import AnvilError, Issue, NotFound, ValidationError
+from appliance.secrets import SecretBox
+from appliance.services.audit import AuditFilter, AuditService, record_action
+from appliance.services.blades import BladeService
+from appliance.services.inventory import BladeFilter, Inventory
+from appliance.services.jobs import JobService
+from appliance.services.profiles import PROFILE, ProfileService
+from appliance.services.users import AddressThrottle, LoginThrottled, Principal
+from appliance.store.audit import Actor, acting_as
+
+HERE = Path(__file__).resolve().parent
+LOGIN_CSRF = "anvil_login_csrf"
+JINJA = web.AppKey("console_jinja", jinja2.Environment)
+THROTTLE = web.AppKey("console_throttle", AddressThrottle)
+USER = web.RequestKey("console_user", Principal)
+CSRF_TOKEN = web.RequestKey("console_csrf", str)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# -- helpers -----------------------------------------------------------------------
+
+def render(request: web.Request, template: str, status: int = 200, **ctx: Any) -> web.Response:
+    env = request.app[JINJA]
+    user = request.get(USER)
+    html = env.get_template(template).render(
+        user=user, csrf=request.get(CSRF_TOKEN, ""), path=request.path, version=__version__,
+        can_operate=bool(user and user.allows("operator")),
+        can_admin=bool(user and user.allows("admin") and user.tenant is None), **ctx)
+    resp = web.Response(text=html, content_type="text/html", status=status)
+    resp.headers["Content-Security-Policy"] = ("default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                                               "script-src 'self'; frame-ancestors 'none'; form-action 'self'")
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _actor(request: web.Request) -> Actor:
+    return Actor(request[USER].who, f"console {request.remote or '?'}")
+
+
+def _tenant(request: web.Request, asked: str | None = None) -> str:
+    user = request[USER]
+    return user.tenant if user.tenant is not None else (asked or "default")
+
+
+def page(role: str = "viewer", *, form: bool = False) -> Callable[[Handler], Handler]:
+    """A console page: a live session is required (else to /login); ``form`` also checks the CSRF token."""
+
+    def wrap(fn: Handler) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            cookie = request.cookies.get(SESSION_COOKIE)
+            got = await asyncio.to_thread(request.app[USERS].resolve_session, cookie) if cookie else None
+            if got is None:
+                raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs)}")
+            request[USER], request[CSRF_TOKEN] = got
+            if form:
+                data = await request.post()
+                if not hmac.compare_digest(str(data.get("csrf_token", "")), got[1]):
+                    return render(request, "error.html", status=403, title="Forbidden",
+                                  message="This form has expired or did not come from this console; reload and "
+                                          "try again.")
+            if not got[0].allows(role):
+                return render(request, "error.html", status=403, title="Forbidden",
+                              message=f"This needs the {role} role; you are {got[0].role}.")
+            try:
+                with acting_as(_actor(request)):
+                    return await fn(request)
+            except NotFound as exc:
+                return render(request, "error.html", status=404, title="Not found", message=str(exc))
+            except (AnvilError, DriverError) as exc:
+                if isinstance(exc, ValidationError):
+                    raise
+                return render(request, "error.html", status=409, title="Not done", message=str(exc))
+
+        return handler
+
+    return wrap
+
+
+def _safe_next(target: str | None) -> str:
+    if not target:
+        return "/"
+    parts = urlsplit(target)
+    return target if not parts.scheme and not parts.netloc and target.startswith("/") else "/"
+
+
+def _set_cookie(request: web.Request, resp: web.StreamResponse, name: str, value: str, max_age: int) -> None:
+    resp.set_cookie(name, value, httponly=True, samesite="Strict", secure=request.secure, path="/",
+                    max_age=max_age)
+
+
+# -- login ------------------------------------------------------------------------
+
+async def login_form(request: web.Request, *, error: str | None = None, status: int = 200,
+                     username: str = "") -> web.Response:
+    token = secrets.token_urlsafe(24)
+    resp = render(request, "login.html", status=status, login_csrf=token, error=error, username=username,
+                  next=_safe_next(request.query.get("next")))
+    _set_cookie(request, resp, LOGIN_CSRF, token, 3600)
+    return resp
+
+
+async def login_get(request: web.Request) -> web.Response:
+    return await login_form(request)
+
+
+async def login_post(request: web.Request) -> web.StreamResponse:
+    data = await request.post()
+    cookie = request.cookies.get(LOGIN_CSRF, "")
+    if not cookie or not hmac.compare_digest(str(data.get("csrf_token", "")), cookie):
+        return await login_form(request, error="The login form expired; try again.", status=403)
+    name, password = str(data.get("username", "")), str(data.get("password", ""))
+    users = request.app[USERS]
+    address = request.remote or "?"
+    if request.app[THROTTLE].blocked(address):
+        return await login_form(request, error="Too many failed logins from your address; wait a few minutes.",
+                                status=429, username=name)
+    try:
+        principal = await asyncio.to_thread(users.authenticate, name, password)
+    except LoginThrottled as exc:
+        return await login_form(request, error=f"Too many failed logins: locked until "
+                                f"{exc.until:%H:%M:%S} UTC.", status=429, username=name)
+    if principal is None:
+        request.app[THROTTLE].failed(address)
+        return await login_form(request, error="Wrong user name or password.", status=401, username=name)
+    session, _csrf = await asyncio.to_thread(users.open_session, principal.name)
+    resp = web.HTTPSeeOther(_safe_next(str(data.get("next", "/"))))
+    _set_cookie(request, resp, SESSION_COOKIE, session, 12 * 3600)
+    resp.del_cookie(LOGIN_CSRF, path="/")
+    raise resp
+
+
+@page(form=True)
+async def logout(request: web.Request) -> web.StreamResponse:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        await asyncio.to_thread(request.app[USERS].close_session, cookie)
+    resp = web.HTTPSeeOther("/login")
+    resp.del_cookie(SESSION_COOKIE, path="/")
+    raise resp
+
+
+# -- dashboard and blades ----------------------------------------------------------
+
+@page()
+async def dashboard(request: web.Request) -> web.Response:
+    inv = Inventory(request.app[STORE])
+    tenant = request[USER].tenant
+    capacity = await asyncio.to_thread(inv.capacity, tenant)
+    rack = await asyncio.to_thread(inv.rack, tenant)
+    return render(request, "dashboard.html", capacity=capacity, rack=rack)
+
+
+@page()
+async def blades(request: web.Request) -> web.Response:
+    state = request.query.get("state") or None
+    after = request.query.get("after") or None
+    items, nxt, total = await asyncio.to_thread(Inventory(request.app[STORE]).page,
+                                                BladeFilter(state=state, tenant=request[USER].tenant), limit=50,
+                                                after=after)
+    return render(request, "blades.html", blades=items, next=nxt, total=total, state=state or "")
+
+
+def _blade_detail(request: web.Request, name: str) -> dict[str, Any]:
+    Inventory(request.app[STORE]).check_visible(name, request[USER].tenant)
+    info = BladeService(request.app[STORE], SecretBox(request.app[SETTINGS].secrets_key_path)).get(name).public()
+    info["profile"] = Inventory(request.app[STORE]).bound_profile(name)
+    return info
+
+
+@page()
+async def blade(request: web.Request) -> web.Response:
+    info = await asyncio.to_thread(_blade_detail, request, request.match_info["name"])
+    return render(request, "blade.html", blade=info, message=request.query.get("msg"))
+
+
+@page("operator", form=True)
+async def blade_power(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    await asyncio.to_thread(Inventory(request.app[STORE]).check_visible, name, request[USER].tenant)
+    action = PowerAction(str((await request.post()).get("action", "")))
+    driver, bmc = await asyncio.to_thread(request.app[HARDWARE].bmc, name)
+    await driver.set_power(bmc, action)
+    await asyncio.to_thread(record_action, request.app[STORE], action="power", resource="blade", name=name,
+                            after={"action": str(action)})
+    raise web.HTTPSeeOther(f"/blades/{quote(name)}?msg=" + quote(f"power {action} sent"))
+
+
+# -- profiles ------------------------------------------------------------------------
+
+@page()
+async def profiles(request: web.Request) -> web.Response:
+    infos = await asyncio.to_thread(ProfileService(request.app[STORE]).list, kind=PROFILE,
+                                    tenant=request[USER].tenant)
+    return render(request, "profiles.html", profiles=infos, text="", errors=[], lines=[])
+
+
+def _annotated(text: str, exc: ValidationError) -> list[dict[str, Any]]:
+    by_line: dict[int, list[str]] = {}
+    for issue in exc.issues:
+        by_line.setdefault(issue.line or 0, []).append(f"{issue.path}: {issue.reason}" if issue.path else issue.reason)
+    return [{"n": i, "text": line, "errors": by_line.get(i, [])} for i, line in enumerate(text.splitlines(), 1)]
+
+
+@page("operator", form=True)
+async def profile_import(request: web.Request) -> web.StreamResponse:
+    data = await request.post()
+    upload = data.get("file")
+    text = str(data.get("document", "") or "")
+    if isinstance(upload, web.FileField) and upload.filename:
+        text = upload.file.read(1024 * 1024 + 1).decode("utf-8", errors="replace")
+    svc = ProfileService(request.app[STORE])
+    user = request[USER]
+    try:
+        profile = svc.parse(text, source="document")
+        if user.tenant is not None and profile.metadata.tenant != user.tenant:
+            raise ValidationError([Issue("metadata.tenant", f"you may import profiles of tenant {user.tenant!r} only")],
+                                  source="document")
+        info = await asyncio.to_thread(svc.save, profile, replace=data.get("replace") == "on", source="document")
+    except ValidationError as exc:
+        infos = await asyncio.to_thread(svc.list, kind=PROFILE, tenant=user.tenant)
+        return render(request, "profiles.html", status=400, profiles=infos, text=text, errors=exc.issues,
+                      lines=_annotated(text, exc))
+    raise web.HTTPSeeOther(f"/profiles/{quote(info.tenant)}/{quote(info.name)}")
+
+
+def _profile(request: web.Request) -> Any:
+    tenant = request.match_info["tenant"]
+    if request[USER].tenant is not None and tenant != request[USER].tenant:
+        raise NotFound("profile", request.match_info["name"], tenant=tenant)
+    return ProfileService(request.app[STORE]).get(PROFILE, tenant, request.match_info["name"])
+
+
+@page()
+async def profile(request: web.Request) -> web.Response:
+    info = await asyncio.to_thread(_profile, request)
+    fmt = "xml" if request.query.get("format") == "xml" else "yaml"
+    text = to_xml(info.profile) if fmt == "xml" else to_yaml(info.profile)
+    spares: list[dict[str, Any]] = []
+    if request[USER].allows("operator") and request[USER].tenant is None:   # a tenant picks a pool
+        spares = (await asyncio.to_thread(Inventory(request.app[STORE]).page, BladeFilter(state="spare"),
+                                          limit=500))[0]
+    jobs = [j for j in await asyncio.to_thread(JobService(request.app[STORE]).list, tenant=info.tenant, limit=200)
+            if j.subject == f"profile {info.tenant}/{info.name}"][:5]
+    bound = await asyncio.to_thread(Inventory(request.app[STORE]).blade_of, info.tenant, info.name)
+    return render(request, "profile.html", info=info, text=text, fmt=fmt, spares=spares, jobs=jobs, bound=bound,
+                  pools=await asyncio.to_thread(_pools, request))
+
+
+@page()
+async def profile_export(request: web.Request) -> web.Response:
+    info = await asyncio.to_thread(_profile, request)
+    fmt = "xml" if request.query.get("format") == "xml" else "yaml"
+    text = to_xml(info.profile) if fmt == "xml" else to_yaml(info.profile)
+    resp = web.Response(text=text, content_type=f"application/{fmt}")
+    resp.headers["Content-Disposition"] = f'attachment; filename="{info.name}.{fmt}"'
+    return resp
+
+
+@page("operator", form=True)
+async def profile_assign(request: web.Request) -> web.StreamResponse:
+    await asyncio.to_thread(_profile, request)
+    data = await request.post()
+    target = str(data.get("target", ""))
+    blade_name = target[len("blade:"):] if target.startswith("blade:") else None
+    if blade_name and request[USER].tenant is not None:
+        return render(request, "error.html", status=403, title="Forbidden",
+                      message="A tenant-scoped user chooses a blade pool, not a blade.")
+    pool = target[len("pool:"):] if target.startswith("pool:") else None
+    info = await asyncio.to_thread(JobService(request.app[STORE]).submit_assign, request.match_info["name"],
+                                   tenant=request.match_info["tenant"], blade=blade_name, pool=pool,
+                                   created_by=request[USER].who)
+    _wake(request)
+    raise web.HTTPSeeOther(f"/jobs/{info.id}")
+
+
+@page("operator", form=True)
+async def profile_release(request: web.Request) -> web.StreamResponse:
+    await asyncio.to_thread(_profile, request)
+    info = await asyncio.to_thread(JobService(request.app[STORE]).submit_release, request.match_info["name"],
+                                   tenant=request.match_info["tenant"], created_by=request[USER].who)
+    _wake(request)
+    raise web.HTTPSeeOther(f"/jobs/{info.id}")
+
+
+def _pools(request: web.Request) -> list[str]:
+    from appliance.services.blade_pools import BladePoolService
+
+    tenant = request[USER].tenant
+    return ["spares", *(p.name for p in BladePoolService(request.app[STORE]).list()
+                        if tenant is None or p.tenant == tenant)]
+
+
+def _wake(request: web.Request) -> None:
+    engine = request.app.get(ENGINE)
+    if engine is not None:
+        engine.wake()
+
+
+# -- jobs and audit ------------------------------------------------------------------
+
+@page()
+async def jobs(request: web.Request) -> web.Response:
+    infos = await asyncio.to_thread(JobService(request.app[STORE]).list, tenant=request[USER].tenant, limit=100)
+    return render(request, "jobs.html", jobs=infos)
+
+
+@page()
+async def job(request: web.Request) -> web.Response:
+    info = await asyncio.to_thread(JobService(request.app[STORE]).get, request.match_info["id"])
+    if request[USER].tenant is not None and info.tenant != request[USER].tenant:
+        raise NotFound("job", info.id)
+    return render(request, "job.html", job=info, public=info.public())
+
+
+@page()
+async def audit(request: web.Request) -> web.Response:
+    q = request.query
+    f = AuditFilter(tenant=request[USER].tenant, resource=q.get("resource") or None, name=q.get("name") or None,
+                    who=q.get("who") or None, action=q.get("action") or None)
+    try:
+        offset = max(int(q.get("offset", "0")), 0)
+    except ValueError:
+        offset = 0
+    entries, total = await asyncio.to_thread(AuditService(request.app[STORE]).list, f, limit=50, offset=offset)
+    return render(request, "audit.html", entries=entries, total=total, offset=offset, q=q)
+
+
+def setup_console(app: web.Application) -> None:
+    app[JINJA] = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                                    undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    app[THROTTLE] = AddressThrottle()
+    r = app.router
+    r.add_static("/static/", HERE / "static", name="static")
+    r.add_get("/login", login_get)
+    r.add_post("/login", login_post)
+    r.add_post("/logout", logout)
+    r.add_get("/", dashboard)
+    r.add_get("/blades", blades)
+    r.add_get("/blades/{name}", blade)
+    r.add_post("/blades/{name}/power", blade_power)
+    r.add_get("/profiles", profiles)
+    r.add_post("/profiles", profile_import)
+    r.add_get("/profiles/{tenant}/{name}", profile)
+    r.add_get("/profiles/{tenant}/{name}/export", profile_export)
+    r.add_post("/profiles/{tenant}/{name}/assign", profile_assign)
+    r.add_post("/profiles/{tenant}/{name}/release", profile_release)
+    r.add_get("/jobs", jobs)
+    r.add_get("/jobs/{id}", job)
+    r.add_get("/audit", audit)

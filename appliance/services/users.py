@@ -1,0 +1,291 @@
+"""Local users, roles, tenant scope, console sessions and login throttling.
+
+Passwords are stored as scrypt hashes (``scrypt$n$r$p$salt$hash``, standard library;
+no password is ever stored or logged). Roles are ordered: ``viewer`` reads,
+``operator`` may also assign, release and act on blades' power and boot, ``admin``
+may do everything. A user or token scoped to a tenant sees and touches only that
+tenant's profiles, jobs and audit entries, and the blades bound to its profiles.
+
+Throttling: after ``MAX_FAILURES`` wrong passwords in a row a user is locked for
+``LOCK_SECONDS``, doubling with every further failure (at most ``MAX_LOCK_SECONDS``);
+a locked user cannot log in even with the right password until the lock ends.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import delete, select
+
+from appliance.errors import AnvilError, Conflict, Issue, NotFound, ValidationError
+from appliance.store import Store
+from appliance.store.tables import ConsoleSessionRow, UserRow
+
+ROLES = ("viewer", "operator", "admin")
+_RANK = {r: i for i, r in enumerate(ROLES)}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+MAX_FAILURES = 5
+LOCK_SECONDS = 30
+MAX_LOCK_SECONDS = 900
+SESSION_TTL = timedelta(hours=12)
+MIN_PASSWORD = 8
+_SCRYPT = (2**14, 8, 1)
+
+
+class LoginThrottled(AnvilError):
+    """Too many failed logins; try again later."""
+
+    retryable = True
+
+    def __init__(self, until: datetime) -> None:
+        self.until = until
+        super().__init__(f"too many failed logins; locked until {until.isoformat(timespec='seconds')}")
+
+
+class AddressThrottle:
+    """Failed logins per client address in a sliding window (in memory, per process).
+
+    Complements the per-user lock: one address trying many user names is slowed down too.
+    """
+
+    def __init__(self, *, limit: int = 20, window: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limit, self._window, self._clock = limit, window, clock
+        self._fails: dict[str, deque[float]] = {}
+
+    def _recent(self, address: str) -> deque[float]:
+        q = self._fails.setdefault(address, deque())
+        cutoff = self._clock() - self._window
+        while q and q[0] < cutoff:
+            q.popleft()
+        return q
+
+    def blocked(self, address: str) -> bool:
+        return len(self._recent(address)) >= self._limit
+
+    def failed(self, address: str) -> None:
+        self._recent(address).append(self._clock())
+        if len(self._fails) > 10_000:   # bound the memory: forget the quietest addresses
+            for key in [k for k, v in self._fails.items() if not v][:5000]:
+                del self._fails[key]
+
+
+def role_allows(role: str, needed: str) -> bool:
+    return _RANK.get(role, -1) >= _RANK[needed]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a user (console or API) or a token."""
+
+    name: str
+    role: str
+    tenant: str | None
+    kind: str = "token"   # "token" | "user"
+
+    @property
+    def who(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    @property
+    def token_name(self) -> str:   # the name before users existed; kept for callers
+        return self.name
+
+    def allows(self, needed: str) -> bool:
+        return role_allows(self.role, needed)
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    name: str
+    role: str
+    tenant: str | None
+    locked_until: datetime | None
+    created_at: datetime
+
+    def public(self) -> dict[str, object]:
+        return {"name": self.name, "role": self.role, "tenant": self.tenant,
+                "lockedUntil": self.locked_until.isoformat() if self.locked_until else None,
+                "createdAt": self.created_at.isoformat()}
+
+
+def hash_password(password: str) -> str:
+    n, r, p = _SCRYPT
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=32)
+    b64 = base64.b64encode
+    return f"scrypt${n}${r}${p}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        algo, n, r, p, salt, digest = stored.split("$")
+        if algo != "scrypt":
+            return False
+        got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
+                             dklen=32)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, base64.b64decode(digest))
+
+
+# Spent on unknown users too, so timing does not tell which names exist.
+_DUMMY_HASH = hash_password("not a password")
+
+
+def _aware(t: datetime | None) -> datetime | None:
+    return t if t is None or t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _info(row: UserRow) -> UserInfo:
+    return UserInfo(row.name, row.role, row.tenant, _aware(row.locked_until), row.created_at)
+
+
+def check_role_and_tenant(role: str, tenant: str | None) -> list[Issue]:
+    issues = []
+    if role not in ROLES:
+        issues.append(Issue("role", f"{role!r} is not one of {', '.join(ROLES)}"))
+    if tenant is not None and not re.match(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", tenant):
+        issues.append(Issue("tenant", f"{tenant!r} is not a lowercase name"))
+    return issues
+
+
+class UserService:
+    def __init__(self, store: Store, *, clock: type[datetime] = datetime) -> None:
+        self._store = store
+        self._clock = clock
+
+    def _now(self) -> datetime:
+        return self._clock.now(UTC)
+
+    def add(self, name: str, password: str, *, role: str, tenant: str | None = None) -> UserInfo:
+        issues = check_role_and_tenant(role, tenant)
+        if not _NAME.match(name):
+            issues.append(Issue("name", f"{name!r} is not a lowercase user name"))
+        if len(password) < MIN_PASSWORD:
+            issues.append(Issue("password", f"must be at least {MIN_PASSWORD} characters"))
+        if issues:
+            raise ValidationError(issues, source=f"user {name}")
+        with self._store.write() as s:
+            if s.scalar(select(UserRow.id).where(UserRow.name == name)) is not None:
+                raise Conflict(f"user {name!r} already exists")
+            row = UserRow(name=name, password_hash=hash_password(password), role=role, tenant=tenant,
+                          failed_logins=0)
+            s.add(row)
+            s.flush()
+            return _info(row)
+
+    def list(self) -> list[UserInfo]:
+        with self._store.read() as s:
+            return [_info(r) for r in s.scalars(select(UserRow).order_by(UserRow.name))]
+
+    def get(self, name: str) -> UserInfo:
+        with self._store.read() as s:
+            return _info(self._row(s, name))
+
+    def set_password(self, name: str, password: str) -> None:
+        if len(password) < MIN_PASSWORD:
+            raise ValidationError([Issue("password", f"must be at least {MIN_PASSWORD} characters")])
+        with self._store.write() as s:
+            row = self._row(s, name)
+            row.password_hash = hash_password(password)
+            row.failed_logins, row.locked_until = 0, None
+            # A new password ends every console session of the user.
+            s.execute(delete(ConsoleSessionRow).where(ConsoleSessionRow.user_id == row.id))
+
+    def delete(self, name: str) -> None:
+        with self._store.write() as s:
+            row = self._row(s, name)
+            if row.role == "admin" and row.tenant is None:
+                admins = s.scalars(select(UserRow.id).where(UserRow.role == "admin", UserRow.tenant.is_(None)))
+                if len(list(admins)) == 1:
+                    raise Conflict(f"user {name!r} is the last appliance admin")
+            s.execute(delete(ConsoleSessionRow).where(ConsoleSessionRow.user_id == row.id))
+            s.delete(row)
+
+    def authenticate(self, name: str, password: str) -> Principal | None:
+        """The user's principal if the password is right; None if not. Raises LoginThrottled when locked."""
+        now = self._now()
+        with self._store.write() as s:
+            row = s.scalar(select(UserRow).where(UserRow.name == name))
+            if row is None:
+                check_password(password, _DUMMY_HASH)
+                return None
+            locked = _aware(row.locked_until)
+            if locked is not None and locked > now:
+                raise LoginThrottled(locked)
+            if check_password(password, row.password_hash):
+                row.failed_logins, row.locked_until = 0, None
+                return Principal(row.name, row.role, row.tenant, kind="user")
+            row.failed_logins += 1
+            if row.failed_logins >= MAX_FAILURES:
+                secs = min(LOCK_SECONDS * 2 ** (row.failed_logins - MAX_FAILURES), MAX_LOCK_SECONDS)
+                row.locked_until = now + timedelta(seconds=secs)
+            return None
+
+    def ensure_initial_admin(self, path: Path) -> str | None:
+        """At set-up, when there is no user yet: add ``admin`` with a random password.
+
+        The password is written once to ``path`` (0600); returns it when created.
+        """
+        with self._store.read() as s:
+            if s.scalar(select(UserRow.id).limit(1)) is not None or path.exists():
+                return None
+        password = secrets.token_urlsafe(12)
+        self.add("admin", password, role="admin")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(password + "\n")
+        return password
+
+    # -- console sessions --------------------------------------------------
+    def open_session(self, name: str) -> tuple[str, str]:
+        """A new session for ``name``: (cookie value, CSRF token). Only the cookie's hash is stored."""
+        cookie = secrets.token_urlsafe(32)
+        csrf = secrets.token_urlsafe(32)
+        with self._store.write() as s:
+            row = self._row(s, name)
+            s.execute(delete(ConsoleSessionRow).where(ConsoleSessionRow.expires_at < self._now()))
+            s.add(ConsoleSessionRow(session_hash=hashlib.sha256(cookie.encode()).hexdigest(), user_id=row.id,
+                                    csrf_token=csrf, expires_at=self._now() + SESSION_TTL))
+        return cookie, csrf
+
+    def resolve_session(self, cookie: str) -> tuple[Principal, str] | None:
+        """(principal, CSRF token) of a live session, or None."""
+        digest = hashlib.sha256(cookie.encode()).hexdigest()
+        with self._store.read() as s:
+            got = s.execute(select(ConsoleSessionRow, UserRow).join(UserRow, UserRow.id == ConsoleSessionRow.user_id)
+                            .where(ConsoleSessionRow.session_hash == digest)).first()
+        if got is None:
+            return None
+        sess, user = got
+        exp = _aware(sess.expires_at)
+        if exp is None or exp <= self._now():
+            return None
+        return Principal(user.name, user.role, user.tenant, kind="user"), sess.csrf_token
+
+    def close_session(self, cookie: str) -> None:
+        digest = hashlib.sha256(cookie.encode()).hexdigest()
+        with self._store.write() as s:
+            s.execute(delete(ConsoleSessionRow).where(ConsoleSessionRow.session_hash == digest))
+
+    @staticmethod
+    def _row(s: object, name: str) -> UserRow:
+        from sqlalchemy.orm import Session
+
+        assert isinstance(s, Session)
+        row = s.scalar(select(UserRow).where(UserRow.name == name))
+        if row is None:
+            raise NotFound("user", name)
+        return row

@@ -1,0 +1,209 @@
+"""The audit trail: every change made on behalf of someone, in the same transaction.
+
+Who acted is an :class:`Actor` in a context variable, set once per CLI call
+(``local:OSUSER``), per API request (the user or token name, and the peer address)
+and per console request. Write sessions of the :class:`~appliance.store.Store`
+watch their flushes: each insert, update or delete of an audited table, made
+while an actor is set, becomes one :class:`AuditRow` with the values before and
+after, written in the same transaction as the change (so a rolled-back change
+leaves no entry). The engine runs without an actor; what it does follows from a
+job, and the job's submission is audited.
+
+Each entry carries the hash of the previous one (a chain): ``verify`` recomputes
+it and names the first entry that does not match. Triggers make the table
+append-only, and writers serialise on the chain's tail (SQLite: the write lock
+of BEGIN IMMEDIATE; PostgreSQL: a transaction-level advisory lock).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import event, inspect, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from appliance.store.tables import AuditRow, utcnow
+
+GENESIS = "0" * 64
+_LOCK_KEY = 0x616E76696C  # "anvil": the PostgreSQL advisory lock of the audit chain's tail
+_PENDING = "anvil.audit.pending"
+
+# table → resource name used in the trail
+AUDITED = {
+    "profiles": "profile", "identity_pools": "identity-pool", "blades": "blade", "switches": "switch",
+    "blade_pools": "blade-pool", "api_tokens": "token", "users": "user", "jobs": "job",
+}
+# Never copied into the trail, whatever the table.
+SECRET_COLUMNS = frozenset({"password_enc", "privacy_enc", "password_hash", "token_hash", "session_hash",
+                            "csrf_token"})
+# Bookkeeping that changes with every write and says nothing about the change.
+NOISE_COLUMNS = frozenset({"updated_at", "failed_logins", "locked_until"})
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who makes the changes: ``who`` (``local:alice``, ``user:bob``, ``token:ci``), and from where."""
+
+    who: str
+    origin: str
+
+
+_actor: ContextVar[Actor | None] = ContextVar("anvil_actor", default=None)
+
+
+def current_actor() -> Actor | None:
+    return _actor.get()
+
+
+def set_actor(actor: Actor | None) -> None:
+    """Set the actor for the rest of this context (a CLI call, a request's task)."""
+    _actor.set(actor)
+
+
+@contextmanager
+def acting_as(actor: Actor) -> Iterator[None]:
+    token = _actor.set(actor)
+    try:
+        yield
+    finally:
+        _actor.reset(token)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _values(obj: Any, *, committed: bool) -> dict[str, Any]:
+    state = inspect(obj)
+    out: dict[str, Any] = {}
+    for attr in state.mapper.column_attrs:
+        key = attr.key
+        if key in NOISE_COLUMNS or key == "id":
+            continue
+        if key in SECRET_COLUMNS and getattr(obj, key) is not None:
+            changed = not committed and bool(state.attrs[key].history.deleted)
+            out[key] = "*** (changed)" if changed else "***"
+            continue
+        if committed:
+            hist = state.attrs[key].history
+            if hist.deleted:
+                value = hist.deleted[0]
+            elif hist.unchanged:
+                value = hist.unchanged[0]
+            else:
+                value = getattr(obj, key)
+        else:
+            value = getattr(obj, key)
+        out[key] = _plain(value)
+    return out
+
+
+def _key(obj: Any) -> str:
+    name = getattr(obj, "name", None)
+    if name is None:
+        name = getattr(obj, "id", None)
+    return str(name)
+
+
+def _before_flush(session: Session, _ctx: Any, _instances: Any) -> None:
+    actor = _actor.get()
+    if actor is None:
+        return
+    pending: dict[tuple[str, str], dict[str, Any]] = session.info.setdefault(_PENDING, {})
+    for action, objs in (("create", session.new), ("update", session.dirty), ("delete", session.deleted)):
+        for obj in objs:
+            table = getattr(obj, "__tablename__", None)
+            if table not in AUDITED:
+                continue
+            if action == "update" and not session.is_modified(obj, include_collections=False):
+                continue
+            before = None if action == "create" else _values(obj, committed=True)
+            after = None if action == "delete" else _values(obj, committed=False)
+            if action == "update" and before == after:
+                continue
+            entry_key = (table, _key(obj))
+            prior = pending.get(entry_key)
+            if prior is not None:  # the same object flushed twice in one transaction: one entry
+                if prior["action"] == "create" and action == "delete":
+                    del pending[entry_key]
+                    continue
+                prior["after"] = after
+                if action == "delete":
+                    prior["action"] = "delete"
+                continue
+            pending[entry_key] = {"action": action, "resource": AUDITED[table], "name": _key(obj),
+                                  "tenant": getattr(obj, "tenant", None), "before": before, "after": after,
+                                  "actor": actor}
+
+
+def entry_hash(prev_hash: str, fields: dict[str, Any]) -> str:
+    canon = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256((prev_hash + canon).encode()).hexdigest()
+
+
+def hashed_fields(row: AuditRow) -> dict[str, Any]:
+    at = (row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC)).astimezone(UTC)
+    return {"at": at.isoformat(timespec="microseconds"), "who": row.who, "origin": row.origin,
+            "action": row.action, "resource": row.resource, "name": row.name, "tenant": row.tenant,
+            "before": row.before, "after": row.after}
+
+
+def _tail_hash(session: Session) -> str:
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+    last = conn.execute(select(AuditRow.hash).order_by(AuditRow.id.desc()).limit(1)).scalar()
+    return last or GENESIS
+
+
+def _before_commit(session: Session) -> None:
+    session.flush()  # the changes still unflushed are recorded by this flush
+    pending: dict[tuple[str, str], dict[str, Any]] | None = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    prev = _tail_hash(session)
+    for entry in pending.values():
+        actor: Actor = entry["actor"]
+        row = AuditRow(at=utcnow(), who=actor.who, origin=actor.origin, action=entry["action"],
+                       resource=entry["resource"], name=entry["name"], tenant=entry["tenant"],
+                       before=entry["before"], after=entry["after"], prev_hash=prev)
+        row.hash = entry_hash(prev, hashed_fields(row))
+        prev = row.hash
+        session.add(row)
+    session.flush()
+
+
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def install(factory: sessionmaker[Session]) -> None:
+    """Audit every write session made by ``factory``."""
+    event.listen(factory, "before_flush", _before_flush)
+    event.listen(factory, "before_commit", _before_commit)
+    event.listen(factory, "after_soft_rollback", lambda s, _t: _after_rollback(s))
+
+
+def record(session: Session, *, action: str, resource: str, name: str, tenant: str | None = None,
+           before: dict[str, Any] | None = None, after: dict[str, Any] | None = None) -> None:
+    """Add an entry for a change that is not a row of an audited table (power, boot: acts on hardware)."""
+    actor = _actor.get()
+    if actor is None:
+        return
+    pending: dict[tuple[str, str], dict[str, Any]] = session.info.setdefault(_PENDING, {})
+    pending[(f"{resource}:{action}", f"{name}:{len(pending)}")] = {
+        "action": action, "resource": resource, "name": name, "tenant": tenant, "before": before,
+        "after": after, "actor": actor}

@@ -1,0 +1,36 @@
+"""anvil user …, anvil token …, anvil audit … through the real command."""
+
+from __future__ import annotations
+
+import json
+
+from tests.cli.conftest import Anvil
+
+
+def test_users_tokens_and_the_audit_trail(anvil: Anvil) -> None:
+    anvil("user", "add", "admin", "--role", "admin", "--password-stdin", input="s3cret-pass\n")
+    anvil("user", "add", "olga", "--role", "operator", "--tenant", "acme", "--password-stdin", input="pass-word-1\n")
+    users = json.loads(anvil("user", "list", "-o", "json").out)
+    assert [(u["name"], u["role"], u["tenant"]) for u in users] == [("admin", "admin", None),
+                                                                    ("olga", "operator", "acme")]
+    assert "s3cret" not in anvil("user", "list", "-o", "yaml").out
+    anvil("user", "passwd", "olga", "--password-stdin", input="pass-word-2\n")
+    bad = anvil("user", "add", "x", "--role", "admin", "--password-stdin", input="short\n", check=False)
+    assert bad.code != 0 and "at least 8" in bad.err
+
+    token = anvil("token", "create", "ci", "--role", "viewer", "--expires", "2h").out.strip()
+    assert token.startswith("anvil_")
+    listed = anvil("token", "list").out
+    assert "ci" in listed and token not in listed
+    anvil("token", "revoke", "ci")
+    assert json.loads(anvil("token", "list", "-o", "json").out)[0]["state"] == "revoked"
+    anvil("user", "delete", "olga")
+
+    entries = json.loads(anvil("audit", "list", "-o", "json").out)
+    assert {(e["action"], e["resource"], e["name"]) for e in entries} >= {
+        ("create", "user", "admin"), ("update", "user", "olga"), ("create", "token", "ci"),
+        ("update", "token", "ci"), ("delete", "user", "olga")}
+    assert all(e["who"].startswith("local:") and e["origin"] == "cli" for e in entries)
+    assert "intact" in anvil("audit", "verify").out
+    lines = anvil("audit", "export").out.splitlines()
+    assert len(lines) == len(entries) and json.loads(lines[0])["action"] == "create"
