@@ -53,6 +53,7 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: bool, url: str | 
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # Changes made by this command are audited as the OS user (DESIGN §7).
     set_actor(Actor(who=f"local:{getpass.getuser()}", origin="cli"))
+    ctx.call_on_close(lambda: set_actor(None))  # the actor is this command's, not the process's
     obj = CliContext(settings=settings)
     if url:
         from appliance.cli.remote import Remote

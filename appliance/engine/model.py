@@ -50,6 +50,7 @@ class HardwarePort(Protocol):
 class EngineSettings:
     parking_vlan: int = 4094
     power_timeout: float = 90.0      # sushy-tools' fake driver takes up to 11 s; real BMCs more
+    power_resend_after: float = 15.0  # a power request not seen to take effect by then is sent again
     poll_interval: float = 0.25
     lease_ttl: float = 30.0
     max_jobs: int = 256              # jobs driven at once by one engine

@@ -89,28 +89,29 @@ async def load_profile(ctx: StepContext) -> Profile:
 async def ensure_power(ctx: StepContext, blade: str, want: PowerState, *, marker: str) -> dict[str, Any]:
     """Bring the blade to ``want`` and confirm it by reading the state back.
 
-    The request is sent only when a read shows the blade is not there yet, and the
-    time it was sent is checkpointed first: after a crash the step waits out an
-    earlier request instead of sending a second one blindly.
+    A request is sent only after a read shows the blade is not there yet, and the time
+    it was sent is checkpointed first. After a crash the step first waits out an earlier
+    request; if the state still has not changed ``power_resend_after`` seconds after the
+    last request (it may never have left: the appliance can die between the checkpoint
+    and the send), it reads again and sends once more. Never blindly, never in a burst.
     """
     driver, bmc = ctx.hw.bmc(blade)
     deadline = time.monotonic() + ctx.settings.power_timeout
-    state = await driver.get_power(bmc)
-    if state is want:
-        return {f"{marker}_confirmed": True}
-    sent_at = ctx.data.get(f"{marker}_sent_at")
-    grace = ctx.settings.power_timeout / 3
-    if sent_at is None or time.time() - float(sent_at) > grace:
-        await ctx.checkpoint({f"{marker}_sent_at": time.time()})
-        await driver.set_power(bmc, PowerAction.ON if want is PowerState.ON else PowerAction.OFF)
-        ctx.note(f"power {want.value} sent to {blade}")
+    key = f"{marker}_sent_at"
+    action = PowerAction.ON if want is PowerState.ON else PowerAction.OFF
     await ctx.progress(f"{blade}: power {want.value} confirmation from the BMC")
-    while time.monotonic() < deadline:
-        await asyncio.sleep(ctx.settings.poll_interval)
+    while True:
         if await driver.get_power(bmc) is want:
             return {f"{marker}_confirmed": True}
-    raise StepFailed(f"{blade}: the BMC did not report power {want.value} within "
-                     f"{ctx.settings.power_timeout:g} s")
+        sent_at = ctx.data.get(key)
+        if sent_at is None or time.time() - float(sent_at) >= ctx.settings.power_resend_after:
+            await ctx.checkpoint({key: time.time()})
+            await driver.set_power(bmc, action)
+            ctx.note(f"power {want.value} sent to {blade}")
+        if time.monotonic() >= deadline:
+            raise StepFailed(f"{blade}: the BMC did not report power {want.value} within "
+                             f"{ctx.settings.power_timeout:g} s")
+        await asyncio.sleep(ctx.settings.poll_interval)
 
 
 async def set_ports(ctx: StepContext, ports: list[tuple[Port, PortConfig]]) -> None:
