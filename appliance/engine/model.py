@@ -66,7 +66,8 @@ class StepContext:
     store: Store
     hw: HardwarePort
     settings: EngineSettings
-    db: DbRunner
+    db: DbRunner       # the writer thread: every write goes here (SQLite has one writer)
+    read: DbRunner     # reader threads: read-only work does not queue behind writes
     progress: Callable[[str], Awaitable[None]]
     checkpoint: Callable[[dict[str, Any]], Awaitable[None]]
     events: list[tuple[str, str]] = field(default_factory=list)

@@ -70,6 +70,7 @@ class Engine:
         self.leadership = Leadership(store, owner=owner)
         self.owner = self.leadership.owner
         self._executor = ThreadPoolExecutor(1 if store.is_sqlite else 8, thread_name_prefix="anvil-db")
+        self._readers = ThreadPoolExecutor(4, thread_name_prefix="anvil-db-read")
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self.is_leader = False
@@ -77,6 +78,10 @@ class Engine:
     # -- plumbing ----------------------------------------------------------
     async def db(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def read(self, fn: Callable[[], T]) -> T:
+        """Read-only store work, on the reader threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._readers, fn)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` on the database thread (binds its arguments now, unlike a lambda)."""
@@ -110,6 +115,7 @@ class Engine:
                 await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             await self.db(self.leadership.release)
             self._executor.shutdown(wait=False)
+            self._readers.shutdown(wait=False)
 
     def _in_write(self, fn: Callable[[Any], T]) -> T:
         with self.store.write() as s:
@@ -129,7 +135,7 @@ class Engine:
         while not stop.is_set():
             self._wake.clear()
             if len(self._tasks) < self.settings.max_jobs:
-                ids = await self.db(lambda: self._read(
+                ids = await self.read(lambda: self._read(
                     lambda s: repo.runnable_ids(s, self.owner, set(self._tasks),
                                                 self.settings.max_jobs - len(self._tasks))))
                 for job_id in await self.call(self._claim, ids):
@@ -239,7 +245,8 @@ class Engine:
             await self.db(lambda: self._checkpoint(snap.id, values))
 
         return StepContext(job_id=snap.id, kind=snap.kind, params=snap.params, data=data, store=self.store,
-                           hw=self.hw, settings=self.settings, db=self.db, progress=progress, checkpoint=checkpoint)
+                           hw=self.hw, settings=self.settings, db=self.db, read=self.read, progress=progress,
+                           checkpoint=checkpoint)
 
     def _advance(self, job_id: str, done: tuple[int, str, dict[str, Any] | None, dict[str, Any],
                                                list[tuple[str, str]]] | None = None) -> Snapshot:

@@ -83,7 +83,7 @@ async def load_profile(ctx: StepContext) -> Profile:
     def _load() -> dict[str, Any]:
         with ctx.store.read() as s:
             return dict(profile_row(s, ctx).document)
-    return from_dict(await ctx.db(_load))
+    return from_dict(await ctx.read(_load))
 
 
 async def ensure_power(ctx: StepContext, blade: str, want: PowerState, *, marker: str) -> dict[str, Any]:

@@ -96,7 +96,7 @@ async def check_requirements(ctx: StepContext) -> dict[str, Any]:
                 raise StepFailed(f"profile {row.name} is {row.state}")
             req = requirements(from_dict(row.document))
             return {"requirements": {"minCpus": req.min_cpus, "minMemoryGiB": req.min_memory_gib, "nics": req.nics}}
-    return await ctx.db(_check)
+    return await ctx.read(_check)
 
 
 async def choose_blade(ctx: StepContext) -> dict[str, Any]:
@@ -113,7 +113,7 @@ async def choose_blade(ctx: StepContext) -> dict[str, Any]:
             if pl.best is None:
                 raise NoSpareBlade(_explain(pl))
             return {"blade": pl.best, "candidates": list(pl.chosen[:10])}
-    return await ctx.db(_choose)
+    return await ctx.read(_choose)
 
 
 async def allocate_identities(ctx: StepContext) -> dict[str, Any]:
@@ -198,7 +198,7 @@ async def _port_plan(ctx: StepContext, *, park: bool) -> list[tuple[Any, PortCon
     def _ports() -> list[Any]:
         with ctx.store.read() as s:
             return cabled_ports(s, blade_row(s, ctx.data["blade"]).id)
-    ports = await ctx.db(_ports)
+    ports = await ctx.read(_ports)
     plan = []
     for i, nic in enumerate(profile.spec.identity.nics):
         if i >= len(ports) or ports[i] is None:

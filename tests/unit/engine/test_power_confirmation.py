@@ -21,7 +21,7 @@ def _ctx(hw: FakeHardware, data: dict[str, Any], **settings: float) -> StepConte
         data.update(values)
 
     return StepContext(job_id="j", kind="stamp", params={}, data=data, store=None, hw=hw,  # type: ignore[arg-type]
-                       settings=EngineSettings(poll_interval=0.01, **settings), db=None,  # type: ignore[arg-type]
+                       settings=EngineSettings(poll_interval=0.01, **settings), db=None, read=None,  # type: ignore[arg-type]
                        progress=nothing, checkpoint=checkpoint)
 
 
