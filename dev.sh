@@ -13,6 +13,7 @@ APT_PACKAGES=(
   iproute2 openvswitch-switch            # the emulated rack's OVS switch and its namespaces
   iputils-ping ethtool tcpdump           # checking and watching the lab's networks
   chromium fonts-liberation              # the web console's browser tests (Playwright drives it)
+  ipxe dnsmasq-base                      # boot services: iPXE binaries for TFTP, dnsmasq for DHCP
 )
 
 SUDO=""

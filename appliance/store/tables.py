@@ -328,3 +328,41 @@ class AuditRow(Base):
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+# --- boot services
+
+
+class BootTokenRow(Base):
+    """A boot-time credential for one binding generation, stored as its SHA-256.
+
+    ``kind`` is ``boot`` (one-time: put on the kernel command line, spent by the callback;
+    rendering a new script voids the previous one) or ``heartbeat`` (handed out once in
+    the callback's answer, required by every heartbeat of that generation).
+    """
+
+    __tablename__ = "boot_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    binding_id: Mapped[int] = mapped_column(ForeignKey("bindings.id", ondelete="CASCADE"), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    used_at: Mapped[datetime | None]
+    voided_at: Mapped[datetime | None]
+    last_seen_at: Mapped[datetime | None]
+
+
+class BootDiscoveryRow(Base):
+    """Facts a machine the appliance does not know posted while network-booting."""
+
+    __tablename__ = "boot_discoveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mac: Mapped[str] = mapped_column(String(17), unique=True)
+    uuid: Mapped[str | None] = mapped_column(String(36))
+    peer: Mapped[str | None] = mapped_column(String(64))
+    facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -50,6 +50,6 @@ async def test_already_in_state_sends_nothing() -> None:
 
 async def test_a_bmc_that_never_changes_state_fails_the_step_in_time() -> None:
     hw = FakeHardware(power_delay=60)
-    with pytest.raises(StepFailed, match="did not report power on within 0.5 s"):
+    with pytest.raises(StepFailed, match=r"did not report power on within 0\.5 s"):
         await ensure_power(_ctx(hw, {}, power_timeout=0.5, power_resend_after=10), "b1", PowerState.ON,
                            marker="power_on")

