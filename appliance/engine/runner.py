@@ -72,6 +72,7 @@ class Engine:
         self._executor = ThreadPoolExecutor(1 if store.is_sqlite else 8, thread_name_prefix="anvil-db")
         self._readers = ThreadPoolExecutor(4, thread_name_prefix="anvil-db-read")
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._waiting: dict[str, str] = {}   # job id -> what it waits for, flushed by the heartbeat
         self._wake = asyncio.Event()
         self.is_leader = False
 
@@ -128,7 +129,8 @@ class Engine:
                 log.error("engine %s lost leadership; stopping", self.owner)
                 stop.set()
                 return
-            await self.db(lambda: self._in_write(lambda s: repo.renew(s, self.owner, self.settings.lease_ttl)))
+            waiting, self._waiting = self._waiting, {}
+            await self.call(self._renew_and_show, waiting)
             await _wait(stop, 1.0)
 
     async def _dispatch(self, stop: asyncio.Event) -> None:
@@ -145,6 +147,13 @@ class Engine:
             await asyncio.wait({waiter, stopper}, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             stopper.cancel()
+
+    def _renew_and_show(self, waiting: dict[str, str]) -> None:
+        with self.store.write() as s:
+            repo.renew(s, self.owner, self.settings.lease_ttl)
+            for job_id, text in waiting.items():
+                s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.lease_owner == self.owner,
+                                               JobRow.state == JobState.RUNNING.value).values(waiting_for=text))
 
     def _claim(self, job_ids: list[str]) -> list[str]:
         with self.store.write() as s:
@@ -237,8 +246,8 @@ class Engine:
         data = dict(snap.data)
 
         async def progress(text: str) -> None:
-            await self.db(lambda: self._in_write(lambda s: s.execute(
-                update(JobRow).where(JobRow.id == snap.id).values(waiting_for=text[:255]))))
+            # Shown to operators, not needed for recovery: written with the next heartbeat.
+            self._waiting[snap.id] = text[:255]
 
         async def checkpoint(values: dict[str, Any]) -> None:
             data.update(values)

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from appliance.domain.placement import Candidate, Placement, Requirements, place
-from appliance.domain.profile import Profile, from_dict
+from appliance.domain.profile import Profile, from_dict, pool_refs
 from appliance.domain.states import BladeState, ProfileState
 from appliance.drivers.protocols import (
     BootDevice,
@@ -117,6 +117,12 @@ async def choose_blade(ctx: StepContext) -> dict[str, Any]:
 
 
 async def allocate_identities(ctx: StepContext) -> dict[str, Any]:
+    profile = await load_profile(ctx)
+    if not pool_refs(profile):  # nothing to allocate: no write transaction
+        return {"identities": {"macs": [n.mac for n in profile.spec.identity.nics],
+                               "uuid": profile.spec.identity.uuid,
+                               "iscsiInitiator": profile.spec.identity.iscsiInitiator}}
+
     def _alloc() -> dict[str, Any]:
         with ctx.store.write() as s:
             row = profile_row(s, ctx)
