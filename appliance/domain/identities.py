@@ -11,6 +11,8 @@ import re
 import uuid as _uuid
 from enum import StrEnum
 
+from appliance.domain.names import NAME_RE
+
 
 class IdentityKind(StrEnum):
     MAC = "mac"
@@ -21,7 +23,7 @@ class IdentityKind(StrEnum):
 
 
 POOL_PREFIX = "pool:"
-_POOL_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_POOL_NAME = NAME_RE
 _HEX_OCTETS = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2})*$")
 # RFC 3720 §3.2.6.3.1: iqn.yyyy-mm.<reversed domain>[:<anything>]; case-insensitive, stored lowercase.
 _IQN = re.compile(

@@ -7,13 +7,13 @@ prefix plus a decimal suffix range (``iqn.2026-11.io.anvil:node-`` + 1..1000).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from appliance.domain.identities import IdentityKind, from_int, parse_identity, parse_iqn, to_int
+from appliance.domain.names import NAME_RE
 
 MAX_POOL_SIZE = 2**32
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_NAME = NAME_RE
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,18 +6,18 @@ is not stored. A pool may be granted to one tenant.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from appliance.domain.names import NAME_RE
 from appliance.errors import Conflict, Issue, NotFound, ValidationError
 from appliance.store import Store
 from appliance.store.tables import BladePoolMemberRow, BladePoolRow, BladeRow
 
 DEFAULT_POOL = "spares"
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_NAME = NAME_RE
 
 
 @dataclass(frozen=True, slots=True)

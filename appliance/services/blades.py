@@ -8,7 +8,6 @@ place that decrypts it, for a driver call.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from appliance.domain.identities import parse_mac, parse_wwn
+from appliance.domain.names import NAME_RE
 from appliance.drivers.protocols import BladeFacts, Bmc, Secret
 from appliance.errors import Conflict, Issue, NotFound, ValidationError
 from appliance.secrets import SecretBox
@@ -27,7 +27,7 @@ from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, SwitchRow
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_NAME = NAME_RE
 SCHEME_DRIVERS = {"redfish+https": "redfish", "redfish+http": "redfish", "ipmi": "ipmi", "fake": "fake"}
 
 

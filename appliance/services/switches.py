@@ -10,7 +10,6 @@ the database.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from appliance.domain.names import NAME_RE
 from appliance.drivers.errors import BadSettings
 from appliance.drivers.protocols import Secret, SwitchRef
 from appliance.drivers.registry import switch_driver_for_address
@@ -30,7 +30,7 @@ from appliance.store.tables import BladeNicRow, BladeRow, SwitchRow
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_NAME = NAME_RE
 
 
 @dataclass(frozen=True, slots=True)
