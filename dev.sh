@@ -14,6 +14,10 @@ APT_PACKAGES=(
   iputils-ping ethtool tcpdump           # checking and watching the lab's networks
   chromium fonts-liberation              # the web console's browser tests (Playwright drives it)
   ipxe dnsmasq-base                      # boot services: iPXE binaries for TFTP, dnsmasq for DHCP
+  tgt libiscsi-bin open-iscsi            # iSCSI boot LUNs (tgtd), an initiator to check ACLs, iscsistart for the lab image
+  qemu-system-x86 qemu-utils ovmf        # the VM lab's blades (TCG where /dev/kvm is not hardware KVM)
+  busybox-static cpio                    # the lab's tiny boot image (initramfs built by pxe/initramfs/build.py)
+  nginx-light wrk                        # the boot-serving benchmark's peer and load generator
 )
 
 SUDO=""

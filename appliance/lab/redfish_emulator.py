@@ -444,8 +444,31 @@ def main() -> int:  # pragma: no cover - runs in the child
     # One log line per request would cost more than the request itself.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     _install(sushy_main.app, fakedriver, sushy_error)
+    _serve_with_keepalive(sushy_main.app)
     result: int = sushy_main.main()
     return result
+
+
+def _serve_with_keepalive(app: Any) -> None:  # pragma: no cover - runs in the child
+    """Serve plain HTTP with waitress instead of werkzeug's development server.
+
+    Werkzeug answers every request with ``Connection: close`` and a new thread, so each
+    Redfish call paid a TCP connect on both sides; real BMCs keep connections alive, and
+    so does waitress. TLS (an ``ssl_context``) stays on werkzeug, which supports it.
+    """
+    import waitress
+
+    flask_run = app.run
+
+    def run(host: str | None = None, port: int | None = None, ssl_context: Any = None, **kw: Any) -> None:
+        if ssl_context is not None:
+            flask_run(host=host, port=port, ssl_context=ssl_context, **kw)
+            return
+        logging.getLogger("waitress").setLevel(logging.WARNING)
+        waitress.serve(app, host=host or HOST, port=int(port or 8000), threads=8, ident="anvil-lab-redfish",
+                       channel_timeout=120, connection_limit=1000, _quiet=True)
+
+    app.run = run
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -65,6 +65,7 @@ class RedfishDriver:
         # NetworkDeviceFunction paths per system URL: finding them takes ~7 GETs, and they do not
         # move; a 404 on a cached path drops the entry and they are looked up again.
         self._ndf_paths: NdfPaths = {}
+        self._caps: dict[str, IdentityCaps] = {}
         # The ComputerSystem.Reset action of each system (target and allowed types): static too.
         self._resets: dict[str, dict[str, Any]] = {}
 
@@ -119,7 +120,16 @@ class RedfishDriver:
 
     async def capabilities(self, bmc: Bmc) -> IdentityCaps:
         def fn(c: Connection, t: Target, b: str, o: str) -> IdentityCaps:
-            return ident.capabilities(_ndfs(c, t, b, o, required=False, cache=self._ndf_paths))
+            # A system's functions and which fields they have are hardware: known once read, as
+            # long as their paths still answer (the path cache is dropped when they do not).
+            key = f"{t.base_url}{t.system_path}"
+            known = self._caps.get(key)
+            if known is not None and key in self._ndf_paths:
+                return known
+            caps = ident.capabilities(_ndfs(c, t, b, o, required=False, cache=self._ndf_paths))
+            if key in self._ndf_paths:
+                self._caps[key] = caps
+            return caps
 
         result: IdentityCaps = await self._run(bmc, "capabilities", fn, retry=True, budget=2)
         return result
