@@ -83,7 +83,7 @@ cmd_test() {
   install_python
   ensure_nobody_can_traverse
   log "ruff"
-  .venv/bin/ruff check appliance tests bench scripts
+  .venv/bin/ruff check appliance tests bench scripts pxe
   log "mypy"
   .venv/bin/mypy appliance
   log "pytest"

@@ -16,14 +16,16 @@ A missing file means "all defaults". Environment variables name a key as
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from appliance.errors import ConfigError
@@ -57,13 +59,83 @@ class ApiSettings(_Section):
 
 
 class BootSettings(_Section):
-    listen: str = Field("127.0.0.1:8080", description="boot HTTP address on the provisioning network")
+    """Boot services: HTTP always; TFTP and DHCP only when configured (they need the provisioning
+    interface, and ports 69 and 67)."""
+
+    listen: str = Field("127.0.0.1:8080", description="boot HTTP address on the provisioning network (HOST:PORT)")
+    advertise_url: str = Field("", description="base URL blades reach boot HTTP at (http://HOST:PORT); "
+                                               "default: from listen, or the request's own address for 0.0.0.0")
+    tftp_listen: str = Field("", description="TFTP address for the iPXE binaries (HOST:PORT); empty: no TFTP")
+    dhcp: Literal["off", "reservations", "proxy"] = Field(
+        "off", description="managed dnsmasq: off; reservations (a pool plus each live profile's addresses); "
+                           "proxy (another DHCP server hands out addresses, dnsmasq answers PXE only)")
+    interface: str = Field("", description="provisioning interface dnsmasq serves (required unless dhcp = off)",
+                           validate_default=True)
+    dhcp_range: str = Field("", description="START,END of the DHCP pool on the interface's subnet "
+                                            "(required for dhcp = reservations)", validate_default=True)
+    image_agent_mode: Literal["agent", "oneshot"] = Field(
+        "agent", description="anvil.mode= for image boots: agent (callback, then heartbeats) or oneshot "
+                             "(callback, then power off; one-shot tests)")
 
     _check_listen = field_validator("listen")(classmethod(lambda cls, v: _listen(v)))
+
+    @field_validator("tftp_listen")
+    @classmethod
+    def _check_tftp(cls, v: str) -> str:
+        return _listen(v) if v else v
+
+    @field_validator("advertise_url")
+    @classmethod
+    def _check_advertise(cls, v: str) -> str:
+        if not v:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"{v!r} is not a base URL like http://10.77.0.1:8080")
+        return v.rstrip("/")
+
+    @field_validator("interface")
+    @classmethod
+    def _check_interface(cls, v: str, info: ValidationInfo) -> str:
+        if v and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,15}", v):
+            raise ValueError(f"{v!r} is not an interface name")
+        if not v and info.data.get("dhcp", "off") != "off":
+            raise ValueError(f"required when dhcp = {info.data['dhcp']!r}")
+        return v
+
+    @field_validator("dhcp_range")
+    @classmethod
+    def _check_range(cls, v: str, info: ValidationInfo) -> str:
+        if not v:
+            if info.data.get("dhcp") == "reservations":
+                raise ValueError("required when dhcp = 'reservations' (START,END)")
+            return v
+        try:
+            start, end = (ipaddress.IPv4Address(a.strip()) for a in v.split(","))
+        except ValueError:
+            raise ValueError(f"{v!r} is not START,END (two IPv4 addresses)") from None
+        if start > end:
+            raise ValueError(f"{v!r}: START is after END")
+        return f"{start},{end}"
 
 
 class NetworkSettings(_Section):
     parking_vlan: int = Field(4094, ge=1, le=4094, description="VLAN that released ports are moved to")
+
+
+class StorageSettings(_Section):
+    driver: str = Field("", pattern=r"^(|tgt)$",
+                        description="iSCSI target driver for profiles' boot LUNs: '' (none) or 'tgt'")
+    tgt_control_port: int | None = Field(None, ge=0, le=32767, description="tgtd's management port (tgtd -C)")
+    tgt_netns: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$",
+                           description="network namespace tgtd runs in ('' = this one)")
+    default_size_mib: int = Field(64, ge=1, le=16 * 1024 * 1024,
+                                  description="size of a new boot LUN whose profile gives no sizeMiB")
+
+
+class EngineSection(_Section):
+    boot_timeout: float = Field(600.0, gt=0, le=86400,
+                                description="seconds from power-on to the boot signal before a stamp fails")
 
 
 class Settings(_Section):
@@ -76,6 +148,8 @@ class Settings(_Section):
     api: ApiSettings = ApiSettings()
     boot: BootSettings = BootSettings()
     network: NetworkSettings = NetworkSettings()
+    storage: StorageSettings = StorageSettings()
+    engine: EngineSection = EngineSection()
     config_file: Path | None = Field(None, description="the file these settings were read from")
 
     @property
@@ -97,6 +171,11 @@ class Settings(_Section):
     @property
     def lab_dir(self) -> Path:
         return self.state_dir / "lab"
+
+    @property
+    def luns_dir(self) -> Path:
+        """Backing files of boot LUNs: outside images/, which the boot service serves to anyone."""
+        return self.state_dir / "luns"
 
     def masked(self) -> dict[str, Any]:
         """The settings as plain data with secrets (passwords in URLs) masked."""
@@ -137,6 +216,7 @@ def default_config_path(env: Mapping[str, str]) -> Path:
 
 _SECTIONS: dict[str, type[_Section]] = {
     "store": StoreSettings, "api": ApiSettings, "boot": BootSettings, "network": NetworkSettings,
+    "storage": StorageSettings, "engine": EngineSection,
 }
 
 

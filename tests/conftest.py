@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.lab.procs import free_tcp_port
 from appliance.store import Store, open_store
 from tests.support.postgres import PgCluster
 
@@ -20,7 +21,10 @@ _db_counter = itertools.count()
 def anvil_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """An isolated state directory for the CLI and services, as environment variables."""
     state = tmp_path / "state"
-    env = {"ANVIL_STATE_DIR": str(state), "ANVIL_CONFIG": str(tmp_path / "anvil.toml")}
+    # A free boot HTTP port per test: `anvil serve` serves boot HTTP beside the API, and the
+    # lab's emulated blades boot from it (tests run in parallel, so never the default 8080).
+    env = {"ANVIL_STATE_DIR": str(state), "ANVIL_CONFIG": str(tmp_path / "anvil.toml"),
+           "ANVIL_BOOT_LISTEN": f"127.0.0.1:{free_tcp_port()}"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     for key in ("ANVIL_STORE_URL", "ANVIL_BMC_PASSWORD", "ANVIL_SYSTEM"):

@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from sqlalchemy import select
 
-from appliance.boot.ipxe import ScriptRenderer, normalize_mac, normalize_uuid
+from appliance.boot.ipxe import Ask, Script, ScriptRenderer, TargetFinder, normalize_mac, normalize_uuid, serve_scripts
 from appliance.boot.tokens import check_heartbeat, spend_boot_token
 from appliance.config import Settings
 from appliance.store import Store, open_store
@@ -29,17 +32,72 @@ from appliance.store.tables import BladeNicRow, BladeRow, BootDiscoveryRow, JobE
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 10
+_BATCH = 64      # scripts per group commit: bounds how long one write transaction holds the lock
 _MAX_FACTS = 64
 _MAX_VALUE = 1024
-_CALLBACK_KEYS = ("mac", "ip", "uptime", "hostname", "kernel", "mode")
+_CALLBACK_KEYS = ("mac", "ip", "uptime", "hostname", "kernel", "mode", "profile", "uuid", "disk", "nics")
+
+
+T = TypeVar("T")
 
 
 class BootService:
-    def __init__(self, store: Store, images_dir: Path, base_url: str | None = None) -> None:
+    """State of the /boot routes: the store, the renderers (one per base URL) and the look-up map.
+
+    Store work runs on this service's own threads: one for SQLite, which takes one writer
+    at a time (more threads would only queue on its lock, whose busy handler sleeps in
+    steps of milliseconds), four for PostgreSQL.
+    """
+
+    def __init__(self, store: Store, images_dir: Path, base_url: str | None = None, *,
+                 agent_mode: str = "agent") -> None:
         self.store = store
         self.images_dir = images_dir
         self.base_url = base_url.rstrip("/") if base_url else None
+        self.agent_mode = agent_mode
+        self.finder = TargetFinder()
         self._renderers: dict[str, ScriptRenderer] = {}
+        self._executor = ThreadPoolExecutor(max_workers=1 if store.is_sqlite else 4,
+                                            thread_name_prefix="anvil-boot-store")
+        self._asks: list[tuple[Ask, asyncio.Future[Script | ValueError]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on one of the service's store threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def script(self, ask: Ask) -> Script:
+        """The script for ``ask``. Requests that arrive while a batch is being written wait and go
+        together in the next one (group commit): one read and one write transaction per batch,
+        not per request. Raises ValueError for a script that cannot be made, and the store's errors."""
+        fut: asyncio.Future[Script | ValueError] = asyncio.get_running_loop().create_future()
+        self._asks.append((ask, fut))
+        if self._drainer is None:
+            self._drainer = asyncio.create_task(self._drain(), name="boot-scripts")
+        result = await fut
+        if isinstance(result, ValueError):
+            raise result
+        return result
+
+    async def _drain(self) -> None:
+        try:
+            while self._asks:
+                batch, self._asks = self._asks[:_BATCH], self._asks[_BATCH:]
+                try:
+                    results = await self.run(partial(serve_scripts, self.store, self.finder, [a for a, _ in batch]))
+                except Exception as exc:  # not swallowed: each request of the batch raises it
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for (_, fut), result in zip(batch, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(result)
+        finally:
+            self._drainer = None
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
     def renderer(self, request: web.Request) -> ScriptRenderer:
         base = self.base_url or str(request.url.origin())
@@ -47,7 +105,7 @@ class BootService:
         if renderer is None:
             if len(self._renderers) > 16:
                 self._renderers.clear()
-            renderer = self._renderers[base] = ScriptRenderer(base)
+            renderer = self._renderers[base] = ScriptRenderer(base, agent_mode=self.agent_mode)
         return renderer
 
 
@@ -101,14 +159,11 @@ async def ipxe_script(request: web.Request) -> web.Response:
     uuid = request.query.get("uuid")
     renderer = svc.renderer(request)
 
-    def render() -> str:
-        if not normalize_mac(mac) and not normalize_uuid(uuid):
-            return renderer.discover(None).text
-        with svc.store.write() as session:
-            return renderer.render(session, mac, uuid).text
-
     try:
-        text = await asyncio.to_thread(render)
+        if not normalize_mac(mac) and not normalize_uuid(uuid):
+            text = renderer.discover(None).text
+        else:
+            text = (await svc.script(Ask(renderer, mac, uuid))).text
     except ValueError as exc:
         log.warning("cannot render an iPXE script for %s: %s", mac, exc)
         text = "#!ipxe\necho Anvil: no boot script for this machine (see the appliance log)\nexit\n"
@@ -146,7 +201,7 @@ async def callback(request: web.Request) -> web.Response:
                           "blade": blade.name if blade else None, "peer": peer, "facts": facts}))
             return spent.heartbeat_secret
 
-    secret = await asyncio.to_thread(spend)
+    secret = await svc.run(spend)
     if secret is None:
         raise web.HTTPForbidden(text="invalid or used boot token")
     return _text(f"heartbeat_secret={secret}\nheartbeat_url={base}/boot/heartbeat\n"
@@ -162,7 +217,7 @@ async def heartbeat(request: web.Request) -> web.Response:
         with svc.store.write() as session:
             return check_heartbeat(session, secret) is not None
 
-    if not await asyncio.to_thread(beat):
+    if not await svc.run(beat):
         raise web.HTTPForbidden(text="invalid heartbeat secret")
     return web.Response(status=204)
 
@@ -189,14 +244,21 @@ async def discover(request: web.Request) -> web.Response:
                 row.uuid, row.peer, row.facts, row.updated_at = uuid, peer, facts, utcnow()
             return True
 
-    stored = await asyncio.to_thread(store_facts)
+    stored = await svc.run(store_facts)
     what = "facts recorded" if stored else "already enrolled"
     return _text(f"#!ipxe\necho Anvil: {what} for {mac}\nexit\n")
 
 
-def setup(app: web.Application, *, store: Store, images_dir: Path, base_url: str | None = None) -> None:
-    """Add the /boot routes to ``app``."""
-    app[BOOT_SERVICE] = BootService(store, images_dir, base_url)
+def setup(app: web.Application, *, store: Store, images_dir: Path, base_url: str | None = None,
+          agent_mode: str = "agent") -> None:
+    """Add the /boot routes to ``app``. ``base_url``: how blades reach this service (None: the
+    address each request came to); ``agent_mode``: the lab image's ``anvil.mode=``."""
+    svc = app[BOOT_SERVICE] = BootService(store, images_dir, base_url, agent_mode=agent_mode)
+
+    async def _close(_app: web.Application) -> None:
+        await asyncio.to_thread(svc.close)
+
+    app.on_cleanup.append(_close)
     app.router.add_get("/boot/ipxe", ipxe_script)
     app.router.add_get("/boot/images/{path:.+}", image)
     app.router.add_post("/boot/callback", callback)
@@ -219,7 +281,8 @@ def create_boot_app(settings: Settings, *, store: Store | None = None) -> web.Ap
     st = store if store is not None else open_store(settings.store_url)
     images = settings.images_dir
     os.makedirs(images, exist_ok=True)
-    setup(app, store=st, images_dir=images, base_url=base_url_for(settings.boot.listen))
+    setup(app, store=st, images_dir=images, base_url=settings.boot.advertise_url or base_url_for(settings.boot.listen),
+          agent_mode=settings.boot.image_agent_mode)
 
     async def _close(_app: web.Application) -> None:
         if own:

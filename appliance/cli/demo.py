@@ -34,7 +34,7 @@ def demo(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_p
 
     previous = signal.signal(signal.SIGTERM, interrupted)
     try:
-        state = lab_up(ctx, _opts(redfish, ipmi, switch_kind, realistic_power))
+        state = lab_up(ctx, _opts(ctx.settings, redfish, ipmi, switch_kind, realistic_power))
     finally:
         signal.signal(signal.SIGTERM, previous)
     click.echo(f"lab up: {len(state['blades'])} blades on switch {state['switch']} ({switch_kind}); "

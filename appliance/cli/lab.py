@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from appliance.cli.context import CliContext, pass_ctx
 from appliance.cli.output import emit, output_option
+from appliance.config import Settings
 from appliance.drivers.protocols import Secret
 from appliance.errors import Conflict, NotFound
 from appliance.lab import rack
@@ -108,8 +109,21 @@ def lab_options(fn: Any) -> Any:
     return fn
 
 
-def _opts(redfish: int, ipmi: int, switch_kind: str, realistic_power: bool) -> rack.LabOptions:
-    return rack.LabOptions(redfish=redfish, ipmi=ipmi, switch=switch_kind, realistic_power=realistic_power)
+def boot_url_for_lab(settings: Settings) -> str:
+    """Where the emulated blades reach the boot service: the configured boot address (loopback
+    when it listens on every address)."""
+    advertised = getattr(settings.boot, "advertise_url", None)
+    if advertised:
+        return str(advertised).rstrip("/")
+    host, _, port = settings.boot.listen.rpartition(":")
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}"
+
+
+def _opts(settings: Settings, redfish: int, ipmi: int, switch_kind: str, realistic_power: bool) -> rack.LabOptions:
+    return rack.LabOptions(redfish=redfish, ipmi=ipmi, switch=switch_kind, realistic_power=realistic_power,
+                           boot_url=boot_url_for_lab(settings))
 
 
 @lab.command("up")
@@ -117,7 +131,7 @@ def _opts(redfish: int, ipmi: int, switch_kind: str, realistic_power: bool) -> r
 @pass_ctx
 def up(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_power: bool) -> None:
     """Start the emulators (they keep running after this command) and enrol their blades and switch."""
-    state = lab_up(ctx, _opts(redfish, ipmi, switch_kind, realistic_power))
+    state = lab_up(ctx, _opts(ctx.settings, redfish, ipmi, switch_kind, realistic_power))
     click.echo(f"lab up: {len(state['blades'])} blades ({redfish} Redfish, {ipmi} IPMI) cabled to switch "
                f"{state['switch']} ({switch_kind}); state in {rack.lab_file(ctx.settings.lab_dir)}")
 

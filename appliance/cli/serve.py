@@ -1,4 +1,5 @@
-"""anvil serve: run the appliance (API now; engine, boot and monitor roles grow in later issues)."""
+"""anvil serve: run the appliance: API and console, engine, boot services (one process by
+default, or one role per process; the monitor role grows in a later issue)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
 from appliance.cli.context import CliContext, pass_ctx
+from appliance.config import Settings
+
+if TYPE_CHECKING:
+    from appliance.boot.role import BootServices
+    from appliance.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +30,69 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _write_ready(ready_file: str | None, url: str) -> None:
+    if ready_file:
+        with open(ready_file, "w") as fh:
+            fh.write(f"{url}\n")
+
+
+def _log_levels(settings: Settings) -> None:
+    if logging.getLogger().level > logging.getLevelName(settings.log_level):
+        logging.getLogger().setLevel(settings.log_level)
+    if settings.log_level != "DEBUG":
+        # tftpy logs about fifteen INFO lines per transfer.
+        logging.getLogger("tftpy").setLevel(logging.WARNING)
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _boot_beside_api(settings: Settings, store: Store) -> BootServices:
+    """Role ``all``: the boot services too. The default boot HTTP address being taken (another
+    appliance or test on this machine) costs only boot HTTP; an address given in the
+    configuration, TFTP and DHCP are never skipped."""
+    from appliance.boot.role import BootServiceError, start_boot_services
+
+    try:
+        return await start_boot_services(settings, store)
+    except BootServiceError as exc:
+        if exc.service != "http" or "listen" in settings.boot.model_fields_set:
+            raise
+        click.echo(f"anvil: warning: {exc}; serving no boot HTTP (set boot.listen)", err=True)
+        return await start_boot_services(settings, store, http=False)
+
+
+async def run_boot_role(ctx: CliContext, ready_file: str | None) -> None:
+    """Role ``boot`` alone: no API, no engine, no token and never the secrets key (boot serves no secret)."""
+    from appliance.boot.role import start_boot_services
+
+    settings = ctx.settings
+    _log_levels(settings)
+    stop = _stop_event()
+    boot = await start_boot_services(settings, ctx.store())
+    try:
+        click.echo(f"anvil: {boot.describe()} (state {settings.state_dir})")
+        _write_ready(ready_file, boot.http_url or "")
+        await stop.wait()
+    finally:
+        await boot.close()
+
+
 async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | None,
                         on_ready: Callable[[str, str], None] | None = None, role: str = "all") -> None:
     """Serve until SIGINT or SIGTERM. ``on_ready(url, token_file)`` runs once listening.
 
-    Role ``all`` runs the API and the engine in this process; ``api`` or ``engine`` runs one.
+    Role ``all`` runs the API, the engine and the boot services in this process; ``api``,
+    ``engine`` or ``boot`` runs one of them.
     """
+    if role == "boot":
+        await run_boot_role(ctx, ready_file)
+        return
     # Imported here so that other commands do not pay for aiohttp and TLS at start-up.
     from aiohttp import web
 
@@ -38,14 +102,13 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     from appliance.engine.runner import Engine
     from appliance.engine.steps import KINDS
     from appliance.secrets import SecretBox, ensure_key
-    from appliance.services.hardware import Hardware
+    from appliance.services.hardware import Hardware, storage_driver
     from appliance.services.tokens import TokenService
     from appliance.services.users import UserService
     from appliance.store.audit import Actor, acting_as
 
     settings = ctx.settings
-    if logging.getLogger().level > logging.getLevelName(settings.log_level):
-        logging.getLogger().setLevel(settings.log_level)
+    _log_levels(settings)
     store = ctx.store()
     ensure_key(settings.secrets_key_path)
     token_file = settings.state_dir / "admin.token"
@@ -68,25 +131,30 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
         ssl_ctx = server_context(cert, key)
     elif not _is_loopback(host):
         raise click.UsageError(f"plain HTTP is allowed on loopback only, not on {host}")
-    hardware = Hardware(store, SecretBox(settings.secrets_key_path))
+    hardware = Hardware(store, SecretBox(settings.secrets_key_path), storage=storage_driver(settings))
     engine = None
     if role in ("all", "engine"):
-        engine = Engine(store, hardware, KINDS, settings=EngineSettings(parking_vlan=settings.network.parking_vlan))
+        engine = Engine(store, hardware, KINDS, settings=EngineSettings.from_settings(settings))
     runner = web.AppRunner(create_app(settings, store, engine=engine), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, int(port), ssl_context=ssl_ctx)
-    await site.start()
+    boot = None
+    try:
+        site = web.TCPSite(runner, host, int(port), ssl_context=ssl_ctx)
+        await site.start()
+        if role == "all":
+            boot = await _boot_beside_api(settings, store)
+    except BaseException:
+        await hardware.close()
+        await runner.cleanup()
+        raise
     scheme = "https" if ssl_ctx else "http"
     click.echo(f"anvil: API and console on {scheme}://{settings.api.listen} (state {settings.state_dir})")
+    if boot is not None:
+        click.echo(f"anvil: {boot.describe()}")
     if on_ready is not None:
         on_ready(f"{scheme}://{settings.api.listen}", str(token_file))
-    if ready_file:
-        with open(ready_file, "w") as fh:
-            fh.write(f"{scheme}://{settings.api.listen}\n")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    _write_ready(ready_file, f"{scheme}://{settings.api.listen}")
+    stop = _stop_event()
     engine_task = asyncio.create_task(engine.run(stop), name="engine") if engine else None
     try:
         await stop.wait()
@@ -94,6 +162,8 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
         stop.set()
         if engine_task is not None:
             await engine_task
+        if boot is not None:
+            await boot.close()
         await hardware.close()
         await runner.cleanup()
 
@@ -105,8 +175,14 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
 @click.option("--ready-file", default=None, hidden=True, help="Write the URL here once listening (tests).")
 @pass_ctx
 def serve(ctx: CliContext, role: str, insecure_http: bool, ready_file: str | None) -> None:
-    """Run the appliance."""
-    if role not in ("all", "api", "engine"):
+    """Run the appliance.
+
+    \b
+    --role boot runs only the boot services (HTTP, and TFTP/DHCP when configured in
+    [boot]), e.g. inside the provisioning network's namespace:
+      ip netns exec NS anvil serve --role boot --config PATH
+    It needs no API token and never reads the secrets key."""
+    if role == "monitor":
         raise click.UsageError(f"role {role!r} is not available yet")
     # The appliance's own work (the engine) is nobody's change; each request sets its caller.
     from appliance.store.audit import set_actor

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 
@@ -228,4 +229,75 @@ class SwitchDriver(Protocol):
     async def get_port(self, sw: SwitchRef, port: str) -> PortConfig: ...
     async def set_port(self, sw: SwitchRef, port: str, want: PortConfig) -> None: ...
     async def list_ports(self, sw: SwitchRef) -> tuple[str, ...]: ...
+    async def close(self) -> None: ...
+
+
+# ---- storage ----------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class LunRef:
+    """One disk LUN of one iSCSI target on the appliance's target server.
+
+    ``target`` is the target's iSCSI name (canonical lowercase ``iqn.``/``eui.``/``naa.``
+    form). ``lun`` counts from 1: on tgt, LUN 0 of every target is its controller, so a
+    profile's ``iscsi:<portal>::<port>:<lun>:<target>`` root path names LUN 1 or above.
+    Access (ACLs) and sessions belong to the whole target, not to one LUN.
+    """
+
+    target: str
+    lun: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class DiskSpec:
+    """The backing file of a LUN. ``size`` is in bytes, a multiple of 512.
+
+    The file is created only when it does not exist yet: from a copy of ``seed``
+    (grown to ``size``) or empty and sparse. An existing file is never rewritten,
+    resized or deleted by a storage driver, so a profile's disk survives release,
+    re-stamp and target-server restarts.
+    """
+
+    path: Path
+    size: int
+    seed: Path | None = None
+
+
+@runtime_checkable
+class StorageDriver(Protocol):
+    """An iSCSI target server (tgt first). Every method converges and is safe to repeat.
+
+    The engine calls ``ensure_lun`` before ``bind`` on every (re)play: a restarted target
+    server has forgotten its targets and ACLs, and ``ensure_lun`` re-creates the target
+    from the same backing file. ``sessions`` is the boot signal of a profile that boots
+    from the LUN's own loader (``sanboot``, DESIGN §7).
+    """
+
+    name: str
+
+    async def ensure_lun(self, lun: LunRef, disk: DiskSpec) -> None:
+        """Create the backing file if missing, then the target and LUN if missing."""
+        ...
+
+    async def bind(self, lun: LunRef, initiator: str) -> None:
+        """Let ``initiator`` log in to the target (ACL); the target must exist."""
+        ...
+
+    async def unbind(self, lun: LunRef, initiator: str) -> None:
+        """Revoke: drop ``initiator``'s ACL and close its open sessions on the target."""
+        ...
+
+    async def bindings(self, lun: LunRef) -> frozenset[str]:
+        """Initiator names the target's ACL admits (empty when the target is missing)."""
+        ...
+
+    async def sessions(self, lun: LunRef) -> frozenset[str]:
+        """Initiator names logged in to the target now (empty when the target is missing)."""
+        ...
+
+    async def remove_lun(self, lun: LunRef) -> None:
+        """Delete the LUN, and the target with its ACLs and sessions once no disk LUN is
+        left on it. The backing file stays."""
+        ...
+
     async def close(self) -> None: ...

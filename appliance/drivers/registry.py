@@ -1,5 +1,5 @@
 """Driver registry: BMC drivers in the entry-point group ``anvil.drivers.bmc``, switch
-drivers in ``anvil.drivers.switch``.
+drivers in ``anvil.drivers.switch``, iSCSI target drivers in ``anvil.drivers.storage``.
 
 Each BMC entry point names a factory ``create(**options) -> BmcDriver``, each switch
 entry point ``create() -> SwitchDriver``; a vendor driver ships as its own package with
@@ -15,10 +15,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from appliance.drivers.errors import BadSettings
-from appliance.drivers.protocols import BmcDriver, SwitchDriver
+from appliance.drivers.protocols import BmcDriver, StorageDriver, SwitchDriver
 
 GROUP = "anvil.drivers.bmc"
 SWITCH_GROUP = "anvil.drivers.switch"
+STORAGE_GROUP = "anvil.drivers.storage"
 
 _SCHEMES = {
     "redfish+http": "redfish",
@@ -77,6 +78,23 @@ def create_switch(name: str) -> SwitchDriver:
     if not all(callable(getattr(driver, m, None)) for m in ("get_port", "set_port", "list_ports", "close")):
         raise BadSettings("-", name, "create", f"entry point {matches[0].value} did not return a SwitchDriver")
     return driver  # type: ignore[no-any-return]
+
+
+def available_storage() -> tuple[str, ...]:
+    """Names of the installed storage (iSCSI target) drivers, sorted."""
+    return tuple(sorted(ep.name for ep in entry_points(group=STORAGE_GROUP)))
+
+
+def create_storage(name: str, settings: object | None = None) -> StorageDriver:
+    """Instantiate storage driver ``name`` with ``settings``; BadSettings when it is not installed."""
+    matches = [ep for ep in entry_points(group=STORAGE_GROUP) if ep.name == name]
+    if not matches:
+        installed = ", ".join(available_storage()) or "none"
+        raise BadSettings("-", name, "create", f"no storage driver {name!r} (installed: {installed})")
+    driver = matches[0].load()(settings)
+    if not isinstance(driver, StorageDriver):
+        raise BadSettings("-", name, "create", f"entry point {matches[0].value} did not return a StorageDriver")
+    return driver
 
 
 def switch_driver_for_address(address: str) -> str:

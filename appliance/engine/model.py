@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from appliance.drivers.protocols import Bmc, BmcDriver, SwitchDriver, SwitchRef
+from appliance.config import Settings
+from appliance.drivers.protocols import Bmc, BmcDriver, StorageDriver, SwitchDriver, SwitchRef
 from appliance.errors import AnvilError
 from appliance.store import Store
 
@@ -44,6 +46,7 @@ class HardwarePort(Protocol):
 
     def bmc(self, blade: str) -> tuple[BmcDriver, Bmc]: ...
     def switch(self, name: str) -> tuple[SwitchDriver, SwitchRef]: ...
+    def storage(self) -> StorageDriver | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,18 @@ class EngineSettings:
     lease_ttl: float = 30.0
     max_jobs: int = 256              # jobs driven at once by one engine
     retry_backoff: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+    boot_timeout: float = 600.0       # power-on to boot signal; TCG VMs take ~10-25 s, real servers minutes
+    boot_poll: float = 0.5
+    images_dir: Path | None = None    # where profiles' seed images for LUNs live
+    luns_dir: Path | None = None      # backing files of the boot LUNs the storage driver serves
+    lun_size_mib: int = 64
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EngineSettings:
+        """The engine's settings from the appliance configuration."""
+        return cls(parking_vlan=settings.network.parking_vlan, boot_timeout=settings.engine.boot_timeout,
+                   images_dir=settings.images_dir, luns_dir=settings.luns_dir,
+                   lun_size_mib=settings.storage.default_size_mib)
 
 
 @dataclass(slots=True)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.lab import procs
+from appliance.lab.emulated_os import BladeHooks, EmulatedOs
 
 HOST = "127.0.0.1"
 
@@ -61,8 +62,13 @@ def start_ipmi(
     username: str = "admin",
     password: str = "password",
     ready_timeout: float = 20.0,
+    boot_url: str | None = None,
+    macs: list[str] | None = None,
 ) -> IpmiEmulator:
-    """Start one process serving a BMC on each of ``ports``; returns once all are bound."""
+    """Start one process serving a BMC on each of ``ports``; returns once all are bound.
+
+    ``boot_url`` and ``macs`` (the PXE MAC of each port's blade): the blades' emulated OS.
+    """
     dir.mkdir(parents=True, exist_ok=True)
     state_file = dir / "ipmi-state.json"
     state_file.unlink(missing_ok=True)
@@ -73,6 +79,7 @@ def start_ipmi(
             "--state-file", str(state_file),
             "--power-delay", f"{power_delay[0]},{power_delay[1]}",
             "--user", username,
+            *(["--boot-url", boot_url, "--macs", ",".join(macs or [])] if boot_url else []),
         ],
         dir / "ipmi-emulator.log",
         # The password goes through the environment, not argv (ps shows argv).
@@ -110,10 +117,13 @@ def _patch_sha1_only() -> None:  # pragma: no cover - runs in the child
 class _Rack:  # pragma: no cover - runs in the child
     """All BMCs' state, written to the state file after each change."""
 
-    def __init__(self, state_file: Path, delay: tuple[float, float]) -> None:
+    def __init__(self, state_file: Path, delay: tuple[float, float], emulated_os: EmulatedOs | None = None,
+                 macs: dict[int, str] | None = None) -> None:
         self.state_file = state_file
         self.delay = delay
         self.blades: dict[int, dict[str, Any]] = {}
+        self.emulated_os = emulated_os
+        self.macs = macs or {}
 
     def save(self) -> None:
         tmp = self.state_file.with_suffix(".tmp")
@@ -153,13 +163,44 @@ def _make_bmc_class() -> type:  # pragma: no cover - runs in the child
             self._count(name)
             self._settle()
             st = self.st
+            was_on = st["power"] == "on"
             if st["power"] != target or st["pending"] not in (None, target):
                 lo, hi = self.rack.delay
                 st["pending"] = target
                 st["apply_at"] = time.monotonic() + random.uniform(lo, hi)
             self.rack.save()
             self._settle()
+            if target == "off":
+                self._os_stop()
+            elif not was_on:
+                self._os_start()
             return 0
+
+        def _os_start(self) -> None:
+            emulated = self.rack.emulated_os
+            mac = self.rack.macs.get(self.lab_port)
+            if emulated is None or not mac:
+                return
+
+            def powered_on() -> bool:
+                self._settle()
+                return bool(self.st["power"] == "on")
+
+            emulated.power_on(str(self.lab_port), BladeHooks(
+                pxe_mac=lambda: mac,
+                powered_on=powered_on,
+                # Boot flags parameter 5, data 2: device selector in bits 5:2, 0001b = force PXE.
+                network_boot=lambda: (int(self.st["bootdev"]) >> 2) & 0x0F == 1,
+                power_off=self._os_poweroff,
+                uuid=lambda: str(self.guid),
+            ), after=max(0.0, float(self.st["apply_at"]) - time.monotonic()))
+
+        def _os_poweroff(self) -> None:
+            self._change("off", "os_poweroff")
+
+        def _os_stop(self) -> None:
+            if self.rack.emulated_os is not None:
+                self.rack.emulated_os.power_off(str(self.lab_port))
 
         def get_power_state(self) -> str:
             self._settle()
@@ -177,7 +218,10 @@ def _make_bmc_class() -> type:  # pragma: no cover - runs in the child
         def power_reset(self) -> int:
             self._count("power_reset")
             self._settle()
-            return 0 if self.st["power"] == "on" else 0xD5  # "not supported in present state"
+            if self.st["power"] != "on":
+                return 0xD5  # "not supported in present state"
+            self._os_start()
+            return 0
 
         def power_cycle(self) -> int:
             return self.power_reset()
@@ -211,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - runs in th
     ap.add_argument("--state-file", required=True, type=Path)
     ap.add_argument("--power-delay", default="0,0.2", help="lo,hi seconds before a power change shows")
     ap.add_argument("--user", default="admin")
+    ap.add_argument("--boot-url", default=None, help="boot service the blades' emulated OS boots from")
+    ap.add_argument("--macs", default="", help="comma-separated PXE MACs, one per port")
     args = ap.parse_args(argv)
     password = os.environ.get("ANVIL_LAB_IPMI_PASSWORD", "password")
     lo, hi = (float(x) for x in args.power_delay.split(","))
@@ -219,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - runs in th
     _patch_sha1_only()
     from pyghmi.ipmi import bmc as pyghmi_bmc
 
-    rack = _Rack(args.state_file, (lo, hi))
+    macs = dict(zip(ports, [m for m in args.macs.split(",") if m], strict=False))
+    rack = _Rack(args.state_file, (lo, hi), EmulatedOs(args.boot_url) if args.boot_url else None, macs)
     cls = _make_bmc_class()
     bmcs = [cls(rack, port, {args.user: password}) for port in ports]
     rack.save()  # also the readiness signal

@@ -57,6 +57,7 @@ class LabOptions:
     ipmi: int = 0
     switch: str = "snmp"          # snmp | ovs
     realistic_power: bool = False
+    boot_url: str | None = None   # the boot service the blades' emulated OS boots from
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +202,8 @@ def up(lab_dir: Path, opts: LabOptions,
     state: dict[str, Any] = {
         "version": 1, "state": "starting", "createdAt": datetime.now(UTC).isoformat(),
         "username": USERNAME, "password": password, "switchKind": opts.switch,
-        "realisticPower": opts.realistic_power, "processes": [], "namespaces": [], "rundirs": [],
-        "switch": None, "blades": [],
+        "realisticPower": opts.realistic_power, "bootUrl": opts.boot_url, "processes": [], "namespaces": [],
+        "rundirs": [], "switch": None, "blades": [],
     }
     _write_state(lab_dir, state)
     try:
@@ -212,7 +213,8 @@ def up(lab_dir: Path, opts: LabOptions,
             systems = redfish_emulator.make_systems(opts.redfish, seed=1, nics=NICS_PER_BLADE)
             emu = redfish_emulator.start_redfish(
                 lab_dir / "redfish", procs.free_tcp_port(), systems,
-                power_delay=None if opts.realistic_power else SHORT_DELAY, username=USERNAME, password=password)
+                power_delay=None if opts.realistic_power else SHORT_DELAY, username=USERNAME, password=password,
+                boot_url=opts.boot_url)
             state["processes"].append(_record("redfish", emu.proc.pid, emu.proc.log_path, emu.base_url))
             _write_state(lab_dir, state)
             for i, system in enumerate(systems, 1):
@@ -226,7 +228,8 @@ def up(lab_dir: Path, opts: LabOptions,
             ports = [procs.free_udp_port() for _ in range(opts.ipmi)]
             ipmi = ipmi_emulator.start_ipmi(lab_dir / "ipmi", ports,
                                             power_delay=REALISTIC_DELAY if opts.realistic_power else SHORT_DELAY,
-                                            username=USERNAME, password=password)
+                                            username=USERNAME, password=password, boot_url=opts.boot_url,
+                                            macs=[_mac(0xFF, i, 0) for i in range(1, opts.ipmi + 1)])
             state["processes"].append(_record("ipmi", ipmi.proc.pid, ipmi.proc.log_path, f"udp://127.0.0.1:{ports[0]}..{ports[-1]}"))
             _write_state(lab_dir, state)
             for i, port in enumerate(ports, 1):

@@ -24,6 +24,7 @@ What this wrapper adds to sushy-tools 2.2 (whose fake driver lacks them):
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import random
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.lab import procs
+from appliance.lab.emulated_os import BladeHooks, EmulatedOs
 
 HOST = "127.0.0.1"
 _MAC = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
@@ -101,6 +103,7 @@ def write_config(
     power_delay: tuple[float, float] | None,
     username: str | None,
     password: str | None,
+    boot_url: str | None = None,
 ) -> Path:
     """Write the sushy-tools config (and bcrypt htpasswd, rounds=4) into a fresh ``dir``."""
     import bcrypt  # comes with sushy-tools (htpasswd); only needed on the lab side
@@ -116,6 +119,7 @@ def write_config(
         "EXTERNAL_NOTIFICATION_URL = 'http://127.0.0.1:9'",
         f"SUSHY_EMULATOR_FAKE_SYSTEMS = {systems!r}",
         f"ANVIL_POWER_DELAY = {tuple(power_delay) if power_delay is not None else None!r}",
+        f"ANVIL_BOOT_URL = {boot_url!r}",
     ]
     if username is not None and password is not None:
         # rounds=4: bcrypt is checked on every request (rounds=12 costs ~240 ms each).
@@ -136,9 +140,14 @@ def start_redfish(
     username: str | None = "admin",
     password: str | None = "password",
     ready_timeout: float = 20.0,
+    boot_url: str | None = None,
 ) -> RedfishEmulator:
-    """Start one emulator process on 127.0.0.1:``port``; returns when it answers."""
-    conf = write_config(dir, port, systems, power_delay=power_delay, username=username, password=password)
+    """Start one emulator process on 127.0.0.1:``port``; returns when it answers.
+
+    ``boot_url``: the boot service the blades' emulated OS boots from (none: blades only power on).
+    """
+    conf = write_config(dir, port, systems, power_delay=power_delay, username=username, password=password,
+                        boot_url=boot_url)
     proc = procs.start(
         [sys.executable, "-m", "appliance.lab.redfish_emulator", "--config", str(conf)],
         dir / "emulator.log",
@@ -192,7 +201,54 @@ def _install(app: Any, fakedriver: Any, sushy_error: Any) -> None:  # pragma: no
     fake = fakedriver.FakeDriver
     stock_set_power = fake.set_power_state
 
+    # The config file is read after this runs (by sushy-tools' main), so look it up on first use.
+    oses: dict[str, EmulatedOs] = {}
+
+    def emulated_os_of() -> EmulatedOs | None:
+        boot_url = app.config.get("ANVIL_BOOT_URL")
+        if not boot_url:
+            return None
+        if boot_url not in oses:
+            oses[boot_url] = EmulatedOs(boot_url)
+        return oses[boot_url]
+
     def set_power_state(self: Any, identity: str, state: str) -> None:
+        was_on = self._get(identity)["power_state"] == "On"
+        _set_power_state(self, identity, state)
+        emulated_os = emulated_os_of()
+        if emulated_os is not None:
+            _os_follows_power(emulated_os, self, identity, state, was_on)
+
+    def _os_follows_power(emulated_os: EmulatedOs, driver: Any, identity: str, state: str, was_on: bool) -> None:
+        system = driver._get(identity)
+        key = str(system["uuid"])
+        if state in ("ForceOff", "GracefulShutdown"):
+            emulated_os.power_off(key)
+            return
+        if "On" in state and was_on:
+            return   # already running: a repeated "on" must not reboot it
+        pending = system.get("pending_power") or {}
+        after = max(0.0, float(pending.get("apply_time") or 0) - time.time())
+
+        def pxe_mac() -> str:
+            current = driver._get(identity)
+            eth0 = (current.get("anvil_ndf") or {}).get("eth0") or {}
+            nics = current.get("nics") or [{}]
+            return str(eth0.get("mac") or nics[0].get("mac") or "")
+
+        def power_off() -> None:
+            with contextlib.suppress(Exception):
+                set_power_state(driver, identity, "ForceOff")
+
+        emulated_os.power_on(key, BladeHooks(
+            pxe_mac=pxe_mac,
+            powered_on=lambda: driver._get(identity)["power_state"] == "On",
+            network_boot=lambda: driver.get_boot_device(identity) == "Pxe",
+            power_off=power_off,
+            uuid=lambda: key,
+        ), after=after)
+
+    def _set_power_state(self: Any, identity: str, state: str) -> None:
         delay = app.config.get("ANVIL_POWER_DELAY")
         if delay is None:
             return stock_set_power(self, identity, state)  # type: ignore[no-any-return]

@@ -13,8 +13,9 @@ import logging
 import time
 from collections.abc import Callable
 
+from appliance.config import Settings
 from appliance.drivers import registry
-from appliance.drivers.protocols import Bmc, BmcDriver, SwitchDriver, SwitchRef
+from appliance.drivers.protocols import Bmc, BmcDriver, StorageDriver, SwitchDriver, SwitchRef
 from appliance.secrets import SecretBox
 from appliance.services.blades import BladeService
 from appliance.services.switches import SwitchService
@@ -23,13 +24,25 @@ from appliance.store import Store
 log = logging.getLogger(__name__)
 
 
+def storage_driver(settings: Settings) -> StorageDriver | None:
+    """The configured iSCSI target driver for boot LUNs ([storage] driver), or None."""
+    cfg = settings.storage
+    if not cfg.driver:
+        return None
+    return registry.create_storage(cfg.driver, {
+        "control_port": cfg.tgt_control_port, "netns": cfg.tgt_netns or None,
+        # Backing files and seed images must stay inside the appliance's own directories.
+        "roots": [settings.luns_dir, settings.images_dir]})
+
+
 class Hardware:
     """``ttl``: how long a blade's or switch's decrypted details are reused. A job makes a dozen
     driver calls per blade in a few seconds; reading and decrypting the row for each of them
     would put a store read on the event loop every time."""
 
     def __init__(self, store: Store, box: SecretBox, *, ttl: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, storage: StorageDriver | None = None) -> None:
+        self._storage = storage
         self._blades = BladeService(store, box)
         self._switches = SwitchService(store, box)
         self._bmc_drivers: dict[str, BmcDriver] = {}
@@ -66,9 +79,15 @@ class Hardware:
             driver = self._switch_drivers[driver_name] = registry.create_switch(driver_name)
         return driver, ref
 
+    def storage(self) -> StorageDriver | None:
+        """The iSCSI target driver for boot LUNs, when one is configured."""
+        return self._storage
+
     async def close(self) -> None:
         """Close every cached driver; a driver failing to close is logged, the others still close."""
-        drivers: list[BmcDriver | SwitchDriver] = [*self._bmc_drivers.values(), *self._switch_drivers.values()]
+        drivers: list[BmcDriver | SwitchDriver | StorageDriver] = [
+            *self._bmc_drivers.values(), *self._switch_drivers.values(), *([self._storage] if self._storage else [])]
+        self._storage = None
         self._bmc_drivers.clear()
         self._switch_drivers.clear()
         for driver in drivers:

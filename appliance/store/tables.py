@@ -366,3 +366,77 @@ class BootDiscoveryRow(Base):
     facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# --- health monitoring and failover
+
+OPEN_FAILOVER = text("state NOT IN ('succeeded', 'failed', 'cancelled')")
+
+
+class FailoverDomainRow(Base):
+    """Profiles protected by the blades of a spare pool (profiles join through
+    ``spec.failover.domain``). The webhook secret is stored as a Fernet token only."""
+
+    __tablename__ = "failover_domains"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    # A blade pool's name; not a foreign key because the default pool `spares` is not stored.
+    spare_pool: Mapped[str] = mapped_column(String(63), default="spares")
+    description: Mapped[str] = mapped_column(String(255), default="")
+    restart_attempts: Mapped[int] = mapped_column(Integer, default=1)
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    webhook_secret_enc: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class BladeHealthRow(Base):
+    """One health sample of a blade; the newest few hundred per blade are kept."""
+
+    __tablename__ = "blade_health"
+    __table_args__ = (Index("ix_blade_health_blade_id_id", "blade_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    blade_id: Mapped[int] = mapped_column(ForeignKey("blades.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    source: Mapped[str] = mapped_column(String(16))           # poll | event | heartbeat | probe
+    ok: Mapped[bool] = mapped_column(Boolean)
+    power: Mapped[str | None] = mapped_column(String(16))
+    health: Mapped[str | None] = mapped_column(String(16))    # the BMC's own rollup (OK, Warning, Critical)
+    verdict: Mapped[str | None] = mapped_column(String(16))   # the detector's: healthy, failed, flapping…
+    detail: Mapped[str] = mapped_column(String(512), default="")
+
+
+class FailoverRow(Base):
+    """One failover of one profile, with its timeline. Names are copied (not only ids)
+    so the history outlives deleted profiles and blades. At most one open failover per
+    profile, enforced by a partial unique index."""
+
+    __tablename__ = "failovers"
+    __table_args__ = (
+        Index("uq_failovers_open_profile", "profile_id", unique=True, sqlite_where=OPEN_FAILOVER,
+              postgresql_where=OPEN_FAILOVER),
+        Index("ix_failovers_domain_id", "domain", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    profile_id: Mapped[int | None] = mapped_column(ForeignKey("profiles.id", ondelete="SET NULL"))
+    tenant: Mapped[str] = mapped_column(String(63))
+    profile: Mapped[str] = mapped_column(String(63))
+    domain: Mapped[str] = mapped_column(String(63))
+    policy: Mapped[str] = mapped_column(String(8))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    drill: Mapped[bool] = mapped_column(Boolean, default=False)
+    from_blade: Mapped[str | None] = mapped_column(String(63), index=True)
+    to_blade: Mapped[str | None] = mapped_column(String(63))
+    state: Mapped[str] = mapped_column(String(24), default="detected", index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    fence: Mapped[str | None] = mapped_column(String(16))    # how the old blade was confirmed fenced
+    timeline: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    job_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    detected_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None]

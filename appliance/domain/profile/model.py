@@ -337,10 +337,29 @@ class Identity(_Model):
 
 
 class IscsiSource(_Model):
+    """Boot from an iSCSI LUN: ``sanboot`` of the LUN's own loader, or, with ``kernel`` and
+    ``initrd``, ``sanhook`` of the LUN plus an image over HTTP (the image then signals its boot).
+    ``image`` and ``sizeMiB`` describe the disk where Anvil's storage driver creates the LUN:
+    copied from ``image`` (or empty, ``sizeMiB`` large) once, then kept across stamps."""
+
     type: Literal["iscsi"]
     portal: Portal
     target: Iqn
     lun: Lun = 0
+    kernel: ImagePath | None = None
+    initrd: ImagePath | None = None
+    cmdline: Text | None = None
+    image: ImagePath | None = None
+    sizeMiB: Annotated[int, Strict(), Field(ge=1, le=16 * 1024 * 1024)] | None = None
+
+    @model_validator(mode="after")
+    def _kernel_with_initrd(self) -> IscsiSource:
+        if (self.kernel is None) != (self.initrd is None):
+            missing = "initrd" if self.initrd is None else "kernel"
+            raise _issues([((missing,), "kernel and initrd go together (sanhook boots both over HTTP)")])
+        if self.cmdline is not None and self.kernel is None:
+            raise _issues([(("cmdline",), "a cmdline needs kernel and initrd")])
+        return self
 
 
 class FcSource(_Model):

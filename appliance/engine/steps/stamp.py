@@ -7,23 +7,31 @@ A fatal error undoes the completed steps in reverse.
 
 from __future__ import annotations
 
+import asyncio
+import re
+import time
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from appliance.boot.tokens import issue_boot_token
 from appliance.domain.placement import Candidate, Placement, Requirements, place
 from appliance.domain.profile import Profile, from_dict, pool_refs
+from appliance.domain.profile.model import IscsiSource
 from appliance.domain.states import BladeState, ProfileState
 from appliance.drivers.protocols import (
     BootDevice,
     BootMode,
     BootSetting,
+    DiskSpec,
     FcBoot,
     IscsiBoot,
+    LunRef,
     PortConfig,
     PowerState,
+    StorageDriver,
     VirtualIdentities,
 )
 from appliance.engine.model import JobKind, NoSpareBlade, Step, StepContext, StepFailed
@@ -41,7 +49,7 @@ from appliance.engine.steps.common import (
 )
 from appliance.services.blade_pools import DEFAULT_POOL, members
 from appliance.services.profiles import ProfileService
-from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, ProfileRow
+from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, JobEventRow, ProfileRow
 
 NO_SPARE = "no spare blade meets the requirements"
 
@@ -226,8 +234,66 @@ async def park_vlans(ctx: StepContext) -> None:
     await set_ports(ctx, await _port_plan(ctx, park=True))
 
 
+def lun_ref(src: IscsiSource) -> LunRef:
+    return LunRef(target=src.target, lun=src.lun)
+
+
+def _storage_plan(ctx: StepContext, profile: Profile) -> tuple[StorageDriver, IscsiSource, str] | None:
+    """The storage driver, the profile's iSCSI source and its initiator; None when Anvil does not
+    manage this profile's LUN (no iSCSI boot, or no storage driver configured)."""
+    src = profile.spec.boot.source if profile.spec.boot else None
+    storage = ctx.hw.storage()
+    if storage is None or src is None or src.type != "iscsi":
+        return None
+    initiator = profile.spec.identity.iscsiInitiator
+    if not initiator:
+        raise StepFailed(f"profile {profile.metadata.name} boots from iSCSI but has no identity.iscsiInitiator")
+    if initiator.startswith("pool:"):
+        raise StepFailed(f"profile {profile.metadata.name}: its initiator was not allocated from {initiator}")
+    return storage, src, initiator
+
+
+def _disk(ctx: StepContext, src: IscsiSource) -> DiskSpec:
+    luns = ctx.settings.luns_dir
+    if luns is None:
+        raise StepFailed("no LUN directory is configured for the storage driver")
+    name = re.sub(r"[^a-z0-9.-]+", "_", src.target.lower())
+    seed = None
+    if src.image:
+        if ctx.settings.images_dir is None:
+            raise StepFailed(f"boot LUN image {src.image}: no images directory is configured")
+        seed = ctx.settings.images_dir / src.image
+    size_mib = src.sizeMiB or ctx.settings.lun_size_mib
+    return DiskSpec(path=luns / f"{name}-lun{src.lun}.img", size=size_mib * 1024 * 1024, seed=seed)
+
+
 async def grant_storage(ctx: StepContext) -> dict[str, Any]:
-    return {"storage": "no storage driver configured"}
+    profile = await load_profile(ctx)
+    plan = _storage_plan(ctx, profile)
+    if plan is None:
+        why = "not an iSCSI boot" if ctx.hw.storage() is not None else "no storage driver configured"
+        return {"storage": f"nothing to grant ({why})"}
+    storage, src, initiator = plan
+    if src.lun < 1:
+        raise StepFailed(f"profile {profile.metadata.name}: boot LUN {src.lun} cannot be served by "
+                         f"{storage.name} (its LUN 0 is the target's controller); use lun: 1")
+    ref = lun_ref(src)
+    await storage.ensure_lun(ref, _disk(ctx, src))
+    # Only this profile's initiator: a grant left by an interrupted release of another is revoked.
+    for other in await storage.bindings(ref) - {initiator}:
+        await storage.unbind(ref, other)
+    await storage.bind(ref, initiator)
+    return {"storage": f"{src.target} LUN {src.lun} open to {initiator} only"}
+
+
+async def revoke_storage(ctx: StepContext) -> None:
+    profile = await load_profile(ctx)
+    plan = _storage_plan(ctx, profile)
+    if plan is None:
+        return
+    storage, src, initiator = plan
+    if src.lun >= 1:
+        await storage.unbind(lun_ref(src), initiator)
 
 
 def virtual_identities(profile: Profile) -> VirtualIdentities:
@@ -270,7 +336,19 @@ async def set_boot(ctx: StepContext) -> dict[str, Any]:
     device = BootDevice.DISK if src == "local" else BootDevice.NETWORK
     driver, bmc = ctx.hw.bmc(ctx.data["blade"])
     await driver.set_next_boot(bmc, BootSetting(device=device, mode=mode, persistent=False))
+    if device is BootDevice.NETWORK:
+        # DESIGN §7: a fresh one-time token for this binding generation voids any left from an
+        # earlier try; the boot service rotates it again each time the blade fetches its script.
+        await ctx.db(lambda: _issue_token(ctx))
     return {"boot": device.value, "bootMode": mode.value}
+
+
+def _issue_token(ctx: StepContext) -> None:
+    with ctx.store.write() as s:
+        binding = live_binding(s, profile_id=profile_row(s, ctx).id)
+        if binding is None or binding.job_id != ctx.job_id:
+            raise StepFailed(f"profile {ctx.params['profile']} is no longer bound by this job")
+        issue_boot_token(s, binding)
 
 
 async def power_on(ctx: StepContext) -> dict[str, Any]:
@@ -281,13 +359,70 @@ async def power_off_undo(ctx: StepContext) -> None:
     await ensure_power(ctx, ctx.data["blade"], PowerState.OFF, marker="power_off")
 
 
+def boot_signal_kind(profile: Profile) -> str:
+    """What says this profile's blade has booted: ``callback`` (our image posts it), ``login``
+    (the initiator logs in to its LUN: sanboot of the LUN's own loader), or ``power`` (a local
+    or FC boot: nothing of ours runs, so confirmed power-on is all there is)."""
+    src = profile.spec.boot.source if profile.spec.boot else None
+    if src is None or src.type in ("local", "fc"):
+        return "power"
+    if src.type == "image" or (src.type == "iscsi" and src.kernel):
+        return "callback"
+    return "login"
+
+
 async def await_boot(ctx: StepContext) -> dict[str, Any]:
-    # Until the boot service reports a boot signal (boot issue), a confirmed power-on is the signal.
-    driver, bmc = ctx.hw.bmc(ctx.data["blade"])
-    await ctx.progress("boot signal (power state on, until the boot service exists)")
-    if await driver.get_power(bmc) is not PowerState.ON:
-        raise StepFailed(f"{ctx.data['blade']} is no longer powered on")
-    return {"booted": "power-on"}
+    profile = await load_profile(ctx)
+    blade = ctx.data["blade"]
+    kind = boot_signal_kind(profile)
+    if kind == "login" and ctx.hw.storage() is None:
+        kind = "power"
+    if kind == "power":
+        driver, bmc = ctx.hw.bmc(blade)
+        if await driver.get_power(bmc) is not PowerState.ON:
+            raise StepFailed(f"{blade} is no longer powered on")
+        return {"booted": "power-on (this boot source sends no signal)"}
+    generation = int(ctx.data["generation"])
+    deadline = time.monotonic() + ctx.settings.boot_timeout
+    checks = int(ctx.settings.boot_timeout / ctx.settings.boot_poll) + 2
+    if kind == "callback":
+        await ctx.progress(f"boot signal from the image on {blade} (generation {generation})")
+    else:
+        await ctx.progress(f"{blade}'s initiator to log in to its boot LUN")
+    for _ in range(checks):
+        if kind == "callback":
+            found = await ctx.read(lambda: _boot_signal(ctx, generation))
+            if found is not None:
+                return {"booted": "callback", "bootFacts": found}
+        elif await _initiator_logged_in(ctx, profile):
+            return {"booted": "initiator login"}
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(ctx.settings.boot_poll)
+    what = "posted no boot callback" if kind == "callback" else "never logged in to its boot LUN"
+    raise StepFailed(f"{blade} {what} within {ctx.settings.boot_timeout:g} s of power-on; check that it "
+                     "reaches the boot service (DHCP, TFTP, HTTP) and its console")
+
+
+def _boot_signal(ctx: StepContext, generation: int) -> dict[str, Any] | None:
+    with ctx.store.read() as s:
+        rows = s.scalars(select(JobEventRow).where(JobEventRow.job_id == ctx.job_id,
+                                                   JobEventRow.kind == "boot-signal")).all()
+        for row in rows:
+            data = row.data or {}
+            if int(data.get("generation") or -1) == generation:
+                facts = data.get("facts") or {}
+                return {k: str(v)[:128] for k, v in facts.items()} if isinstance(facts, dict) else {}
+    return None
+
+
+async def _initiator_logged_in(ctx: StepContext, profile: Profile) -> bool:
+    storage = ctx.hw.storage()
+    src = profile.spec.boot.source if profile.spec.boot else None
+    if storage is None or src is None or src.type != "iscsi" or not profile.spec.identity.iscsiInitiator:
+        return False
+    sessions = await storage.sessions(lun_ref(src))
+    return profile.spec.identity.iscsiInitiator in sessions
 
 
 async def activate(ctx: StepContext) -> dict[str, Any]:
@@ -309,7 +444,7 @@ STAMP = JobKind(
         Step("allocate-identities", allocate_identities),
         Step("bind", bind, undo=unbind, attempts=1),
         Step("set-vlans", set_vlans, undo=park_vlans),
-        Step("grant-storage", grant_storage),
+        Step("grant-storage", grant_storage, undo=revoke_storage),
         Step("apply-identity", apply_identity, undo=clear_identity),
         Step("set-boot", set_boot),
         Step("power-on", power_on, undo=power_off_undo, timeout=180),

@@ -23,6 +23,7 @@ from appliance.engine.steps.common import (
     profile_row,
 )
 from appliance.engine.steps.stamp import clear_identity, park_vlans
+from appliance.engine.steps.stamp import revoke_storage as revoke_lun_access
 from appliance.store.repos.jobs import now
 from appliance.store.tables import BladeRow
 
@@ -59,7 +60,10 @@ async def park(ctx: StepContext) -> dict[str, Any]:
 
 
 async def revoke_storage(ctx: StepContext) -> dict[str, Any]:
-    return {"storage": "no storage driver configured"}
+    if ctx.hw.storage() is None:
+        return {"storage": "no storage driver configured"}
+    await revoke_lun_access(ctx)
+    return {"storage": "initiator access revoked (the LUN and its data are kept)"}
 
 
 async def end_binding(ctx: StepContext) -> dict[str, Any]:

@@ -77,7 +77,7 @@ class Anvil:
         self.tmp = tmp
         self.state_dir = tmp / "state"
         self.env = {**os.environ, "ANVIL_STATE_DIR": str(self.state_dir), "ANVIL_CONFIG": str(tmp / "anvil.toml"),
-                    "ANVIL_API_LISTEN": f"127.0.0.1:{free_port()}"}
+                    "ANVIL_API_LISTEN": f"127.0.0.1:{free_port()}", "ANVIL_BOOT_LISTEN": f"127.0.0.1:{free_port()}"}
         for key in ("ANVIL_STORE_URL", "ANVIL_BMC_PASSWORD", "ANVIL_SYSTEM"):
             self.env.pop(key, None)
 

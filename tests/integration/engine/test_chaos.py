@@ -34,7 +34,7 @@ BLADES = 6
 PROFILES = 6
 JOBS = 50
 MIN_KILLS = 20
-KILL_PHASE_LIMIT = 120.0   # s; bounds the kill phase
+KILL_PHASE_LIMIT = 180.0   # s; bounds the kill phase (a start-up takes 2-6 s on a busy 2-core machine)
 SETTLE_LIMIT = 90.0        # s with serve left running for every job to end
 ACTIVE = {s.value for s in ACTIVE_JOB_STATES}
 
@@ -124,7 +124,7 @@ def _check_consistency(store: Store, lab: Lab, names: list[str]) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(540)
 def test_jobs_survive_random_sigkills_of_the_appliance(tmp_path: Path) -> None:
     seed = int(os.environ.get("ANVIL_CHAOS_SEED") or random.SystemRandom().randrange(1 << 32))
     rng = random.Random(seed)

@@ -69,6 +69,6 @@ async def test_standalone_boot_app(tmp_path: Path, anvil_env: dict[str, str]) ->
     async with TestClient(TestServer(app)) as c:
         r = await c.get("/boot/ipxe", params={"mac": "52:54:00:12:34:56"})
         assert r.status == 200
-        assert "chain http://127.0.0.1:8080/boot/discover##params" in await r.text()
+        assert f"chain http://{settings.boot.listen}/boot/discover##params" in await r.text()
         assert (await c.get("/api/v1/blades")).status == 404   # the boot role serves /boot only
     assert settings.images_dir.is_dir()

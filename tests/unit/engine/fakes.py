@@ -49,8 +49,36 @@ class FakeHardware:
     def switch(self, name: str) -> tuple[FakeSwitch, SwitchRef]:
         return self.sw, SwitchRef(name=name, address="fake://sw")
 
+    def storage(self) -> None:
+        return None
 
-FAST = EngineSettings(power_timeout=5.0, poll_interval=0.01, retry_backoff=(0.01, 0.02, 0.05, 0.1))
+
+def signal_boots(store: Store) -> int:
+    """Play the boot service for jobs waiting at await-boot: record the boot signal of their
+    binding generation, as ``POST /boot/callback`` does. Returns how many were signalled."""
+    from sqlalchemy import select
+
+    from appliance.store.tables import BindingRow, JobEventRow, JobRow, JobStepRow
+
+    n = 0
+    with store.write() as s:
+        waiting = s.execute(
+            select(JobRow.id, BindingRow.generation)
+            .join(JobStepRow, (JobStepRow.job_id == JobRow.id) & (JobStepRow.name == "await-boot"))
+            .join(BindingRow, (BindingRow.job_id == JobRow.id) & (BindingRow.state == "live"))
+            .where(JobRow.state == "running", JobStepRow.state == "running")).all()
+        for job_id, generation in waiting:
+            seen = s.scalars(select(JobEventRow.id).where(JobEventRow.job_id == job_id,
+                                                          JobEventRow.kind == "boot-signal")).first()
+            if seen is None:
+                s.add(JobEventRow(job_id=job_id, kind="boot-signal", message="booted (test)",
+                                  data={"generation": generation, "facts": {}}))
+                n += 1
+    return n
+
+
+FAST = EngineSettings(power_timeout=5.0, poll_interval=0.01, retry_backoff=(0.01, 0.02, 0.05, 0.1),
+                      boot_timeout=10.0, boot_poll=0.02)
 
 
 def rack(store: Store, tmp: Path, blades: int = 3, *, cpus: int = 16, memory: int = 128) -> None:
@@ -82,8 +110,8 @@ def add_profile(store: Store, name: str, n: int, *, cpus: int = 8) -> None:
     ProfileService(store).import_document(PROFILE.format(name=name, n=n, cpus=cpus))
 
 
-async def run_until_idle(engine: Engine, *, timeout: float = 30.0) -> None:
-    """Run the engine until no unfinished job is left."""
+async def run_until_idle(engine: Engine, *, timeout: float = 30.0, boots: bool = True) -> None:
+    """Run the engine until no unfinished job is left; ``boots``: blades boot (signal_boots)."""
     from sqlalchemy import func, select
 
     from appliance.store.tables import JobRow
@@ -94,6 +122,8 @@ async def run_until_idle(engine: Engine, *, timeout: float = 30.0) -> None:
         async with asyncio.timeout(timeout):
             while True:
                 await asyncio.sleep(0.05)
+                if boots:
+                    signal_boots(engine.store)
                 with engine.store.read() as s:
                     left = s.scalar(select(func.count()).select_from(JobRow).where(
                         JobRow.state.in_(["pending", "running", "waiting", "rolling_back"])))
