@@ -11,11 +11,13 @@ Only what a booting machine needs ends up in a script (no BMC or switch credenti
 no CHAP secret); every value is checked to be one line of printable text, so a profile
 cannot add statements to the script.
 
-The boot HTTP service goes through :meth:`ScriptRenderer.serve`: the look-up runs in a
-read transaction (burned-in MACs by index; profile MACs and UUIDs through a
-:class:`TargetFinder` map of the live bindings), the template is rendered outside any
-transaction, and the boot token is written in one short write that only succeeds while
-the binding generation is still live.
+The boot HTTP service goes through :func:`serve_scripts`, which answers a batch of
+requests (those that queued while the previous batch was written): the look-ups share
+one read transaction (burned-in MACs by index; profile MACs and UUIDs through a
+:class:`TargetFinder` map of the live bindings), the tokens one short write transaction
+where each is only added while its binding generation is still live, and the templates
+are rendered outside any transaction. :meth:`ScriptRenderer.render` does the same in the
+caller's session.
 """
 
 from __future__ import annotations

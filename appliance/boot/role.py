@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -56,6 +58,14 @@ class BootServiceError(AnvilError):
         self.service = service
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _split(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     return host.strip("[]"), int(port)
@@ -69,6 +79,10 @@ def dhcp_settings(settings: Settings) -> DhcpSettings:
         raise BootServiceError("dhcp", f"interface {boot.interface!r} has no IPv4 address in this network "
                                        "namespace (boot.interface)")
     http_base = boot.advertise_url or base_url_for(boot.listen) or f"http://{iface.ip}:{_split(boot.listen)[1]}"
+    host = urlsplit(http_base).hostname or ""
+    if host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback):
+        raise BootServiceError("dhcp", f"blades on {boot.interface} cannot reach boot HTTP at {http_base}: set "
+                                       "boot.listen to the interface's address (or 0.0.0.0), or boot.advertise_url")
     start, end = boot.dhcp_range.split(",") if boot.dhcp == "reservations" else (None, None)
     user, group = current_user()
     return DhcpSettings(interface=boot.interface, server=str(iface.ip), run_dir=settings.run_dir, http_base=http_base,
@@ -148,9 +162,10 @@ async def _start_tftp(settings: Settings, out: BootServices) -> None:
 
 async def _start_dhcp(settings: Settings, store: Store, out: BootServices, watch_interval: float) -> None:
     s = dhcp_settings(settings)
-    if out._tftp is None:
-        log.warning("DHCP points PXE clients at TFTP on %s, but this process serves no TFTP "
-                    "(boot.tftp_listen is empty)", s.server)
+    tftp_host = _split(settings.boot.tftp_listen)[0] if settings.boot.tftp_listen else ""
+    if out._tftp is None or tftp_host not in ("0.0.0.0", "", s.server):
+        log.warning("DHCP sends PXE clients to TFTP on %s, where this process serves none (boot.tftp_listen)",
+                    s.server)
     try:
         write_atomic(s.config_path, render_config(s))
     except ValueError as exc:

@@ -1,7 +1,8 @@
 """anvil demo: an emulated rack (``lab up``) and the appliance (``serve``) in one command.
 
 The lab comes down again when the appliance stops (Ctrl-C or SIGTERM), or when serving
-fails to start.
+fails to start. ``--vms N`` (root) adds QEMU blades; the lab is up before the appliance
+starts, so the appliance finds the VM lab's tgtd for iSCSI boot LUNs in lab.json.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from types import FrameType
 import click
 
 from appliance.cli.context import CliContext, pass_ctx
-from appliance.cli.lab import _opts, lab_down, lab_options, lab_up
+from appliance.cli.lab import _opts, describe, lab_down, lab_options, lab_up
 from appliance.cli.serve import run_appliance
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,8 @@ log = logging.getLogger(__name__)
 @click.option("--insecure-http", is_flag=True, help="Serve plain HTTP (loopback addresses only).")
 @click.option("--ready-file", default=None, hidden=True, help="Write the URL here once listening (tests).")
 @pass_ctx
-def demo(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_power: bool, insecure_http: bool,
-         ready_file: str | None) -> None:
+def demo(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_power: bool, vms: int, netns: str,
+         insecure_http: bool, ready_file: str | None) -> None:
     """Start an emulated rack and the appliance; Ctrl-C stops both."""
 
     def interrupted(signum: int, frame: FrameType | None) -> None:
@@ -34,11 +35,10 @@ def demo(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_p
 
     previous = signal.signal(signal.SIGTERM, interrupted)
     try:
-        state = lab_up(ctx, _opts(ctx.settings, redfish, ipmi, switch_kind, realistic_power))
+        state = lab_up(ctx, _opts(ctx.settings, redfish, ipmi, switch_kind, realistic_power, vms, netns))
     finally:
         signal.signal(signal.SIGTERM, previous)
-    click.echo(f"lab up: {len(state['blades'])} blades on switch {state['switch']} ({switch_kind}); "
-               "`anvil blade list` shows them")
+    click.echo(f"lab up: {describe(state, redfish, ipmi, vms, switch_kind)}; `anvil blade list` shows them")
 
     def ready(url: str, token_file: str) -> None:
         click.echo(f"console: {url}/")

@@ -1,4 +1,5 @@
-"""anvil lab up|down|status: an emulated rack of real BMC and switch emulators, enrolled."""
+"""anvil lab up|down|status: an emulated rack of real BMC and switch emulators (and, with
+``--vms``, QEMU blades booting through Anvil's boot role in a namespace), enrolled."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from appliance.cli.output import emit, output_option
 from appliance.config import Settings
 from appliance.drivers.protocols import Secret
 from appliance.errors import Conflict, NotFound
-from appliance.lab import rack
+from appliance.lab import bootnet, rack, vmlab
 from appliance.services.blades import BladeService, Enrollment, NicSpec
 from appliance.services.switches import SwitchService
 from appliance.store.tables import BladeRow
@@ -24,16 +25,17 @@ def lab_up(ctx: CliContext, opts: rack.LabOptions) -> dict[str, Any]:
     blades_svc = BladeService(ctx.store(), ctx.box())
     switches = SwitchService(ctx.store(), ctx.box())
 
-    def enroll(state: dict[str, Any], switch: dict[str, Any], blades: list[rack.LabBlade]) -> None:
+    def enroll(state: dict[str, Any], switch_list: list[dict[str, Any]], blades: list[rack.LabBlade]) -> None:
         password = rack.lab_secret(state)
         try:
-            switches.enroll(rack.SWITCH_NAME, switch["address"],
-                            password=Secret(switch["password"]) if switch["password"] else None)
+            for sw in switch_list:
+                switches.enroll(sw["name"], sw["address"],
+                                password=Secret(sw["password"]) if sw["password"] else None)
             for b in blades:
                 blades_svc.enroll(Enrollment(
                     name=b.name, bmc=b.bmc, username=rack.USERNAME, password=password,
                     cpus=b.cpus, memory_gib=b.memory_gib, chassis=rack.CHASSIS, slot=b.slot,
-                    nics=tuple(NicSpec(n, mac, rack.SWITCH_NAME, port) for n, mac, port in b.nics),
+                    nics=tuple(NicSpec(n, mac, b.switch, port) for n, mac, port in b.nics),
                     facts=dict(b.facts)))
         except BaseException:
             _remove(ctx, state, check=False, only_lab=True)
@@ -59,30 +61,32 @@ def _remove(ctx: CliContext, state: dict[str, Any], *, check: bool = True, only_
             raise Conflict(f"lab blades are in use: {which}; release their profiles first (only spare blades "
                            "can be taken down)")
     blades = BladeService(store, ctx.box())
+    lab_switches = rack.lab_switches(state)
     if only_lab:
-        names = [n for n in names if _on_lab_switch(blades, n, str(state.get("switch")))]
+        names = [n for n in names if _on_lab_switch(blades, n, {sw for sw, _ in lab_switches})]
     for name in names:
         with contextlib.suppress(NotFound):
             blades.delete(name)
-    if state.get("switch") and not (only_lab and _switch_preexisting(ctx, state)):
-        with contextlib.suppress(NotFound):
-            SwitchService(store, ctx.box()).delete(str(state["switch"]))
+    for switch, address in lab_switches:
+        if not (only_lab and _switch_preexisting(ctx, switch, address)):
+            with contextlib.suppress(NotFound):
+                SwitchService(store, ctx.box()).delete(switch)
 
 
-def _on_lab_switch(blades: BladeService, name: str, switch: str) -> bool:
+def _on_lab_switch(blades: BladeService, name: str, switches: set[str]) -> bool:
     try:
-        return any(n.switch == switch for n in blades.get(name).nics)
+        return any(n.switch in switches for n in blades.get(name).nics)
     except NotFound:
         return False
 
 
-def _switch_preexisting(ctx: CliContext, state: dict[str, Any]) -> bool:
+def _switch_preexisting(ctx: CliContext, switch: str, address: str | None) -> bool:
     """True when the switch named like the lab's is not the lab's (a different address)."""
     try:
-        info = SwitchService(ctx.store(), ctx.box()).get(str(state["switch"]))
+        info = SwitchService(ctx.store(), ctx.box()).get(switch)
     except NotFound:
         return False
-    return info.address != state.get("switchAddress")
+    return info.address != address
 
 
 def lab_down(ctx: CliContext) -> list[str]:
@@ -104,6 +108,11 @@ def lab_options(fn: Any) -> Any:
                      show_default=True, help="snmpsim (802.1Q MIBs), or Open vSwitch in a namespace (root)."),
         click.option("--realistic-power", is_flag=True,
                      help="Keep the emulators' 1-11 s power-change delay (default: at most 0.2 s)."),
+        click.option("--vms", type=click.IntRange(0, vmlab.MAX_VMS), default=0, show_default=True,
+                     help="QEMU blades (root): they PXE-boot through the boot role, started in the lab's "
+                          "namespace with a tgtd for their iSCSI LUNs."),
+        click.option("--netns", default=bootnet.DEFAULT_NETNS, show_default=True, envvar="ANVIL_LAB_NETNS",
+                     help="Namespace of the VM lab's boot network (env ANVIL_LAB_NETNS)."),
     ]):
         fn = deco(fn)
     return fn
@@ -121,19 +130,43 @@ def boot_url_for_lab(settings: Settings) -> str:
     return f"http://{host}:{port}"
 
 
-def _opts(settings: Settings, redfish: int, ipmi: int, switch_kind: str, realistic_power: bool) -> rack.LabOptions:
+def _opts(settings: Settings, redfish: int, ipmi: int, switch_kind: str, realistic_power: bool,
+          vms: int = 0, netns: str = bootnet.DEFAULT_NETNS) -> rack.LabOptions:
+    vm_lab = None
+    if vms:
+        vm_lab = vmlab.VmLabOptions(vms=vms, netns=vmlab.check_netns_name(netns), state_dir=settings.state_dir,
+                                    store_url=settings.store_url, log_level=settings.log_level,
+                                    agent_mode=settings.boot.image_agent_mode)
     return rack.LabOptions(redfish=redfish, ipmi=ipmi, switch=switch_kind, realistic_power=realistic_power,
-                           boot_url=boot_url_for_lab(settings))
+                           boot_url=boot_url_for_lab(settings), vm_lab=vm_lab)
+
+
+def describe(state: dict[str, Any], redfish: int, ipmi: int, vms: int, switch_kind: str) -> str:
+    """One line on what ``lab up`` brought up."""
+    parts = []
+    if redfish or ipmi:
+        parts.append(f"{redfish} Redfish and {ipmi} IPMI cabled to switch {state['switch']} ({switch_kind})")
+    if vms:
+        vm = state["vmlab"]
+        parts.append(f"{vms} VMs cabled to switch {state['vmSwitch']} (linux-bridge) in namespace {vm['netns']}, "
+                     f"booting from {vm['bootUrl']}, iSCSI on {state['storage']['portal']}")
+    return f"{len(state['blades'])} blades: " + "; ".join(parts)
 
 
 @lab.command("up")
 @lab_options
 @pass_ctx
-def up(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_power: bool) -> None:
-    """Start the emulators (they keep running after this command) and enrol their blades and switch."""
-    state = lab_up(ctx, _opts(ctx.settings, redfish, ipmi, switch_kind, realistic_power))
-    click.echo(f"lab up: {len(state['blades'])} blades ({redfish} Redfish, {ipmi} IPMI) cabled to switch "
-               f"{state['switch']} ({switch_kind}); state in {rack.lab_file(ctx.settings.lab_dir)}")
+def up(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_power: bool, vms: int,
+       netns: str) -> None:
+    """Start the emulators (they keep running after this command) and enrol their blades and switch.
+
+    \b
+    --vms N (root) adds N QEMU blades (vm-01 …) on a bridge in namespace --netns, with
+    the boot role (DHCP, TFTP, HTTP on 10.77.0.1) and a tgtd (10.77.0.1:3260) there;
+    `anvil serve` then uses that tgtd for iSCSI boot LUNs unless [storage] says otherwise."""
+    state = lab_up(ctx, _opts(ctx.settings, redfish, ipmi, switch_kind, realistic_power, vms, netns))
+    click.echo(f"lab up: {describe(state, redfish, ipmi, vms, switch_kind)}; "
+               f"state in {rack.lab_file(ctx.settings.lab_dir)}")
 
 
 @lab.command("down")

@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from appliance.config import Settings
 from appliance.drivers.protocols import Bmc, BmcDriver, StorageDriver, SwitchDriver, SwitchRef
 from appliance.errors import AnvilError
+
+if TYPE_CHECKING:
+    from appliance.monitor.notify import Notifier
 from appliance.store import Store
 
 
@@ -47,6 +50,7 @@ class HardwarePort(Protocol):
     def bmc(self, blade: str) -> tuple[BmcDriver, Bmc]: ...
     def switch(self, name: str) -> tuple[SwitchDriver, SwitchRef]: ...
     def storage(self) -> StorageDriver | None: ...
+    def notifier(self) -> Notifier | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,8 @@ class EngineSettings:
     images_dir: Path | None = None    # where profiles' seed images for LUNs live
     luns_dir: Path | None = None      # backing files of the boot LUNs the storage driver serves
     lun_size_mib: int = 64
+    fence_timeout: float = 10.0      # power off read back as off, or ports read back as down
+    spare_poll: float = 1.0          # a failover waiting in line looks for a spare this often
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineSettings:

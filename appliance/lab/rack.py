@@ -1,8 +1,11 @@
 """The emulated rack behind ``anvil lab up|down|status``: real emulator processes, enrolled.
 
 ``up`` starts, on 127.0.0.1, one sushy-tools process serving N Redfish systems, one
-process serving M IPMI BMCs, and one switch: snmpsim, or a private Open vSwitch in its
-own namespace with one host namespace per blade NIC (root). The processes are detached
+process serving M IPMI BMCs, and one switch for them: snmpsim, or a private Open vSwitch
+in its own namespace with one host namespace per blade NIC (root). With ``--vms N``
+(root) it also starts the VM lab (:mod:`appliance.lab.vmlab`): QEMU blades behind pyghmi
+BMCs on a bridge in namespace ``anvil-lab``, a tgtd and the boot role in that namespace,
+and their own ``linux-bridge`` switch. The processes are detached
 (own session, output to a log in the lab directory) so they outlive the command; what
 runs where is written to ``lab.json`` (0600: it holds the lab's generated BMC password)
 as soon as each piece starts, so ``down`` can always clean up, even after a failed
@@ -13,6 +16,10 @@ switch port.
 and switch from the inventory, stops every process by PID (checking it is still the
 process started, by its start time), SIGTERM then SIGKILL with bounded waits, deletes
 the namespaces and run directories, and removes ``lab.json``.
+
+``lab.json`` also carries what other processes need from the lab: ``storage`` (the VM
+lab's tgtd control port, which ``anvil serve`` uses when ``[storage] driver`` is empty)
+and ``vmlab`` (namespace, boot URL, and each VM's record for ``appliance.lab.vm.LabVm``).
 """
 
 from __future__ import annotations
@@ -29,11 +36,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.drivers.protocols import Secret
 from appliance.errors import AnvilError, Conflict
 from appliance.lab import netns, procs
+
+if TYPE_CHECKING:
+    from appliance.lab.vmlab import VmLabOptions
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +68,7 @@ class LabOptions:
     switch: str = "snmp"          # snmp | ovs
     realistic_power: bool = False
     boot_url: str | None = None   # the boot service the blades' emulated OS boots from
+    vm_lab: VmLabOptions | None = None   # --vms N: QEMU blades booting through the boot role in a namespace
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +77,10 @@ class LabBlade:
     bmc: str
     slot: int
     cpus: int
-    memory_gib: int
+    memory_gib: int | None
     nics: tuple[tuple[str, str, str], ...]   # (name, mac, switch port)
     facts: dict[str, Any]
+    switch: str = SWITCH_NAME
 
 
 # ---- lab.json --------------------------------------------------------------------------
@@ -148,10 +160,23 @@ def stop_pid(pid: int, starttime: int | None, timeout: float) -> bool:
     return not pid_alive(pid, starttime)
 
 
-def _record(name: str, pid: int, log_path: Path, address: str, stop_timeout: float = 3.0) -> dict[str, Any]:
+def record_process(name: str, pid: int, log_path: Path, address: str, stop_timeout: float = 3.0,
+                   **extra: Any) -> dict[str, Any]:
+    """A process's entry in lab.json: enough for another process to stop it by PID, and only it."""
     st = _stat(pid)
     return {"name": name, "pid": pid, "starttime": st[1] if st else None, "address": address,
-            "log": str(log_path), "stopTimeout": stop_timeout}
+            "log": str(log_path), "stopTimeout": stop_timeout, **extra}
+
+
+_record = record_process
+
+
+def _forget_tgtd(p: dict[str, Any]) -> None:
+    """A killed tgtd leaves its control socket and lock file behind (appliance.lab.tgt)."""
+    from appliance.lab import tgt
+
+    with contextlib.suppress(OSError):
+        tgt._forget_control_port(int(p["tgtControlPort"]))
 
 
 def teardown(state: dict[str, Any]) -> list[str]:
@@ -161,8 +186,12 @@ def teardown(state: dict[str, Any]) -> list[str]:
     """
     left: list[str] = []
     for p in reversed(state.get("processes", [])):
+        # tgtd ignores SIGTERM while it has targets (a short stopTimeout, then SIGKILL).
+        tgtd = p.get("tgtControlPort") is not None
         if not stop_pid(int(p["pid"]), p.get("starttime"), float(p.get("stopTimeout", 3.0))):
             left.append(f"{p['name']} (pid {p['pid']})")
+        elif tgtd:
+            _forget_tgtd(p)
     if state.get("namespaces"):
         netns.delete_all(list(reversed(state["namespaces"])))
     for d in state.get("rundirs", []):
@@ -178,15 +207,24 @@ def _mac(kind: int, i: int, n: int) -> str:
 
 
 def up(lab_dir: Path, opts: LabOptions,
-       enroll: Callable[[dict[str, Any], dict[str, Any], list[LabBlade]], None]) -> dict[str, Any]:
-    """Start the emulators, record them in lab.json, then ``enroll(state, switch, blades)``.
+       enroll: Callable[[dict[str, Any], list[dict[str, Any]], list[LabBlade]], None]) -> dict[str, Any]:
+    """Start the emulators (and the VM lab), record them in lab.json, then
+    ``enroll(state, switches, blades)``; each switch is ``{name, address, password}``, and each
+    blade's NICs are cabled to ports of ``LabBlade.switch``.
 
     On any failure (or Ctrl-C) everything started is stopped again and lab.json removed.
     """
     from appliance.lab import ipmi_emulator, redfish_emulator
 
-    if not 0 <= opts.redfish <= 200 or not 0 <= opts.ipmi <= 200 or opts.redfish + opts.ipmi == 0:
-        raise LabError("the lab needs 1..200 Redfish and/or IPMI blades")
+    vms = opts.vm_lab.vms if opts.vm_lab is not None else 0
+    if not 0 <= opts.redfish <= 200 or not 0 <= opts.ipmi <= 200:
+        raise LabError("the lab takes 0..200 Redfish and 0..200 IPMI blades")
+    if opts.redfish + opts.ipmi + vms == 0:
+        raise LabError("the lab needs at least one blade (--redfish, --ipmi or --vms)")
+    if opts.vm_lab is not None:
+        from appliance.lab.vmlab import preflight
+
+        preflight(opts.vm_lab)   # before lab.json exists: a refusal leaves nothing to clean
     if opts.switch not in ("snmp", "ovs"):
         raise LabError(f"unknown lab switch {opts.switch!r} (snmp or ovs)")
     if opts.switch == "ovs":
@@ -239,13 +277,27 @@ def up(lab_dir: Path, opts: LabOptions,
                     memory_gib=IPMI_MEMORY_GIB,
                     nics=tuple((f"eth{n}", _mac(0xFF, i, n), f"i{i:02d}e{n}") for n in range(NICS_PER_BLADE)),
                     facts={"model": "Lab IPMI Blade", "serial": f"IPMI{i:05d}"}))
-        switch = _start_switch(lab_dir, state, opts.switch, blades)
-        blades = [_renumber(b, switch["ports"]) for b in blades]
-        state["switch"] = SWITCH_NAME
-        state["switchAddress"] = switch["address"]
+        switches: list[dict[str, Any]] = []
+        if blades:   # a VMs-only lab has no emulated blade to cable to an emulated switch
+            switch = _start_switch(lab_dir, state, opts.switch, blades)
+            blades = [_renumber(b, switch["ports"]) for b in blades]
+            state["switch"] = SWITCH_NAME
+            state["switchAddress"] = switch["address"]
+            switches.append({"name": SWITCH_NAME, "address": switch["address"], "password": switch["password"]})
         state["blades"] = [b.name for b in blades]
         _write_state(lab_dir, state)
-        enroll(state, switch, blades)
+        if opts.vm_lab is not None:
+            from appliance.lab import vmlab
+
+            vm_switch, vm_blades = vmlab.start(lab_dir, state, lambda: _write_state(lab_dir, state), opts.vm_lab,
+                                               username=USERNAME, password=password, first_slot=slot + 1)
+            switches.append(vm_switch)
+            state["vmSwitch"] = vm_switch["name"]
+            state["vmSwitchAddress"] = vm_switch["address"]
+            blades += vm_blades
+            state["blades"] = [b.name for b in blades]
+            _write_state(lab_dir, state)
+        enroll(state, switches, blades)
         state["state"] = "up"
         _write_state(lab_dir, state)
         return state
@@ -260,7 +312,7 @@ def up(lab_dir: Path, opts: LabOptions,
 
 def _renumber(blade: LabBlade, ports: dict[str, str]) -> LabBlade:
     nics = tuple((n, mac, ports[key]) for n, mac, key in blade.nics)
-    return LabBlade(blade.name, blade.bmc, blade.slot, blade.cpus, blade.memory_gib, nics, blade.facts)
+    return LabBlade(blade.name, blade.bmc, blade.slot, blade.cpus, blade.memory_gib, nics, blade.facts, blade.switch)
 
 
 def _start_switch(lab_dir: Path, state: dict[str, Any], kind: str, blades: list[LabBlade]) -> dict[str, Any]:
@@ -314,12 +366,19 @@ def down(lab_dir: Path, remove: Callable[[dict[str, Any]], None]) -> list[str]:
 
 
 def status(lab_dir: Path) -> list[dict[str, Any]]:
-    """What runs where: one row per process (and per namespace), with whether it is alive."""
+    """What runs where: one row per process (and per namespace), with whether it is alive;
+    a VM's row also says its power as its BMC last recorded it."""
     state = read_state(lab_dir)
     if state is None:
         return []
+    power: dict[str, str] = {}
+    if state.get("vmlab"):
+        from appliance.lab.vmlab import vm_status
+
+        power = vm_status(state)
     rows = [{"process": p["name"], "pid": p["pid"], "alive": pid_alive(int(p["pid"]), p.get("starttime")),
-             "address": p["address"]} for p in state.get("processes", [])]
+             "address": p["address"] + (f" (power {power[p['name']]})" if p["name"] in power else "")}
+            for p in state.get("processes", [])]
     if state.get("namespaces"):
         existing = set(_netns_names())
         rows += [{"process": "netns", "pid": None, "alive": ns in existing, "address": ns}
@@ -332,6 +391,15 @@ def _netns_names() -> list[str]:
         return [line.split()[0] for line in netns.run(["ip", "netns", "list"]).splitlines() if line.strip()]
     except (netns.NetnsError, OSError):
         return []
+
+
+def lab_switches(state: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """(name, address) of each switch the lab enrolled: the emulated one and the VMs' bridge."""
+    out: list[tuple[str, str | None]] = []
+    for key in ("switch", "vmSwitch"):
+        if state.get(key):
+            out.append((str(state[key]), state.get(f"{key}Address")))
+    return out
 
 
 def lab_secret(state: dict[str, Any]) -> Secret:

@@ -639,15 +639,27 @@ def plan_for_domain(s: Session, domain: str) -> SparePlan:
     from appliance.engine.steps.stamp import candidates, requirements
 
     drow = _domain_row(s, domain)
-    need = [FailoverState.FENCED.value, FailoverState.WAITING.value]
+    # Failovers still fencing keep their place in line: a less important profile fenced a
+    # moment earlier must not take the spare a more important one is about to need. (One
+    # whose fence cannot be confirmed leaves the line: it needs an operator.)
+    need = [FailoverState.DETECTED.value, FailoverState.FENCING.value, FailoverState.FENCED.value,
+            FailoverState.WAITING.value]
+    moving = [FailoverState.MOVING.value, FailoverState.BOOTING.value]
     failed = []
-    for row in s.scalars(select(FailoverRow).where(FailoverRow.domain == domain, FailoverRow.state.in_(need))):
+    reserved: set[str] = set()
+    for row in s.scalars(select(FailoverRow).where(FailoverRow.domain == domain,
+                                                   FailoverRow.state.in_(need + moving))):
+        if row.state in moving:
+            if row.to_blade:
+                reserved.add(row.to_blade)   # chosen, not bound yet: nobody else's
+            continue
         prow = s.get(ProfileRow, row.profile_id) if row.profile_id is not None else None
         if prow is None:
             continue
         failed.append(FailedProfile(f"{row.tenant}/{row.profile}", row.priority, _aware(row.detected_at),
                                     requirements(from_dict(prow.document))))
-    return plan_spares(failed, candidates(s, pool=drow.spare_pool))
+    spares = [c for c in candidates(s, pool=drow.spare_pool) if c.name not in reserved]
+    return plan_spares(failed, spares)
 
 
 def _members_by_domain(s: Session) -> dict[str, list[ProtectedProfile]]:

@@ -9,6 +9,7 @@ decrypted here, just before the call, and handed to the driver in ``Bmc`` /
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from appliance.config import Settings
 from appliance.drivers import registry
 from appliance.drivers.protocols import Bmc, BmcDriver, StorageDriver, SwitchDriver, SwitchRef
+from appliance.monitor.notify import Notifier
 from appliance.secrets import SecretBox
 from appliance.services.blades import BladeService
 from appliance.services.switches import SwitchService
@@ -25,14 +27,40 @@ log = logging.getLogger(__name__)
 
 
 def storage_driver(settings: Settings) -> StorageDriver | None:
-    """The configured iSCSI target driver for boot LUNs ([storage] driver), or None."""
+    """The iSCSI target driver for boot LUNs: the one ``[storage] driver`` names; when it names
+    none, the VM lab's tgtd if ``anvil lab up --vms`` recorded one in lab.json; else None.
+
+    The lab's tgtd is reached by its control port alone (tgtd's control socket is a file in
+    /var/run/tgtd, the same from every namespace), so this process need not enter the lab's
+    namespace. The choice is made once, when the appliance starts: bring the lab up first.
+    """
+    # Backing files and seed images must stay inside the appliance's own directories.
+    roots = [settings.luns_dir, settings.images_dir]
     cfg = settings.storage
-    if not cfg.driver:
+    if cfg.driver:
+        return registry.create_storage(cfg.driver, {
+            "control_port": cfg.tgt_control_port, "netns": cfg.tgt_netns or None, "roots": roots})
+    lab_file = settings.lab_dir / "lab.json"
+    try:
+        lab = json.loads(lab_file.read_text())
+    except FileNotFoundError:
         return None
-    return registry.create_storage(cfg.driver, {
-        "control_port": cfg.tgt_control_port, "netns": cfg.tgt_netns or None,
-        # Backing files and seed images must stay inside the appliance's own directories.
-        "roots": [settings.luns_dir, settings.images_dir]})
+    except (OSError, ValueError) as exc:
+        # The lab's file is not the appliance's configuration: a broken one costs the lab's
+        # storage only, said loudly, rather than the whole appliance.
+        log.warning("storage: %s is unreadable (%s); no storage driver from the lab", lab_file, exc)
+        return None
+    storage = lab.get("storage") if isinstance(lab, dict) else None
+    if not isinstance(storage, dict) or storage.get("driver") != "tgt":
+        return None
+    port = storage.get("controlPort")
+    if not isinstance(port, int) or isinstance(port, bool):
+        log.warning("storage: %s names tgtd control port %r, not a number; no storage driver from the lab",
+                    lab_file, port)
+        return None
+    log.info("storage: the VM lab's tgtd (control port %d, portal %s) from %s", port, storage.get("portal"),
+             lab_file)
+    return registry.create_storage("tgt", {"control_port": port, "netns": None, "roots": roots})
 
 
 class Hardware:
@@ -41,8 +69,10 @@ class Hardware:
     would put a store read on the event loop every time."""
 
     def __init__(self, store: Store, box: SecretBox, *, ttl: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic, storage: StorageDriver | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, storage: StorageDriver | None = None,
+                 notifier: Notifier | None = None) -> None:
         self._storage = storage
+        self._notifier = notifier
         self._blades = BladeService(store, box)
         self._switches = SwitchService(store, box)
         self._bmc_drivers: dict[str, BmcDriver] = {}
@@ -83,11 +113,18 @@ class Hardware:
         """The iSCSI target driver for boot LUNs, when one is configured."""
         return self._storage
 
+    def notifier(self) -> Notifier | None:
+        """Where failover events go out (the domains' webhooks), when the appliance sends them."""
+        return self._notifier
+
     async def close(self) -> None:
         """Close every cached driver; a driver failing to close is logged, the others still close."""
         drivers: list[BmcDriver | SwitchDriver | StorageDriver] = [
             *self._bmc_drivers.values(), *self._switch_drivers.values(), *([self._storage] if self._storage else [])]
         self._storage = None
+        if self._notifier is not None:
+            await self._notifier.close()
+            self._notifier = None
         self._bmc_drivers.clear()
         self._switch_drivers.clear()
         for driver in drivers:

@@ -11,15 +11,16 @@ from sqlalchemy import select
 from appliance.domain.placement import Placement
 from appliance.domain.profile import from_dict
 from appliance.domain.states import ACTIVE_JOB_STATES, JobState
-from appliance.engine.steps import STAMP, UNSTAMP
+from appliance.engine.steps import FAILOVER, STAMP, UNSTAMP
 from appliance.engine.steps.common import live_binding
 from appliance.engine.steps.stamp import dry_run
 from appliance.errors import Conflict, NotFound
 from appliance.services.blade_pools import DEFAULT_POOL, members
+from appliance.services.failover import open_record
 from appliance.store import Store
 from appliance.store.repos import jobs as repo
 from appliance.store.repos import profiles as profiles_repo
-from appliance.store.tables import BladeRow, JobRow
+from appliance.store.tables import BladeRow, FailoverDomainRow, JobRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,25 @@ class JobService:
                               step_names=UNSTAMP.step_names, idempotency_key=idempotency_key,
                               created_by=created_by)
             return _info(s, job)
+
+    def submit_failover(self, profile: str, *, tenant: str = "default", reason: str,
+                        from_blade: str | None = None, drill: bool = False,
+                        detected_at: datetime | None = None, created_by: str | None = None) -> tuple[int, JobInfo]:
+        """Open the profile's failover record and submit its job, in one transaction: a
+        detected failure is never recorded without the job that handles it (or the reverse).
+        Conflict when the profile already has an open failover or a job in progress."""
+        with self._store.write() as s:
+            row = open_record(s, tenant=tenant, profile=profile, reason=reason, from_blade=from_blade,
+                              drill=drill, detected_at=detected_at)
+            domain = s.scalar(select(FailoverDomainRow).where(FailoverDomainRow.name == row.domain))
+            job = repo.create(s, kind=FAILOVER.name, subject=f"profile {tenant}/{profile}",
+                              profile_id=row.profile_id, tenant=tenant,
+                              params={"profile": profile, "tenant": tenant, "failover": row.id,
+                                      "domain": row.domain, "policy": row.policy,
+                                      "pool": domain.spare_pool if domain else DEFAULT_POOL},
+                              step_names=FAILOVER.step_names, created_by=created_by)
+            row.job_id = job.id
+            return row.id, _info(s, job)
 
     def dry_run(self, profile: str, *, tenant: str = "default", blade: str | None = None,
                 pool: str | None = None) -> Placement:

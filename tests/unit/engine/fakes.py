@@ -52,6 +52,9 @@ class FakeHardware:
     def storage(self) -> None:
         return None
 
+    def notifier(self) -> None:
+        return None
+
 
 def signal_boots(store: Store) -> int:
     """Play the boot service for jobs waiting at await-boot: record the boot signal of their

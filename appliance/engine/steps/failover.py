@@ -1,0 +1,351 @@
+"""Failover: fence the failed blade, then bring the profile up on a spare of its domain.
+
+fence → choose-spare → bind → set-vlans → grant-storage → apply-identity → set-boot →
+power-on → await-boot → activate. The last eight are the stamp's own steps; what is new
+is the fence, which must be confirmed before anything touches a spare (never two live
+blades for one profile), and the choice of spare by the domain's plan (priority first;
+the rest wait in line, visibly). Each step also writes the failover record's timeline.
+
+Fencing, in order: power off through the BMC, confirmed by reading it back; else shut
+every cabled switch port (and revoke the LUN access of a SAN-booted profile), confirmed
+by reading them back; else the profile needs an operator, and the step waits for
+``anvil failover confirm-fenced BLADE`` (the ``fence-confirmed`` job event).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from appliance.domain.failover import FailoverEvent, FailoverState, FenceMethod
+from appliance.domain.profile import Profile
+from appliance.domain.states import BladeState, ProfileState
+from appliance.drivers.protocols import PowerAction, PowerState
+from appliance.engine.model import JobKind, Step, StepContext, StepFailed
+from appliance.engine.steps.common import (
+    blade_row,
+    cabled_ports,
+    live_binding,
+    load_profile,
+    move_blade,
+    move_profile,
+)
+from appliance.engine.steps.stamp import (
+    activate,
+    apply_identity,
+    await_boot,
+    bind,
+    clear_identity,
+    grant_storage,
+    lun_ref,
+    park_vlans,
+    power_off_undo,
+    power_on,
+    revoke_storage,
+    set_boot,
+    set_vlans,
+    unbind,
+)
+from appliance.errors import AnvilError
+from appliance.monitor.webhook import FAILOVER_FINISHED, FAILOVER_STARTED
+from appliance.services.failover import advance_record, append_event, plan_for_domain
+from appliance.store.tables import BladeRow, FailoverRow, JobEventRow, ProfileRow
+
+WAIT_FOREVER = 7 * 24 * 3600.0   # an operator's confirmation or a new spare may take days
+
+
+def _record(s: Session, ctx: StepContext) -> FailoverRow:
+    row = s.get(FailoverRow, int(ctx.params["failover"]))
+    if row is None:
+        raise StepFailed(f"failover #{ctx.params['failover']} no longer exists")
+    return row
+
+
+def _notify(ctx: StepContext, event: str, data: dict[str, Any]) -> None:
+    notifier = ctx.hw.notifier()
+    if notifier is not None:
+        who = f"{ctx.params['tenant']}/{ctx.params['profile']}"
+        notifier.notify(str(ctx.params["domain"]), event, {"failover": ctx.params["failover"], "profile": who,
+                                                            **data})
+
+
+# ---- fence ---------------------------------------------------------------------------------
+
+
+async def _power_fence(ctx: StepContext, blade: str) -> str | None:
+    """Power the old blade off and read it back as off; None when done, else why not."""
+    driver, bmc = ctx.hw.bmc(blade)
+    deadline = time.monotonic() + ctx.settings.fence_timeout
+    sent = False
+    try:
+        async with asyncio.timeout(ctx.settings.fence_timeout + 1.0):
+            while True:
+                if await driver.get_power(bmc) is PowerState.OFF:
+                    return None
+                if not sent:
+                    await driver.set_power(bmc, PowerAction.OFF)
+                    sent = True
+                    ctx.note(f"power off sent to {blade} (fence)")
+                if time.monotonic() >= deadline:
+                    return f"the BMC did not read back off within {ctx.settings.fence_timeout:g} s"
+                await asyncio.sleep(ctx.settings.poll_interval)
+    except TimeoutError:
+        return f"the BMC did not answer within {ctx.settings.fence_timeout:g} s"
+    except AnvilError as exc:
+        return str(exc)
+
+
+async def _isolation_fence(ctx: StepContext, blade: str, profile: Profile) -> str | None:
+    """Shut every cabled port of the old blade (and revoke a SAN boot's LUN access), read back."""
+    def _ports() -> list[Any]:
+        with ctx.store.read() as s:
+            return cabled_ports(s, blade_row(s, blade).id)
+
+    ports = [p for p in await ctx.read(_ports) if p is not None]
+    if not ports:
+        return "the blade has no cabled switch port to shut"
+    try:
+        async with asyncio.timeout(ctx.settings.fence_timeout + 1.0):
+            for port in ports:
+                driver, ref = ctx.hw.switch(port.switch)
+                now = await driver.get_port(ref, port.port)
+                await driver.set_port(ref, port.port, replace(now, up=False))
+                if (await driver.get_port(ref, port.port)).up:
+                    return f"port {port.switch}:{port.port} still reads up"
+            src = profile.spec.boot.source if profile.spec.boot else None
+            initiator = profile.spec.identity.iscsiInitiator
+            storage = ctx.hw.storage()
+            if src is not None and src.type == "iscsi":
+                if storage is None or not initiator:
+                    return "the profile boots from iSCSI and its LUN access cannot be revoked here"
+                await storage.unbind(lun_ref(src), initiator)
+                if initiator in await storage.bindings(lun_ref(src)):
+                    return "the LUN still lists the profile's initiator"
+    except TimeoutError:
+        return f"the switch did not answer within {ctx.settings.fence_timeout:g} s"
+    except AnvilError as exc:
+        return str(exc)
+    return None
+
+
+async def fence(ctx: StepContext) -> dict[str, Any]:
+    profile = await load_profile(ctx)
+
+    def _begin() -> tuple[str, str | None, str]:
+        with ctx.store.write() as s:
+            row = _record(s, ctx)
+            if FailoverState(row.state) in (FailoverState.DETECTED, FailoverState.RESTARTING):
+                advance_record(row, FailoverState.FENCING, job_id=ctx.job_id)
+            return row.state, row.from_blade, row.reason or "failure"
+
+    state, blade, reason = await ctx.db(_begin)
+    if state == FailoverState.FENCING.value:
+        _notify(ctx, FAILOVER_STARTED, {"blade": blade, "reason": reason})
+    if state not in (FailoverState.FENCING.value, FailoverState.NEEDS_OPERATOR.value):
+        return {"fence": "already fenced", "oldBlade": blade}    # a resumed job
+    method: FenceMethod | None = None
+    why: list[str] = []
+    if blade is None:
+        method = FenceMethod.POWER     # nothing was running the profile
+    elif state == FailoverState.FENCING.value:
+        await ctx.progress(f"fencing {blade}: power off, confirmed by the BMC")
+        problem = await _power_fence(ctx, blade)
+        if problem is None:
+            method = FenceMethod.POWER
+            # A dead blade's iSCSI session can linger on the target; revoking access closes it.
+            await _revoke_quietly(ctx, profile)
+        else:
+            why.append(f"power: {problem}")
+            await ctx.progress(f"fencing {blade}: shutting its switch ports")
+            problem = await _isolation_fence(ctx, blade, profile)
+            if problem is None:
+                method = FenceMethod.ISOLATION
+            else:
+                why.append(f"isolation: {problem}")
+    if method is None:
+        assert blade is not None
+        await _wait_for_operator(ctx, blade, "; ".join(why))
+        method = FenceMethod.OPERATOR
+    return await ctx.db(lambda: _fenced(ctx, blade, method, reason))
+
+
+async def _revoke_quietly(ctx: StepContext, profile: Profile) -> None:
+    src = profile.spec.boot.source if profile.spec.boot else None
+    storage, initiator = ctx.hw.storage(), profile.spec.identity.iscsiInitiator
+    if storage is not None and src is not None and src.type == "iscsi" and initiator and src.lun >= 1:
+        try:
+            await storage.unbind(lun_ref(src), initiator)
+        except AnvilError as exc:
+            ctx.note(f"LUN access of the fenced blade not revoked ({exc}); the new grant will")
+
+
+async def _wait_for_operator(ctx: StepContext, blade: str, why: str) -> None:
+    def _mark() -> bool:
+        with ctx.store.write() as s:
+            row = _record(s, ctx)
+            if row.state == FailoverState.FENCING.value:
+                advance_record(row, FailoverState.NEEDS_OPERATOR, reason=f"no fence could be confirmed: {why}",
+                               event=FailoverEvent.FENCE_UNCONFIRMED.value, detail=why)
+                prow = s.get(ProfileRow, row.profile_id) if row.profile_id is not None else None
+                if prow is not None and prow.state != ProfileState.NEEDS_OPERATOR.value:
+                    if prow.state == ProfileState.ACTIVE.value:
+                        move_profile(prow, ProfileState.FAILED)
+                    move_profile(prow, ProfileState.NEEDS_OPERATOR)
+                return True
+            return False
+
+    if await ctx.db(_mark):
+        _notify(ctx, "failover.needs-operator", {"blade": blade, "reason": why})
+    await ctx.progress(f"needs operator: {blade} could not be fenced ({why}); after cutting it off by hand, "
+                       f"run: anvil failover confirm-fenced {blade}")
+
+    def _confirmed() -> bool:
+        with ctx.store.read() as s:
+            return s.scalar(select(JobEventRow.id).where(JobEventRow.job_id == ctx.job_id,
+                                                         JobEventRow.kind == "fence-confirmed")) is not None
+
+    deadline = time.monotonic() + WAIT_FOREVER
+    for _ in range(int(WAIT_FOREVER)):   # one check a second, bounded by the step's own timeout too
+        if await ctx.read(_confirmed):
+            return
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(1.0)
+    raise StepFailed(f"{blade} was never confirmed fenced")
+
+
+def _fenced(ctx: StepContext, blade: str | None, method: FenceMethod, reason: str) -> dict[str, Any]:
+    with ctx.store.write() as s:
+        row = _record(s, ctx)
+        if row.state in (FailoverState.FENCING.value, FailoverState.NEEDS_OPERATOR.value):
+            advance_record(row, FailoverState.FENCED, fence=method,
+                           detail=f"{blade or 'no blade'} by {method.value}")
+        prow = s.get(ProfileRow, row.profile_id) if row.profile_id is not None else None
+        if prow is None:
+            raise StepFailed(f"profile {row.tenant}/{row.profile} no longer exists")
+        if blade is not None:
+            old = live_binding(s, profile_id=prow.id)
+            brow = s.scalar(select(BladeRow).where(BladeRow.name == blade))
+            if old is not None and brow is not None and old.blade_id == brow.id:
+                old.state, old.ended_at = "ended", datetime.now(UTC)
+            if brow is not None and brow.state != BladeState.FAILED.value:
+                # Out of service for repair; only an admin returns it to the spares.
+                if brow.state != BladeState.FENCED.value:
+                    move_blade(brow, BladeState.FENCED)
+                move_blade(brow, BladeState.FAILED)
+                brow.state_reason = f"failover #{row.id}: {reason}; fenced by {method.value}"
+        if prow.state in (ProfileState.ACTIVE.value, ProfileState.STAMPING.value):
+            move_profile(prow, ProfileState.FAILED)
+        return {"fence": method.value, "oldBlade": blade}
+
+
+# ---- choose a spare --------------------------------------------------------------------------
+
+
+async def choose_spare(ctx: StepContext) -> dict[str, Any]:
+    key = f"{ctx.params['tenant']}/{ctx.params['profile']}"
+    deadline = time.monotonic() + WAIT_FOREVER
+
+    def _choose() -> tuple[str | None, str]:
+        with ctx.store.write() as s:
+            row = _record(s, ctx)
+            if row.state in (FailoverState.MOVING.value, FailoverState.BOOTING.value) and row.to_blade:
+                return row.to_blade, ""
+            plan = plan_for_domain(s, row.domain)
+            blade = plan.blade_for(key)
+            if blade is not None:
+                advance_record(row, FailoverState.MOVING, to_blade=blade,
+                               event=FailoverEvent.SPARE_CHOSEN.value, detail=blade)
+                return blade, ""
+            why = next((w.reason for w in plan.waiting if w.profile == key), "waiting for a spare")
+            if row.state != FailoverState.WAITING.value:
+                advance_record(row, FailoverState.WAITING, reason=why, detail=why)
+            elif row.reason != why:
+                row.reason = why
+            return None, why
+
+    for _ in range(int(WAIT_FOREVER)):
+        blade, why = await ctx.db(_choose)
+        if blade is not None:
+            return {"blade": blade}
+        await ctx.progress(why)
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(ctx.settings.spare_poll)
+    raise StepFailed(f"no spare for {key}")
+
+
+async def give_back_spare(ctx: StepContext) -> None:
+    """Undo of choose-spare: the move failed; the record says so (the profile stays fenced off)."""
+    def _fail() -> None:
+        with ctx.store.write() as s:
+            row = _record(s, ctx)
+            if row.state not in (FailoverState.SUCCEEDED.value, FailoverState.FAILED.value,
+                                 FailoverState.CANCELLED.value):
+                advance_record(row, FailoverState.FAILED, reason=f"the move to {row.to_blade} failed; see job "
+                                                                  f"{ctx.job_id}")
+    await ctx.db(_fail)
+    _notify(ctx, FAILOVER_FINISHED, {"state": "failed"})
+
+
+# ---- the stamp's steps, with the record's timeline --------------------------------------------
+
+
+async def power_on_spare(ctx: StepContext) -> dict[str, Any]:
+    result = await power_on(ctx)
+
+    def _mark() -> None:
+        with ctx.store.write() as s:
+            row = _record(s, ctx)
+            if row.state == FailoverState.MOVING.value:
+                advance_record(row, FailoverState.BOOTING, event=FailoverEvent.POWERED_ON.value,
+                               detail=ctx.data["blade"])
+    await ctx.db(_mark)
+    return result
+
+
+async def await_boot_spare(ctx: StepContext) -> dict[str, Any]:
+    result = await await_boot(ctx)
+
+    def _mark() -> None:
+        with ctx.store.write() as s:
+            append_event(_record(s, ctx), FailoverEvent.BOOTED.value, detail=str(result.get("booted")), once=True)
+    await ctx.db(_mark)
+    return result
+
+
+async def activate_spare(ctx: StepContext) -> dict[str, Any]:
+    result = await activate(ctx)
+
+    def _done() -> None:
+        with ctx.store.write() as s:
+            row = _record(s, ctx)
+            if row.state != FailoverState.SUCCEEDED.value:
+                advance_record(row, FailoverState.SUCCEEDED, event=FailoverEvent.ACTIVE.value,
+                               detail=ctx.data["blade"])
+    await ctx.db(_done)
+    _notify(ctx, FAILOVER_FINISHED, {"state": "succeeded", "blade": ctx.data["blade"]})
+    return result
+
+
+FAILOVER = JobKind(
+    name="failover",
+    steps=(
+        Step("fence", fence, timeout=WAIT_FOREVER, attempts=3),
+        Step("choose-spare", choose_spare, undo=give_back_spare, timeout=WAIT_FOREVER, attempts=3),
+        Step("bind", bind, undo=unbind, attempts=1),
+        Step("set-vlans", set_vlans, undo=park_vlans),
+        Step("grant-storage", grant_storage, undo=revoke_storage),
+        Step("apply-identity", apply_identity, undo=clear_identity),
+        Step("set-boot", set_boot),
+        Step("power-on", power_on_spare, undo=power_off_undo, timeout=180),
+        Step("await-boot", await_boot_spare, timeout=600),
+        Step("activate", activate_spare),
+    ),
+)

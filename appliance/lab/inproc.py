@@ -1,0 +1,207 @@
+"""An emulated rack and the appliance's engine, monitor and boot service in one process.
+
+For benchmarks and integration tests that need to look inside: real emulator processes
+(sushy-tools chassis, an snmpsim switch) and the production drivers, engine, monitor and
+boot HTTP service, on a SQLite store in ``work``; no API and no subprocess appliance.
+
+    async with InprocRig(work, chassis=[20, 1], enroll=20) as rig:
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import secrets
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from appliance.boot.http import setup as setup_boot
+from appliance.drivers.protocols import Secret
+from appliance.engine.model import EngineSettings
+from appliance.engine.runner import Engine
+from appliance.engine.steps import KINDS
+from appliance.lab import procs, redfish_emulator
+from appliance.lab.snmp_switch import DEFAULT_VLANS, SnmpSwitch
+from appliance.monitor.notify import Notifier
+from appliance.monitor.runner import Monitor, MonitorSettings
+from appliance.secrets import SecretBox, ensure_key
+from appliance.services.blades import BladeService, Enrollment, NicSpec
+from appliance.services.hardware import Hardware
+from appliance.services.switches import SwitchService
+from appliance.store import Store, open_store
+
+T = TypeVar("T")
+SWITCH = "rig-sw"
+
+
+@dataclass(frozen=True, slots=True)
+class RigBlade:
+    name: str
+    chassis: int
+    system: dict[str, Any]
+    emulator: redfish_emulator.RedfishEmulator
+
+
+class InprocRig:
+    """``chassis``: blades per sushy-tools process (a blade alone in its process can lose its
+    BMC without the others); ``enroll``: how many of them are in the inventory at start."""
+
+    def __init__(self, work: Path, *, chassis: list[int], enroll: int | None = None,
+                 power_delay: tuple[float, float] = (0.0, 0.2), delays: dict[int, tuple[float, float]] | None = None,
+                 engine: EngineSettings | None = None, monitor: MonitorSettings | None = None) -> None:
+        self.work = work
+        self.chassis = chassis
+        self.to_enroll = sum(chassis) if enroll is None else enroll
+        self.power_delay = power_delay
+        self.delays = delays or {}
+        self.engine_settings = engine or EngineSettings()
+        self.monitor_settings = monitor
+        self.password = secrets.token_urlsafe(12)
+        self.blades: list[RigBlade] = []
+        self.enrolled: list[str] = []
+        self.switch: SnmpSwitch | None = None
+        self.store: Store = open_store(f"sqlite:///{work / 'anvil.db'}")
+        key = work / "secrets.key"
+        ensure_key(key)
+        self.box = SecretBox(key)
+        self.hw: Hardware | None = None
+        self.engine: Engine | None = None
+        self.monitor: Monitor | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._boot_runner: web.AppRunner | None = None
+
+    # ---- life -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> InprocRig:
+        try:
+            await asyncio.to_thread(self._start_rack)
+            boot_port = procs.free_tcp_port()
+            self.boot_url = f"http://127.0.0.1:{boot_port}"
+            app = web.Application()
+            setup_boot(app, store=self.store, images_dir=self.work / "images", base_url=self.boot_url)
+            self._boot_runner = web.AppRunner(app, access_log=None)
+            await self._boot_runner.setup()
+            await web.TCPSite(self._boot_runner, "127.0.0.1", boot_port).start()
+            await asyncio.to_thread(self._start_emulators)
+            await asyncio.to_thread(self.enroll, self.to_enroll)
+            self.hw = Hardware(self.store, self.box, notifier=Notifier(self.store, self.box))
+            self.engine = Engine(self.store, self.hw, KINDS, settings=self.engine_settings)
+            self._tasks.append(asyncio.create_task(self.engine.run(self._stop), name="engine"))
+            if self.monitor_settings is not None:
+                self.monitor = Monitor(self.store, self.hw, settings=self.monitor_settings)
+                self._tasks.append(asyncio.create_task(self.monitor.run(self._stop), name="monitor"))
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):  # shutting down, whatever happened
+                await asyncio.wait_for(task, 30)
+        if self.hw is not None:
+            await self.hw.close()
+        if self._boot_runner is not None:
+            await self._boot_runner.cleanup()
+        await asyncio.to_thread(self._stop_rack)
+        self.store.close()
+
+    def _start_rack(self) -> None:
+        self.switch = SnmpSwitch(self.work / "snmp", ports=max(24, 2 * sum(self.chassis)), vlans=DEFAULT_VLANS,
+                                 community="rig" + secrets.token_hex(6))
+        self.switch.start()
+        SwitchService(self.store, self.box).enroll(SWITCH, self.switch.address,
+                                                   password=Secret(self.switch.community))
+
+    def _start_emulators(self) -> None:
+        n = 0
+        for c, count in enumerate(self.chassis, 1):
+            systems = redfish_emulator.make_systems(count, seed=c, nics=2)
+            emu = redfish_emulator.start_redfish(
+                self.work / f"redfish-{c}", procs.free_tcp_port(), systems,
+                power_delay=self.delays.get(c, self.power_delay), username="admin", password=self.password,
+                boot_url=self.boot_url)
+            for system in systems:
+                n += 1
+                self.blades.append(RigBlade(f"b{n:03d}", c, system, emu))
+
+    def _stop_rack(self) -> None:
+        for emu in {id(b.emulator): b.emulator for b in self.blades}.values():
+            redfish_emulator.stop(emu)
+        if self.switch is not None:
+            self.switch.stop()
+
+    # ---- inventory ----------------------------------------------------------------------------
+
+    def enroll(self, count: int) -> list[str]:
+        """Enrol the next ``count`` blades (new spares, after the start)."""
+        svc = BladeService(self.store, self.box)
+        added = []
+        for blade in self.blades[len(self.enrolled):len(self.enrolled) + count]:
+            i = self.blades.index(blade) + 1
+            svc.enroll(Enrollment(
+                name=blade.name, bmc=blade.emulator.address(blade.system), username="admin",
+                password=Secret(self.password), cpus=blade.system["cpus"], memory_gib=blade.system["memory_gib"],
+                chassis=f"c{blade.chassis}", slot=i,
+                nics=tuple(NicSpec(f"eth{k}", nic["mac"], SWITCH, str(2 * i - 1 + k))
+                           for k, nic in enumerate(blade.system["nics"]))))
+            self.enrolled.append(blade.name)
+            added.append(blade.name)
+        return added
+
+    def blade(self, name: str) -> RigBlade:
+        return next(b for b in self.blades if b.name == name)
+
+    # ---- faults -------------------------------------------------------------------------------
+
+    def crash(self, name: str) -> None:
+        """The blade dies: powered off behind the appliance's back, straight on its BMC."""
+        b = self.blade(name)
+        url = f"{b.emulator.base_url}/redfish/v1/Systems/{b.system['uuid']}/Actions/ComputerSystem.Reset"
+        auth = base64.b64encode(f"admin:{self.password}".encode()).decode()
+        req = urllib.request.Request(url, data=json.dumps({"ResetType": "ForceOff"}).encode(), method="POST",
+                                     headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5):
+            pass
+
+    def kill_bmc(self, name: str) -> None:
+        """The blade's BMC stops answering (its emulator process is stopped, by PID)."""
+        redfish_emulator.stop(self.blade(name).emulator)
+
+    def kill_switch(self) -> None:
+        if self.switch is not None:
+            self.switch.stop()
+
+    def raw_power(self, name: str) -> str:
+        b = self.blade(name)
+        return str(redfish_emulator.get_json(b.emulator, f"/redfish/v1/Systems/{b.system['uuid']}")["PowerState"])
+
+    # ---- waiting ------------------------------------------------------------------------------
+
+    async def until(self, what: str, check: Callable[[], T | None], timeout: float, every: float = 0.2) -> T:
+        """Poll ``check`` (off the loop) until it returns something truthy; TimeoutError naming ``what``."""
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout / every) + 2):
+            got = await asyncio.to_thread(check)
+            if got:
+                return got
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(every)
+        raise TimeoutError(f"{what}: not within {timeout:g} s")
+
+
+def fast_engine(**kw: Any) -> EngineSettings:
+    """Engine settings for a rig: quick polls, short boot deadline."""
+    return replace(EngineSettings(poll_interval=0.1, boot_poll=0.2, boot_timeout=60.0, spare_poll=0.5), **kw)

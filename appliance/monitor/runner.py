@@ -1,0 +1,188 @@
+"""The monitor: polls every blade's BMC, watches the booted systems' heartbeats, declares
+failures through the damped detector (domain/health.py) and starts failovers.
+
+One pass (:meth:`Monitor.poll_once`) reads the inventory, probes each blade (power and
+health, bounded concurrency, a deadline per probe), adds the heartbeat verdict of the
+profile it runs, records the samples in one transaction and feeds the detectors. A blade
+running an active profile of a failover domain whose detector just declared it failed
+gets a failover job (``JobService.submit_failover``); the rest is the engine's.
+
+A blade counts as failing when its BMC does not answer, when it reads powered off or
+critical while it runs a profile, or when that profile's agent stopped heartbeating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from appliance.boot.tokens import HEARTBEAT
+from appliance.domain.health import Detector, DetectorPolicy, Sample, observe
+from appliance.drivers.protocols import HealthState, PowerState
+from appliance.engine.model import HardwarePort
+from appliance.errors import AnvilError, Conflict
+from appliance.services.failover import FailoverService, HealthSample
+from appliance.services.jobs import JobService
+from appliance.store import Store
+from appliance.store.tables import BindingRow, BladeRow, BootTokenRow, ProfileRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorSettings:
+    interval: float = 30.0           # seconds between passes (DESIGN §5: all blades every 30 s)
+    concurrency: int = 64            # probes at once
+    probe_timeout: float = 5.0       # per blade and pass
+    heartbeat_timeout: float = 35.0  # the lab agent beats every 10 s: three lost beats and a margin
+    policy: DetectorPolicy = field(default_factory=DetectorPolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """A blade as one pass sees it: what runs on it, and whether that is protected."""
+
+    blade: str
+    state: str
+    profile: str | None = None       # tenant/name of the live binding's profile
+    profile_state: str | None = None
+    protected: bool = False          # the profile names a failover domain with a policy other than none
+    heartbeat_age: float | None = None  # seconds since the agent's last beat (None: it sends none)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    blade: str
+    ok: bool
+    power: str | None
+    health: str | None
+    detail: str
+
+
+class Monitor:
+    def __init__(self, store: Store, hw: HardwarePort, *, settings: MonitorSettings | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.hw = hw
+        self.settings = settings or MonitorSettings()
+        self.clock = clock
+        self.detectors: dict[str, Detector] = {}
+        self.failovers = FailoverService(store)
+        self.jobs = JobService(store)
+        self.started: list[tuple[str, str]] = []   # (profile, blade) failovers this monitor started
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` is set; a failed pass is logged and the next one runs on time."""
+        while not stop.is_set():
+            began = self.clock()
+            try:
+                await self.poll_once()
+            except Exception:  # the monitor must outlive any one bad pass
+                log.exception("monitor pass failed")
+            wait = max(0.0, self.settings.interval - (self.clock() - began))
+            try:
+                async with asyncio.timeout(wait):
+                    await stop.wait()
+            except TimeoutError:
+                pass
+
+    async def poll_once(self) -> list[Verdict]:
+        watched = await asyncio.to_thread(self._inventory)
+        gate = asyncio.Semaphore(self.settings.concurrency)
+
+        async def one(w: Watched) -> Verdict:
+            async with gate:
+                return await self._probe(w)
+
+        verdicts = await asyncio.gather(*(one(w) for w in watched))
+        now = self.clock()
+        declared: list[Watched] = []
+        for w, v in zip(watched, verdicts, strict=True):
+            seen = observe(self.detectors.get(w.blade, Detector()), Sample(now, v.ok), self.settings.policy)
+            self.detectors[w.blade] = seen.detector
+            if seen.declared_failed and w.protected and w.profile_state == "active":
+                declared.append(w)
+        by_blade = {v.blade: v for v in verdicts}
+        await asyncio.to_thread(self._record, verdicts)
+        for w in declared:
+            await asyncio.to_thread(self._start_failover, w, by_blade[w.blade].detail)
+        return verdicts
+
+    # ---- one pass ------------------------------------------------------------------------
+
+    def _inventory(self) -> list[Watched]:
+        with self.store.read() as s:
+            blades = s.execute(select(BladeRow.id, BladeRow.name, BladeRow.state)).all()
+            bound = {r.blade_id: r for r in s.execute(
+                select(BindingRow.id, BindingRow.blade_id, ProfileRow.tenant, ProfileRow.name, ProfileRow.state,
+                       ProfileRow.document)
+                .join(ProfileRow, ProfileRow.id == BindingRow.profile_id).where(BindingRow.state == "live"))}
+            beats = dict(s.execute(
+                select(BootTokenRow.binding_id,
+                       func.max(func.coalesce(BootTokenRow.last_seen_at, BootTokenRow.created_at)))
+                .where(BootTokenRow.kind == HEARTBEAT, BootTokenRow.voided_at.is_(None))
+                .group_by(BootTokenRow.binding_id)).all())
+        now = datetime.now(UTC)
+        out = []
+        for blade_id, name, state in blades:
+            b = bound.get(blade_id)
+            if b is None:
+                out.append(Watched(name, state))
+                continue
+            spec = ((b.document or {}).get("spec") or {}).get("failover") or {}
+            last = beats.get(b.id)
+            age = None
+            if last is not None:
+                last = last if last.tzinfo else last.replace(tzinfo=UTC)
+                age = max(0.0, (now - last) / timedelta(seconds=1))
+            out.append(Watched(name, state, f"{b.tenant}/{b.name}", b.state,
+                               bool(spec.get("domain")) and spec.get("policy", "n+1") != "none", age))
+        return out
+
+    async def _probe(self, w: Watched) -> Verdict:
+        running = w.profile is not None and w.profile_state == "active"
+        try:
+            driver, bmc = self.hw.bmc(w.blade)
+            async with asyncio.timeout(self.settings.probe_timeout):
+                power = await driver.get_power(bmc)
+                health = await driver.health(bmc)
+        except (AnvilError, TimeoutError) as exc:
+            reason = str(exc) or f"no answer within {self.settings.probe_timeout:g} s"
+            return Verdict(w.blade, False, None, None, f"BMC unreachable: {reason}")
+        problems = []
+        if running and power is not PowerState.ON:
+            problems.append(f"powered {power.value} while running {w.profile}")
+        if health.state is HealthState.CRITICAL:
+            problems.append(f"health critical: {health.reason or 'no detail'}")
+        if running and w.heartbeat_age is not None and w.heartbeat_age > self.settings.heartbeat_timeout:
+            problems.append(f"no heartbeat from {w.profile} for {w.heartbeat_age:.0f} s")
+        return Verdict(w.blade, not problems, power.value, health.state.value, "; ".join(problems) or "ok")
+
+    def _record(self, verdicts: list[Verdict]) -> None:
+        at = datetime.now(UTC)
+        samples = [(v.blade, HealthSample(ok=v.ok, at=at, power=v.power, health=v.health, detail=v.detail[:500]))
+                   for v in verdicts]
+        self.failovers.record_health_many(samples)
+
+    def _start_failover(self, w: Watched, detail: str) -> None:
+        assert w.profile is not None
+        tenant, _, name = w.profile.partition("/")
+        try:
+            failover_id, job = self.jobs.submit_failover(name, tenant=tenant, reason=f"{w.blade}: {detail}",
+                                                         from_blade=w.blade)
+        except Conflict as exc:   # already failing over, or another job holds the profile
+            log.info("no failover started for %s: %s", w.profile, exc)
+            return
+        self.started.append((w.profile, w.blade))
+        log.warning("failover #%s of %s started (job %s): %s", failover_id, w.profile, job.id, detail,
+                    extra={"blade": w.blade, "profile": w.profile})
+
+    def snapshot(self) -> dict[str, Any]:
+        return {blade: d.reported.value for blade, d in self.detectors.items()}
