@@ -133,6 +133,16 @@ class StorageSettings(_Section):
                                   description="size of a new boot LUN whose profile gives no sizeMiB")
 
 
+class MonitorSection(_Section):
+    interval: float = Field(30.0, gt=0, le=3600, description="seconds between health polls of every blade")
+    concurrency: int = Field(64, ge=1, le=1024, description="blades probed at once")
+    probe_timeout: float = Field(5.0, gt=0, le=120, description="seconds a BMC has to answer one probe")
+    heartbeat_timeout: float = Field(35.0, gt=0, le=86400,
+                                     description="seconds without a booted profile's heartbeat that count as a miss")
+    fail_after: int = Field(3, ge=1, le=1000, description="consecutive bad polls that declare a blade failed")
+    recover_after: int = Field(2, ge=1, le=1000, description="consecutive good polls that declare it healthy again")
+
+
 class EngineSection(_Section):
     boot_timeout: float = Field(600.0, gt=0, le=86400,
                                 description="seconds from power-on to the boot signal before a stamp fails")
@@ -150,6 +160,7 @@ class Settings(_Section):
     network: NetworkSettings = NetworkSettings()
     storage: StorageSettings = StorageSettings()
     engine: EngineSection = EngineSection()
+    monitor: MonitorSection = MonitorSection()
     config_file: Path | None = Field(None, description="the file these settings were read from")
 
     @property
@@ -216,7 +227,7 @@ def default_config_path(env: Mapping[str, str]) -> Path:
 
 _SECTIONS: dict[str, type[_Section]] = {
     "store": StoreSettings, "api": ApiSettings, "boot": BootSettings, "network": NetworkSettings,
-    "storage": StorageSettings, "engine": EngineSection,
+    "storage": StorageSettings, "engine": EngineSection, "monitor": MonitorSection,
 }
 
 

@@ -197,6 +197,64 @@ def health(ctx: CliContext, blade: str, limit: int, fmt: str) -> None:
     emit(rows, fmt, columns=["at", "source", "ok", "power", "health", "verdict", "detail"])
 
 
+@failover.command("run")
+@click.argument("profile")
+@click.option("--tenant", default="default", show_default=True)
+@click.option("--reason", default="run by hand", show_default=True, help="Recorded on the failover.")
+@click.option("--no-wait", is_flag=True, help="Return as soon as the job is submitted.")
+@pass_ctx
+def run(ctx: CliContext, profile: str, tenant: str, reason: str, no_wait: bool) -> None:
+    """Fail a profile over now: fence its blade, move it to a spare of its domain."""
+    from appliance.cli.job import exit_for, follow
+    from appliance.cli.profile import _engine_running, _who
+    from appliance.services.jobs import JobService
+
+    _engine_running(ctx)
+    jobs = JobService(ctx.store())
+    failover_id, info = jobs.submit_failover(profile, tenant=tenant, reason=f"{reason} ({_who()})",
+                                             created_by=_who())
+    click.echo(f"failover #{failover_id} of {tenant}/{profile}: job {info.id}")
+    if no_wait:
+        return
+    exit_for(follow(jobs, info.id))
+
+
+@failover.command("test")
+@click.argument("domain_name", metavar="DOMAIN")
+@click.option("--profile", "profile_name", default=None, help="tenant/name of the profile to move "
+              "(default: the least important active one of the domain).")
+@pass_ctx
+def drill(ctx: CliContext, domain_name: str, profile_name: str | None) -> None:
+    """A drill: move a protected profile to a spare and back, each move a real failover."""
+    from appliance.cli.job import exit_for, follow
+    from appliance.cli.profile import _engine_running, _who
+    from appliance.services.jobs import JobService
+
+    _engine_running(ctx)
+    svc = _service(ctx)
+    info = svc.get_domain(domain_name)
+    members = [p for p in info.profiles if p.state == "active"]
+    if profile_name:
+        members = [p for p in members if f"{p.tenant}/{p.name}" == profile_name]
+    if not members:
+        raise click.ClickException(f"domain {domain_name} has no active protected profile"
+                                   + (f" named {profile_name}" if profile_name else "") + " to drill with")
+    target = members[-1]     # members are most important first
+    jobs = JobService(ctx.store())
+    home = target.blade
+    for leg, to in (("out", None), ("back", home)):
+        failover_id, job = jobs.submit_failover(target.name, tenant=target.tenant, drill=True, to_blade=to,
+                                                reason=f"drill {leg} ({_who()})", created_by=_who())
+        click.echo(f"drill {leg}: failover #{failover_id} of {target.tenant}/{target.name}: job {job.id}")
+        state = follow(jobs, job.id)
+        if state.state != "succeeded":
+            exit_for(state)
+        done = svc.get_failover(failover_id)
+        took = [f"{e['event']} {_when(e['at'])}" for e in done.timeline]
+        click.echo(f"  {done.from_blade} -> {done.to_blade}: " + ", ".join(took))
+    click.echo(f"drill done: {target.tenant}/{target.name} is back on {home}")
+
+
 @failover.command("confirm-fenced")
 @click.argument("blade")
 @click.option("--yes", is_flag=True, help="Do not ask; you have made sure yourself.")

@@ -101,6 +101,8 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     from appliance.engine.model import EngineSettings
     from appliance.engine.runner import Engine
     from appliance.engine.steps import KINDS
+    from appliance.monitor.notify import Notifier
+    from appliance.monitor.runner import Monitor, monitor_settings
     from appliance.secrets import SecretBox, ensure_key
     from appliance.services.hardware import Hardware, storage_driver
     from appliance.services.tokens import TokenService
@@ -131,10 +133,13 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
         ssl_ctx = server_context(cert, key)
     elif not _is_loopback(host):
         raise click.UsageError(f"plain HTTP is allowed on loopback only, not on {host}")
-    hardware = Hardware(store, SecretBox(settings.secrets_key_path), storage=storage_driver(settings))
+    box = SecretBox(settings.secrets_key_path)
+    hardware = Hardware(store, box, storage=storage_driver(settings), notifier=Notifier(store, box))
     engine = None
+    monitor = None
     if role in ("all", "engine"):
         engine = Engine(store, hardware, KINDS, settings=EngineSettings.from_settings(settings))
+        monitor = Monitor(store, hardware, settings=monitor_settings(settings))
     runner = web.AppRunner(create_app(settings, store, engine=engine), access_log=None)
     await runner.setup()
     boot = None
@@ -156,12 +161,15 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     _write_ready(ready_file, f"{scheme}://{settings.api.listen}")
     stop = _stop_event()
     engine_task = asyncio.create_task(engine.run(stop), name="engine") if engine else None
+    monitor_task = asyncio.create_task(monitor.run(stop), name="monitor") if monitor else None
     try:
         await stop.wait()
     finally:
         stop.set()
         if engine_task is not None:
             await engine_task
+        if monitor_task is not None:
+            await monitor_task
         if boot is not None:
             await boot.close()
         await hardware.close()

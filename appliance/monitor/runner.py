@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from appliance.boot.tokens import HEARTBEAT
+from appliance.config import Settings
 from appliance.domain.health import Detector, DetectorPolicy, Sample, observe
 from appliance.drivers.protocols import HealthState, PowerState
 from appliance.engine.model import HardwarePort
@@ -43,6 +44,13 @@ class MonitorSettings:
     probe_timeout: float = 5.0       # per blade and pass
     heartbeat_timeout: float = 35.0  # the lab agent beats every 10 s: three lost beats and a margin
     policy: DetectorPolicy = field(default_factory=DetectorPolicy)
+
+
+def monitor_settings(settings: Settings) -> MonitorSettings:
+    m = settings.monitor
+    return MonitorSettings(interval=m.interval, concurrency=m.concurrency, probe_timeout=m.probe_timeout,
+                           heartbeat_timeout=m.heartbeat_timeout,
+                           policy=DetectorPolicy(fail_after=m.fail_after, recover_after=m.recover_after))
 
 
 @dataclass(frozen=True, slots=True)

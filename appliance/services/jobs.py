@@ -118,7 +118,7 @@ class JobService:
             return _info(s, job)
 
     def submit_failover(self, profile: str, *, tenant: str = "default", reason: str,
-                        from_blade: str | None = None, drill: bool = False,
+                        from_blade: str | None = None, drill: bool = False, to_blade: str | None = None,
                         detected_at: datetime | None = None, created_by: str | None = None) -> tuple[int, JobInfo]:
         """Open the profile's failover record and submit its job, in one transaction: a
         detected failure is never recorded without the job that handles it (or the reverse).
@@ -131,7 +131,7 @@ class JobService:
                               profile_id=row.profile_id, tenant=tenant,
                               params={"profile": profile, "tenant": tenant, "failover": row.id,
                                       "domain": row.domain, "policy": row.policy,
-                                      "pool": domain.spare_pool if domain else DEFAULT_POOL},
+                                      "pool": domain.spare_pool if domain else DEFAULT_POOL, "to": to_blade},
                               step_names=FAILOVER.step_names, created_by=created_by)
             row.job_id = job.id
             return row.id, _info(s, job)

@@ -41,6 +41,7 @@ from appliance.engine.steps.stamp import (
     apply_identity,
     await_boot,
     bind,
+    candidates,
     clear_identity,
     grant_storage,
     lun_ref,
@@ -235,11 +236,16 @@ def _fenced(ctx: StepContext, blade: str | None, method: FenceMethod, reason: st
             if old is not None and brow is not None and old.blade_id == brow.id:
                 old.state, old.ended_at = "ended", datetime.now(UTC)
             if brow is not None and brow.state != BladeState.FAILED.value:
-                # Out of service for repair; only an admin returns it to the spares.
                 if brow.state != BladeState.FENCED.value:
                     move_blade(brow, BladeState.FENCED)
-                move_blade(brow, BladeState.FAILED)
-                brow.state_reason = f"failover #{row.id}: {reason}; fenced by {method.value}"
+                if row.drill:
+                    # A drill's blade is healthy: it goes back to the spares (the drill moves back to it).
+                    move_blade(brow, BladeState.SPARE)
+                    brow.state_reason = None
+                else:
+                    # Out of service for repair; only an admin returns it to the spares.
+                    move_blade(brow, BladeState.FAILED)
+                    brow.state_reason = f"failover #{row.id}: {reason}; fenced by {method.value}"
         if prow.state in (ProfileState.ACTIVE.value, ProfileState.STAMPING.value):
             move_profile(prow, ProfileState.FAILED)
         return {"fence": method.value, "oldBlade": blade}
@@ -259,6 +265,18 @@ async def choose_spare(ctx: StepContext) -> dict[str, Any]:
                 return row.to_blade, ""
             plan = plan_for_domain(s, row.domain)
             blade = plan.blade_for(key)
+            wanted = ctx.params.get("to")
+            if row.drill and blade is not None and blade == row.from_blade:
+                # A drill must really move: never "back" onto the blade it just left.
+                free = [c.name for c in candidates(s, pool=str(ctx.params.get("pool") or "spares"))
+                        if c.bound_to is None and c.state == BladeState.SPARE and c.name != row.from_blade]
+                blade = free[0] if free else None
+            if wanted and blade is not None and wanted != blade:
+                # A drill moving back: the blade it came from, when that one is free now.
+                home = {c.name for c in candidates(s, pool=str(ctx.params.get("pool") or "spares"))
+                        if c.bound_to is None and c.state == BladeState.SPARE}
+                if wanted in home:
+                    blade = wanted
             if blade is not None:
                 advance_record(row, FailoverState.MOVING, to_blade=blade,
                                event=FailoverEvent.SPARE_CHOSEN.value, detail=blade)

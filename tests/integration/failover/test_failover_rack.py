@@ -139,8 +139,8 @@ async def test_five_failures_three_spares_priority_moves_first_rest_waits_then_m
         try:
             f = await rig.until("3 moved, 2 waiting", moved_and_waiting, 90)
         except TimeoutError:
-            states = {p: (i.state, i.reason, i.to_blade) for p, i in failovers(rig).items()}
-            raise AssertionError(f"failovers: {states}") from None
+            seen = {p: (i.state, i.reason, i.to_blade) for p, i in failovers(rig).items()}
+            raise AssertionError(f"failovers: {seen}") from None
         for p in ("app-03", "app-02"):
             assert (f[p].reason or "").startswith("waiting for a spare"), f[p].reason
         after = placement(rig)
@@ -220,3 +220,23 @@ async def test_spare_is_not_powered_on_before_the_fence_is_confirmed(tmp_path: P
         assert started_aware >= fenced, (started_aware, fenced)
         assert info.to_blade in ("b001", "b002") and info.fence == "power"
         assert rig.raw_power("b003") == "Off" and rig.raw_power(info.to_blade) == "On"
+
+
+@pytest.mark.timeout(240)
+async def test_drill_moves_a_profile_out_and_back_and_leaves_the_blades_in_service(tmp_path: Path) -> None:
+    async with InprocRig(tmp_path, chassis=[3], engine=fast_engine()) as rig:
+        FailoverService(rig.store, rig.box).create_domain("prod")
+        ProfileService(rig.store).import_document(PROFILE.format(name="web", n=1, priority=1))
+        jobs = JobService(rig.store)
+        jobs.submit_assign("web", tenant="ops", blade="b002")
+        await rig.until("web active", lambda: all_active(rig, ["web"]), 60)
+        for leg, to in (("out", None), ("back", "b002")):
+            failover_id, _ = jobs.submit_failover("web", tenant="ops", drill=True, to_blade=to, reason=f"drill {leg}")
+            done = await rig.until(f"drill {leg}", lambda i=failover_id: (lambda f: f if f.final else None)(
+                FailoverService(rig.store).get_failover(i)), 90)
+            assert done.state == "succeeded", (done.state, done.reason)
+            assert done.to_blade != done.from_blade
+        assert placement(rig) == {"web": "b002"}
+        with rig.store.read() as s:
+            states = dict(s.execute(select(BladeRow.name, BladeRow.state)).all())
+        assert states == {"b001": "spare", "b002": "active", "b003": "spare"}
