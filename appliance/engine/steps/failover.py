@@ -15,6 +15,7 @@ by reading them back; else the profile needs an operator, and the step waits for
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -23,11 +24,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from appliance.domain.failover import FailoverEvent, FailoverState, FenceMethod
+from appliance.boot.tokens import BOOT
+from appliance.domain.failover import Action, FailoverEvent, FailoverState, FenceMethod, Policy, decide
 from appliance.domain.profile import Profile
 from appliance.domain.states import BladeState, ProfileState
 from appliance.drivers.protocols import PowerAction, PowerState
-from appliance.engine.model import JobKind, Step, StepContext, StepFailed
+from appliance.engine.model import JobKind, Step, StepContext, StepFailed, StepFn
 from appliance.engine.steps.common import (
     blade_row,
     cabled_ports,
@@ -56,7 +58,7 @@ from appliance.engine.steps.stamp import (
 from appliance.errors import AnvilError
 from appliance.monitor.webhook import FAILOVER_FINISHED, FAILOVER_STARTED
 from appliance.services.failover import advance_record, append_event, plan_for_domain
-from appliance.store.tables import BladeRow, FailoverRow, JobEventRow, ProfileRow
+from appliance.store.tables import BladeRow, BootTokenRow, FailoverDomainRow, FailoverRow, JobEventRow, ProfileRow
 
 WAIT_FOREVER = 7 * 24 * 3600.0   # an operator's confirmation or a new spare may take days
 
@@ -74,6 +76,104 @@ def _notify(ctx: StepContext, event: str, data: dict[str, Any]) -> None:
         who = f"{ctx.params['tenant']}/{ctx.params['profile']}"
         notifier.notify(str(ctx.params["domain"]), event, {"failover": ctx.params["failover"], "profile": who,
                                                             **data})
+
+
+# ---- restart (policy restart) --------------------------------------------------------------
+
+
+async def restart(ctx: StepContext) -> dict[str, Any]:
+    """Policy ``restart``: power-cycle the same blade first, up to the domain's attempts; a boot
+    callback of the binding after the cycle ends the failover there (the other steps then
+    pass). Without an answering BMC, or when the cycles did not help, the profile moves."""
+    if ctx.params.get("policy") != Policy.RESTART.value:
+        return {"restart": "not the policy"}
+
+    def _facts() -> tuple[str | None, int, int | None]:
+        with ctx.store.read() as s:
+            row = _record(s, ctx)
+            domain = s.scalar(select(FailoverDomainRow).where(FailoverDomainRow.name == row.domain))
+            prow = s.get(ProfileRow, row.profile_id) if row.profile_id is not None else None
+            binding = live_binding(s, profile_id=prow.id) if prow is not None else None
+            return row.from_blade, domain.restart_attempts if domain else 1, binding.id if binding else None
+
+    blade, attempts, binding_id = await ctx.read(_facts)
+    if blade is None or binding_id is None:
+        return {"restart": "no blade to restart"}
+    driver, bmc = ctx.hw.bmc(blade)
+    done = int(ctx.data.get("restarts", 0))
+    while True:
+        try:
+            async with asyncio.timeout(ctx.settings.fence_timeout):
+                power = await driver.get_power(bmc)
+            reachable = True
+        except (AnvilError, TimeoutError):
+            power, reachable = None, False
+        decision = decide(Policy.RESTART, restarts_done=done, restart_attempts=attempts, bmc_reachable=reachable)
+        if decision.action is not Action.RESTART:
+            ctx.note(decision.reason)
+            return {"restart": decision.reason}
+        done += 1
+        cycled_at = datetime.now(UTC)
+        await ctx.checkpoint({"restarts": done})
+        await ctx.db(functools.partial(_restarting, ctx, decision.reason))
+        await ctx.progress(f"{decision.reason} ({blade})")
+        try:
+            await driver.set_power(bmc, PowerAction.RESET if power is PowerState.ON else PowerAction.ON)
+        except AnvilError as exc:
+            ctx.note(f"power cycle of {blade} failed: {exc}")
+            continue
+        if await _booted_since(ctx, binding_id, cycled_at):
+            await ctx.db(lambda: _restarted(ctx, blade))
+            _notify(ctx, FAILOVER_FINISHED, {"state": "succeeded", "blade": blade, "restarted": True})
+            return {"restarted": True, "blade": blade}
+
+
+def _restarting(ctx: StepContext, why: str) -> None:
+    with ctx.store.write() as s:
+        row = _record(s, ctx)
+        if row.state == FailoverState.DETECTED.value:
+            advance_record(row, FailoverState.RESTARTING, job_id=ctx.job_id, event="restarting", detail=why)
+
+
+def _restarted(ctx: StepContext, blade: str) -> None:
+    with ctx.store.write() as s:
+        row = _record(s, ctx)
+        append_event(row, FailoverEvent.RESTARTED.value, detail=blade, once=True)
+        if row.state != FailoverState.SUCCEEDED.value:
+            advance_record(row, FailoverState.SUCCEEDED, event=FailoverEvent.ACTIVE.value, detail=blade,
+                           to_blade=blade)
+
+
+async def _booted_since(ctx: StepContext, binding_id: int, since: datetime) -> bool:
+    """The binding's boot token was spent after ``since``: the OS came back and called in."""
+    def _seen() -> bool:
+        with ctx.store.read() as s:
+            used = s.scalars(select(BootTokenRow.used_at).where(BootTokenRow.binding_id == binding_id,
+                                                                BootTokenRow.kind == BOOT,
+                                                                BootTokenRow.used_at.is_not(None))).all()
+            return any(_utc(u) >= since for u in used if u is not None)
+
+    deadline = time.monotonic() + ctx.settings.boot_timeout
+    for _ in range(int(ctx.settings.boot_timeout / ctx.settings.boot_poll) + 2):
+        if await ctx.read(_seen):
+            return True
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(ctx.settings.boot_poll)
+    return False
+
+
+def _utc(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def unless_restarted(fn: StepFn) -> StepFn:
+    """The step, skipped when the restart step already brought the profile back in place."""
+    async def run(ctx: StepContext) -> dict[str, Any] | None:
+        if ctx.data.get("restarted"):
+            return {"skipped": "restarted in place"}
+        return await fn(ctx)
+    return run
 
 
 # ---- fence ---------------------------------------------------------------------------------
@@ -355,15 +455,17 @@ async def activate_spare(ctx: StepContext) -> dict[str, Any]:
 FAILOVER = JobKind(
     name="failover",
     steps=(
-        Step("fence", fence, timeout=WAIT_FOREVER, attempts=3),
-        Step("choose-spare", choose_spare, undo=give_back_spare, timeout=WAIT_FOREVER, attempts=3),
-        Step("bind", bind, undo=unbind, attempts=1),
-        Step("set-vlans", set_vlans, undo=park_vlans),
-        Step("grant-storage", grant_storage, undo=revoke_storage),
-        Step("apply-identity", apply_identity, undo=clear_identity),
-        Step("set-boot", set_boot),
-        Step("power-on", power_on_spare, undo=power_off_undo, timeout=180),
-        Step("await-boot", await_boot_spare, timeout=600),
-        Step("activate", activate_spare),
+        Step("restart", restart, timeout=WAIT_FOREVER, attempts=3),
+        Step("fence", unless_restarted(fence), timeout=WAIT_FOREVER, attempts=3),
+        Step("choose-spare", unless_restarted(choose_spare), undo=give_back_spare, timeout=WAIT_FOREVER,
+             attempts=3),
+        Step("bind", unless_restarted(bind), undo=unbind, attempts=1),
+        Step("set-vlans", unless_restarted(set_vlans), undo=park_vlans),
+        Step("grant-storage", unless_restarted(grant_storage), undo=revoke_storage),
+        Step("apply-identity", unless_restarted(apply_identity), undo=clear_identity),
+        Step("set-boot", unless_restarted(set_boot)),
+        Step("power-on", unless_restarted(power_on_spare), undo=power_off_undo, timeout=180),
+        Step("await-boot", unless_restarted(await_boot_spare), timeout=600),
+        Step("activate", unless_restarted(activate_spare)),
     ),
 )

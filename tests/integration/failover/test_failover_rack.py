@@ -240,3 +240,22 @@ async def test_drill_moves_a_profile_out_and_back_and_leaves_the_blades_in_servi
         with rig.store.read() as s:
             states = dict(s.execute(select(BladeRow.name, BladeRow.state)).all())
         assert states == {"b001": "spare", "b002": "active", "b003": "spare"}
+
+
+@pytest.mark.timeout(240)
+async def test_restart_policy_power_cycles_the_same_blade_first(tmp_path: Path) -> None:
+    async with InprocRig(tmp_path, chassis=[2], engine=fast_engine(), monitor=MONITOR) as rig:
+        FailoverService(rig.store, rig.box).create_domain("prod")
+        doc = PROFILE.format(name="app", n=1, priority=1).replace("policy: n+1", "policy: restart")
+        ProfileService(rig.store).import_document(doc)
+        JobService(rig.store).submit_assign("app", tenant="ops", blade="b001")
+        await rig.until("app active", lambda: all_active(rig, ["app"]), 60)
+        await asyncio.sleep(2.5)
+        rig.crash("b001")
+        f = await rig.until("restarted", lambda: (lambda g: g if g.get("app") and g["app"].final else None)(
+            failovers(rig)), 90)
+        info = f["app"]
+        assert info.state == "succeeded", (info.state, info.reason)
+        assert [e["event"] for e in info.timeline] == ["detected", "restarting", "restarted", "active"]
+        assert placement(rig) == {"app": "b001"} and rig.raw_power("b001") == "On"
+        assert rig.raw_power("b002") == "Off"
