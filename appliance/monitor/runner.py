@@ -29,6 +29,7 @@ from appliance.domain.health import Detector, DetectorPolicy, Sample, observe
 from appliance.drivers.protocols import HealthState, PowerState
 from appliance.engine.model import HardwarePort
 from appliance.errors import AnvilError, Conflict
+from appliance.monitor.webhook import FAILURE_DETECTED
 from appliance.services.failover import FailoverService, HealthSample
 from appliance.services.jobs import JobService
 from appliance.store import Store
@@ -62,6 +63,7 @@ class Watched:
     profile: str | None = None       # tenant/name of the live binding's profile
     profile_state: str | None = None
     protected: bool = False          # the profile names a failover domain with a policy other than none
+    domain: str | None = None
     heartbeat_age: float | None = None  # seconds since the agent's last beat (None: it sends none)
 
 
@@ -119,8 +121,12 @@ class Monitor:
                 declared.append(w)
         by_blade = {v.blade: v for v in verdicts}
         await asyncio.to_thread(self._record, verdicts)
+        notifier = self.hw.notifier()
         for w in declared:
-            await asyncio.to_thread(self._start_failover, w, by_blade[w.blade].detail)
+            started = await asyncio.to_thread(self._start_failover, w, by_blade[w.blade].detail)
+            if started is not None and notifier is not None and w.domain:
+                notifier.notify(w.domain, FAILURE_DETECTED, {"failover": started, "profile": w.profile,
+                                                             "blade": w.blade, "reason": by_blade[w.blade].detail})
         return verdicts
 
     # ---- one pass ------------------------------------------------------------------------
@@ -151,7 +157,8 @@ class Monitor:
                 last = last if last.tzinfo else last.replace(tzinfo=UTC)
                 age = max(0.0, (now - last) / timedelta(seconds=1))
             out.append(Watched(name, state, f"{b.tenant}/{b.name}", b.state,
-                               bool(spec.get("domain")) and spec.get("policy", "n+1") != "none", age))
+                               bool(spec.get("domain")) and spec.get("policy", "n+1") != "none",
+                               str(spec.get("domain") or "") or None, age))
         return out
 
     async def _probe(self, w: Watched) -> Verdict:
@@ -179,7 +186,7 @@ class Monitor:
                    for v in verdicts]
         self.failovers.record_health_many(samples)
 
-    def _start_failover(self, w: Watched, detail: str) -> None:
+    def _start_failover(self, w: Watched, detail: str) -> int | None:
         assert w.profile is not None
         tenant, _, name = w.profile.partition("/")
         try:
@@ -187,10 +194,11 @@ class Monitor:
                                                          from_blade=w.blade)
         except Conflict as exc:   # already failing over, or another job holds the profile
             log.info("no failover started for %s: %s", w.profile, exc)
-            return
+            return None
         self.started.append((w.profile, w.blade))
         log.warning("failover #%s of %s started (job %s): %s", failover_id, w.profile, job.id, detail,
                     extra={"blade": w.blade, "profile": w.profile})
+        return failover_id
 
     def snapshot(self) -> dict[str, Any]:
         return {blade: d.reported.value for blade, d in self.detectors.items()}
