@@ -27,7 +27,7 @@ from appliance.api.keys import (
     TOKENS,
     USERS,
 )
-from appliance.api.routes import access, blades, jobs, pools, profiles
+from appliance.api.routes import access, blades, failover, jobs, pools, profiles
 from appliance.api.spec import Op, caller, document, register
 from appliance.config import Settings
 from appliance.engine.runner import Engine
@@ -129,7 +129,7 @@ def _meta_ops() -> list[Op]:
 
 def all_ops() -> list[Op]:
     """Every API operation: the router and the OpenAPI document are both built from this list."""
-    return [*_meta_ops(), *blades.OPS, *profiles.OPS, *jobs.OPS, *pools.OPS, *access.OPS]
+    return [*_meta_ops(), *blades.OPS, *profiles.OPS, *jobs.OPS, *pools.OPS, *access.OPS, *failover.OPS]
 
 
 def setup_api(app: web.Application) -> None:

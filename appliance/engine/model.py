@@ -92,6 +92,8 @@ class StepContext:
     progress: Callable[[str], Awaitable[None]]
     checkpoint: Callable[[dict[str, Any]], Awaitable[None]]
     events: list[tuple[str, str]] = field(default_factory=list)
+    # Kept by the engine for the job's run in this process (lost on restart): caches only.
+    memo: dict[str, Any] = field(default_factory=dict)
 
     def note(self, message: str) -> None:
         self.events.append(("info", message))

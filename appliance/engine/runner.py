@@ -73,6 +73,7 @@ class Engine:
         self._readers = ThreadPoolExecutor(4, thread_name_prefix="anvil-db-read")
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._waiting: dict[str, str] = {}   # job id -> what it waits for, flushed by the heartbeat
+        self._memos: dict[str, dict[str, Any]] = {}   # job id -> what its steps keep between them (in memory)
         self._wake = asyncio.Event()
         self.is_leader = False
 
@@ -174,6 +175,7 @@ class Engine:
             log.exception("job %s: runner error", job_id)
         finally:
             self._tasks.pop(job_id, None)
+            self._memos.pop(job_id, None)
 
     # -- one job ----------------------------------------------------------------
     def _snapshot(self, job_id: str) -> Snapshot:
@@ -253,7 +255,8 @@ class Engine:
             data.update(values)
             await self.db(lambda: self._checkpoint(snap.id, values))
 
-        return StepContext(job_id=snap.id, kind=snap.kind, params=snap.params, data=data, store=self.store,
+        memo = self._memos.setdefault(snap.id, {})
+        return StepContext(job_id=snap.id, kind=snap.kind, params=snap.params, data=data, store=self.store, memo=memo,
                            hw=self.hw, settings=self.settings, db=self.db, read=self.read, progress=progress,
                            checkpoint=checkpoint)
 

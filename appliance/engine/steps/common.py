@@ -80,10 +80,17 @@ def cabled_ports(s: Session, blade_id: int) -> list[Port | None]:
 
 
 async def load_profile(ctx: StepContext) -> Profile:
+    """The job's profile, read and parsed once per job run (its steps all want it)."""
+    cached = ctx.memo.get("profile")
+    if isinstance(cached, Profile):
+        return cached
+
     def _load() -> dict[str, Any]:
         with ctx.store.read() as s:
             return dict(profile_row(s, ctx).document)
-    return from_dict(await ctx.read(_load))
+    profile = from_dict(await ctx.read(_load))
+    ctx.memo["profile"] = profile
+    return profile
 
 
 async def ensure_power(ctx: StepContext, blade: str, want: PowerState, *, marker: str) -> dict[str, Any]:

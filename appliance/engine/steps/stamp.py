@@ -268,6 +268,8 @@ def _disk(ctx: StepContext, src: IscsiSource) -> DiskSpec:
 
 
 async def grant_storage(ctx: StepContext) -> dict[str, Any]:
+    if ctx.hw.storage() is None:
+        return {"storage": "nothing to grant (no storage driver configured)"}
     profile = await load_profile(ctx)
     plan = _storage_plan(ctx, profile)
     if plan is None:
@@ -287,6 +289,8 @@ async def grant_storage(ctx: StepContext) -> dict[str, Any]:
 
 
 async def revoke_storage(ctx: StepContext) -> None:
+    if ctx.hw.storage() is None:
+        return
     profile = await load_profile(ctx)
     plan = _storage_plan(ctx, profile)
     if plan is None:
@@ -389,6 +393,7 @@ async def await_boot(ctx: StepContext) -> dict[str, Any]:
         await ctx.progress(f"boot signal from the image on {blade} (generation {generation})")
     else:
         await ctx.progress(f"{blade}'s initiator to log in to its boot LUN")
+    pause = ctx.settings.boot_poll
     for _ in range(checks):
         if kind == "callback":
             found = await ctx.read(lambda: _boot_signal(ctx, generation))
@@ -398,7 +403,10 @@ async def await_boot(ctx: StepContext) -> dict[str, Any]:
             return {"booted": "initiator login"}
         if time.monotonic() >= deadline:
             break
-        await asyncio.sleep(ctx.settings.boot_poll)
+        await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        # Quick at first (emulated blades call back within a second), then gently: a hundred
+        # real servers take minutes to boot, and each look is a store read.
+        pause = min(pause * 1.5, 4 * ctx.settings.boot_poll)
     what = "posted no boot callback" if kind == "callback" else "never logged in to its boot LUN"
     raise StepFailed(f"{blade} {what} within {ctx.settings.boot_timeout:g} s of power-on; check that it "
                      "reaches the boot service (DHCP, TFTP, HTTP) and its console")
