@@ -139,6 +139,7 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     monitor = None
     if role in ("all", "engine"):
         engine = Engine(store, hardware, KINDS, settings=EngineSettings.from_settings(settings))
+    if role in ("all", "engine", "monitor"):
         monitor = Monitor(store, hardware, settings=monitor_settings(settings))
     runner = web.AppRunner(create_app(settings, store, engine=engine), access_log=None)
     await runner.setup()
@@ -189,9 +190,8 @@ def serve(ctx: CliContext, role: str, insecure_http: bool, ready_file: str | Non
     --role boot runs only the boot services (HTTP, and TFTP/DHCP when configured in
     [boot]), e.g. inside the provisioning network's namespace:
       ip netns exec NS anvil serve --role boot --config PATH
-    It needs no API token and never reads the secrets key."""
-    if role == "monitor":
-        raise click.UsageError(f"role {role!r} is not available yet")
+    It needs no API token and never reads the secrets key. The health monitor runs with
+    the engine (all, engine), or alone (--role monitor)."""
     # The appliance's own work (the engine) is nobody's change; each request sets its caller.
     from appliance.store.audit import set_actor
 

@@ -262,4 +262,6 @@ async def test_an_admin_returns_a_repaired_blade_to_the_spares(api: Api) -> None
     again = await c.post("/api/v1/blades/b04/clear-failed", headers=h)
     assert again.status == 409 and "is spare, not failed or fenced" in (await again.json())["detail"]
     blade = await (await c.get("/api/v1/blades/b04", headers=h)).json()
-    assert (blade["state"], blade["stateReason"]) == ("spare", None)
+    assert blade["state"] == "spare"
+    audit = (await (await c.get("/api/v1/audit?action=clear-failed", headers=h)).json())["items"]
+    assert [(e["who"], e["name"]) for e in audit] == [("token:admin", "b04")]

@@ -28,6 +28,7 @@ from appliance.domain.failover import FailoverState, SparePlan
 from appliance.drivers.protocols import Secret
 from appliance.errors import Issue, NotFound, ValidationError
 from appliance.secrets import SecretBox
+from appliance.services.audit import record_action
 from appliance.services.blade_pools import DEFAULT_POOL, BladePoolService
 from appliance.services.failover import DomainInfo, FailoverInfo, FailoverService
 from appliance.services.inventory import BladeFilter, Inventory
@@ -100,6 +101,16 @@ def domain_queue(store: Store, name: str, tenant: str | None) -> dict[str, Any]:
     plan = svc.spare_plan(name)
     spares = available_spares(store, svc.get_domain(name).spare_pool) if tenant is None else []
     return queue_view(name, plan, spares, tenant)
+
+
+def clear_failed_blade(store: Store, name: str) -> None:
+    """Return a repaired blade to the spares, audited as the current actor.
+
+    ``FailoverService.clear_failed`` does not audit (``confirm_fenced`` does), so the
+    entry is written here, after the change, as the API does for power actions.
+    """
+    FailoverService(store).clear_failed(name)
+    record_action(store, action="clear-failed", resource="blade", name=name, after={"state": "spare"})
 
 
 def visible_failover(store: Store, failover_id: int, tenant: str | None) -> FailoverInfo:
@@ -228,7 +239,7 @@ async def confirm_fenced(request: web.Request) -> web.Response:
 
 async def clear_failed(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    await asyncio.to_thread(_service(request).clear_failed, name)
+    await asyncio.to_thread(clear_failed_blade, request.app[STORE], name)
     return web.json_response({"blade": name, "state": "spare"})
 
 
