@@ -368,3 +368,7 @@ def setup_console(app: web.Application) -> None:
     r.add_get("/jobs", jobs)
     r.add_get("/jobs/{id}", job)
     r.add_get("/audit", audit)
+
+    from appliance.console.failover import setup_failover_pages  # imported late: it builds on this module
+
+    setup_failover_pages(app)

@@ -1,0 +1,304 @@
+"""The VM lab end to end: a real ``anvil lab up --redfish 0 --vms 2`` (QEMU blades, the boot
+role and a tgtd in a namespace of the test's own) and a real ``anvil serve``, driven only
+through the ``anvil`` command, and checked from outside the appliance: the VMs' serial
+consoles, tgtd's own ``tgtadm`` view, the LUN's backing file, and the job events in the
+store.
+
+One lab per test module (module scope): bringing it up costs ~10 s, every boot ~15-25 s
+under TCG. The namespace name and every port are unique per lab, so workers never meet;
+the module's tests carry ``xdist_group("vm-lab")`` so ``pytest -n 2 --dist loadgroup``
+keeps them on one worker. A lab boots one VM at a time, so at most one QEMU per worker
+runs at once.
+
+Teardown releases what is still stamped (so ``anvil lab down`` is exercised as a user
+would run it), stops ``anvil serve`` by PID, takes the lab down, and, should any of that
+fail, stops what lab.json names by PID and deletes the namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import select
+
+from appliance.lab import netns, rack
+from appliance.store.tables import JobEventRow
+from tests.integration.engine.rig import Anvil, Result, Serve
+
+CACHE = Path(os.environ.get("ANVIL_LAB_CACHE", "/var/tmp/anvil-lab-cache"))
+BOOT_TIMEOUT_S = 240        # the engine's await-boot deadline; a TCG boot takes 15-25 s on a loaded 2-core box
+JOB_TIMEOUT_S = BOOT_TIMEOUT_S + 120
+
+
+def skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "the VM lab needs root (network namespaces, tap devices)"
+    for tool, package in (("qemu-system-x86_64", "qemu-system-x86"), ("tgtd", "tgt"), ("dnsmasq", "dnsmasq-base")):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install {package})"
+    return None
+
+
+requires_vm_lab = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
+
+
+# ---- tgtd, read raw -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetView:
+    """One target as ``tgtadm --op show --mode target`` prints it."""
+
+    name: str
+    acl: tuple[str, ...]
+    sessions: tuple[str, ...]     # initiator names of the I_T nexuses (may include stale ones)
+    backing: tuple[str, ...]
+
+
+def parse_targets(text: str) -> dict[str, TargetView]:
+    out: dict[str, TargetView] = {}
+    name, section = "", ""
+    acl: list[str] = []
+    sessions: list[str] = []
+    backing: list[str] = []
+
+    def flush() -> None:
+        if name:
+            out[name] = TargetView(name, tuple(acl), tuple(sessions), tuple(backing))
+
+    for line in text.splitlines():
+        head = re.match(r"^Target \d+: (\S+)", line)
+        if head:
+            flush()
+            name, section, acl, sessions, backing = head.group(1), "", [], [], []
+            continue
+        if re.match(r"^ {4}\S.*:$", line):
+            section = line.strip().rstrip(":")
+            continue
+        item = line.strip()
+        if section == "ACL information" and item:
+            acl.append(item)
+        elif section == "I_T nexus information" and item.startswith("Initiator:"):
+            sessions.append(item.split()[1])
+        elif section == "LUN information" and item.startswith("Backing store path:") and item != \
+                "Backing store path: None":
+            backing.append(item.split(":", 1)[1].strip())
+    flush()
+    return out
+
+
+# ---- the lab ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class VmLab:
+    """A lab of 2 VMs and a running appliance, both started through the real ``anvil`` command."""
+
+    anvil: Anvil
+    serve: Serve
+    netns: str
+    tenant: str
+    stamped: set[str] = field(default_factory=set)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        st = rack.read_state(self.anvil.state_dir / "lab")
+        assert st is not None, "no lab is up"
+        return st
+
+    def vm(self, blade: str) -> dict[str, Any]:
+        """The lab.json record of a VM blade (``vm-01`` → its ``LabVm`` fields)."""
+        index = int(blade.rsplit("-", 1)[1])
+        found = [v for v in self.state["vmlab"]["vms"] if v["index"] == index]
+        assert found, f"no VM {blade} in lab.json"
+        return found[0]
+
+    def serial(self, blade: str) -> Path:
+        vm = self.vm(blade)
+        return Path(vm["run_dir"]) / f"{vm['name']}.serial"
+
+    def serial_text(self, blade: str, offset: int = 0) -> str:
+        """The console from byte ``offset`` on, without the firmware's cursor escapes. QEMU
+        truncates the file at every power-on, so an offset only holds across resets."""
+        try:
+            data = self.serial(blade).read_bytes()[offset:]
+        except OSError:
+            return ""
+        return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", data.decode("utf-8", "replace")).replace("\r", "")
+
+    def serial_size(self, blade: str) -> int:
+        try:
+            return self.serial(blade).stat().st_size
+        except OSError:
+            return 0
+
+    def agent_lines(self, blade: str, offset: int = 0) -> str:
+        return "\n".join(line for line in self.serial_text(blade, offset).splitlines() if "anvil-agent" in line)
+
+    # -- tgtd ------------------------------------------------------------------------------------
+    def targets(self) -> dict[str, TargetView]:
+        port = self.state["storage"]["controlPort"]
+        res = subprocess.run(["tgtadm", "-C", str(port), "--lld", "iscsi", "--op", "show", "--mode", "target"],
+                             capture_output=True, text=True, timeout=10, check=True)
+        return parse_targets(res.stdout)
+
+    def target(self, name: str) -> TargetView:
+        found = self.targets()
+        assert name in found, f"tgtd has no target {name}; it has {sorted(found)}"
+        return found[name]
+
+    # -- profiles and jobs --------------------------------------------------------------------------
+    def import_profile(self, name: str, spec: dict[str, Any]) -> None:
+        doc = {"apiVersion": "anvil/v1", "kind": "ServerProfile",
+               "metadata": {"name": name, "tenant": self.tenant}, "spec": spec}
+        path = self.anvil.tmp / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        self.anvil("profile", "import", str(path))
+
+    def job(self, *args: str) -> Result:
+        """An ``anvil`` command that follows a job; fails at once, with the appliance's log, if
+        ``anvil serve`` exits meanwhile (the command itself would wait for it for an hour)."""
+        t0 = time.monotonic()
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "appliance", *args], stdout=out, stderr=err,
+                                    env=self.anvil.env, stdin=subprocess.DEVNULL)
+            try:
+                deadline = t0 + JOB_TIMEOUT_S
+                while proc.poll() is None:
+                    served = self.serve.proc
+                    if served is None or served.poll() is not None:
+                        pytest.fail(f"anvil serve exited ({served.returncode if served else 'not started'}) "
+                                    f"during `anvil {' '.join(args)}`:\n{self.serve.log_tail()}")
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"`anvil {' '.join(args)}` did not end within {JOB_TIMEOUT_S} s")
+                    time.sleep(0.2)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=10)
+            out.seek(0)
+            err.seek(0)
+            return Result(proc.returncode, out.read(), err.read(), time.monotonic() - t0)
+
+    def assign(self, name: str, blade: str) -> str:
+        """``anvil profile assign NAME --blade BLADE``, followed to its end; the job id."""
+        res = self.job("profile", "assign", name, "--tenant", self.tenant, "--blade", blade)
+        job = _job_id(res.out)
+        if res.code != 0 or "succeeded" not in res.out:
+            pytest.fail(f"stamping {name} on {blade} failed ({res.code}):\n{res.out}{res.err}\n"
+                        f"agent on {blade}:\n{self.agent_lines(blade)[-3000:]}\n"
+                        f"console tail:\n{self.serial_text(blade)[-1500:]}\nserve log:\n{self.serve.log_tail()}")
+        self.stamped.add(name)
+        return job
+
+    def release(self, name: str) -> None:
+        res = self.job("profile", "release", name, "--tenant", self.tenant)
+        assert res.code == 0 and "succeeded" in res.out, f"releasing {name} failed:\n{res.out}{res.err}"
+        self.stamped.discard(name)
+
+    def events(self, job_id: str) -> list[JobEventRow]:
+        store = self.anvil.store()
+        try:
+            with store.read() as s:
+                rows = list(s.scalars(select(JobEventRow).where(JobEventRow.job_id == job_id)
+                                      .order_by(JobEventRow.id)))
+                s.expunge_all()
+                return rows
+        finally:
+            store.close()
+
+    def boot_signal(self, job_id: str) -> tuple[dict[str, Any], float]:
+        """The job's boot-signal data, and seconds from the power-on step's start to it."""
+        events = self.events(job_id)
+        power = [e for e in events if e.kind == "step-started" and (e.data or {}).get("step") == "power-on"]
+        signals = [e for e in events if e.kind == "boot-signal"]
+        assert power and signals, f"job {job_id}: no power-on or no boot-signal among {[e.kind for e in events]}"
+        return dict(signals[0].data or {}), (signals[0].at - power[-1].at).total_seconds()
+
+    def record_boot(self, what: str, seconds: float, record: Callable[[str, object], None]) -> None:
+        """Say how long the boot took, where a reader of the run finds it."""
+        self.timings[what] = seconds
+        record(f"boot_seconds_{what}", round(seconds, 1))
+        line = f"VM lab boot ({what}): power-on -> boot signal {seconds:.1f} s"
+        print(line)
+        artifacts = Path(__file__).resolve().parents[2] / "test-artifacts"
+        if artifacts.is_dir():
+            with open(artifacts / "vm-lab-boot-times.txt", "a") as fh:
+                fh.write(f"{time.strftime('%F %T')} {line}\n")
+
+    def wait_console(self, blade: str, offset: int, markers: tuple[str, ...], timeout: float) -> str:
+        """The console text after ``offset`` once it holds one of ``markers``; fails after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.serial_text(blade, offset)
+            if any(m in text for m in markers):
+                return text
+            time.sleep(0.5)
+        pytest.fail(f"none of {markers} on {blade}'s console within {timeout:g} s:\n"
+                    f"{self.serial_text(blade, offset)[-2500:]}")
+
+
+def _job_id(out: str) -> str:
+    m = re.search(r"^job (\S+): ", out, re.MULTILINE)
+    assert m, f"no job id in:\n{out}"
+    return m.group(1)
+
+
+def _lab_left(anvil: Anvil) -> None:
+    """Whatever is still recorded in lab.json: stop it by PID, delete its namespaces."""
+    left = rack.read_state(anvil.state_dir / "lab")
+    if left is not None:
+        rack.teardown(left)
+        rack.lab_file(anvil.state_dir / "lab").unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def vm_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmLab]:
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    # A short base path: QEMU's QMP socket lives under it and unix socket paths stop at 107 bytes.
+    anvil = Anvil(tmp_path_factory.mktemp("e2e"))
+    ns = netns.unique_prefix("e2") + "lab"
+    anvil.env.update({"ANVIL_ENGINE_BOOT_TIMEOUT": str(BOOT_TIMEOUT_S), "ANVIL_LAB_CACHE": str(CACHE)})
+    anvil.env.pop("ANVIL_LAB_NETNS", None)
+    lab = VmLab(anvil=anvil, serve=Serve(anvil), netns=ns, tenant="e2e" + os.urandom(3).hex())
+    try:
+        t0 = time.monotonic()
+        up = anvil("lab", "up", "--redfish", "0", "--vms", "2", "--netns", ns, timeout=300)
+        lab.timings["lab_up"] = time.monotonic() - t0
+        print(f"anvil lab up --vms 2: {lab.timings['lab_up']:.1f} s: {up.out.strip()}")
+        lab.serve.start(timeout=60)
+        yield lab
+    finally:
+        try:
+            if lab.serve.proc is not None and lab.serve.proc.poll() is None:
+                for name in sorted(lab.stamped):
+                    with contextlib.suppress(AssertionError, pytest.fail.Exception):
+                        lab.release(name)
+        finally:
+            lab.serve.stop()
+            state = rack.read_state(anvil.state_dir / "lab")
+            with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
+                anvil("lab", "down", check=False, timeout=120)
+            _lab_left(anvil)
+            netns.delete_all([ns])
+            if state is not None:
+                alive = [p["name"] for p in state["processes"] if rack.pid_alive(int(p["pid"]), p.get("starttime"))]
+                assert not alive, f"lab processes outlived the lab: {alive}"
+            assert not netns.exists(ns), f"namespace {ns} outlived the lab"
+

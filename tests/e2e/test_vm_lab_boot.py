@@ -1,0 +1,217 @@
+"""Stamping profiles onto the VM lab's QEMU blades boots them through Anvil, end to end.
+
+Issue 6's "done when", with nothing done by hand: ``anvil lab up --redfish 0 --vms 2``
+and ``anvil serve`` run as real processes; each stamp is ``anvil profile assign NAME
+--blade vm-0N``; the VM powers on through its IPMI BMC, PXE-boots from the boot role's
+dnsmasq (DHCP in the lab's namespace), fetches its iPXE script, kernel and initrd over
+boot HTTP, and the lab image's agent posts the boot callback that ends the stamp. The
+iSCSI profiles' LUNs live in the lab's tgtd, which ``anvil serve`` manages without any
+``[storage]`` configuration (it finds the tgtd in lab.json).
+
+Checked from outside the appliance: the VM's serial console, tgtd through ``tgtadm``,
+the LUN's backing file; the boot signal as the boot role stored it in the job's events.
+Each boot's power-on → boot-signal time is printed (and added to
+test-artifacts/vm-lab-boot-times.txt when that folder exists).
+
+The tests share one lab (module scope) and run in file order; the iSCSI tests share the
+stamp made by the ``san_profile`` fixture and the last one moves that profile to vm-02.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from appliance.boot.ipxe import default_template_dirs
+from tests.e2e.conftest import VmLab, requires_vm_lab
+
+pytestmark = [requires_vm_lab, pytest.mark.slow, pytest.mark.xdist_group("vm-lab"), pytest.mark.timeout(900)]
+
+KERNEL, INITRD = "lab/vmlinuz", "lab/initrd.img"
+SERVER = "10.77.0.1"
+CONSOLE_WAIT_S = 120.0
+MARKER = "MARKER-1"
+
+
+def test_image_profile_pxe_boots_vm_and_reports_its_identity(
+        vm_lab: VmLab, record_property: Callable[[str, object], None]) -> None:
+    """(a) An image profile stamped on vm-01: DHCP + iPXE + HTTP into the lab image, whose agent
+    reports the profile's identity back; the stamp succeeds on that report."""
+    name, uuid = "img-01", "4c4c4544-0042-3510-8052-b4c04f384e01"
+    vm_lab.import_profile(name, {
+        "identity": {"uuid": uuid, "nics": [{"name": "eth0", "mac": "02:a0:00:00:e2:01", "pxe": True}]},
+        "boot": {"mode": "legacy", "source": {"type": "image", "kernel": KERNEL, "initrd": INITRD,
+                                              "cmdline": "console=ttyS0 panic=-1"}},
+    })
+    vm = vm_lab.vm("vm-01")
+    try:
+        job = vm_lab.assign(name, "vm-01")
+        signal, seconds = vm_lab.boot_signal(job)
+        vm_lab.record_boot("image", seconds, record_property)
+
+        facts = signal["facts"]
+        assert signal["blade"] == "vm-01" and signal["generation"] == 1
+        assert facts["profile"] == f"{vm_lab.tenant}/{name}" and facts["uuid"] == uuid
+        # No virtual MAC over IPMI: the image reports the NIC it booted on, the blade's own.
+        assert facts["mac"] == vm["mac"]
+        assert facts["hostname"] == name and facts["disk"] == "none"
+        lease = facts["ip"]
+        assert lease.startswith("10.77.0.") and 100 <= int(lease.rsplit(".", 1)[1]) <= 199, lease
+        console = vm_lab.serial_text("vm-01")   # QEMU starts it afresh at each power-on
+        # The whole chain, as the VM saw it: Anvil's DHCP pointed iPXE at Anvil's script.
+        assert f"http://{SERVER}:8080/boot/ipxe" in console
+        assert f"Anvil: vm-01 boots profile {vm_lab.tenant}/{name}" in console
+        assert f"anvil-agent: eth0 ({vm['mac']}): DHCP lease {lease}" in console
+        assert "anvil-agent: callback ok" in console
+    finally:
+        vm_lab.release(name)
+
+
+@dataclass(frozen=True)
+class SanStamp:
+    name: str
+    iqn: str
+    target: str
+    job: str
+
+
+SAN_IQN = "iqn.2026-11.io.anvil.e2e:san-01"
+SAN_TARGET = "iqn.2026-11.io.anvil.san:e2e-san-01"
+
+
+@pytest.fixture(scope="module")
+def san_profile(vm_lab: VmLab) -> Iterator[SanStamp]:
+    """An iSCSI profile (sanhook + the lab image, LUN 1, 8 MiB) stamped on vm-01; its image
+    writes MARKER-1 to the disk."""
+    name = "san-01"
+    vm_lab.import_profile(name, {
+        "identity": {"uuid": "4c4c4544-0042-3510-8052-b4c04f384e02", "iscsiInitiator": SAN_IQN,
+                     "nics": [{"name": "eth0", "mac": "02:a0:00:00:e2:02", "pxe": True}]},
+        "boot": {"mode": "legacy", "source": {
+            "type": "iscsi", "portal": f"{SERVER}:3260", "target": SAN_TARGET, "lun": 1, "sizeMiB": 8,
+            "kernel": KERNEL, "initrd": INITRD, "cmdline": f"console=ttyS0 panic=-1 anvil.disk_write={MARKER}"}},
+    })
+    job = vm_lab.assign(name, "vm-01")
+    yield SanStamp(name, SAN_IQN, SAN_TARGET, job)
+
+
+def _backing_marker(vm_lab: VmLab, target: str) -> bytes:
+    paths = vm_lab.target(target).backing
+    assert len(paths) == 1, paths
+    path = Path(paths[0])
+    assert path.is_relative_to(vm_lab.anvil.state_dir / "luns"), path
+    with open(path, "rb") as fh:
+        fh.seek(2 * 512)
+        return fh.read(len(MARKER))
+
+
+def test_iscsi_profile_attaches_its_lun_with_the_profiles_iqn(
+        vm_lab: VmLab, san_profile: SanStamp, record_property: Callable[[str, object], None]) -> None:
+    """(b) An iSCSI profile stamped on vm-01: Anvil (through the lab's tgtd, found in lab.json)
+    creates the LUN and opens it to the profile's IQN only; iPXE sanhooks it with that IQN,
+    the image logs in from the iBFT, reports the (empty) disk marker and writes MARKER-1."""
+    signal, seconds = vm_lab.boot_signal(san_profile.job)
+    vm_lab.record_boot("iscsi", seconds, record_property)
+    facts = signal["facts"]
+    assert facts["profile"] == f"{vm_lab.tenant}/{san_profile.name}"
+    assert facts["mac"] == vm_lab.vm("vm-01")["mac"]
+    assert facts["disk"] == ""            # a fresh LUN: attached, no marker yet
+
+    target = vm_lab.target(san_profile.target)
+    assert target.acl == (san_profile.iqn,)
+    assert san_profile.iqn in target.sessions and set(target.sessions) == {san_profile.iqn}
+    agent = vm_lab.agent_lines("vm-01")
+    assert "iBFT found" in agent and "iSCSI disk /dev/sda attached" in agent, agent
+    assert f"disk marker written: '{MARKER}'" in agent, agent
+    assert _backing_marker(vm_lab, san_profile.target) == MARKER.encode()
+
+
+FOREIGN_IQN = "iqn.2026-11.io.anvil.e2e:intruder"
+FOREIGN_TEMPLATE = """\
+#!ipxe
+echo e2e: {{{{ blade }}}} boots {{{{ profile }}}} as initiator {iqn}
+set initiator-iqn {iqn}
+sanhook {{{{ root_path }}}} || goto refused
+echo E2E-FOREIGN-IQN-ATTACHED
+exit 1
+:refused
+echo E2E-FOREIGN-IQN-REFUSED ${{errno}}
+exit 1
+"""
+
+
+def _reboot_from_network(vm_lab: VmLab, blade: str) -> int:
+    """``anvil blade boot BLADE network`` + ``anvil blade power BLADE reset``; the console offset
+    before (a reset keeps QEMU, and so its console file, running)."""
+    offset = vm_lab.serial_size(blade)
+    vm_lab.anvil("blade", "boot", blade, "network")
+    vm_lab.anvil("blade", "power", blade, "reset")
+    return offset
+
+
+def test_target_refuses_the_same_vm_with_another_iqn(vm_lab: VmLab, san_profile: SanStamp) -> None:
+    """(c) While the LUN's ACL holds san-01's IQN, vm-01 booting san-01's LUN as another
+    initiator is refused by the target; the same VM with san-01's own IQN gets in.
+
+    How the other IQN is produced: the boot service's per-profile iPXE template
+    (``profiles/TENANT/NAME.ipxe.j2`` in its template folder, picked up within a second) —
+    the operator's own way to change what one profile's blade runs, so the script still
+    comes from Anvil's boot service, for this binding, through Anvil's DHCP. It differs
+    from the stock iSCSI template only in ``set initiator-iqn``, so the only thing that
+    changes between the refused and the accepted boot is the initiator name the target
+    sees. Both boots are IPMI resets issued with ``anvil blade boot|power``; the ACL is
+    left as the stamp made it (and checked before and after). Evidence of the refusal:
+    iPXE's "Could not open SAN device" on the console, and no session of the foreign name
+    in tgtd. The template lives in a tenant of this test run only and is removed at once.
+    """
+    template = default_template_dirs()[0] / "profiles" / vm_lab.tenant / f"{san_profile.name}.ipxe.j2"
+    assert vm_lab.target(san_profile.target).acl == (san_profile.iqn,)
+    template.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        template.write_text(FOREIGN_TEMPLATE.format(iqn=FOREIGN_IQN))
+        time.sleep(1.5)   # the boot service looks templates up again after 1 s
+        offset = _reboot_from_network(vm_lab, "vm-01")
+        console = vm_lab.wait_console("vm-01", offset, ("E2E-FOREIGN-IQN-REFUSED", "E2E-FOREIGN-IQN-ATTACHED"),
+                                      CONSOLE_WAIT_S)
+    finally:
+        template.unlink(missing_ok=True)
+        template.parent.rmdir()
+        if not any(template.parent.parent.iterdir()):
+            template.parent.parent.rmdir()
+    assert f"as initiator {FOREIGN_IQN}" in console
+    assert "E2E-FOREIGN-IQN-REFUSED" in console and "E2E-FOREIGN-IQN-ATTACHED" not in console
+    assert "Could not open SAN device" in console
+    target = vm_lab.target(san_profile.target)
+    assert FOREIGN_IQN not in target.sessions and target.acl == (san_profile.iqn,)
+
+    time.sleep(1.5)   # the stock template again
+    offset = _reboot_from_network(vm_lab, "vm-01")
+    console = vm_lab.wait_console("vm-01", offset, ("anvil-agent: callback", "Could not open SAN device"),
+                                  CONSOLE_WAIT_S)
+    assert "Could not open SAN device" not in console
+    assert "Registered SAN device" in console
+    agent = "\n".join(line for line in console.splitlines() if "anvil-agent" in line)
+    assert "iSCSI disk /dev/sda attached" in agent and f"disk marker: '{MARKER}'" in agent, agent
+    assert san_profile.iqn in vm_lab.target(san_profile.target).sessions
+
+
+def test_released_profile_boots_its_lun_on_another_vm_with_the_data(
+        vm_lab: VmLab, san_profile: SanStamp, record_property: Callable[[str, object], None]) -> None:
+    """(d) Release san-01 and stamp it on vm-02: the same LUN, opened to the same IQN, now
+    attached by vm-02, still holds what vm-01 wrote."""
+    vm_lab.release(san_profile.name)
+    assert vm_lab.target(san_profile.target).acl == ()      # released: nobody may log in
+    job = vm_lab.assign(san_profile.name, "vm-02")
+    signal, seconds = vm_lab.boot_signal(job)
+    vm_lab.record_boot("iscsi-moved", seconds, record_property)
+
+    facts = signal["facts"]
+    assert signal["blade"] == "vm-02" and facts["mac"] == vm_lab.vm("vm-02")["mac"]
+    assert facts["profile"] == f"{vm_lab.tenant}/{san_profile.name}"
+    assert facts["disk"] == MARKER            # written by vm-01, read by vm-02
+    assert vm_lab.target(san_profile.target).acl == (san_profile.iqn,)
+    assert "iSCSI disk /dev/sda attached" in vm_lab.agent_lines("vm-02")
