@@ -93,11 +93,40 @@ def check_netns_name(name: str) -> str:
     return name
 
 
+def store_unreachable_from_netns(store_url: str) -> str | None:
+    """Why the boot role, inside the lab's namespace, could not reach this store; None if it can.
+
+    The namespace has its own loopback and no route out, so only a file (SQLite) or a unix
+    socket (PostgreSQL's ``?host=/run/postgresql``) reaches the appliance's store from there.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(store_url)
+    except ArgumentError as exc:
+        return f"store URL cannot be parsed: {exc}"
+    if url.get_backend_name() != "postgresql":
+        return None
+    hosts = [url.host] if url.host else []
+    query_host = url.query.get("host")
+    hosts += list(query_host) if isinstance(query_host, tuple) else [query_host] if query_host else []
+    tcp = [h for h in hosts if not h.startswith("/")]
+    if tcp:
+        return (f"the VM lab's boot role runs in its own network namespace and cannot reach PostgreSQL at "
+                f"{', '.join(tcp)} over TCP; give [store] url a unix socket instead "
+                "(postgresql+psycopg://USER@/DB?host=/run/postgresql)")
+    return None
+
+
 def preflight(opts: VmLabOptions) -> None:
     """Refuse before anything starts: not root, a tool missing, a bad count or namespace name."""
     if not 1 <= opts.vms <= MAX_VMS:
         raise VmLabSetupError(f"--vms {opts.vms}: the VM lab runs 1..{MAX_VMS} VMs")
     check_netns_name(opts.netns)
+    store_problem = store_unreachable_from_netns(opts.store_url)
+    if store_problem:
+        raise VmLabSetupError(store_problem)
     if os.geteuid() != 0:
         raise VmLabSetupError("--vms needs root (network namespace, bridge and tap devices)")
     for tool, package in (("ip", "iproute2"), ("qemu-system-x86_64", "qemu-system-x86"), ("tgtd", "tgt"),
