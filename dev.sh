@@ -89,7 +89,8 @@ cmd_test() {
   log "pytest"
   mkdir -p test-artifacts
   set +e
-  .venv/bin/python -m pytest -n 2 -p no:cacheprovider --durations=15 "$@"
+  # loadscope: a module's tests share one worker, so the VM lab modules each bring up one lab.
+  .venv/bin/python -m pytest -n 2 --dist loadscope -p no:cacheprovider --durations=15 "$@"
   rc=$?
   set -e
   if [ $rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi

@@ -148,9 +148,10 @@ def describe(state: dict[str, Any], redfish: int, ipmi: int, vms: int, switch_ki
         parts.append(f"{redfish} Redfish and {ipmi} IPMI cabled to switch {state['switch']} ({switch_kind})")
     if vms:
         vm = state["vmlab"]
-        parts.append(f"{vms} VMs cabled to switch {state['vmSwitch']} (linux-bridge) in namespace {vm['netns']}, "
-                     f"booting from {vm['bootUrl']}, iSCSI on {state['storage']['portal']}")
-    return f"{len(state['blades'])} blades: " + "; ".join(parts)
+        parts.append(f"{vms} VM{'' if vms == 1 else 's'} cabled to switch {state['vmSwitch']} (linux-bridge) "
+                     f"in namespace {vm['netns']}, booting from {vm['bootUrl']}, iSCSI on {state['storage']['portal']}")
+    count = len(state["blades"])
+    return f"{count} blade{'' if count == 1 else 's'}: " + "; ".join(parts)
 
 
 @lab.command("up")
@@ -163,7 +164,8 @@ def up(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_pow
     \b
     --vms N (root) adds N QEMU blades (vm-01 …) on a bridge in namespace --netns, with
     the boot role (DHCP, TFTP, HTTP on 10.77.0.1) and a tgtd (10.77.0.1:3260) there;
-    `anvil serve` then uses that tgtd for iSCSI boot LUNs unless [storage] says otherwise."""
+    an `anvil serve` started afterwards uses that tgtd for iSCSI boot LUNs unless
+    [storage] names a driver."""
     state = lab_up(ctx, _opts(ctx.settings, redfish, ipmi, switch_kind, realistic_power, vms, netns))
     click.echo(f"lab up: {describe(state, redfish, ipmi, vms, switch_kind)}; "
                f"state in {rack.lab_file(ctx.settings.lab_dir)}")

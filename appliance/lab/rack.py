@@ -168,9 +168,6 @@ def record_process(name: str, pid: int, log_path: Path, address: str, stop_timeo
             "log": str(log_path), "stopTimeout": stop_timeout, **extra}
 
 
-_record = record_process
-
-
 def _forget_tgtd(p: dict[str, Any]) -> None:
     """A killed tgtd leaves its control socket and lock file behind (appliance.lab.tgt)."""
     from appliance.lab import tgt
@@ -253,7 +250,7 @@ def up(lab_dir: Path, opts: LabOptions,
                 lab_dir / "redfish", procs.free_tcp_port(), systems,
                 power_delay=None if opts.realistic_power else SHORT_DELAY, username=USERNAME, password=password,
                 boot_url=opts.boot_url)
-            state["processes"].append(_record("redfish", emu.proc.pid, emu.proc.log_path, emu.base_url))
+            state["processes"].append(record_process("redfish", emu.proc.pid, emu.proc.log_path, emu.base_url))
             _write_state(lab_dir, state)
             for i, system in enumerate(systems, 1):
                 slot += 1
@@ -268,7 +265,8 @@ def up(lab_dir: Path, opts: LabOptions,
                                             power_delay=REALISTIC_DELAY if opts.realistic_power else SHORT_DELAY,
                                             username=USERNAME, password=password, boot_url=opts.boot_url,
                                             macs=[_mac(0xFF, i, 0) for i in range(1, opts.ipmi + 1)])
-            state["processes"].append(_record("ipmi", ipmi.proc.pid, ipmi.proc.log_path, f"udp://127.0.0.1:{ports[0]}..{ports[-1]}"))
+            state["processes"].append(record_process("ipmi", ipmi.proc.pid, ipmi.proc.log_path,
+                                                     f"udp://127.0.0.1:{ports[0]}..{ports[-1]}"))
             _write_state(lab_dir, state)
             for i, port in enumerate(ports, 1):
                 slot += 1
@@ -330,7 +328,7 @@ def _start_switch(lab_dir: Path, state: dict[str, Any], kind: str, blades: list[
                 state["rundirs"].append(str(sw.rundir))
         if sw.pid is None:
             raise LabError("snmpsim did not start")
-        state["processes"].append(_record("snmpsim", sw.pid, sw.workdir / "snmpsim.log", sw.address))
+        state["processes"].append(record_process("snmpsim", sw.pid, sw.workdir / "snmpsim.log", sw.address))
         _write_state(lab_dir, state)
         return {"address": sw.address, "password": community,
                 "ports": {key: str(n) for n, key in enumerate(keys, 1)}}
@@ -341,7 +339,7 @@ def _start_switch(lab_dir: Path, state: dict[str, Any], kind: str, blades: list[
                     prefix=netns.unique_prefix("av"))
     ovs.up()  # cleans itself up on failure
     for name, handle in zip(("ovsdb-server", "ovs-vswitchd"), ovs.handles, strict=True):
-        state["processes"].append(_record(name, handle.pid, handle.log_path, ovs.db, stop_timeout=0.2))
+        state["processes"].append(record_process(name, handle.pid, handle.log_path, ovs.db, stop_timeout=0.2))
     state["namespaces"] = list(ovs.namespaces)
     state["rundirs"].append(str(ovs.rundir))
     _write_state(lab_dir, state)

@@ -42,10 +42,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.lab import bootnet, procs
-from appliance.lab.rack import LabError, record_process
+from appliance.lab.rack import LabBlade, LabError, record_process
+
+if TYPE_CHECKING:
+    from appliance.lab.tgt import TgtdHandle
 
 MAX_VMS = 4
 DEFAULT_CACHE = Path("/var/tmp/anvil-lab-cache")
@@ -209,7 +212,7 @@ def start_boot_role(run_dir: Path, opts: VmLabOptions, *, timeout: float = _BOOT
     return handle
 
 
-def _start_tgtd(run_dir: Path, ns: str) -> Any:
+def _start_tgtd(run_dir: Path, ns: str) -> TgtdHandle:
     from appliance.lab import tgt
 
     last: Exception | None = None
@@ -223,14 +226,13 @@ def _start_tgtd(run_dir: Path, ns: str) -> Any:
 
 
 def start(lab_dir: Path, state: dict[str, Any], save: Callable[[], None], opts: VmLabOptions, *,
-          username: str, password: str, first_slot: int) -> tuple[dict[str, Any], list[Any]]:
+          username: str, password: str, first_slot: int) -> tuple[dict[str, Any], list[LabBlade]]:
     """Start the VM lab (see the module docstring), recording into ``state`` and calling ``save()``
     after each piece. Returns (the switch to enrol, the VMs as ``rack.LabBlade``).
 
     On failure the caller tears down what ``state`` records (``rack.teardown``).
     """
     from appliance.lab.guest_image import ensure_lab_image
-    from appliance.lab.rack import LabBlade
     from appliance.lab.vm import start_vms
 
     preflight(opts)

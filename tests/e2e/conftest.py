@@ -4,11 +4,12 @@ through the ``anvil`` command, and checked from outside the appliance: the VMs' 
 consoles, tgtd's own ``tgtadm`` view, the LUN's backing file, and the job events in the
 store.
 
-One lab per test module (module scope): bringing it up costs ~10 s, every boot ~15-25 s
-under TCG. The namespace name and every port are unique per lab, so workers never meet;
-the module's tests carry ``xdist_group("vm-lab")`` so ``pytest -n 2 --dist loadgroup``
-keeps them on one worker. A lab boots one VM at a time, so at most one QEMU per worker
-runs at once.
+One lab per test module and worker (module scope): bringing it up costs ~10 s, every boot
+~15-25 s under TCG. The namespace name and every port are unique per lab, so workers never
+meet, and every fixture is self-sufficient, so however pytest-xdist spreads the tests they
+pass; kept on one worker they share one lab (``--dist loadscope``; the tests also carry
+``xdist_group("vm-lab")`` for ``--dist loadgroup``, which pytest 9.2 with xdist 3.8 ignores:
+pytest-xdist#1386). A lab boots one VM at a time, so at most one QEMU per worker runs.
 
 Teardown releases what is still stamped (so ``anvil lab down`` is exercised as a user
 would run it), stops ``anvil serve`` by PID, takes the lab down, and, should any of that
@@ -123,7 +124,7 @@ class VmLab:
     def vm(self, blade: str) -> dict[str, Any]:
         """The lab.json record of a VM blade (``vm-01`` → its ``LabVm`` fields)."""
         index = int(blade.rsplit("-", 1)[1])
-        found = [v for v in self.state["vmlab"]["vms"] if v["index"] == index]
+        found: list[dict[str, Any]] = [v for v in self.state["vmlab"]["vms"] if v["index"] == index]
         assert found, f"no VM {blade} in lab.json"
         return found[0]
 
@@ -294,7 +295,8 @@ def vm_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmLab]:
             lab.serve.stop()
             state = rack.read_state(anvil.state_dir / "lab")
             with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
-                anvil("lab", "down", check=False, timeout=120)
+                down = anvil("lab", "down", check=False, timeout=120)
+                print(f"anvil lab down ({down.code}, {down.seconds:.1f} s): {down.out.strip()} {down.err.strip()}")
             _lab_left(anvil)
             netns.delete_all([ns])
             if state is not None:

@@ -26,10 +26,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped]
+import pyroute2.config  # type: ignore[import-untyped]
+from pyroute2 import AsyncIPRoute
 
 from appliance.drivers.errors import BadSettings, BmcFailure, BmcUnreachable, DriverError, Unsupported
 from appliance.drivers.protocols import PortConfig, SwitchRef
+
+# pyroute2 opens sockets in another namespace from a forked child and ends that child with
+# SIGTERM; the child inherits asyncio's signal wakeup fd, so the parent's event loop took the
+# child's SIGTERM as its own and `anvil serve` shut down (exit 0, nothing logged).
+pyroute2.config.disable_mp_signal = True
 
 IFF_UP = 0x1
 
