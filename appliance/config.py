@@ -139,6 +139,8 @@ class MonitorSection(_Section):
     probe_timeout: float = Field(5.0, gt=0, le=120, description="seconds a BMC has to answer one probe")
     heartbeat_timeout: float = Field(35.0, gt=0, le=86400,
                                      description="seconds without a booted profile's heartbeat that count as a miss")
+    tcp_probe_port: int = Field(0, ge=0, le=65535,
+                                description="for profiles whose OS sends no heartbeat: TCP port to probe (0: off)")
     fail_after: int = Field(3, ge=1, le=1000, description="consecutive bad polls that declare a blade failed")
     recover_after: int = Field(2, ge=1, le=1000, description="consecutive good polls that declare it healthy again")
 

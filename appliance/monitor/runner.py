@@ -8,12 +8,15 @@ running an active profile of a failover domain whose detector just declared it f
 gets a failover job (``JobService.submit_failover``); the rest is the engine's.
 
 A blade counts as failing when its BMC does not answer, when it reads powered off or
-critical while it runs a profile, or when that profile's agent stopped heartbeating.
+critical while it runs a profile, when that profile's agent stopped heartbeating, or, for
+an OS without the agent, when its service port (``[monitor] tcp_probe_port``) stops
+accepting connections at the profile's first IPv4 address.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -44,13 +47,22 @@ class MonitorSettings:
     concurrency: int = 64            # probes at once
     probe_timeout: float = 5.0       # per blade and pass
     heartbeat_timeout: float = 35.0  # the lab agent beats every 10 s: three lost beats and a margin
+    tcp_probe_port: int = 0          # for profiles whose OS sends no heartbeat: connect here (0: off)
     policy: DetectorPolicy = field(default_factory=DetectorPolicy)
+
+
+def _first_ipv4(document: Any) -> str | None:
+    nics = (((document or {}).get("spec") or {}).get("identity") or {}).get("nics") or []
+    for nic in nics:
+        if isinstance(nic, dict) and nic.get("ipv4"):
+            return str(nic["ipv4"]).split("/", 1)[0]
+    return None
 
 
 def monitor_settings(settings: Settings) -> MonitorSettings:
     m = settings.monitor
     return MonitorSettings(interval=m.interval, concurrency=m.concurrency, probe_timeout=m.probe_timeout,
-                           heartbeat_timeout=m.heartbeat_timeout,
+                           heartbeat_timeout=m.heartbeat_timeout, tcp_probe_port=m.tcp_probe_port,
                            policy=DetectorPolicy(fail_after=m.fail_after, recover_after=m.recover_after))
 
 
@@ -65,6 +77,7 @@ class Watched:
     protected: bool = False          # the profile names a failover domain with a policy other than none
     domain: str | None = None
     heartbeat_age: float | None = None  # seconds since the agent's last beat (None: it sends none)
+    address: str | None = None       # the profile's first IPv4 address, for the TCP probe
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +171,7 @@ class Monitor:
                 age = max(0.0, (now - last) / timedelta(seconds=1))
             out.append(Watched(name, state, f"{b.tenant}/{b.name}", b.state,
                                bool(spec.get("domain")) and spec.get("policy", "n+1") != "none",
-                               str(spec.get("domain") or "") or None, age))
+                               str(spec.get("domain") or "") or None, age, _first_ipv4(b.document)))
         return out
 
     async def _probe(self, w: Watched) -> Verdict:
@@ -178,7 +191,23 @@ class Monitor:
             problems.append(f"health critical: {health.reason or 'no detail'}")
         if running and w.heartbeat_age is not None and w.heartbeat_age > self.settings.heartbeat_timeout:
             problems.append(f"no heartbeat from {w.profile} for {w.heartbeat_age:.0f} s")
+        elif running and w.heartbeat_age is None and self.settings.tcp_probe_port and w.address:
+            problem = await self._tcp_probe(w.address, self.settings.tcp_probe_port)
+            if problem:
+                problems.append(problem)
         return Verdict(w.blade, not problems, power.value, health.state.value, "; ".join(problems) or "ok")
+
+    async def _tcp_probe(self, host: str, port: int) -> str | None:
+        """The heartbeat's alternative for an OS without our agent: its service port answers."""
+        try:
+            async with asyncio.timeout(self.settings.probe_timeout):
+                _reader, writer = await asyncio.open_connection(host, port)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        except (OSError, TimeoutError) as exc:
+            return f"TCP probe of {host}:{port} failed: {exc or 'no answer'}"
+        return None
 
     def _record(self, verdicts: list[Verdict]) -> None:
         at = datetime.now(UTC)

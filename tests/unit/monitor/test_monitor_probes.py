@@ -1,0 +1,54 @@
+"""The monitor's verdicts with in-process fake BMCs: power, and the TCP probe that stands in
+for the heartbeat of an OS without the lab agent (a real listener on loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from appliance.domain.health import DetectorPolicy
+from appliance.drivers.protocols import PowerAction
+from appliance.lab.procs import free_tcp_port
+from appliance.monitor.runner import Monitor, MonitorSettings
+from appliance.services.jobs import JobService
+from appliance.services.profiles import ProfileService
+from appliance.store import Store
+from tests.unit.engine.fakes import FakeHardware, make_engine, rack, run_until_idle
+
+PROFILE = """\
+apiVersion: anvil/v1
+kind: ServerProfile
+metadata: {name: svc, tenant: acme}
+spec:
+  identity:
+    nics:
+      - {name: eth0, mac: "02:a0:00:00:09:01", ipv4: 127.0.0.1/8, pxe: true}
+  boot: {mode: uefi, source: {type: local}}
+"""
+
+
+async def test_tcp_probe_and_power_decide_the_verdict(store: Store, tmp_path: Path) -> None:
+    rack(store, tmp_path, blades=2)
+    ProfileService(store).import_document(PROFILE)
+    hw = FakeHardware()
+    JobService(store).submit_assign("svc", tenant="acme", blade="b01")
+    await run_until_idle(make_engine(store, hw))
+    port = free_tcp_port()
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", port)
+    monitor = Monitor(store, hw, settings=MonitorSettings(interval=1, probe_timeout=1, tcp_probe_port=port,
+                                                          policy=DetectorPolicy(fail_after=1, recover_after=1)))
+    try:
+        verdicts = {v.blade: v for v in await monitor.poll_once()}
+        assert verdicts["b01"].ok and verdicts["b01"].detail == "ok"
+        assert verdicts["b02"].ok                      # a spare: nothing runs there to probe
+    finally:
+        server.close()
+        await server.wait_closed()
+    verdicts = {v.blade: v for v in await monitor.poll_once()}
+    assert not verdicts["b01"].ok and f"TCP probe of 127.0.0.1:{port} failed" in verdicts["b01"].detail
+
+    driver, bmc = hw.bmc("b01")
+    await driver.set_power(bmc, PowerAction.OFF)
+    verdicts = {v.blade: v for v in await monitor.poll_once()}
+    assert "powered off while running acme/svc" in verdicts["b01"].detail
+    assert monitor.snapshot()["b01"] == "failed"
