@@ -8,8 +8,9 @@ Rack: sushy-tools Redfish emulators, one process per chassis of ``--per-chassis`
 blades (25 by default: one process serving 100 systems is itself a bottleneck), with
 the power delay turned down to 0-0.2 s (sushy-tools' own is 1-11 s), plus one snmpsim
 switch with every blade's two NICs cabled to it. The appliance side is an in-process
-``Engine`` (appliance.engine.runner) with the production ``Hardware`` (real Redfish and
-SNMP drivers) on a SQLite store, the same settings ``anvil serve`` uses.
+``Engine`` with the production ``Hardware`` (real Redfish and
+SNMP drivers) and boot service on a SQLite store (appliance.lab.inproc), with the same
+settings ``anvil serve`` uses.
 
 Each round imports N profiles (2 NICs, native + tagged VLANs, virtual MACs, network
 boot), submits N assigns at once through JobService, and waits until all succeeded.
@@ -25,12 +26,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import json
 import math
 import os
-import secrets
 import statistics
 import sys
 import tempfile
@@ -39,28 +38,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from sqlalchemy import select
 
-from appliance.boot.http import setup as setup_boot
 from appliance.domain.states import ACTIVE_JOB_STATES
-from appliance.drivers.protocols import Secret
 from appliance.engine.model import EngineSettings
 from appliance.engine.runner import Engine
-from appliance.engine.steps import KINDS
-from appliance.lab import procs, redfish_emulator
-from appliance.lab.snmp_switch import DEFAULT_VLANS, SnmpSwitch
-from appliance.secrets import SecretBox, ensure_key
-from appliance.services.blades import BladeService, Enrollment, NicSpec
-from appliance.services.hardware import Hardware
+from appliance.lab.inproc import InprocRig
 from appliance.services.jobs import JobService
 from appliance.services.profiles import ProfileService
-from appliance.services.switches import SwitchService
-from appliance.store import Store, open_store
+from appliance.store import Store
 from appliance.store.tables import JobRow, JobStepRow
 
 POWER_DELAY = (0.0, 0.2)
-SWITCH = "bench-sw"
 TARGET_PER_BLADE = 2.0      # DESIGN §5
 TARGET_100_WALL = 15.0
 IRONIC_100_WALL = (16.8, 18.7)   # ../shared/lab/peer-ironic.md: 100 nodes, fake-hardware, enroll → active
@@ -78,48 +67,6 @@ spec:
       - {{name: eth1, mac: "02:b0:00:{hi:02x}:{lo:02x}:02", vlans: {{native: 101}}}}
   boot: {{mode: uefi, source: {{type: image, kernel: lab/vmlinuz, initrd: lab/initrd.img}}}}
 """
-
-
-class Rack:
-    """Emulators started by this bench, stopped by PID in :meth:`stop`."""
-
-    def __init__(self, work: Path, blades: int, per_chassis: int) -> None:
-        self.work = work
-        self.blades = blades
-        self.per_chassis = per_chassis
-        self.password = secrets.token_urlsafe(12)
-        self.emulators: list[redfish_emulator.RedfishEmulator] = []
-        self.switch: SnmpSwitch | None = None
-
-    def start(self, store: Store, box: SecretBox, boot_url: str | None = None) -> None:
-        chassis = math.ceil(self.blades / self.per_chassis)
-        for c in range(chassis):
-            count = min(self.per_chassis, self.blades - c * self.per_chassis)
-            systems = redfish_emulator.make_systems(count, seed=c + 1, nics=2)
-            self.emulators.append(redfish_emulator.start_redfish(
-                self.work / f"redfish-{c + 1}", procs.free_tcp_port(), systems, power_delay=POWER_DELAY,
-                username="admin", password=self.password, boot_url=boot_url))
-        community = "bench" + secrets.token_hex(6)
-        self.switch = SnmpSwitch(self.work / "snmp", ports=max(24, 2 * self.blades), vlans=DEFAULT_VLANS,
-                                 community=community)
-        self.switch.start()
-        SwitchService(store, box).enroll(SWITCH, self.switch.address, password=Secret(community))
-        svc = BladeService(store, box)
-        n = 0
-        for c, emu in enumerate(self.emulators):
-            for s in emu.systems:
-                n += 1
-                svc.enroll(Enrollment(
-                    name=f"b{n:03d}", bmc=emu.address(s), username="admin", password=Secret(self.password),
-                    cpus=s["cpus"], memory_gib=s["memory_gib"], chassis=f"c{c + 1}", slot=n,
-                    nics=tuple(NicSpec(f"eth{i}", nic["mac"], SWITCH, str(2 * n - 1 + i))
-                               for i, nic in enumerate(s["nics"]))))
-
-    def stop(self) -> None:
-        for emu in self.emulators:
-            redfish_emulator.stop(emu)
-        if self.switch is not None:
-            self.switch.stop()
 
 
 def _aware(t: datetime) -> datetime:
@@ -154,16 +101,16 @@ def _cpu_seconds(pid: int) -> float:
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu(rack: Rack) -> dict[str, float]:
+def _cpu(rig: InprocRig) -> dict[str, float]:
     return {
         "appliance (engine + drivers, this process)": _cpu_seconds(os.getpid()),
-        "redfish emulators": sum(_cpu_seconds(e.proc.pid) for e in rack.emulators),
-        "snmpsim switch": _cpu_seconds(rack.switch.pid) if rack.switch and rack.switch.pid else 0.0,
+        "redfish emulators": sum(_cpu_seconds(e.proc.pid) for e in rig.emulators),
+        "snmpsim switch": _cpu_seconds(rig.switch.pid) if rig.switch and rig.switch.pid else 0.0,
     }
 
 
 async def _round(store: Store, engine: Engine, names: list[str], kind: str, timeout: float,
-                 rack: Rack | None = None) -> dict[str, Any]:
+                 rack: InprocRig | None = None) -> dict[str, Any]:
     cpu0 = _cpu(rack) if rack else {}
     jobs = JobService(store)
     start = datetime.now(UTC)
@@ -202,60 +149,39 @@ async def _round(store: Store, engine: Engine, names: list[str], kind: str, time
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sizes = [1, 5] if args.smoke else args.sizes
-    store = open_store(f"sqlite:///{work / 'anvil.db'}")
-    key = work / "secrets.key"
-    ensure_key(key)
-    box = SecretBox(key)
-    rack = Rack(work, max(sizes), args.per_chassis)
+    blades = max(sizes)
+    chassis = [min(args.per_chassis, blades - c * args.per_chassis)
+               for c in range(math.ceil(blades / args.per_chassis))]
     results: list[dict[str, Any]] = []
     t_setup = time.monotonic()
-    boot_port = procs.free_tcp_port()
-    boot = web.Application()
-    # The boot service runs in the appliance process, as `anvil serve` runs it; the rack's
-    # emulated OS fetches its script and posts the boot callback there (DESIGN §7).
-    setup_boot(boot, store=store, images_dir=work / "images", base_url=f"http://127.0.0.1:{boot_port}")
-    boot_runner = web.AppRunner(boot, access_log=None)
-    await boot_runner.setup()
-    await web.TCPSite(boot_runner, "127.0.0.1", boot_port).start()
-    try:
-        rack.start(store, box, boot_url=f"http://127.0.0.1:{boot_port}")
+    # The engine and the boot service run in this process, with the production drivers, as
+    # `anvil serve` runs them; the rack's emulated OS posts its boot callback there (DESIGN §7).
+    async with InprocRig(work, chassis=chassis, power_delay=POWER_DELAY, engine=EngineSettings()) as rig:
         setup_s = time.monotonic() - t_setup
-        profiles = ProfileService(store)
+        assert rig.engine is not None
+        profiles = ProfileService(rig.store)
         serial = 0
-        hw = Hardware(store, box)
-        engine = Engine(store, hw, KINDS, settings=EngineSettings())
-        stop = asyncio.Event()
-        task = asyncio.create_task(engine.run(stop))
-        try:
-            plan = [("cold", 1)] + [("", n) for n in sizes]
-            for label, n in plan:
-                names = []
-                for _ in range(n):
-                    serial += 1
-                    name = f"p{serial:04d}"
-                    profiles.import_document(PROFILE.format(name=name, hi=serial >> 8, lo=serial & 0xFF))
-                    names.append(name)
-                prof = cProfile.Profile() if args.profile and n == max(sizes) and not label else None
-                if prof is not None:
-                    prof.enable()
-                # The first round pays the drivers' one-time start (pysnmp engine and MIBs, HTTP
-                # connections): reported as "cold", kept out of the targets.
-                results.append({**await _round(store, engine, names, "stamp", args.timeout, rack),
-                                "cold": bool(label)})
-                if prof is not None:
-                    prof.disable()
-                    prof.dump_stats(args.profile)
-                results.append({**await _round(store, engine, names, "unstamp", args.timeout), "cold": bool(label)})
-        finally:
-            stop.set()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 30)
-            await hw.close()
-    finally:
-        rack.stop()
-        await boot_runner.cleanup()
-        store.close()
-    return {"setup_s": round(setup_s, 2), "chassis": len(rack.emulators), "per_chassis": args.per_chassis,
+        plan = [("cold", 1)] + [("", n) for n in sizes]
+        for label, n in plan:
+            names = []
+            for _ in range(n):
+                serial += 1
+                name = f"p{serial:04d}"
+                profiles.import_document(PROFILE.format(name=name, hi=serial >> 8, lo=serial & 0xFF))
+                names.append(name)
+            prof = cProfile.Profile() if args.profile and n == max(sizes) and not label else None
+            if prof is not None:
+                prof.enable()
+            # The first round pays the drivers' one-time start (pysnmp engine and MIBs, HTTP
+            # connections): reported as "cold", kept out of the targets.
+            results.append({**await _round(rig.store, rig.engine, names, "stamp", args.timeout, rig),
+                            "cold": bool(label)})
+            if prof is not None:
+                prof.disable()
+                prof.dump_stats(args.profile)
+            results.append({**await _round(rig.store, rig.engine, names, "unstamp", args.timeout),
+                            "cold": bool(label)})
+    return {"setup_s": round(setup_s, 2), "chassis": len(chassis), "per_chassis": args.per_chassis,
             "power_delay_s": list(POWER_DELAY), "rounds": results}
 
 

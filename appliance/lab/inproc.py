@@ -136,8 +136,13 @@ class InprocRig:
                 n += 1
                 self.blades.append(RigBlade(f"b{n:03d}", c, system, emu))
 
+    @property
+    def emulators(self) -> list[redfish_emulator.RedfishEmulator]:
+        """One per chassis, in chassis order."""
+        return list({id(b.emulator): b.emulator for b in self.blades}.values())
+
     def _stop_rack(self) -> None:
-        for emu in {id(b.emulator): b.emulator for b in self.blades}.values():
+        for emu in self.emulators:
             redfish_emulator.stop(emu)
         if self.switch is not None:
             self.switch.stop()

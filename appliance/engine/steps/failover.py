@@ -365,18 +365,15 @@ async def choose_spare(ctx: StepContext) -> dict[str, Any]:
                 return row.to_blade, ""
             plan = plan_for_domain(s, row.domain)
             blade = plan.blade_for(key)
-            wanted = ctx.params.get("to")
-            if row.drill and blade is not None and blade == row.from_blade:
-                # A drill must really move: never "back" onto the blade it just left.
+            if row.drill and blade is not None:
                 free = [c.name for c in candidates(s, pool=str(ctx.params.get("pool") or "spares"))
-                        if c.bound_to is None and c.state == BladeState.SPARE and c.name != row.from_blade]
-                blade = free[0] if free else None
-            if wanted and blade is not None and wanted != blade:
-                # A drill moving back: the blade it came from, when that one is free now.
-                home = {c.name for c in candidates(s, pool=str(ctx.params.get("pool") or "spares"))
-                        if c.bound_to is None and c.state == BladeState.SPARE}
-                if wanted in home:
-                    blade = wanted
+                        if c.bound_to is None and c.state == BladeState.SPARE]
+                wanted = ctx.params.get("to")
+                if wanted and wanted in free:
+                    blade = wanted      # moving back: the blade the drill came from, free again
+                elif blade == row.from_blade:
+                    # A drill must really move: never "back" onto the blade it just left.
+                    blade = next((b for b in free if b != row.from_blade), None)
             if blade is not None:
                 advance_record(row, FailoverState.MOVING, to_blade=blade,
                                event=FailoverEvent.SPARE_CHOSEN.value, detail=blade)
