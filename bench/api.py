@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 import aiohttp
 from sqlalchemy import insert, select
 
+from appliance.lab import procs
 from appliance.store import open_store
 from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, ProfileRow
 
@@ -71,9 +71,7 @@ def fill(store_url: str, blades: int) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return procs.free_tcp_port()
 
 
 def start_serve(state: Path, store_url: str | None) -> tuple[subprocess.Popen[bytes], str]:

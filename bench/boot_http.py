@@ -44,6 +44,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from appliance.lab import procs
 from appliance.store import open_store
 from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, BootTokenRow, ProfileRow
 
@@ -81,9 +82,7 @@ http {{
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return procs.free_tcp_port()
 
 
 def fill(state: Path, image_mib: int) -> None:

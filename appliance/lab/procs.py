@@ -144,15 +144,55 @@ def tcp_ready(host: str, port: int) -> Callable[[], bool]:
     return check
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+class _PortPicker:
+    """Hands out ports below the kernel's ephemeral range, never the same one twice.
+
+    A port from bind-to-0 lies in the ephemeral range, where any client socket (of
+    this test or of the other xdist worker) may take it between the pick and the
+    emulator's own bind; CI lost a run to exactly that. Below the range only other
+    explicit picks compete, and those are random and checked by a bind.
+    """
+
+    def __init__(self) -> None:
+        import random
+
+        self._rng = random.Random(os.getpid() ^ time.time_ns())
+        self._given: set[tuple[int, int]] = set()
+
+    def pick(self, kind: int, host: str) -> int:
+        high = min(_ephemeral_low(), 65536) - 1
+        low = 20000 if high > 24000 else 1025
+        for _ in range(200):
+            port = self._rng.randint(low, high)
+            if (kind, port) in self._given:
+                continue
+            with socket.socket(socket.AF_INET, kind) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            self._given.add((kind, port))
+            return port
+        with socket.socket(socket.AF_INET, kind) as s:  # a crowded range: let the kernel choose
+            s.bind((host, 0))
+            return int(s.getsockname()[1])
+
+
+_PICKER = _PortPicker()
+
+
 def free_tcp_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free right now (bind to 0 and read it back)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A TCP port free right now, outside the ephemeral range, not handed out before."""
+    return _PICKER.pick(socket.SOCK_STREAM, host)
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
-    """A UDP port free right now (bind to 0 and read it back)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A UDP port free right now, outside the ephemeral range, not handed out before."""
+    return _PICKER.pick(socket.SOCK_DGRAM, host)

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from appliance.lab import rack
+from appliance.lab import procs, rack
 from tests.cli.conftest import Anvil
 
 
@@ -156,9 +155,7 @@ def test_lab_with_an_ovs_switch_sets_and_reads_back_port_vlans(lab: Anvil, state
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return procs.free_tcp_port()
 
 
 def test_demo_serves_with_a_lab_and_takes_it_down_on_sigterm(lab: Anvil, anvil_env: dict[str, str],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -17,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from appliance.lab import procs
+
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return procs.free_tcp_port()
 
 
 def _start(env: dict[str, str], tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:

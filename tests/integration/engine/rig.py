@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from typing import Any
 from sqlalchemy import select
 
 from appliance.drivers.protocols import PortConfig
-from appliance.lab import rack
+from appliance.lab import procs, rack
 from appliance.store import Store, open_store
 from appliance.store.tables import BladeNicRow, BladeRow, SwitchRow
 
@@ -57,9 +56,7 @@ PROFILE_VLANS = ((100, frozenset({200})), (101, frozenset()))
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return procs.free_tcp_port()
 
 
 @dataclass
