@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -25,7 +24,7 @@ import pytest
 
 from appliance.drivers import registry
 from appliance.drivers.protocols import Bmc, BmcDriver, Secret
-from appliance.lab import bootnet, netns, procs
+from appliance.lab import bootnet, netns, procs, tgt
 from appliance.lab.bootnet import BootNet
 from appliance.lab.guest_image import ensure_lab_image
 from appliance.lab.vm import LabVm, start_vms, stop_vms
@@ -235,26 +234,20 @@ def iscsi_target(tmp_path: Path, boot_net: BootNet) -> Iterator[IscsiTarget]:
         fh.truncate(8 << 20)
     ns = boot_net.netns
 
+    # Its own control port: the default (0) is host-wide, shared with every other tgtd.
+    handle = tgt.start(tmp_path, SERVER, 3260, tgt.free_control_port(), ns)
+
     def tgtadm(*args: str) -> None:
-        netns.run(["tgtadm", "--lld", "iscsi", *args], netns=ns)
+        netns.run(["tgtadm", "-C", str(handle.control_port), "--lld", "iscsi", *args], netns=ns)
 
-    # tgtd's admin socket is abstract, hence per namespace: tgtadm runs in the same one.
-    handle = procs.start(["ip", "netns", "exec", ns, "tgtd", "-f"], tmp_path / "tgtd.out")
     try:
-        def ready() -> bool:
-            return subprocess.run(["ip", "netns", "exec", ns, "tgtadm", "--lld", "iscsi", "--op", "show",
-                                   "--mode", "target"], capture_output=True, timeout=5).returncode == 0
-
-        procs.wait_until(ready, handle, 10, "tgtd", interval=0.2)
         tgtadm("--op", "new", "--mode", "target", "--tid", "1", "-T", target.iqn)
         tgtadm("--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", str(target.lun),
                "-b", str(target.backing))
         tgtadm("--op", "bind", "--mode", "target", "--tid", "1", "--initiator-name", target.initiator)
         yield target
     finally:
-        # tgtd ignores SIGTERM while it has targets, and refuses "delete system" (EINVAL)
-        # until they are gone; then it exits by itself.
-        netns.run(["tgtadm", "--lld", "iscsi", "--op", "delete", "--mode", "target", "--tid", "1", "--force"],
-                  netns=ns, check=False)
-        netns.run(["tgtadm", "--op", "delete", "--mode", "system"], netns=ns, check=False)
-        procs.stop(handle, timeout=3)
+        # tgtd refuses "delete system" (EINVAL) while it has targets; tgt.stop then exits it.
+        netns.run(["tgtadm", "-C", str(handle.control_port), "--lld", "iscsi", "--op", "delete", "--mode",
+                   "target", "--tid", "1", "--force"], netns=ns, check=False)
+        tgt.stop(handle)
