@@ -143,6 +143,13 @@ class MonitorSection(_Section):
                                 description="for profiles whose OS sends no heartbeat: TCP port to probe (0: off)")
     fail_after: int = Field(3, ge=1, le=1000, description="consecutive bad polls that declare a blade failed")
     recover_after: int = Field(2, ge=1, le=1000, description="consecutive good polls that declare it healthy again")
+    events: bool = Field(True, description="subscribe to BMC event services (Redfish) and confirm each event "
+                                           "with an immediate poll of the blades it names")
+    event_destination: str = Field("", max_length=1024, pattern=r"^(https?://[^/\s]+)?$",
+                                   description="base URL at which BMCs reach this appliance's API for events "
+                                               "(default: api.listen, unless that is a wildcard address)")
+    event_confirm_interval: float = Field(0.2, gt=0, le=60,
+                                          description="seconds between the confirming polls an event triggers")
 
 
 class EngineSection(_Section):

@@ -1,7 +1,8 @@
 """The aiohttp application factory: auth on every /api/v1 route from the first one.
 
 Unauthenticated: ``/healthz`` and ``/boot/...`` (what PXE clients fetch; no secrets),
-and the console's login page and static files. An API call carries a bearer token,
+and the console's login page and static files. ``/events/redfish/{sid}`` takes BMC
+events and checks the subscription's own bearer token (appliance.monitor.events). An API call carries a bearer token,
 or the console's session cookie plus its CSRF token in ``X-CSRF-Token`` for
 anything but GET/HEAD. Every change a request makes is audited as its caller
 (``user:NAME`` or ``token:NAME``) from the peer address.
@@ -31,6 +32,8 @@ from appliance.api.routes import access, blades, failover, jobs, pools, profiles
 from appliance.api.spec import Op, caller, document, register
 from appliance.config import Settings
 from appliance.engine.runner import Engine
+from appliance.monitor.events import setup_event_route
+from appliance.monitor.runner import Monitor
 from appliance.secrets import SecretBox, ensure_key
 from appliance.services.hardware import Hardware
 from appliance.services.tokens import TokenService
@@ -151,7 +154,7 @@ def setup_hardware(app: web.Application) -> None:
 
 
 def create_app(settings: Settings, store: Store, *, engine: Engine | None = None, console: bool = True,
-               hardware: Hardware | None = None) -> web.Application:
+               hardware: Hardware | None = None, monitor: Monitor | None = None) -> web.Application:
     app = web.Application(middlewares=[security_headers, error_middleware, auth_middleware],
                           client_max_size=2 * 1024 * 1024)
     app[SETTINGS] = settings
@@ -163,6 +166,9 @@ def create_app(settings: Settings, store: Store, *, engine: Engine | None = None
     if hardware is not None:
         app[HARDWARE] = hardware
     app.router.add_get("/healthz", healthz)
+    if monitor is not None and monitor.events is not None:
+        # BMCs post here with their subscription's token, checked by the route itself.
+        setup_event_route(app, monitor.events, monitor.on_event)
     setup_api(app)
     setup_hardware(app)
     if console:

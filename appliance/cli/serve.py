@@ -140,8 +140,9 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     if role in ("all", "engine"):
         engine = Engine(store, hardware, KINDS, settings=EngineSettings.from_settings(settings))
     if role in ("all", "engine", "monitor"):
-        monitor = Monitor(store, hardware, settings=monitor_settings(settings))
-    runner = web.AppRunner(create_app(settings, store, engine=engine), access_log=None)
+        api_url = f"{'https' if ssl_ctx else 'http'}://{settings.api.listen}"
+        monitor = Monitor(store, hardware, settings=monitor_settings(settings, api_url))
+    runner = web.AppRunner(create_app(settings, store, engine=engine, monitor=monitor), access_log=None)
     await runner.setup()
     boot = None
     try:

@@ -199,6 +199,37 @@ class BmcDriver(PowerDriver, BootDriver, InspectDriver, IdentityDriver, Protocol
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class EventSource:
+    """Where a blade's BMC events come from: one event service may speak for many blades.
+
+    ``endpoint`` names the event service (a chassis manager serves every blade in it);
+    ``resource`` is the blade's own resource there, the ``OriginOfCondition`` prefix of
+    events about this blade (e.g. ``/redfish/v1/Systems/1``).
+    """
+
+    endpoint: str
+    resource: str
+
+
+@runtime_checkable
+class EventDriver(Protocol):
+    """Optional: a BMC that pushes events (Redfish EventService). The monitor subscribes
+    once per ``EventSource.endpoint`` and still confirms every event by reading the BMC."""
+
+    def event_source(self, bmc: Bmc) -> EventSource: ...
+
+    async def subscribe_events(self, bmc: Bmc, destination: str, context: str,
+                               headers: Mapping[str, str]) -> str | None:
+        """Have the BMC POST its events to ``destination`` with ``headers``; the new
+        subscription's URI, or None when this BMC has no (enabled) event service."""
+        ...
+
+    async def unsubscribe_events(self, bmc: Bmc, uri: str) -> None:
+        """Delete the subscription; one already gone (404) is not an error."""
+        ...
+
+
 # ---- switches ---------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from appliance.engine.runner import Engine
 from appliance.engine.steps import KINDS
 from appliance.lab import procs, redfish_emulator
 from appliance.lab.snmp_switch import DEFAULT_VLANS, SnmpSwitch
+from appliance.monitor.events import setup_event_route
 from appliance.monitor.notify import Notifier
 from appliance.monitor.runner import Monitor, MonitorSettings
 from appliance.secrets import SecretBox, ensure_key
@@ -57,7 +58,8 @@ class InprocRig:
 
     def __init__(self, work: Path, *, chassis: list[int], enroll: int | None = None,
                  power_delay: tuple[float, float] = (0.0, 0.2), delays: dict[int, tuple[float, float]] | None = None,
-                 engine: EngineSettings | None = None, monitor: MonitorSettings | None = None) -> None:
+                 engine: EngineSettings | None = None, monitor: MonitorSettings | None = None,
+                 events: bool = False) -> None:
         self.work = work
         self.chassis = chassis
         self.to_enroll = sum(chassis) if enroll is None else enroll
@@ -65,6 +67,7 @@ class InprocRig:
         self.delays = delays or {}
         self.engine_settings = engine or EngineSettings()
         self.monitor_settings = monitor
+        self.events = events   # the monitor subscribes to the emulators' Redfish events
         self.password = secrets.token_urlsafe(12)
         self.blades: list[RigBlade] = []
         self.enrolled: list[str] = []
@@ -87,18 +90,23 @@ class InprocRig:
             await asyncio.to_thread(self._start_rack)
             boot_port = procs.free_tcp_port()
             self.boot_url = f"http://127.0.0.1:{boot_port}"
+            self.hw = Hardware(self.store, self.box, notifier=Notifier(self.store, self.box))
+            self.engine = Engine(self.store, self.hw, KINDS, settings=self.engine_settings)
+            if self.monitor_settings is not None:
+                wanted = replace(self.monitor_settings, event_base_url=self.boot_url if self.events else "")
+                self.monitor = Monitor(self.store, self.hw, settings=wanted)
             app = web.Application()
             setup_boot(app, store=self.store, images_dir=self.work / "images", base_url=self.boot_url)
+            if self.monitor is not None and self.monitor.events is not None:
+                # The appliance takes events beside its API; here the boot service's port will do.
+                setup_event_route(app, self.monitor.events, self.monitor.on_event)
             self._boot_runner = web.AppRunner(app, access_log=None)
             await self._boot_runner.setup()
             await web.TCPSite(self._boot_runner, "127.0.0.1", boot_port).start()
             await asyncio.to_thread(self._start_emulators)
             await asyncio.to_thread(self.enroll, self.to_enroll)
-            self.hw = Hardware(self.store, self.box, notifier=Notifier(self.store, self.box))
-            self.engine = Engine(self.store, self.hw, KINDS, settings=self.engine_settings)
             self._tasks.append(asyncio.create_task(self.engine.run(self._stop), name="engine"))
-            if self.monitor_settings is not None:
-                self.monitor = Monitor(self.store, self.hw, settings=self.monitor_settings)
+            if self.monitor is not None:
                 self._tasks.append(asyncio.create_task(self.monitor.run(self._stop), name="monitor"))
         except BaseException:
             await self.__aexit__()

@@ -17,6 +17,8 @@ What this wrapper adds to sushy-tools 2.2 (whose fake driver lacks them):
   ``bios_version``, ``model``, ``serial``).
 - ``Boot.BootSourceOverrideEnabled`` is remembered (stock sushy-tools ignores it and
   always reads back ``Continuous``).
+- An EventService (``appliance.lab.redfish_events``): subscriptions, and an event to each
+  on every real power change.
 - A configurable power delay: config key ``ANVIL_POWER_DELAY = (lo, hi)`` seconds
   (uniform); ``None`` keeps sushy-tools' own random 1-11 s.
 """
@@ -38,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.lab import procs
+from appliance.lab import procs, redfish_events
 from appliance.lab.emulated_os import BladeHooks, EmulatedOs
 
 HOST = "127.0.0.1"
@@ -212,12 +214,37 @@ def _install(app: Any, fakedriver: Any, sushy_error: Any) -> None:  # pragma: no
             oses[boot_url] = EmulatedOs(boot_url)
         return oses[boot_url]
 
+    events = redfish_events.EventService()
+    redfish_events.install(app, events)
+
     def set_power_state(self: Any, identity: str, state: str) -> None:
-        was_on = self._get(identity)["power_state"] == "On"
+        was = self._get(identity)["power_state"]
+        was_on = was == "On"
         _set_power_state(self, identity, state)
+        _announce(self, identity, was)
         emulated_os = emulated_os_of()
         if emulated_os is not None:
             _os_follows_power(emulated_os, self, identity, state, was_on)
+
+    def _announce(driver: Any, identity: str, was: str) -> None:
+        """Tell the event subscribers once the power state has really changed."""
+        system = driver._get(identity)
+        uuid = str(system["uuid"])
+        path = f"/redfish/v1/Systems/{uuid}"
+        now = system["power_state"]
+        if now != was:
+            events.power_changed(path, uuid, now)
+        pending = system.get("pending_power") or {}
+        if not pending:
+            return
+
+        def applied() -> None:
+            with contextlib.suppress(Exception):
+                state = driver._get(identity)["power_state"]   # reading applies the pending change
+                if state != now:
+                    events.power_changed(path, uuid, state)
+
+        events.after(float(pending.get("apply_time") or 0) - time.time(), applied)
 
     def _os_follows_power(emulated_os: EmulatedOs, driver: Any, identity: str, state: str, was_on: bool) -> None:
         system = driver._get(identity)

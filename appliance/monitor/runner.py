@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from appliance.domain.health import Detector, DetectorPolicy, Sample, observe
 from appliance.drivers.protocols import HealthState, PowerState
 from appliance.engine.model import HardwarePort
 from appliance.errors import AnvilError, Conflict
+from appliance.monitor.events import EventSubscriptions
 from appliance.monitor.webhook import FAILURE_DETECTED
 from appliance.services.failover import FailoverService, HealthSample
 from appliance.services.jobs import JobService
@@ -48,6 +50,8 @@ class MonitorSettings:
     probe_timeout: float = 5.0       # per blade and pass
     heartbeat_timeout: float = 35.0  # the lab agent beats every 10 s: three lost beats and a margin
     tcp_probe_port: int = 0          # for profiles whose OS sends no heartbeat: connect here (0: off)
+    event_base_url: str = ""         # where BMCs post events to this appliance ("": no subscriptions)
+    event_confirm_interval: float = 0.2  # between the polls an event triggers
     policy: DetectorPolicy = field(default_factory=DetectorPolicy)
 
 
@@ -59,10 +63,17 @@ def _first_ipv4(document: Any) -> str | None:
     return None
 
 
-def monitor_settings(settings: Settings) -> MonitorSettings:
+def monitor_settings(settings: Settings, api_url: str = "") -> MonitorSettings:
+    """``api_url``: the API's own URL, the default destination of BMC events unless it
+    listens on a wildcard address (which no BMC can be told to post to)."""
     m = settings.monitor
+    base = ""
+    if m.events:
+        host = api_url.split("://", 1)[-1].rpartition(":")[0].strip("[]")
+        base = m.event_destination or (api_url if host not in ("", "0.0.0.0", "::") else "")
     return MonitorSettings(interval=m.interval, concurrency=m.concurrency, probe_timeout=m.probe_timeout,
                            heartbeat_timeout=m.heartbeat_timeout, tcp_probe_port=m.tcp_probe_port,
+                           event_base_url=base.rstrip("/"), event_confirm_interval=m.event_confirm_interval,
                            policy=DetectorPolicy(fail_after=m.fail_after, recover_after=m.recover_after))
 
 
@@ -100,6 +111,9 @@ class Monitor:
         self.failovers = FailoverService(store)
         self.jobs = JobService(store)
         self.started: list[tuple[str, str]] = []   # (profile, blade) failovers this monitor started
+        base = self.settings.event_base_url
+        self.events = EventSubscriptions(store, hw, base) if base else None
+        self._confirming: dict[str, asyncio.Task[None]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set; a failed pass is logged and the next one runs on time."""
@@ -115,9 +129,19 @@ class Monitor:
                     await stop.wait()
             except TimeoutError:
                 pass
+        for task in list(self._confirming.values()):
+            task.cancel()
+        for task in list(self._confirming.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     async def poll_once(self) -> list[Verdict]:
         watched = await asyncio.to_thread(self._inventory)
+        if self.events is not None:
+            try:
+                await self.events.refresh(w.blade for w in watched)
+            except Exception:  # subscriptions are a shortcut; polling goes on without them
+                log.exception("refreshing BMC event subscriptions failed")
         gate = asyncio.Semaphore(self.settings.concurrency)
 
         async def one(w: Watched) -> Verdict:
@@ -125,6 +149,46 @@ class Monitor:
                 return await self._probe(w)
 
         verdicts = await asyncio.gather(*(one(w) for w in watched))
+        await self._judge(watched, verdicts, "poll")
+        return verdicts
+
+    # ---- events ----------------------------------------------------------------------------
+
+    def on_event(self, endpoint: str, origins: list[str]) -> list[str]:
+        """A BMC event arrived (authenticated): poll the blades it names now. Returns them."""
+        if self.events is None:
+            return []
+        blades = self.events.blades_for(endpoint, origins)
+        for blade in blades:
+            if blade not in self._confirming:
+                task = asyncio.get_running_loop().create_task(self._confirm(blade), name=f"confirm {blade}")
+                self._confirming[blade] = task
+                task.add_done_callback(functools.partial(self._confirmed, blade))
+        return blades
+
+    def _confirmed(self, blade: str, _task: asyncio.Task[None]) -> None:
+        self._confirming.pop(blade, None)
+
+    async def _confirm(self, blade: str) -> None:
+        """Poll ``blade`` up to ``fail_after`` times, ``event_confirm_interval`` apart, while it
+        looks failed and runs a protected profile: the detector decides as for any poll."""
+        try:
+            for attempt in range(self.settings.policy.fail_after):
+                if attempt:
+                    await asyncio.sleep(self.settings.event_confirm_interval)
+                watched = await asyncio.to_thread(self._inventory, blade)
+                if not watched:
+                    return
+                verdict = await self._probe(watched[0])
+                declared = await self._judge(watched, [verdict], "event")
+                w = watched[0]
+                if verdict.ok or declared or not (w.protected and w.profile_state == "active"):
+                    return
+        except Exception:  # an event must never take the monitor down
+            log.exception("confirming an event of %s failed", blade)
+
+    async def _judge(self, watched: list[Watched], verdicts: list[Verdict], source: str) -> list[str]:
+        """Feed the detectors, record the samples, start the failovers just declared."""
         now = self.clock()
         declared: list[Watched] = []
         for w, v in zip(watched, verdicts, strict=True):
@@ -133,20 +197,21 @@ class Monitor:
             if seen.declared_failed and w.protected and w.profile_state == "active":
                 declared.append(w)
         by_blade = {v.blade: v for v in verdicts}
-        await asyncio.to_thread(self._record, verdicts)
+        await asyncio.to_thread(self._record, verdicts, source)
         notifier = self.hw.notifier()
         for w in declared:
             started = await asyncio.to_thread(self._start_failover, w, by_blade[w.blade].detail)
             if started is not None and notifier is not None and w.domain:
                 notifier.notify(w.domain, FAILURE_DETECTED, {"failover": started, "profile": w.profile,
                                                              "blade": w.blade, "reason": by_blade[w.blade].detail})
-        return verdicts
+        return [w.blade for w in declared]
 
     # ---- one pass ------------------------------------------------------------------------
 
-    def _inventory(self) -> list[Watched]:
+    def _inventory(self, only: str | None = None) -> list[Watched]:
         with self.store.read() as s:
-            blades = s.execute(select(BladeRow.id, BladeRow.name, BladeRow.state)).all()
+            query = select(BladeRow.id, BladeRow.name, BladeRow.state)
+            blades = s.execute(query if only is None else query.where(BladeRow.name == only)).all()
             bound = {r.blade_id: r for r in s.execute(
                 select(BindingRow.id, BindingRow.blade_id, ProfileRow.tenant, ProfileRow.name, ProfileRow.state,
                        ProfileRow.document)
@@ -209,9 +274,10 @@ class Monitor:
             return f"TCP probe of {host}:{port} failed: {exc or 'no answer'}"
         return None
 
-    def _record(self, verdicts: list[Verdict]) -> None:
+    def _record(self, verdicts: list[Verdict], source: str = "poll") -> None:
         at = datetime.now(UTC)
-        samples = [(v.blade, HealthSample(ok=v.ok, at=at, power=v.power, health=v.health, detail=v.detail[:500]))
+        samples = [(v.blade, HealthSample(ok=v.ok, source=source, at=at, power=v.power, health=v.health,
+                                          detail=v.detail[:500]))
                    for v in verdicts]
         self.failovers.record_health_many(samples)
 

@@ -440,3 +440,18 @@ class FailoverRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None]
+
+
+class BmcEventSubscriptionRow(Base):
+    """A subscription the monitor made on a BMC's event service (one per endpoint, which
+    may speak for many blades). Only a hash of the bearer token the BMC sends is kept."""
+
+    __tablename__ = "bmc_event_subscriptions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(512), unique=True)
+    uri: Mapped[str] = mapped_column(String(1024))            # the subscription resource on the BMC
+    destination: Mapped[str] = mapped_column(String(2048))    # where the BMC posts, as subscribed
+    token_hash: Mapped[str] = mapped_column(String(64))       # sha256 hex of the bearer token
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_event_at: Mapped[datetime | None] = mapped_column()

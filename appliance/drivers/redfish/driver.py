@@ -19,6 +19,7 @@ Decisions:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from appliance.drivers._blocking import BlockingRunner
@@ -29,6 +30,7 @@ from appliance.drivers.protocols import (
     BootDevice,
     BootMode,
     BootSetting,
+    EventSource,
     Health,
     HealthState,
     IdentityCaps,
@@ -37,6 +39,7 @@ from appliance.drivers.protocols import (
     PowerState,
     VirtualIdentities,
 )
+from appliance.drivers.redfish import events
 from appliance.drivers.redfish import identity as ident
 from appliance.drivers.redfish.session import DRIVER, Connection, Connections, Target, link, members, raise_for_status
 
@@ -147,6 +150,23 @@ class RedfishDriver:
 
     async def clear(self, bmc: Bmc) -> None:
         await self.apply(bmc, VirtualIdentities())
+
+    # ---- events ------------------------------------------------------------
+
+    def event_source(self, bmc: Bmc) -> EventSource:
+        target = Target.parse(bmc.address, bmc.blade)
+        return EventSource(endpoint=f"redfish+{target.base_url}", resource=target.system_path)
+
+    async def subscribe_events(self, bmc: Bmc, destination: str, context: str,
+                               headers: Mapping[str, str]) -> str | None:
+        result: str | None = await self._run(
+            bmc, "subscribe_events", lambda c, t, b, o: events.subscribe(c, t, b, o, destination, context, headers),
+            retry=False, budget=3)
+        return result
+
+    async def unsubscribe_events(self, bmc: Bmc, uri: str) -> None:
+        await self._run(bmc, "unsubscribe_events", lambda c, t, b, o: events.unsubscribe(c, t, b, o, uri),
+                        retry=True)
 
     async def close(self) -> None:
         self._runner.close()

@@ -18,6 +18,7 @@ Quirk: DMTF ``redfish`` 3.4.2 sends ``verify=False`` unless ``cafile`` is given,
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,10 @@ from appliance.drivers.errors import (
 )
 
 DRIVER = "redfish"
+
+# The DMTF library logs whole requests, headers and bodies, at DEBUG: BMC credentials and
+# event-subscription tokens would reach the appliance's log at log_level = DEBUG.
+logging.getLogger("redfish").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +214,8 @@ class Connection:
                 resp = client.post(path, body=body or {})
             elif method == "PATCH":
                 resp = client.patch(path, body=body or {})
+            elif method == "DELETE":
+                resp = client.delete(path)
             else:  # pragma: no cover - programming error
                 raise ValueError(method)
         except RetriesExhaustedError as exc:

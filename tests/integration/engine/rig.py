@@ -236,6 +236,16 @@ class Lab:
     def system(self, system_url: str) -> dict[str, Any]:
         return self.get(system_url)
 
+    def crash(self, system_url: str) -> None:
+        """The blade dies: powered off straight on its BMC, behind the appliance's back."""
+        st = self.state
+        auth = base64.b64encode(f"{st['username']}:{st['password']}".encode()).decode()
+        req = urllib.request.Request(system_url + "/Actions/ComputerSystem.Reset", method="POST",
+                                     data=json.dumps({"ResetType": "ForceOff"}).encode(),
+                                     headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10):
+            pass
+
     def ethernet_functions(self, system_url: str) -> list[dict[str, Any]]:
         """The system's Ethernet NetworkDeviceFunctions, following the links as a client would."""
         root = system_url.split("/redfish/")[0]

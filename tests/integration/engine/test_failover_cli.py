@@ -3,10 +3,14 @@ against the emulated rack."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from appliance.store.tables import BindingRow, BladeRow, BmcEventSubscriptionRow
 from tests.integration.engine.rig import PROFILE, rig
 
 pytestmark = [pytest.mark.slow]
@@ -14,7 +18,8 @@ pytestmark = [pytest.mark.slow]
 
 @pytest.mark.timeout(300)
 def test_failover_run_moves_the_profile_and_the_drill_moves_it_out_and_back(tmp_path: Path) -> None:
-    with rig(tmp_path, redfish=3) as (anvil, _lab, serve):
+    with rig(tmp_path, redfish=3) as (anvil, lab, serve):
+        anvil.env.update(ANVIL_MONITOR_INTERVAL="60", ANVIL_MONITOR_FAIL_AFTER="2")
         doc = PROFILE.format(name="web", tenant="acme", n=1) + \
             "  failover: {domain: prod, priority: 5, policy: n+1}\n"
         (tmp_path / "web.yaml").write_text(doc)
@@ -35,3 +40,29 @@ def test_failover_run_moves_the_profile_and_the_drill_moves_it_out_and_back(tmp_
         assert '"rf-01"' in blades and '"failed"' in blades   # the blade it left awaits repair
         anvil("failover", "clear", "rf-01")
         assert '"failed"' not in anvil("blade", "list", "-o", "json").out
+
+        # The monitor polls once a minute here, yet a blade that dies is failed over in
+        # seconds: its BMC's Redfish event reaches `anvil serve`, which polls it at once.
+        store = anvil.store()
+        try:
+            with store.read() as s:
+                subs = s.execute(select(BmcEventSubscriptionRow.destination, BmcEventSubscriptionRow.uri)).all()
+                host = s.scalar(select(BladeRow.name).join(BindingRow, BindingRow.blade_id == BladeRow.id)
+                                .where(BindingRow.state == "live"))
+            system_url = lab.inventory(store)[str(host)][0]
+        finally:
+            store.close()
+        assert len(subs) == 1 and subs[0].uri, subs
+        assert subs[0].destination.startswith(f"{serve.url}/events/redfish/"), (subs, serve.url)
+        began = time.monotonic()
+        lab.crash(system_url)
+        for _ in range(150):
+            shown = json.loads(anvil("failover", "list", "-o", "json").out)
+            if len(shown) >= 4:
+                break
+            time.sleep(0.1)
+        took = time.monotonic() - began
+        assert len(shown) >= 4, (shown, serve.log_tail())
+        newest = max(shown, key=lambda f: f["id"])
+        assert newest["fromBlade"] == host and "powered off" in newest["reason"], newest
+        assert took < 20, took
