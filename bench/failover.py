@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/failover.py             # 20 failovers, one after another
     .venv/bin/python bench/failover.py --smoke     # CI: 2 failovers
+    .venv/bin/python bench/failover.py --events --poll 30   # detection by Redfish event
 
 One protected profile (n+1, 2 NICs on VLANs, virtual MACs, network boot) runs on a blade
 of a sushy-tools chassis; its blade dies (powered off straight on the emulated BMC, behind
@@ -10,8 +11,10 @@ failure after 2 missed polls), engine and boot service — in this process, with
 Redfish and SNMP drivers (appliance.lab.inproc) — fence it and bring the profile up on a
 spare. Time = the spare's power-on step finished minus the moment of the crash request;
 also split into detection (crash → failover record opened) and the rest. The failed blade
-stays failed, so N failovers need N spares. Power changes take 0-0.2 s (sushy-tools' own
-fake driver takes 1-11 s; DESIGN §7). Prints a table, then one JSON line.
+stays failed, so N failovers need N spares. With ``--events`` the monitor also subscribes
+to the emulator's Redfish EventService, and the dead blade's power event makes it poll at
+once (the event is confirmed by polls ``event_confirm_interval`` apart, never trusted).
+Power changes take 0-0.2 s (sushy-tools' own fake driver takes 1-11 s; DESIGN §7). Prints a table, then one JSON line.
 """
 
 from __future__ import annotations
@@ -71,13 +74,15 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     monitor = MonitorSettings(interval=args.poll, probe_timeout=3.0,
                               policy=DetectorPolicy(fail_after=args.fail_after, recover_after=1))
     results = []
-    async with InprocRig(work, chassis=[rounds + 1], engine=fast_engine(), monitor=monitor) as rig:
+    settle = 2.5 * (1.0 if args.events else args.poll)   # until the monitor has seen the blade healthy
+    async with InprocRig(work, chassis=[rounds + 1], engine=fast_engine(), monitor=monitor,
+                         events=args.events) as rig:
         FailoverService(rig.store, rig.box).create_domain("bench")
         ProfileService(rig.store).import_document(PROFILE)
         JobService(rig.store).submit_assign("web", tenant="bench")
         blade = await rig.until("web active", lambda: _current_blade(rig), 60)
         for i in range(rounds):
-            await asyncio.sleep(args.poll * 2.5)    # the monitor has seen the blade healthy
+            await asyncio.sleep(settle)
             crashed_at = datetime.now(UTC)
             t0 = time.monotonic()
             await asyncio.to_thread(rig.crash, blade)
@@ -99,7 +104,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                             "wall_to_active_s": round(time.monotonic() - t0, 3)})
             blade = await rig.until("web active again", lambda: _current_blade(rig), 60)
     totals = [r["total_s"] for r in results]
-    return {"poll_s": args.poll, "fail_after": args.fail_after, "rounds": results,
+    return {"poll_s": args.poll, "fail_after": args.fail_after, "events": args.events, "rounds": results,
             "median_s": round(statistics.median(totals), 3), "worst_s": round(max(totals), 3),
             "median_detect_s": round(statistics.median(r["detect_s"] for r in results), 3),
             "median_failover_s": round(statistics.median(r["failover_s"] for r in results), 3)}
@@ -108,7 +113,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def report(out: dict[str, Any]) -> list[str]:
     lines = [
         "Anvil failover benchmark (control plane, emulated rack)",
-        f"  monitor poll {out['poll_s']:g} s, failure after {out['fail_after']} missed polls; power delay "
+        f"  monitor poll {out['poll_s']:g} s, failure after {out['fail_after']} missed polls"
+        f"{', Redfish events on' if out.get('events') else ''}; power delay "
         "SHORT, 0-0.2 s per power change (sushy-tools' own fake driver takes 1-11 s; DESIGN §7)",
         "  time = crash of the blade (powered off on its BMC) -> spare's power-on confirmed with the profile",
         f"  {'round':>5} {'from':>6} {'to':>6} {'total s':>8} {'detect s':>9} {'failover s':>11}",
@@ -129,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--poll", type=float, default=1.0, help="monitor poll interval, s")
     ap.add_argument("--fail-after", type=int, default=2, help="missed polls that declare a failure")
+    ap.add_argument("--events", action="store_true", help="subscribe to the BMCs' Redfish events too")
     ap.add_argument("--timeout", type=float, default=60.0, help="bound on each failover, s")
     ap.add_argument("--json", default=None, help="also write the JSON result here")
     args = ap.parse_args(argv)

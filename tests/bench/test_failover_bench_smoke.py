@@ -19,3 +19,14 @@ def test_failover_bench_smoke_moves_the_profile_twice(tmp_path: Path) -> None:
     assert len(result["rounds"]) == 2
     assert all(r["to"] != r["from"] and r["total_s"] > r["detect_s"] > 0 for r in result["rounds"])
     assert "target <= 5 s" in proc.stdout
+
+
+def test_failover_bench_smoke_with_redfish_events_detects_without_waiting_for_the_poll(tmp_path: Path) -> None:
+    out_file = tmp_path / "failover-events.json"
+    proc = subprocess.run([sys.executable, str(BENCH), "--smoke", "--events", "--poll", "60", "--json",
+                           str(out_file)], capture_output=True, text=True, timeout=180, cwd=BENCH.parents[1])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out_file.read_text())
+    assert result["events"] and len(result["rounds"]) == 2
+    assert all(r["detect_s"] < 30 for r in result["rounds"]), result   # half the poll interval: an event did it
+    assert "Redfish events on" in proc.stdout
