@@ -39,12 +39,18 @@ class PoolRef:
 
 
 def claimed_identities(p: Profile) -> list[IdentityClaim]:
-    """Concrete identities (UUID, initiator IQN, NIC MACs, HBA WWPNs and WWNNs), in document order."""
-    return [
+    """Concrete identities (UUID, initiator IQN, NIC MACs, HBA WWPNs and WWNNs), in document order,
+    then the iSCSI boot target's IQN: tgt's access lists are per target, so two profiles on
+    one target would each be let into the other's LUN."""
+    out = [
         IdentityClaim(kind, value, format_path(_IDENTITY_LOC + loc))
         for kind, value, loc in p.spec.identity.located()
         if not is_pool_ref(value)
     ]
+    src = p.spec.boot.source if p.spec.boot else None
+    if src is not None and src.type == "iscsi":
+        out.append(IdentityClaim(IdentityKind.IQN, str(src.target), "spec.boot.source.target"))
+    return out
 
 
 def pool_refs(p: Profile) -> list[PoolRef]:

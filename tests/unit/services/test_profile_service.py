@@ -183,3 +183,22 @@ def test_xml_import(store: Store, tmp_path: Path) -> None:
     info = svc.import_document((EXAMPLES / "web-01.xml").read_bytes(), source="web-01.xml")
     assert info.name == "web-01"
     assert ProfileService.parse((EXAMPLES / "web-01.yaml").read_bytes()) == info.profile
+
+
+def test_two_profiles_on_one_iscsi_target_are_refused_because_its_acl_would_admit_both(store: Store) -> None:
+    """tgt's access list belongs to the target, not the LUN: a second profile on the same
+    target would let each initiator into the other's disk."""
+    svc = ProfileService(store)
+    first = (EXAMPLES / "db-01.yaml").read_text()
+    svc.import_document(first)
+    before = counts(store)
+    second = (first.replace("name: db-01", "name: db-02").replace("io.anvil:db-01", "io.anvil:db-02")
+              .replace("02:a0:00:00:01:", "02:a0:00:00:02:"))
+    second = "\n".join(line for line in second.splitlines() if "uuid:" not in line) + "\n"
+    with pytest.raises(ValidationError) as err:
+        svc.import_document(second)
+    assert [i.path for i in err.value.issues] == ["spec.boot.source.target"], err.value.issues
+    assert "iqn.2026-11.io.anvil.san:db-01" in str(err.value) and "db-01" in str(err.value)
+    assert counts(store) == before
+    svc.import_document(second.replace("san:db-01", "san:db-02"))   # its own target: fine
+    svc.import_document(first, replace=True)                      # re-importing keeps its own claim
