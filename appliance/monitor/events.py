@@ -10,7 +10,8 @@ event names right away, and the usual detector decides from those polls.
 - The BMC authenticates each event with a bearer token given in the subscription's
   ``HttpHeaders`` (write-only in Redfish); the store keeps only its SHA-256.
 - Each monitor start replaces the subscriptions it finds (delete, subscribe anew with a
-  fresh token): a BMC that was reset in between has lost them, and the old token is void.
+  fresh token), and so does every ``renew_after`` seconds: a BMC that was reset has lost
+  its subscriptions without telling anyone, and the old token becomes void.
 - Events arrive at ``POST /events/redfish/{sid}`` beside the API, not under ``/api/v1``:
   BMCs cannot carry a user's token, only the subscription's.
 """
@@ -23,6 +24,7 @@ import hmac
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,8 +66,10 @@ class EventSubscriptions:
     hw: HardwarePort
     base_url: str                    # where BMCs reach this appliance (scheme://host:port)
     concurrency: int = 16
+    renew_after: float = 600.0
+    clock: Callable[[], float] = time.monotonic
     members: dict[str, list[_Member]] = field(default_factory=dict)   # endpoint → its blades
-    ready: set[str] = field(default_factory=set)          # endpoints subscribed by this process
+    ready: dict[str, float] = field(default_factory=dict)  # endpoint → when this process subscribed
     unsupported: set[str] = field(default_factory=set)    # endpoints without an event service
     failing: dict[str, str] = field(default_factory=dict)  # endpoint → last error, logged once
 
@@ -84,7 +88,9 @@ class EventSubscriptions:
             groups.setdefault(source.endpoint, []).append(_Member(blade, source.resource.rstrip("/")))
             first.setdefault(source.endpoint, (driver, bmc))
         self.members = groups
-        todo = [e for e in groups if e not in self.ready and e not in self.unsupported]
+        now = self.clock()
+        todo = [e for e in groups if e not in self.unsupported
+                and (e not in self.ready or now - self.ready[e] >= self.renew_after)]
         if not todo:
             return
         gate = asyncio.Semaphore(self.concurrency)
@@ -110,6 +116,7 @@ class EventSubscriptions:
                                                 {"Authorization": f"Bearer {token}"})
         except DriverError as exc:
             await asyncio.to_thread(self._forget, sid)
+            self.ready.pop(endpoint, None)
             if self.failing.get(endpoint) != str(exc):
                 log.warning("cannot subscribe to the events of %s (polling only, retried each pass): %s",
                             endpoint, exc)
@@ -117,12 +124,13 @@ class EventSubscriptions:
             return
         if uri is None:
             await asyncio.to_thread(self._forget, sid)
+            self.ready.pop(endpoint, None)
             self.unsupported.add(endpoint)
             log.info("%s has no event service: its blades are polled only", endpoint)
             return
         await asyncio.to_thread(self._confirm, sid, uri, destination, _digest(token))
         self.failing.pop(endpoint, None)
-        self.ready.add(endpoint)
+        self.ready[endpoint] = self.clock()
         log.info("subscribed to the events of %s (%d blades)", endpoint, len(self.members.get(endpoint, ())))
 
     # ---- store --------------------------------------------------------------------------

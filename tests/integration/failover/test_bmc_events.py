@@ -124,3 +124,22 @@ async def test_forged_or_malformed_events_change_nothing(tmp_path: Path) -> None
         newest = FailoverService(rig.store).health_history("b001")[0]
         assert newest.source == "event" and newest.ok, newest
         assert failovers(rig) == {} and placement(rig) == {"db": "b001"}
+
+
+@pytest.mark.timeout(120)
+async def test_subscriptions_are_renewed_and_the_old_one_is_deleted_on_the_bmc(tmp_path: Path) -> None:
+    """A BMC reset loses its subscriptions silently: the monitor renews them every so often."""
+    from appliance.lab import redfish_emulator
+
+    quick = MonitorSettings(interval=0.5, probe_timeout=3.0, policy=DetectorPolicy(fail_after=2, recover_after=1))
+    async with InprocRig(tmp_path, chassis=[1], engine=fast_engine(), monitor=quick, events=True) as rig:
+        assert rig.monitor is not None and rig.monitor.events is not None
+        first = (await rig.until("subscribed", lambda: [r for r in subscriptions(rig) if r.uri] or None, 30))[0]
+        rig.monitor.events.renew_after = 1.0
+        second = (await rig.until("renewed", lambda: [r for r in subscriptions(rig) if r.uri and r.uri != first.uri]
+                                  or None, 30))[0]
+        assert second.token_hash != first.token_hash   # the old token is void
+        await asyncio.sleep(0.3)
+        on_bmc = redfish_emulator.get_json(rig.blades[0].emulator, "/redfish/v1/EventService/Subscriptions")
+        assert first.uri not in [m["@odata.id"] for m in on_bmc["Members"]]
+        assert len(on_bmc["Members"]) == 1, on_bmc
