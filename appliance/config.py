@@ -73,11 +73,28 @@ class BootSettings(_Section):
                            validate_default=True)
     dhcp_range: str = Field("", description="START,END of the DHCP pool on the interface's subnet "
                                             "(required for dhcp = reservations)", validate_default=True)
+    template_dirs: list[Path] = Field(
+        default_factory=list, description="folders searched for iPXE templates before the built-in ones "
+                                          "(absolute; a site's boot.*.ipxe.j2, or profiles/TENANT/NAME.ipxe.j2 "
+                                          "for one profile); from the environment: colon-separated")
     image_agent_mode: Literal["agent", "oneshot"] = Field(
         "agent", description="anvil.mode= for image boots: agent (callback, then heartbeats) or oneshot "
                              "(callback, then power off; one-shot tests)")
 
     _check_listen = field_validator("listen")(classmethod(lambda cls, v: _listen(v)))
+
+    @field_validator("template_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, v: object) -> object:
+        return [p for p in v.split(":") if p] if isinstance(v, str) else v
+
+    @field_validator("template_dirs")
+    @classmethod
+    def _check_dirs(cls, v: list[Path]) -> list[Path]:
+        relative = [str(p) for p in v if not p.is_absolute()]
+        if relative:
+            raise ValueError(f"template folders must be absolute paths, not {', '.join(relative)}")
+        return v
 
     @field_validator("tftp_listen")
     @classmethod

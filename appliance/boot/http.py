@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -23,7 +23,16 @@ from typing import Any, TypeVar
 from aiohttp import web
 from sqlalchemy import select
 
-from appliance.boot.ipxe import Ask, Script, ScriptRenderer, TargetFinder, normalize_mac, normalize_uuid, serve_scripts
+from appliance.boot.ipxe import (
+    Ask,
+    Script,
+    ScriptRenderer,
+    TargetFinder,
+    default_template_dirs,
+    normalize_mac,
+    normalize_uuid,
+    serve_scripts,
+)
 from appliance.boot.tokens import check_heartbeat, spend_boot_token
 from appliance.config import Settings
 from appliance.store import Store, open_store
@@ -50,8 +59,9 @@ class BootService:
     """
 
     def __init__(self, store: Store, images_dir: Path, base_url: str | None = None, *,
-                 agent_mode: str = "agent") -> None:
+                 agent_mode: str = "agent", template_dirs: Sequence[Path] = ()) -> None:
         self.store = store
+        self.template_dirs = [*template_dirs, *default_template_dirs()]
         self.images_dir = images_dir
         self.base_url = base_url.rstrip("/") if base_url else None
         self.agent_mode = agent_mode
@@ -105,7 +115,8 @@ class BootService:
         if renderer is None:
             if len(self._renderers) > 16:
                 self._renderers.clear()
-            renderer = self._renderers[base] = ScriptRenderer(base, agent_mode=self.agent_mode)
+            renderer = self._renderers[base] = ScriptRenderer(base, agent_mode=self.agent_mode,
+                                                              template_dirs=self.template_dirs)
         return renderer
 
 
@@ -250,10 +261,12 @@ async def discover(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application, *, store: Store, images_dir: Path, base_url: str | None = None,
-          agent_mode: str = "agent") -> None:
+          agent_mode: str = "agent", template_dirs: Sequence[Path] = ()) -> None:
     """Add the /boot routes to ``app``. ``base_url``: how blades reach this service (None: the
-    address each request came to); ``agent_mode``: the lab image's ``anvil.mode=``."""
-    svc = app[BOOT_SERVICE] = BootService(store, images_dir, base_url, agent_mode=agent_mode)
+    address each request came to); ``agent_mode``: the lab image's ``anvil.mode=``;
+    ``template_dirs``: searched for iPXE templates before the built-in ones."""
+    svc = app[BOOT_SERVICE] = BootService(store, images_dir, base_url, agent_mode=agent_mode,
+                                          template_dirs=template_dirs)
 
     async def _close(_app: web.Application) -> None:
         await asyncio.to_thread(svc.close)
@@ -282,7 +295,7 @@ def create_boot_app(settings: Settings, *, store: Store | None = None) -> web.Ap
     images = settings.images_dir
     os.makedirs(images, exist_ok=True)
     setup(app, store=st, images_dir=images, base_url=settings.boot.advertise_url or base_url_for(settings.boot.listen),
-          agent_mode=settings.boot.image_agent_mode)
+          agent_mode=settings.boot.image_agent_mode, template_dirs=settings.boot.template_dirs)
 
     async def _close(_app: web.Application) -> None:
         if own:

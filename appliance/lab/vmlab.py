@@ -147,7 +147,7 @@ def vm_blade_name(index: int) -> str:
     return f"vm-{index:02d}"
 
 
-def boot_config(opts: VmLabOptions, server: str = bootnet.SERVER_IPV4) -> str:
+def boot_config(opts: VmLabOptions, server: str = bootnet.SERVER_IPV4, template_dir: Path | None = None) -> str:
     """The boot role's TOML: everything explicit, so no default or environment can move it."""
     lines = [
         f"state_dir = {json.dumps(str(opts.state_dir))}",
@@ -164,6 +164,7 @@ def boot_config(opts: VmLabOptions, server: str = bootnet.SERVER_IPV4) -> str:
         f'interface = "{bootnet.BRIDGE}"',
         f'dhcp_range = "{DHCP_RANGE[0]},{DHCP_RANGE[1]}"',
         f"image_agent_mode = {json.dumps(opts.agent_mode)}",
+        f"template_dirs = [{json.dumps(str(template_dir))}]" if template_dir else "",
         "",
     ]
     return "\n".join(lines)
@@ -195,7 +196,9 @@ def start_boot_role(run_dir: Path, opts: VmLabOptions, *, timeout: float = _BOOT
     """Write the boot role's config and start it in the namespace; returns once it is ready."""
     config = run_dir / "boot.toml"
     ready = run_dir / "boot.ready"
-    _write_private(config, boot_config(opts))
+    # The lab's own iPXE templates, searched before the built-in ones: a per-profile script
+    # goes to RUN/ipxe/profiles/TENANT/NAME.ipxe.j2 (picked up within a second).
+    _write_private(config, boot_config(opts, template_dir=run_dir / "ipxe"))
     ready.unlink(missing_ok=True)
     cmd = ["ip", "netns", "exec", opts.netns, sys.executable, "-m", "appliance", "--config", str(config),
            "serve", "--role", "boot", "--ready-file", str(ready)]
@@ -278,7 +281,8 @@ def start(lab_dir: Path, state: dict[str, Any], save: Callable[[], None], opts: 
             switch=SWITCH_NAME))
     state["vmlab"] = {
         "netns": opts.netns, "bridge": net.bridge, "server": server, "bootUrl": f"http://{server}:{BOOT_HTTP_PORT}",
-        "bootConfig": str(run_dir / "boot.toml"), "image": {"kernel": kernel, "initrd": initrd},
+        "bootConfig": str(run_dir / "boot.toml"), "templateDir": str(run_dir / "ipxe"),
+        "image": {"kernel": kernel, "initrd": initrd},
         "vms": [vm.to_json() for vm in vms],
     }
     save()

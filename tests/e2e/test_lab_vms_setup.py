@@ -28,7 +28,7 @@ def _opts(tmp_path: Path, **over: object) -> vmlab.VmLabOptions:
 def test_boot_role_config_is_complete_and_valid_for_the_real_loader(tmp_path: Path) -> None:
     opts = _opts(tmp_path, log_level="DEBUG", agent_mode="oneshot")
     path = tmp_path / "boot.toml"
-    path.write_text(vmlab.boot_config(opts))
+    path.write_text(vmlab.boot_config(opts, template_dir=tmp_path / "ipxe"))
     # The environment the boot role gets has no ANVIL_* (they would override the file).
     settings = load_settings(path, env={})
     assert settings.state_dir == opts.state_dir and settings.store_url == opts.store_url
@@ -37,6 +37,7 @@ def test_boot_role_config_is_complete_and_valid_for_the_real_loader(tmp_path: Pa
         "10.77.0.1:8080", "http://10.77.0.1:8080", "10.77.0.1:69")
     assert (boot.dhcp, boot.interface, boot.dhcp_range) == ("reservations", "br0", "10.77.0.100,10.77.0.199")
     assert boot.image_agent_mode == "oneshot" and settings.log_level == "DEBUG"
+    assert boot.template_dirs == [tmp_path / "ipxe"]
     assert "secrets" not in path.read_text()
     assert tomllib.loads(path.read_text())["store"]["url"] == opts.store_url
 

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 
-from appliance.boot.ipxe import default_template_dirs
 from tests.e2e.conftest import VmLab, requires_vm_lab
 
 pytestmark = [requires_vm_lab, pytest.mark.slow, pytest.mark.xdist_group("vm-lab"), pytest.mark.timeout(900)]
@@ -166,9 +165,10 @@ def test_target_refuses_the_same_vm_with_another_iqn(vm_lab: VmLab, san_profile:
     sees. Both boots are IPMI resets issued with ``anvil blade boot|power``; the ACL is
     left as the stamp made it (and checked before and after). Evidence of the refusal:
     iPXE's "Could not open SAN device" on the console, and no session of the foreign name
-    in tgtd. The template lives in a tenant of this test run only and is removed at once.
+    in tgtd. The template goes to the lab boot role's own template folder ([boot]
+    template_dirs), in a tenant of this test run only, and is removed at once.
     """
-    template = default_template_dirs()[0] / "profiles" / vm_lab.tenant / f"{san_profile.name}.ipxe.j2"
+    template = Path(vm_lab.state["vmlab"]["templateDir"]) / "profiles" / vm_lab.tenant / f"{san_profile.name}.ipxe.j2"
     assert vm_lab.target(san_profile.target).acl == (san_profile.iqn,)
     template.parent.mkdir(parents=True, exist_ok=True)
     try:
