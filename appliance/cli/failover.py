@@ -274,11 +274,34 @@ def confirm_fenced(ctx: CliContext, blade: str, yes: bool) -> None:
 
 @failover.command("clear")
 @click.argument("blade")
+@click.option("--failback", is_flag=True, help="Then move back the profile whose last failover took it off "
+              "this blade (a planned move, like a drill's: the blade it leaves stays a spare).")
+@click.option("--no-wait", is_flag=True, help="With --failback: return once the move is submitted.")
 @pass_ctx
-def clear(ctx: CliContext, blade: str) -> None:
+def clear(ctx: CliContext, blade: str, failback: bool, no_wait: bool) -> None:
     """Return a repaired failed (or fenced) blade to the spares."""
-    _service(ctx).clear_failed(blade)
+    from appliance.cli.job import exit_for, follow
+    from appliance.cli.profile import _engine_running, _who
+    from appliance.services.jobs import JobService
+
+    if failback:
+        _engine_running(ctx)   # before changing anything: a failback needs the engine
+    svc = _service(ctx)
+    svc.clear_failed(blade)
     click.echo(f"blade {blade} is a spare again")
+    if not failback:
+        return
+    found = svc.failback_candidate(blade)
+    if found is None:
+        click.echo(f"nothing to fail back: no active profile's last failover left {blade}")
+        return
+    tenant, name = found
+    jobs = JobService(ctx.store())
+    failover_id, info = jobs.submit_failover(name, tenant=tenant, drill=True, to_blade=blade,
+                                             reason=f"failback to {blade} after repair ({_who()})", created_by=_who())
+    click.echo(f"failback #{failover_id} of {tenant}/{name} to {blade}: job {info.id}")
+    if not no_wait:
+        exit_for(follow(jobs, info.id))
 
 
 COMMANDS = [failover]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -612,6 +612,26 @@ class FailoverService:
             brow.state = transition(BLADE_TRANSITIONS, BladeState(brow.state), BladeState.SPARE,
                                     what=f"blade {blade}").value
             brow.state_reason = None
+
+    def failback_candidate(self, blade: str) -> tuple[str, str] | None:
+        """(tenant, profile) of the profile a failback to the repaired ``blade`` moves: the
+        latest one whose own latest failover moved it off ``blade``, if it is active elsewhere.
+        One only: the blade takes one profile, and older ones may have moved on since."""
+        with self._store.read() as s:
+            _blade(s, blade)
+            latest = (select(FailoverRow.profile_id, func.max(FailoverRow.id).label("last"))
+                      .where(FailoverRow.profile_id.is_not(None)).group_by(FailoverRow.profile_id).subquery())
+            row = s.execute(
+                select(ProfileRow.tenant, ProfileRow.name, BladeRow.name.label("host"))
+                .join(latest, latest.c.profile_id == ProfileRow.id)
+                .join(FailoverRow, FailoverRow.id == latest.c.last)
+                .join(BindingRow, (BindingRow.profile_id == ProfileRow.id) & (BindingRow.state == "live"))
+                .join(BladeRow, BladeRow.id == BindingRow.blade_id)
+                .where(FailoverRow.from_blade == blade, FailoverRow.drill.is_(False),
+                       FailoverRow.state == FailoverState.SUCCEEDED.value,
+                       ProfileRow.state == ProfileState.ACTIVE.value)
+                .order_by(FailoverRow.id.desc()).limit(1)).first()
+        return (row.tenant, row.name) if row is not None and row.host != blade else None
 
     def spare_plan(self, domain: str) -> SparePlan:
         """Who gets which spare of the domain's pool now, and who waits (in order, with why).

@@ -125,6 +125,8 @@ def test_history_health_and_confirm_fenced(anvil: Anvil, state_dir: Path) -> Non
     assert again.code == 1 and "no failover waiting for a fence confirmation" in again.err
     busy = anvil("failover", "clear", "b1", check=False)
     assert busy.code == 1 and "still bound" in busy.err
+    no_engine = anvil("failover", "clear", "b1", "--failback", check=False)
+    assert no_engine.code != 0 and "no appliance is running" in no_engine.err, no_engine.err
     assert json.loads(anvil("failover", "queue", "prod-web", "-o", "json").out) == [
         {"profile": "acme/web-01", "blade": "b2", "position": None, "reason": "spare chosen"}]
     missing = anvil("failover", "health", "nope", check=False)

@@ -38,8 +38,13 @@ def test_failover_run_moves_the_profile_and_the_drill_moves_it_out_and_back(tmp_
         assert '"state": "succeeded"' in shown.out and '"fence": "power"' in shown.out
         blades = anvil("blade", "list", "-o", "json").out
         assert '"rf-01"' in blades and '"failed"' in blades   # the blade it left awaits repair
-        anvil("failover", "clear", "rf-01")
-        assert '"failed"' not in anvil("blade", "list", "-o", "json").out
+        moved_to = json.loads(shown.out)["toBlade"]
+        back = anvil("failover", "clear", "rf-01", "--failback", timeout=120)
+        assert "blade rf-01 is a spare again" in back.out and "failback #4 of acme/web to rf-01" in back.out, back.out
+        blades = {b["name"]: b["state"] for b in json.loads(anvil("blade", "list", "-o", "json").out)}
+        assert blades["rf-01"] == "active" and blades[moved_to] == "spare", blades
+        again = anvil("failover", "clear", "rf-01", "--failback", check=False)
+        assert again.code != 0 and "is active, not failed or fenced" in again.err, again.err
 
         # The monitor polls once a minute here, yet a blade that dies is failed over in
         # seconds: its BMC's Redfish event reaches `anvil serve`, which polls it at once.
@@ -58,11 +63,11 @@ def test_failover_run_moves_the_profile_and_the_drill_moves_it_out_and_back(tmp_
         lab.crash(system_url)
         for _ in range(150):
             shown = json.loads(anvil("failover", "list", "-o", "json").out)
-            if len(shown) >= 4:
+            if len(shown) >= 5:
                 break
             time.sleep(0.1)
         took = time.monotonic() - began
-        assert len(shown) >= 4, (shown, serve.log_tail())
+        assert len(shown) >= 5, (shown, serve.log_tail())
         newest = max(shown, key=lambda f: f["id"])
         assert newest["fromBlade"] == host and "powered off" in newest["reason"], newest
         assert took < 20, took
