@@ -167,7 +167,8 @@ def test_config_show_has_the_boot_settings_and_checks_them(anvil: Anvil, anvil_e
                    'tftp_listen = "10.77.0.1:69"\ndhcp = "proxy"\ninterface = "br0"\nimage_agent_mode = "oneshot"\n')
     boot = yaml.safe_load(anvil("config", "show", env={"ANVIL_BOOT_LISTEN": "0.0.0.0:8080"}).out)["boot"]
     assert boot == {"listen": "0.0.0.0:8080", "advertise_url": "http://10.77.0.1:8080", "tftp_listen": "10.77.0.1:69",
-                    "dhcp": "proxy", "interface": "br0", "dhcp_range": "", "image_agent_mode": "oneshot"}
+                    "dhcp": "proxy", "interface": "br0", "dhcp_range": "", "template_dirs": [],
+                    "image_agent_mode": "oneshot"}
     cfg.write_text('[boot]\ndhcp = "reservations"\ninterface = "br0"\n')
     res = anvil("config", "show", check=False)
     assert res.code == 1 and f"{cfg}:boot.dhcp_range: Value error, required when dhcp = 'reservations'" in res.err
