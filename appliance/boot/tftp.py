@@ -65,10 +65,13 @@ class TftpService:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def _open(self, requested: str, **_peer: Any) -> IO[bytes] | None:
+    def _open(self, requested: str, raddress: str = "?", **_peer: Any) -> IO[bytes] | None:
         f = open_binary(self.root, requested)
         if f is None:
-            log.warning("TFTP: refused %r", requested)
+            log.warning("TFTP: refused %r from %s", requested, raddress)
+        else:
+            # One line per boot: where a blade stuck before iPXE starts, this says whether it got that far.
+            log.info("TFTP: sending %s to %s", requested.strip(), raddress)
         return f
 
     @staticmethod

@@ -111,6 +111,10 @@ def lab_options(fn: Any) -> Any:
         click.option("--vms", type=click.IntRange(0, vmlab.MAX_VMS), default=0, show_default=True,
                      help="QEMU blades (root): they PXE-boot through the boot role, started in the lab's "
                           "namespace with a tgtd for their iSCSI LUNs."),
+        click.option("--uefi-vms", type=click.IntRange(0, vmlab.MAX_VMS), default=0, show_default=True,
+                     help="How many of the --vms run UEFI firmware (OVMF) with a plain PXE NIC: they fetch "
+                          "iPXE over TFTP first, as blades with a vendor PXE ROM do (the others are BIOS "
+                          "VMs whose NIC ROM is iPXE already)."),
         click.option("--netns", default=bootnet.DEFAULT_NETNS, show_default=True, envvar="ANVIL_LAB_NETNS",
                      help="Namespace of the VM lab's boot network (env ANVIL_LAB_NETNS)."),
     ]):
@@ -131,12 +135,14 @@ def boot_url_for_lab(settings: Settings) -> str:
 
 
 def _opts(settings: Settings, redfish: int, ipmi: int, switch_kind: str, realistic_power: bool,
-          vms: int = 0, netns: str = bootnet.DEFAULT_NETNS) -> rack.LabOptions:
+          vms: int = 0, netns: str = bootnet.DEFAULT_NETNS, uefi_vms: int = 0) -> rack.LabOptions:
     vm_lab = None
+    if uefi_vms > vms:
+        raise click.UsageError(f"--uefi-vms {uefi_vms}: at most --vms ({vms}) of the VMs can be UEFI")
     if vms:
         vm_lab = vmlab.VmLabOptions(vms=vms, netns=vmlab.check_netns_name(netns), state_dir=settings.state_dir,
                                     store_url=settings.store_url, log_level=settings.log_level,
-                                    agent_mode=settings.boot.image_agent_mode)
+                                    agent_mode=settings.boot.image_agent_mode, uefi_vms=uefi_vms)
     return rack.LabOptions(redfish=redfish, ipmi=ipmi, switch=switch_kind, realistic_power=realistic_power,
                            boot_url=boot_url_for_lab(settings), vm_lab=vm_lab)
 
@@ -148,7 +154,9 @@ def describe(state: dict[str, Any], redfish: int, ipmi: int, vms: int, switch_ki
         parts.append(f"{redfish} Redfish and {ipmi} IPMI cabled to switch {state['switch']} ({switch_kind})")
     if vms:
         vm = state["vmlab"]
-        parts.append(f"{vms} VM{'' if vms == 1 else 's'} cabled to switch {state['vmSwitch']} (linux-bridge) "
+        uefi = sum(1 for v in vm["vms"] if v.get("uefi"))
+        firmware = f" ({uefi} UEFI)" if uefi else ""
+        parts.append(f"{vms} VM{'' if vms == 1 else 's'}{firmware} cabled to switch {state['vmSwitch']} (linux-bridge) "
                      f"in namespace {vm['netns']}, booting from {vm['bootUrl']}, iSCSI on {state['storage']['portal']}")
     count = len(state["blades"])
     return f"{count} blade{'' if count == 1 else 's'}: " + "; ".join(parts)
@@ -158,15 +166,16 @@ def describe(state: dict[str, Any], redfish: int, ipmi: int, vms: int, switch_ki
 @lab_options
 @pass_ctx
 def up(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_power: bool, vms: int,
-       netns: str) -> None:
+       uefi_vms: int, netns: str) -> None:
     """Start the emulators (they keep running after this command) and enrol their blades and switch.
 
     \b
     --vms N (root) adds N QEMU blades (vm-01 …) on a bridge in namespace --netns, with
     the boot role (DHCP, TFTP, HTTP on 10.77.0.1) and a tgtd (10.77.0.1:3260) there;
     an `anvil serve` started afterwards uses that tgtd for iSCSI boot LUNs unless
-    [storage] names a driver."""
-    state = lab_up(ctx, _opts(ctx.settings, redfish, ipmi, switch_kind, realistic_power, vms, netns))
+    [storage] names a driver. --uefi-vms K makes the last K of them UEFI VMs that take
+    the plain PXE → TFTP → iPXE chain."""
+    state = lab_up(ctx, _opts(ctx.settings, redfish, ipmi, switch_kind, realistic_power, vms, netns, uefi_vms))
     click.echo(f"lab up: {describe(state, redfish, ipmi, vms, switch_kind)}; "
                f"state in {rack.lab_file(ctx.settings.lab_dir)}")
 

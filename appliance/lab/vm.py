@@ -70,6 +70,7 @@ class LabVm:
     pid: int
     started: int | None   # BMC start time in clock ticks (/proc/PID/stat), to spot a recycled PID
     run_dir: str
+    uefi: bool = False    # OVMF with a ROM-less NIC: its own PXE fetches iPXE over TFTP
 
     @property
     def bmc_address(self) -> str:
@@ -126,7 +127,11 @@ def start_vms(
     uefi: bool = False,
     ready_timeout: float = 20.0,
 ) -> list[LabVm]:
-    """Start the BMCs of VMs ``first`` … ``first+count-1`` (taps must exist in ``net``); all or nothing."""
+    """Start the BMCs of VMs ``first`` … ``first+count-1`` (taps must exist in ``net``); all or nothing.
+
+    ``uefi``: OVMF firmware and no iPXE option ROM on the NIC, so a network boot takes the
+    firmware's own PXE → TFTP → iPXE chain, as a real blade with a vendor PXE stack does.
+    """
     run_dir = (lab_dir / RUN_SUBDIR).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     if ports is not None and len(ports) != count:
@@ -156,7 +161,7 @@ def _start_one(run_dir: Path, net: BootNet, index: int, port: int, *, username: 
            "--netns", net.netns, "--tap", tap_name(index), "--mac", mac, "--run-dir", str(run_dir),
            "--user", username, "--memory", str(memory)]
     if uefi:
-        cmd.append("--uefi")
+        cmd += ["--uefi", "--plain-pxe"]
     # The password goes through the environment, not argv (ps shows argv).
     handle = procs.start(cmd, run_dir / f"{name}.bmc.log", env={PASSWORD_ENV: password})
     try:
@@ -165,7 +170,8 @@ def _start_one(run_dir: Path, net: BootNet, index: int, port: int, *, username: 
         procs.stop(handle)
         raise VmLabError(str(exc)) from exc
     return LabVm(name=name, index=index, bmc_port=port, mac=mac, tap=tap_name(index), netns=net.netns,
-                 uuid=default_uuid(mac), pid=handle.pid, started=_start_ticks(handle.pid), run_dir=str(run_dir))
+                 uuid=default_uuid(mac), pid=handle.pid, started=_start_ticks(handle.pid), run_dir=str(run_dir),
+                 uefi=uefi)
 
 
 def stop_vm(vm: LabVm, timeout: float = 5.0) -> None:

@@ -12,6 +12,8 @@ it runs (so ``lab down`` — or a failed ``up`` — can always stop it by PID)::
       boot HTTP 10.77.0.1:8080, TFTP 10.77.0.1:69, dnsmasq on br0 (reservations,
       pool 10.77.0.100-199), same state directory and store as the appliance
     one pyghmi BMC process per VM on 127.0.0.1 (UDP)        appliance.lab.vm
+      (the last ``uefi_vms`` of them UEFI: OVMF, no iPXE ROM on the NIC, so they take
+      the firmware's PXE → Anvil's TFTP (ipxe.efi) → iPXE → boot HTTP chain)
 
 and returns the VMs as lab blades (``vm-01`` …, one NIC each, cabled to the lab's
 ``linux-bridge`` switch whose ports are the taps; VLANs ignored, the bridge has none).
@@ -80,6 +82,7 @@ class VmLabOptions:
     log_level: str = "INFO"
     agent_mode: str = "agent"
     cache_dir: Path | None = None
+    uefi_vms: int = 0
 
 
 def cache_dir(opts: VmLabOptions) -> Path:
@@ -126,6 +129,8 @@ def preflight(opts: VmLabOptions) -> None:
     """Refuse before anything starts: not root, a tool missing, a bad count or namespace name."""
     if not 1 <= opts.vms <= MAX_VMS:
         raise VmLabSetupError(f"--vms {opts.vms}: the VM lab runs 1..{MAX_VMS} VMs")
+    if not 0 <= opts.uefi_vms <= opts.vms:
+        raise VmLabSetupError(f"--uefi-vms {opts.uefi_vms}: at most --vms ({opts.vms}) of the VMs can be UEFI")
     check_netns_name(opts.netns)
     store_problem = store_unreachable_from_netns(opts.store_url)
     if store_problem:
@@ -136,6 +141,12 @@ def preflight(opts: VmLabOptions) -> None:
                           ("tgtadm", "tgt"), ("dnsmasq", "dnsmasq-base")):
         if shutil.which(tool) is None:
             raise VmLabSetupError(f"--vms needs {tool} (apt-get install {package})")
+    if opts.uefi_vms:
+        from appliance.lab.vm_bmc import OVMF_CODE, OVMF_VARS
+
+        for firmware in (OVMF_CODE, OVMF_VARS):
+            if not firmware.is_file():
+                raise VmLabSetupError(f"--uefi-vms needs {firmware} (apt-get install ovmf)")
     from appliance.lab import netns
 
     if netns.exists(opts.netns):
@@ -236,7 +247,7 @@ def start(lab_dir: Path, state: dict[str, Any], save: Callable[[], None], opts: 
     On failure the caller tears down what ``state`` records (``rack.teardown``).
     """
     from appliance.lab.guest_image import ensure_lab_image
-    from appliance.lab.vm import start_vms
+    from appliance.lab.vm import start_vms, stop_vms
 
     preflight(opts)
     run_dir = (lab_dir / RUN_SUBDIR).resolve()
@@ -267,7 +278,14 @@ def start(lab_dir: Path, state: dict[str, Any], save: Callable[[], None], opts: 
         f"http://{server}:{BOOT_HTTP_PORT} tftp {server}:{TFTP_PORT} dhcp {bootnet.BRIDGE} in {opts.netns}", 10.0))
     save()
 
-    vms = start_vms(lab_dir, net, opts.vms, username=username, password=password, memory=VM_MEMORY_MIB)
+    bios = opts.vms - opts.uefi_vms
+    vms = start_vms(lab_dir, net, bios, username=username, password=password, memory=VM_MEMORY_MIB)
+    try:
+        vms += start_vms(lab_dir, net, opts.uefi_vms, first=bios + 1, username=username, password=password,
+                         memory=VM_MEMORY_MIB, uefi=True)
+    except BaseException:
+        stop_vms(vms)
+        raise
     blades = []
     for i, vm in enumerate(vms):
         state["processes"].append(record_process(
@@ -277,7 +295,7 @@ def start(lab_dir: Path, state: dict[str, Any], save: Callable[[], None], opts: 
             name=vm_blade_name(vm.index), bmc=vm.bmc_address, slot=first_slot + i, cpus=1, memory_gib=None,
             nics=(("eth0", vm.mac, vm.tap),),
             facts={"model": "QEMU lab VM", "serial": f"VM{vm.index:05d}", "uuid": vm.uuid,
-                   "memoryMiB": VM_MEMORY_MIB},
+                   "memoryMiB": VM_MEMORY_MIB, "firmware": "uefi" if vm.uefi else "bios"},
             switch=SWITCH_NAME))
     state["vmlab"] = {
         "netns": opts.netns, "bridge": net.bridge, "server": server, "bootUrl": f"http://{server}:{BOOT_HTTP_PORT}",

@@ -147,6 +147,12 @@ class VmLab:
         except OSError:
             return 0
 
+    def process_log(self, name: str) -> str:
+        """The log of the lab process ``name`` (``boot``, ``tgtd``, ``vm-01``…) as lab.json records it."""
+        found = [p for p in self.state["processes"] if p["name"] == name]
+        assert found, f"no lab process {name}"
+        return Path(found[0]["log"]).read_text(errors="replace")
+
     def agent_lines(self, blade: str, offset: int = 0) -> str:
         return "\n".join(line for line in self.serial_text(blade, offset).splitlines() if "anvil-agent" in line)
 
@@ -268,7 +274,8 @@ def _lab_left(anvil: Anvil) -> None:
 
 
 @pytest.fixture(scope="module")
-def vm_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmLab]:
+def vm_lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[VmLab]:
+    """2 BIOS VMs (vm-01, vm-02), plus ``LAB_UEFI_VMS`` UEFI ones after them when the test module sets it."""
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
@@ -279,10 +286,12 @@ def vm_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmLab]:
     anvil.env.pop("ANVIL_LAB_NETNS", None)
     lab = VmLab(anvil=anvil, serve=Serve(anvil), netns=ns, tenant="e2e" + os.urandom(3).hex())
     try:
+        uefi = int(getattr(request.module, "LAB_UEFI_VMS", 0))
+        args = ["--vms", str(2 + uefi), "--uefi-vms", str(uefi)]
         t0 = time.monotonic()
-        up = anvil("lab", "up", "--redfish", "0", "--vms", "2", "--netns", ns, timeout=300)
+        up = anvil("lab", "up", "--redfish", "0", *args, "--netns", ns, timeout=300)
         lab.timings["lab_up"] = time.monotonic() - t0
-        print(f"anvil lab up --vms 2: {lab.timings['lab_up']:.1f} s: {up.out.strip()}")
+        print(f"anvil lab up {' '.join(args)}: {lab.timings['lab_up']:.1f} s: {up.out.strip()}")
         lab.serve.start(timeout=60)
         yield lab
     finally:

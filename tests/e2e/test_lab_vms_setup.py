@@ -45,6 +45,7 @@ def test_boot_role_config_is_complete_and_valid_for_the_real_loader(tmp_path: Pa
 @pytest.mark.parametrize(("over", "words"), [
     ({"vms": 0}, "1..4 VMs"),
     ({"vms": 5}, "1..4 VMs"),
+    ({"vms": 1, "uefi_vms": 2}, "--uefi-vms 2: at most --vms"),
     ({"netns": "bad/name"}, "--netns 'bad/name'"),
     ({"netns": "much-too-long-name"}, "1-15 characters"),
     ({"store_url": "postgresql+psycopg://anvil:pw@127.0.0.1:5432/anvil"}, "unix socket"),
@@ -52,6 +53,14 @@ def test_boot_role_config_is_complete_and_valid_for_the_real_loader(tmp_path: Pa
 def test_preflight_refuses_bad_input_naming_it(tmp_path: Path, over: dict[str, object], words: str) -> None:
     with pytest.raises(vmlab.VmLabSetupError, match=words.replace(".", r"\.")):
         vmlab.preflight(_opts(tmp_path, **over))
+
+
+def test_uefi_vms_need_ovmf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("appliance.lab.vmlab.os.geteuid", lambda: 0)
+    monkeypatch.setattr("appliance.lab.vmlab.shutil.which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr("appliance.lab.vm_bmc.OVMF_CODE", tmp_path / "missing" / "OVMF_CODE_4M.fd")
+    with pytest.raises(vmlab.VmLabSetupError, match=r"--uefi-vms needs .*OVMF_CODE_4M\.fd \(apt-get install ovmf\)"):
+        vmlab.preflight(_opts(tmp_path, uefi_vms=1))
 
 
 def test_preflight_needs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,6 +123,8 @@ def test_lab_up_refuses_bad_vm_options_before_starting_anything(tmp_path: Path) 
     assert res.code != 0 and "--vms" in res.err and "0<=x<=4" in res.err
     res = anvil("lab", "up", "--redfish", "0", "--vms", "1", "--netns", "bad/name", check=False)
     assert res.code != 0 and "--netns 'bad/name'" in res.err
+    res = anvil("lab", "up", "--redfish", "0", "--vms", "1", "--uefi-vms", "2", check=False)
+    assert res.code != 0 and "--uefi-vms 2: at most --vms (1) of the VMs can be UEFI" in res.err
     res = anvil("lab", "up", "--redfish", "0", check=False)
     assert res.code != 0 and "at least one blade" in res.err
     assert rack.read_state(anvil.state_dir / "lab") is None      # nothing claimed, nothing to take down

@@ -30,6 +30,7 @@ from tests.e2e.conftest import VmLab, requires_vm_lab
 
 pytestmark = [requires_vm_lab, pytest.mark.slow, pytest.mark.xdist_group("vm-lab"), pytest.mark.timeout(900)]
 
+LAB_UEFI_VMS = 1           # vm-03: OVMF with a plain PXE NIC (the conftest's vm_lab reads this)
 KERNEL, INITRD = "lab/vmlinuz", "lab/initrd.img"
 SERVER = "10.77.0.1"
 CONSOLE_WAIT_S = 120.0
@@ -66,6 +67,39 @@ def test_image_profile_pxe_boots_vm_and_reports_its_identity(
         assert f"Anvil: vm-01 boots profile {vm_lab.tenant}/{name}" in console
         assert f"anvil-agent: eth0 ({vm['mac']}): DHCP lease {lease}" in console
         assert "anvil-agent: callback ok" in console
+    finally:
+        vm_lab.release(name)
+
+
+def test_uefi_vm_fetches_ipxe_over_tftp_then_boots_the_image(
+        vm_lab: VmLab, record_property: Callable[[str, object], None]) -> None:
+    """(a) on a UEFI blade whose NIC carries no iPXE ROM, as a vendor PXE stack: the firmware's
+    own PXE asks Anvil's DHCP (client arch 7), gets ipxe.efi from Anvil's TFTP, and iPXE then
+    takes the HTTP script into the image, which reports the profile's identity back."""
+    name, uuid = "uefi-01", "4c4c4544-0042-3510-8052-b4c04f384e03"
+    vm = vm_lab.vm("vm-03")
+    assert vm["uefi"] is True
+    vm_lab.import_profile(name, {
+        "identity": {"uuid": uuid, "nics": [{"name": "eth0", "mac": "02:a0:00:00:e2:03", "pxe": True}]},
+        "boot": {"mode": "uefi", "source": {"type": "image", "kernel": KERNEL, "initrd": INITRD,
+                                            "cmdline": "console=ttyS0 panic=-1"}},
+    })
+    try:
+        job = vm_lab.assign(name, "vm-03")
+        signal, seconds = vm_lab.boot_signal(job)
+        vm_lab.record_boot("uefi-image", seconds, record_property)
+
+        facts = signal["facts"]
+        assert signal["blade"] == "vm-03" and facts["profile"] == f"{vm_lab.tenant}/{name}"
+        assert facts["uuid"] == uuid and facts["mac"] == vm["mac"] and facts["hostname"] == name
+        console = vm_lab.serial_text("vm-03")
+        # The firmware's PXE, not iPXE, made the first request; iPXE came over TFTP.
+        pxe = console.find("Start PXE over IPv4")
+        ipxe = console.find(f"http://{SERVER}:8080/boot/ipxe")
+        assert 0 <= pxe < ipxe, console[-3000:]
+        assert f"Anvil: vm-03 boots profile {vm_lab.tenant}/{name}" in console
+        assert "anvil-agent: callback ok" in console
+        assert "TFTP: sending ipxe.efi to 10.77.0." in vm_lab.process_log("boot"), "TFTP never sent ipxe.efi"
     finally:
         vm_lab.release(name)
 
