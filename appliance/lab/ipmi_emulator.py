@@ -11,7 +11,8 @@ suite 3 (RAKP-HMAC-SHA1) with status 0 even when the client proposed SHA-256, an
 client then fails in ``_got_rakp2`` (``struct.error: pack expected 32 items``). We make
 the server refuse non-SHA1 proposals (status 0x11, "invalid authentication algorithm")
 so the client falls back to SHA1. Also, the stock server drops the boot flags'
-persistent/UEFI bits; this one keeps them.
+persistent/UEFI bits; this one keeps them. Each BMC keeps a System Event Log
+(:mod:`appliance.lab.sel_log`): faults are injected with a standard Add SEL Entry.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 from appliance.lab import procs
 from appliance.lab.emulated_os import BladeHooks, EmulatedOs
+from appliance.lab.sel_log import NETFN_STORAGE, SelLog
 
 HOST = "127.0.0.1"
 
@@ -144,6 +146,14 @@ def _make_bmc_class() -> type:  # pragma: no cover - runs in the child
                 "power": "off", "pending": None, "apply_at": 0.0,
                 "bootdev": 0, "bootflags": 0, "calls": {},
             }
+            self.sel = SelLog()
+
+        def handle_raw_request(self, request: dict[str, Any], session: Any) -> Any:
+            # The stock server answers 0xC1 to every storage command; a real BMC keeps a SEL.
+            if request["netfn"] == NETFN_STORAGE:
+                code, data = self.sel.answer(request["command"], bytes(request.get("data") or b""))
+                return session.send_ipmi_response(code=code, data=list(data))
+            return super().handle_raw_request(request, session)
 
         @property
         def st(self) -> dict[str, Any]:

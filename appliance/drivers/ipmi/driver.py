@@ -46,6 +46,7 @@ from appliance.drivers.errors import (
     DriverError,
     Unsupported,
 )
+from appliance.drivers.ipmi import sel as ipmi_sel
 from appliance.drivers.ipmi._pyghmi_quirks import fix_io_race
 from appliance.drivers.protocols import (
     BladeFacts,
@@ -195,6 +196,7 @@ class IpmiDriver:
         self._runner = BlockingRunner(DRIVER, max_workers=max_workers, per_bmc=per_bmc)
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str, int, str, str], _Session] = {}
+        self._sel: dict[tuple[str, int], ipmi_sel.SelCache] = {}
         self._read_attempts = read_attempts
 
     def _session(self, target: Target, bmc: Bmc) -> _Session:
@@ -236,8 +238,30 @@ class IpmiDriver:
         await self._run(bmc, "set_power", lambda c: c.set_power(_POWER[action], wait=False), retry=False)
 
     async def health(self, bmc: Bmc) -> Health:
-        result = await self._run(bmc, "health", lambda c: c.raw_command(netfn=0, command=1), retry=True)
-        return _chassis_health(bytes(result.get("data") or b""))
+        """Chassis status (power, cooling, drive faults) and, where the BMC keeps one, the faults its
+        SEL holds asserted (see :mod:`appliance.drivers.ipmi.sel`), in one session turn."""
+        target = Target.parse(bmc.address, bmc.blade)
+        with self._lock:
+            cache = self._sel.setdefault((target.host, target.port), ipmi_sel.SelCache())
+
+        def fn(c: Any) -> Any:
+            chassis = c.raw_command(netfn=0, command=1)
+            if "error" in chassis:
+                return chassis
+
+            def raw(netfn: int, command: int, data: bytes) -> tuple[int, bytes]:
+                r = c.raw_command(netfn=netfn, command=command, data=tuple(data))
+                code = int(r.get("code") or 0) or (0xFF if "error" in r else 0)
+                return code, bytes(r.get("data") or b"")
+
+            try:
+                sel = cache.health_now(raw)
+            except ipmi_sel.SelUnreadable as exc:
+                sel = Health(HealthState.WARNING, f"SEL unreadable: {exc}")
+            return {"data": chassis.get("data"), "sel": sel}
+
+        result = await self._run(bmc, "health", fn, retry=True)
+        return ipmi_sel.combine(_chassis_health(bytes(result.get("data") or b"")), result.get("sel"))
 
     # ---- boot --------------------------------------------------------------
 
