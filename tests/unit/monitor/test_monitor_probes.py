@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from appliance.domain.health import DetectorPolicy
-from appliance.drivers.protocols import PowerAction
+from appliance.drivers.protocols import Health, HealthState, PowerAction
 from appliance.lab.procs import free_tcp_port
 from appliance.monitor.runner import Monitor, MonitorSettings
 from appliance.services.jobs import JobService
@@ -51,4 +51,24 @@ async def test_tcp_probe_and_power_decide_the_verdict(store: Store, tmp_path: Pa
     await driver.set_power(bmc, PowerAction.OFF)
     verdicts = {v.blade: v for v in await monitor.poll_once()}
     assert "powered off while running acme/svc" in verdicts["b01"].detail
+    assert monitor.snapshot()["b01"] == "failed"
+
+
+async def test_critical_health_of_a_running_blade_is_a_failure(store: Store, tmp_path: Path) -> None:
+    """What the IPMI driver makes of an SEL fault (or Redfish of Status.Health) fails the blade
+    even though its power and heartbeat look fine."""
+    rack(store, tmp_path, blades=2)
+    ProfileService(store).import_document(PROFILE)
+    hw = FakeHardware()
+    JobService(store).submit_assign("svc", tenant="acme", blade="b01")
+    await run_until_idle(make_engine(store, hw))
+    monitor = Monitor(store, hw, settings=MonitorSettings(interval=1, probe_timeout=1,
+                                                          policy=DetectorPolicy(fail_after=1, recover_after=1)))
+    assert {v.blade: v.ok for v in await monitor.poll_once()} == {"b01": True, "b02": True}
+    reason = "SEL: memory uncorrectable ECC (sensor 0x03, record 0x0001)"
+    hw.bmcs.blade("fake://b01").health = Health(HealthState.CRITICAL, reason)
+    hw.bmcs.blade("fake://b02").health = Health(HealthState.WARNING, "SEL: power supply failure")
+    verdicts = {v.blade: v for v in await monitor.poll_once()}
+    assert not verdicts["b01"].ok and verdicts["b01"].detail == f"health critical: {reason}"
+    assert verdicts["b02"].ok and verdicts["b02"].health == "warning"    # a warning is shown, not acted on
     assert monitor.snapshot()["b01"] == "failed"
