@@ -43,6 +43,7 @@ from sqlalchemy import select
 from appliance.domain.states import ACTIVE_JOB_STATES
 from appliance.engine.model import EngineSettings
 from appliance.engine.runner import Engine
+from appliance.lab import procs
 from appliance.lab.inproc import InprocRig
 from appliance.services.jobs import JobService
 from appliance.services.profiles import ProfileService
@@ -92,20 +93,11 @@ async def _wait_final(store: Store, ids: list[str], timeout: float) -> None:
     raise TimeoutError(f"jobs not final within {timeout:g} s")
 
 
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (and its reaped children), from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
 def _cpu(rig: InprocRig) -> dict[str, float]:
     return {
-        "appliance (engine + drivers, this process)": _cpu_seconds(os.getpid()),
-        "redfish emulators": sum(_cpu_seconds(e.proc.pid) for e in rig.emulators),
-        "snmpsim switch": _cpu_seconds(rig.switch.pid) if rig.switch and rig.switch.pid else 0.0,
+        "appliance (engine + drivers, this process)": procs.cpu_seconds(os.getpid()),
+        "redfish emulators": sum(procs.cpu_seconds(e.proc.pid) for e in rig.emulators),
+        "snmpsim switch": procs.cpu_seconds(rig.switch.pid) if rig.switch and rig.switch.pid else 0.0,
     }
 
 

@@ -115,6 +115,15 @@ def stop(handle: ProcHandle, timeout: float = 5.0) -> int | None:
     return handle.popen.returncode if handle.popen is not None else None
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (and its reaped children), from /proc; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_until(
     ready: Callable[[], bool],
     handle: ProcHandle,
