@@ -104,6 +104,51 @@ def test_uefi_vm_fetches_ipxe_over_tftp_then_boots_the_image(
         vm_lab.release(name)
 
 
+def _boot_sector(message: str) -> bytes:
+    """A 512-byte MBR that writes ``message`` to COM1, then halts: a stand-in for an OS loader
+    on the LUN (16-bit code, assembled by hand: cli; cld; xor ax,ax; mov ds,ax; mov si,msg;
+    next: lodsb; test al,al; jz done; mov dx,0x3f8; out dx,al; jmp next; done: hlt; jmp done)."""
+    code = bytes.fromhex("fa fc 31c0 8ed8 be177c ac 84c0 7406 baf803 ee ebf5 f4 ebfd")
+    assert len(code) == 0x17            # the message sits right after, at 0x7c17
+    sector = code + message.encode() + b"\r\n\x00"
+    return sector.ljust(510, b"\x00") + b"\x55\xaa"
+
+
+def test_sanboot_profile_boots_the_luns_own_loader(
+        vm_lab: VmLab, record_property: Callable[[str, object], None]) -> None:
+    """(b) without an image: iPXE ``sanboot``s the profile's LUN as the profile's initiator, the
+    BIOS runs the loader on it, and the stamp completes on the initiator's login (DESIGN §7:
+    nothing of ours runs on the blade to call back)."""
+    name, iqn = "sanboot-01", "iqn.2026-11.io.anvil.e2e:sanboot-01"
+    target = "iqn.2026-11.io.anvil.san:e2e-sanboot-01"
+    marker = "ANVIL-E2E-SANBOOT-LOADER-RAN"
+    image = vm_lab.anvil.state_dir / "images" / "e2e" / "sanboot.img"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    image.write_bytes(_boot_sector(marker).ljust(1024 * 1024, b"\x00"))
+    vm_lab.import_profile(name, {
+        "identity": {"uuid": "4c4c4544-0042-3510-8052-b4c04f384e04", "iscsiInitiator": iqn,
+                     "nics": [{"name": "eth0", "mac": "02:a0:00:00:e2:04", "pxe": True}]},
+        "boot": {"mode": "legacy", "source": {"type": "iscsi", "portal": f"{SERVER}:3260", "target": target,
+                                              "lun": 1, "image": "e2e/sanboot.img"}},
+    })
+    try:
+        job = vm_lab.assign(name, "vm-02")
+        events = vm_lab.events(job)
+        power = next(e for e in events if e.kind == "step-started" and (e.data or {}).get("step") == "power-on")
+        booted = next(e for e in events if e.kind == "step-done" and (e.data or {}).get("step") == "await-boot")
+        assert (booted.data or {})["result"]["booted"] == "initiator login"
+        vm_lab.record_boot("iscsi-sanboot", (booted.at - power.at).total_seconds(), record_property)
+
+        console = vm_lab.wait_console("vm-02", 0, (marker,), CONSOLE_WAIT_S)
+        assert f"Anvil: vm-02 boots profile {vm_lab.tenant}/{name}" in console
+        assert "Booting from SAN device 0x80" in console, console[-2000:]
+        view = vm_lab.target(target)
+        assert view.acl == (iqn,) and iqn in view.sessions
+    finally:
+        vm_lab.release(name)
+    assert vm_lab.target(target).acl == ()
+
+
 @dataclass(frozen=True)
 class SanStamp:
     name: str
