@@ -45,7 +45,9 @@ def _recvfrom_nonblocking(mysocket: Any, size: int) -> Any:
 
 def _make_io_wait(original: Any, session_cls: Any) -> Any:
     def io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
-        if myaddr is not None:
+        # Only a response wait (no ``evq``): a thread queued behind another's command must not
+        # spin on that command's unprocessed response.
+        if myaddr is not None and evq is None:
             handlers = session_cls.bmc_handlers.get(myaddr) or {}
             if any(getattr(s, "pktqueue", None) for s in list(handlers.values())):
                 return
