@@ -4,8 +4,9 @@ failures through the damped detector (domain/health.py) and starts failovers.
 One pass (:meth:`Monitor.poll_once`) reads the inventory, probes each blade (power and
 health, bounded concurrency, a deadline per probe), adds the heartbeat verdict of the
 profile it runs, records the samples in one transaction and feeds the detectors. A blade
-running an active profile of a failover domain whose detector just declared it failed
-gets a failover job (``JobService.submit_failover``); the rest is the engine's.
+running an active profile of a failover domain whose detector holds it failed gets a
+failover job (``JobService.submit_failover``) at the first failing sample that finds the
+profile free (the store keeps one open failover per profile); the rest is the engine's.
 
 A blade counts as failing when its BMC does not answer, when it reads powered off or
 critical while it runs a profile, when that profile's agent stopped heartbeating, or, for
@@ -30,6 +31,7 @@ from sqlalchemy import func, select
 from appliance.boot.tokens import HEARTBEAT
 from appliance.config import Settings
 from appliance.domain.health import Detector, DetectorPolicy, Sample, observe
+from appliance.domain.health import Health as Reported
 from appliance.drivers.protocols import HealthState, PowerState
 from appliance.engine.model import HardwarePort
 from appliance.errors import AnvilError, Conflict
@@ -108,6 +110,7 @@ class Monitor:
         self.settings = settings or MonitorSettings()
         self.clock = clock
         self.detectors: dict[str, Detector] = {}
+        self._refused: dict[str, str] = {}   # blade → why its last failover request was refused
         self.failovers = FailoverService(store)
         self.jobs = JobService(store)
         self.started: list[tuple[str, str]] = []   # (profile, blade) failovers this monitor started
@@ -194,7 +197,13 @@ class Monitor:
         for w, v in zip(watched, verdicts, strict=True):
             seen = observe(self.detectors.get(w.blade, Detector()), Sample(now, v.ok), self.settings.policy)
             self.detectors[w.blade] = seen.detector
-            if seen.declared_failed and w.protected and w.profile_state == "active":
+            # Every failing sample of a failed blade that runs a protected profile asks for a
+            # failover, not only the one that declared it: the declaration may have found the
+            # profile busy (a planned move, a release) and the blade may since run it again
+            # (failback) without the detector having seen it healthy. The store refuses a
+            # second open failover of a profile, so asking again is safe.
+            if (not v.ok and seen.detector.reported is Reported.FAILED and w.protected
+                    and w.profile_state == "active"):
                 declared.append(w)
         by_blade = {v.blade: v for v in verdicts}
         await asyncio.to_thread(self._record, verdicts, source)
@@ -288,8 +297,12 @@ class Monitor:
             failover_id, job = self.jobs.submit_failover(name, tenant=tenant, reason=f"{w.blade}: {detail}",
                                                          from_blade=w.blade)
         except Conflict as exc:   # already failing over, or another job holds the profile
-            log.info("no failover started for %s: %s", w.profile, exc)
+            said = str(exc)
+            if self._refused.get(w.blade) != said:   # once per reason, not once per poll
+                self._refused[w.blade] = said
+                log.info("no failover started for %s: %s", w.profile, said)
             return None
+        self._refused.pop(w.blade, None)
         self.started.append((w.profile, w.blade))
         log.warning("failover #%s of %s started (job %s): %s", failover_id, w.profile, job.id, detail,
                     extra={"blade": w.blade, "profile": w.profile})
