@@ -10,8 +10,9 @@ client of ours needs:
   again) and ``EventTypes``; 201 with ``Location``. ``GET`` and ``DELETE`` a member.
 - An event goes to every subscription when a system's power state has really changed
   (with a power delay, at its apply time, so a client reading the system after the event
-  sees the new state). Delivery is best effort, from one worker thread: 3 s timeout, TLS
-  not verified (the appliance's lab certificate is self-signed, and BMCs rarely check).
+  sees the new state). Delivery is best effort, from one worker thread: 3 s timeout, two
+  retries 1 s apart on a network error or a 5xx (as real BMCs retry), TLS not verified
+  (the appliance's lab certificate is self-signed, and BMCs rarely check).
 
 Subscriptions live in the emulator process's memory, as on a BMC that loses them when reset.
 """
@@ -33,6 +34,8 @@ from urllib.parse import urlsplit
 log = logging.getLogger(__name__)
 
 ROOT = "/redfish/v1/EventService"
+RETRY_ATTEMPTS = 2          # after the first try; a busy appliance or a lost connection is not the end
+RETRY_INTERVAL = 1
 SUBS = f"{ROOT}/Subscriptions"
 
 
@@ -135,12 +138,19 @@ class EventService:  # pragma: no cover - runs in the emulator process
         session.trust_env = False   # no proxies: destinations are on the lab's own network
         while True:
             dest, headers, body = self._queue.get()
-            t0 = time.monotonic()
-            try:
-                session.post(dest, data=body, headers=headers, timeout=3, verify=False)
-            except requests.RequestException as exc:
-                log.debug("event to %s not delivered after %.1f s: %s", dest, time.monotonic() - t0,
-                          type(exc).__name__)
+            for attempt in range(1 + RETRY_ATTEMPTS):   # as a BMC's DeliveryRetryAttempts
+                if attempt:
+                    time.sleep(RETRY_INTERVAL)
+                t0 = time.monotonic()
+                try:
+                    reply = session.post(dest, data=body, headers=headers, timeout=3, verify=False)
+                    if reply.status_code < 500:
+                        break
+                    why = f"HTTP {reply.status_code}"
+                except requests.RequestException as exc:
+                    why = type(exc).__name__
+                log.debug("event to %s not delivered (attempt %d) after %.1f s: %s", dest, attempt + 1,
+                          time.monotonic() - t0, why)
 
 
 def install(app: Any, events: EventService) -> None:  # pragma: no cover - runs in the emulator process
@@ -155,7 +165,8 @@ def install(app: Any, events: EventService) -> None:  # pragma: no cover - runs 
     def service() -> Any:
         return flask.jsonify({
             "@odata.type": "#EventService.v1_7_0.EventService", "@odata.id": ROOT, "Id": "EventService",
-            "Name": "Event Service", "ServiceEnabled": True, "DeliveryRetryAttempts": 0,
+            "Name": "Event Service", "ServiceEnabled": True, "DeliveryRetryAttempts": RETRY_ATTEMPTS,
+            "DeliveryRetryIntervalSeconds": RETRY_INTERVAL,
             "EventTypesForSubscription": ["StatusChange", "Alert", "ResourceUpdated"],
             "Subscriptions": {"@odata.id": SUBS},
         })
