@@ -87,22 +87,32 @@ def control_port_taken(port: int) -> bool:
         os.close(fd)
 
 
-def _forget_control_port(port: int) -> None:
+def _forget_control_port(port: int, wait: float = 2.0) -> None:
     """Remove a dead tgtd's socket and lock files, which SIGKILL leaves behind.
 
     Done while holding the lock ourselves: a tgtd starting meanwhile either fails to take
     the old lock (and exits, as it would anyway) or creates fresh files after we are done.
+    The lock is tried for up to ``wait`` s: a killed tgtd with LUNs reads as a zombie (its
+    main thread is gone) while its backing-store threads still exit, holding the lock.
     """
     lock = LOCK_DIR / f"socket.{port}.lock"
     try:
         fd = os.open(lock, os.O_WRONLY)
     except FileNotFoundError:
         return
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    deadline = time.monotonic() + wait
+    for _ in range(int(wait / 0.02) + 1):
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return   # a live tgtd holds it
+            time.sleep(0.02)
+    else:
         os.close(fd)
-        return   # a live tgtd holds it
+        return
     try:
         (LOCK_DIR / f"socket.{port}").unlink(missing_ok=True)
         lock.unlink(missing_ok=True)

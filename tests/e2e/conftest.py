@@ -311,5 +311,9 @@ def vm_lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
             if state is not None:
                 alive = [p["name"] for p in state["processes"] if rack.pid_alive(int(p["pid"]), p.get("starttime"))]
                 assert not alive, f"lab processes outlived the lab: {alive}"
+                # A killed tgtd leaves its control socket behind; lab down removes it.
+                port = (state.get("storage") or {}).get("controlPort")
+                assert port is None or not Path(f"/var/run/tgtd/socket.{port}").exists(), \
+                    f"tgtd's control socket {port} outlived the lab"
             assert not netns.exists(ns), f"namespace {ns} outlived the lab"
 
