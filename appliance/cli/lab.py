@@ -137,8 +137,10 @@ def boot_url_for_lab(settings: Settings) -> str:
 def _opts(settings: Settings, redfish: int, ipmi: int, switch_kind: str, realistic_power: bool,
           vms: int = 0, netns: str = bootnet.DEFAULT_NETNS, uefi_vms: int = 0) -> rack.LabOptions:
     vm_lab = None
-    if uefi_vms > vms:
-        raise click.UsageError(f"--uefi-vms {uefi_vms}: at most --vms ({vms}) of the VMs can be UEFI")
+    try:
+        vmlab.check_uefi_vms(vms, uefi_vms)   # with --vms 0 there is no VM lab to refuse it later
+    except vmlab.VmLabSetupError as exc:
+        raise click.UsageError(str(exc)) from None
     if vms:
         vm_lab = vmlab.VmLabOptions(vms=vms, netns=vmlab.check_netns_name(netns), state_dir=settings.state_dir,
                                     store_url=settings.store_url, log_level=settings.log_level,

@@ -91,6 +91,12 @@ def cache_dir(opts: VmLabOptions) -> Path:
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
 
 
+def check_uefi_vms(vms: int, uefi_vms: int) -> None:
+    """Refuse more UEFI VMs than VMs (or a negative count), naming both options."""
+    if not 0 <= uefi_vms <= vms:
+        raise VmLabSetupError(f"--uefi-vms {uefi_vms}: at most --vms ({vms}) of the VMs can be UEFI")
+
+
 def check_netns_name(name: str) -> str:
     """``name`` when it can name the lab's namespace (1-15 characters, letters, digits, ``_.-``)."""
     if not _NETNS_NAME.match(name or ""):
@@ -129,8 +135,7 @@ def preflight(opts: VmLabOptions) -> None:
     """Refuse before anything starts: not root, a tool missing, a bad count or namespace name."""
     if not 1 <= opts.vms <= MAX_VMS:
         raise VmLabSetupError(f"--vms {opts.vms}: the VM lab runs 1..{MAX_VMS} VMs")
-    if not 0 <= opts.uefi_vms <= opts.vms:
-        raise VmLabSetupError(f"--uefi-vms {opts.uefi_vms}: at most --vms ({opts.vms}) of the VMs can be UEFI")
+    check_uefi_vms(opts.vms, opts.uefi_vms)
     check_netns_name(opts.netns)
     store_problem = store_unreachable_from_netns(opts.store_url)
     if store_problem:

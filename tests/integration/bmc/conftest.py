@@ -106,6 +106,16 @@ async def driver(rack: Rack) -> AsyncIterator[BmcDriver]:
         await d.close()
 
 
+@pytest.fixture
+async def rf() -> AsyncIterator[RedfishDriver]:
+    """A Redfish driver of its own (for tests on ``redfish_rack`` only)."""
+    d = RedfishDriver()
+    try:
+        yield d
+    finally:
+        await d.close()
+
+
 async def wait_power(driver: BmcDriver, bmc: Bmc, want: PowerState, deadline: float) -> float:
     """Poll get_power until it reads ``want``; returns the seconds it took. Fails after ``deadline`` s."""
     loop = asyncio.get_running_loop()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from appliance.drivers.errors import BadSettings
@@ -20,15 +18,6 @@ PROFILE = VirtualIdentities(
     iscsi=IscsiBoot("iqn.2026-11.io.anvil:web-01", "iqn.2026-11.io.anvil.san:web-01", "10.0.0.5:3260", 0),
     fc=(FcBoot("20:00:00:25:b5:00:00:01", "20:00:00:25:b5:00:01:01"),),
 )
-
-
-@pytest.fixture
-async def rf() -> AsyncIterator[RedfishDriver]:
-    d = RedfishDriver()
-    try:
-        yield d
-    finally:
-        await d.close()
 
 
 def _ndf(rack: Rack, uuid: str, fid: str) -> dict:

@@ -4,7 +4,6 @@ emulator; health alone, or later than HEALTH_REUSE_S, reads it afresh, and power
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -16,15 +15,6 @@ from appliance.drivers.redfish.session import Connection
 from .conftest import Rack
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def rf() -> AsyncIterator[RedfishDriver]:
-    d = RedfishDriver()
-    try:
-        yield d
-    finally:
-        await d.close()
 
 
 async def test_health_right_after_power_reuses_that_read(redfish_rack: Rack, rf: RedfishDriver,
