@@ -9,6 +9,7 @@ context needed to act on it, and says whether retrying can help::
     ├── NotFound               a named object does not exist (kind, name, tenant)
     ├── Conflict               the change collides with existing state (duplicate name,
     │                          identity already held, live binding exists)
+    ├── IdempotencyMismatch    an idempotency key was sent again with another request
     ├── PoolExhausted          an identity pool has no free identity left
     ├── SecretsError           the secrets key is missing, unreadable or wrong
     └── DriverError            hardware access failed (see appliance.drivers.errors)
@@ -74,6 +75,10 @@ class NotFound(AnvilError):
 
 class Conflict(AnvilError):
     """The requested change collides with existing state."""
+
+
+class IdempotencyMismatch(AnvilError):
+    """An idempotency key was sent again with a different request (HTTP 422)."""
 
 
 class PoolExhausted(AnvilError):

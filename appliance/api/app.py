@@ -10,19 +10,18 @@ anything but GET/HEAD. Every change a request makes is audited as its caller
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from appliance import __version__
-from appliance.api.errors import error_middleware, problem
+from appliance.api.auth import api_principal
+from appliance.api.errors import error_middleware
 from appliance.api.keys import (
     ENGINE,
     HARDWARE,
     OPENAPI,
     PRINCIPAL,
-    SESSION_COOKIE,
     SETTINGS,
     STORE,
     TOKENS,
@@ -37,43 +36,14 @@ from appliance.monitor.runner import Monitor
 from appliance.secrets import SecretBox, ensure_key
 from appliance.services.hardware import Hardware
 from appliance.services.tokens import TokenService
-from appliance.services.users import Principal, UserService
+from appliance.services.users import UserService
 from appliance.store import Store
 from appliance.store.audit import Actor, acting_as
 
 PUBLIC_PREFIXES = ("/boot/", "/static/")
 PUBLIC_PATHS = frozenset({"/healthz"})
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _unauthorized(detail: str) -> web.Response:
-    resp = problem(401, "Unauthorized", detail)
-    resp.headers["WWW-Authenticate"] = 'Bearer realm="anvil"'
-    return resp
-
-
-async def _api_principal(request: web.Request) -> Principal | web.Response:
-    import asyncio
-
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token:
-        principal = await asyncio.to_thread(request.app[TOKENS].authenticate, token.strip())
-        return principal or _unauthorized("the bearer token is not valid (unknown, expired or revoked)")
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie:
-        got = await asyncio.to_thread(request.app[USERS].resolve_session, cookie)
-        if got is None:
-            return _unauthorized("the console session has ended; log in again")
-        principal, csrf = got
-        if request.method not in SAFE_METHODS and not hmac.compare_digest(
-                request.headers.get("X-CSRF-Token", ""), csrf):
-            return problem(403, "Forbidden", "a console session needs its CSRF token (X-CSRF-Token) to change "
-                                             "anything")
-        return principal
-    return _unauthorized("a valid bearer token is required")
 
 
 @web.middleware
@@ -81,7 +51,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     path = request.path
     if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or not path.startswith("/api/"):
         return await handler(request)   # the console checks its own session (appliance.console)
-    got = await _api_principal(request)
+    got = await api_principal(request)
     if isinstance(got, web.Response):
         return got
     request[PRINCIPAL] = got

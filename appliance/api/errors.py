@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from appliance.drivers.errors import DriverError
-from appliance.errors import AnvilError, Conflict, NotFound, PoolExhausted, ValidationError
+from appliance.errors import AnvilError, Conflict, IdempotencyMismatch, NotFound, PoolExhausted, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ def to_problem(exc: AnvilError) -> web.Response:
         return problem(404, "Not found", str(exc))
     if isinstance(exc, Conflict | PoolExhausted):
         return problem(409, "Conflict", str(exc))
+    if isinstance(exc, IdempotencyMismatch):
+        return problem(422, "Idempotency key reused", str(exc))
     if isinstance(exc, UnsupportedMediaType):
         return problem(415, "Unsupported media type", str(exc), accepted=exc.accepted)
     if isinstance(exc, LoginThrottled):

@@ -21,6 +21,7 @@ from jsonschema import Draft202012Validator
 from appliance import __version__
 from appliance.api.keys import BODY, BODY_TYPE, PRINCIPAL, QUERY
 from appliance.errors import AnvilError, Issue, ValidationError
+from appliance.services.scope import Scope
 from appliance.services.users import Principal
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -119,18 +120,20 @@ def caller(request: web.Request) -> Principal:
     return principal
 
 
+def scope_of(request: web.Request) -> Scope:
+    """What the caller may see, for the tenant-aware look-ups (appliance.services.scope)."""
+    p = caller(request)
+    return Scope(p.tenant, p.key)
+
+
 def tenant_of(request: web.Request, asked: str | None = None) -> str:
     """The tenant a name resolves in: the caller's own, or (unscoped callers) ``asked`` or ``default``."""
-    p = caller(request)
-    if p.tenant is not None:
-        return p.tenant
-    return asked or query(request, "tenant") or "default"
+    return scope_of(request).home(asked or query(request, "tenant"))
 
 
 def tenant_filter(request: web.Request) -> str | None:
     """Which tenant a listing is limited to: the caller's own, or the one asked for (unscoped callers)."""
-    p = caller(request)
-    return p.tenant if p.tenant is not None else query(request, "tenant")
+    return scope_of(request).listing(query(request, "tenant"))
 
 
 def _wrap(op: Op, params: Sequence[Param]) -> Handler:

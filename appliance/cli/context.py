@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from dataclasses import dataclass, field
 
 import click
@@ -37,3 +38,8 @@ class CliContext:
 
 
 pass_ctx = click.make_pass_decorator(CliContext)
+
+
+def local_who() -> str:
+    """The local admin as the audit, jobs and token owners name it (DESIGN §7: ``local:NAME``)."""
+    return f"local:{getpass.getuser()}"

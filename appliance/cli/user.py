@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from appliance.cli.context import CliContext, pass_ctx
+from appliance.cli.context import CliContext, local_who, pass_ctx
 from appliance.cli.output import emit, output_option
 from appliance.services.tokens import TokenService, parse_ttl
 from appliance.services.users import ROLES, UserService
@@ -82,7 +82,7 @@ def token() -> None:
 def create(ctx: CliContext, name: str, role: str, tenant: str | None, expires: str) -> None:
     """Create a token and print it; it is shown only this once (stored hashed)."""
     ttl = None if expires == "never" else parse_ttl(expires)
-    click.echo(TokenService(ctx.store()).create(name, role=role, tenant=tenant, ttl=ttl))
+    click.echo(TokenService(ctx.store()).create(name, role=role, tenant=tenant, ttl=ttl, owner=local_who()))
 
 
 @token.command("list")
@@ -91,16 +91,18 @@ def create(ctx: CliContext, name: str, role: str, tenant: str | None, expires: s
 def list_tokens(ctx: CliContext, fmt: str) -> None:
     """List tokens (never their values)."""
     emit([t.public() for t in TokenService(ctx.store()).list()], fmt,
-         columns=["name", "role", "tenant", "state", "expiresAt"])
+         columns=["id", "name", "owner", "role", "tenant", "state", "expiresAt"])
 
 
 @token.command("revoke")
 @click.argument("name")
+@click.option("--id", "token_id", type=int, default=None,
+              help="The token's id (anvil token list), when several owners have a token of that name.")
 @pass_ctx
-def revoke(ctx: CliContext, name: str) -> None:
-    """Revoke every live token called NAME."""
-    TokenService(ctx.store()).revoke(name)
-    click.echo(f"revoked token {name}")
+def revoke(ctx: CliContext, name: str, token_id: int | None) -> None:
+    """Revoke the live token called NAME (yours, or the only one of that name)."""
+    info = TokenService(ctx.store()).revoke(name, token_id=token_id, owner=local_who())
+    click.echo(f"revoked token {info.name} (id {info.id})")
 
 
 COMMANDS = [user, token]

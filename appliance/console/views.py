@@ -25,6 +25,7 @@ from appliance.services.blades import BladeService
 from appliance.services.inventory import BladeFilter, Inventory
 from appliance.services.jobs import JobService
 from appliance.services.profiles import PROFILE, ProfileService
+from appliance.services.scope import Scope
 from appliance.services.users import AddressThrottle, LoginThrottled, Principal
 from appliance.store.audit import Actor, acting_as
 
@@ -58,9 +59,10 @@ def _actor(request: web.Request) -> Actor:
     return Actor(request[USER].who, f"console {request.remote or '?'}")
 
 
-def _tenant(request: web.Request, asked: str | None = None) -> str:
+def scope(request: web.Request) -> Scope:
+    """What the console user may see, for the tenant-aware look-ups (appliance.services.scope)."""
     user = request[USER]
-    return user.tenant if user.tenant is not None else (asked or "default")
+    return Scope(user.tenant, user.key)
 
 
 def page(role: str = "viewer", *, form: bool = False) -> Callable[[Handler], Handler]:
@@ -210,8 +212,7 @@ async def blade_power(request: web.Request) -> web.StreamResponse:
 
 @page()
 async def profiles(request: web.Request) -> web.Response:
-    infos = await asyncio.to_thread(ProfileService(request.app[STORE]).list, kind=PROFILE,
-                                    tenant=request[USER].tenant)
+    infos = await asyncio.to_thread(ProfileService(request.app[STORE]).list, kind=PROFILE, scope=scope(request))
     return render(request, "profiles.html", profiles=infos, text="", errors=[], lines=[])
 
 
@@ -238,7 +239,7 @@ async def profile_import(request: web.Request) -> web.StreamResponse:
                                   source="document")
         info = await asyncio.to_thread(svc.save, profile, replace=data.get("replace") == "on", source="document")
     except ValidationError as exc:
-        infos = await asyncio.to_thread(svc.list, kind=PROFILE, tenant=user.tenant)
+        infos = await asyncio.to_thread(svc.list, kind=PROFILE, scope=scope(request))
         return render(request, "profiles.html", status=400, profiles=infos, text=text, errors=exc.issues,
                       lines=_annotated(text, exc))
     raise web.HTTPSeeOther(f"/profiles/{quote(info.tenant)}/{quote(info.name)}")
@@ -246,9 +247,10 @@ async def profile_import(request: web.Request) -> web.StreamResponse:
 
 def _profile(request: web.Request) -> Any:
     tenant = request.match_info["tenant"]
-    if request[USER].tenant is not None and tenant != request[USER].tenant:
+    if not scope(request).sees(tenant):
+        # The page names a tenant: another tenant's is "not found", exactly as a missing one.
         raise NotFound("profile", request.match_info["name"], tenant=tenant)
-    return ProfileService(request.app[STORE]).get(PROFILE, tenant, request.match_info["name"])
+    return ProfileService(request.app[STORE]).get(PROFILE, tenant, request.match_info["name"], scope=scope(request))
 
 
 @page()
@@ -289,7 +291,7 @@ async def profile_assign(request: web.Request) -> web.StreamResponse:
     pool = target[len("pool:"):] if target.startswith("pool:") else None
     info = await asyncio.to_thread(JobService(request.app[STORE]).submit_assign, request.match_info["name"],
                                    tenant=request.match_info["tenant"], blade=blade_name, pool=pool,
-                                   created_by=request[USER].who)
+                                   created_by=request[USER].who, scope=scope(request))
     _wake(request)
     raise web.HTTPSeeOther(f"/jobs/{info.id}")
 
@@ -298,17 +300,17 @@ async def profile_assign(request: web.Request) -> web.StreamResponse:
 async def profile_release(request: web.Request) -> web.StreamResponse:
     await asyncio.to_thread(_profile, request)
     info = await asyncio.to_thread(JobService(request.app[STORE]).submit_release, request.match_info["name"],
-                                   tenant=request.match_info["tenant"], created_by=request[USER].who)
+                                   tenant=request.match_info["tenant"], created_by=request[USER].who,
+                                   scope=scope(request))
     _wake(request)
     raise web.HTTPSeeOther(f"/jobs/{info.id}")
 
 
 def _pools(request: web.Request) -> list[str]:
-    from appliance.services.blade_pools import BladePoolService
+    from appliance.services.blade_pools import DEFAULT_POOL, BladePoolService
 
-    tenant = request[USER].tenant
-    return ["spares", *(p.name for p in BladePoolService(request.app[STORE]).list()
-                        if tenant is None or p.tenant == tenant)]
+    return [DEFAULT_POOL, *(p.name for p in BladePoolService(request.app[STORE]).list(scope=scope(request))
+                            if p.name != DEFAULT_POOL)]
 
 
 def _wake(request: web.Request) -> None:
@@ -321,15 +323,13 @@ def _wake(request: web.Request) -> None:
 
 @page()
 async def jobs(request: web.Request) -> web.Response:
-    infos = await asyncio.to_thread(JobService(request.app[STORE]).list, tenant=request[USER].tenant, limit=100)
+    infos = await asyncio.to_thread(JobService(request.app[STORE]).list, limit=100, scope=scope(request))
     return render(request, "jobs.html", jobs=infos)
 
 
 @page()
 async def job(request: web.Request) -> web.Response:
-    info = await asyncio.to_thread(JobService(request.app[STORE]).get, request.match_info["id"])
-    if request[USER].tenant is not None and info.tenant != request[USER].tenant:
-        raise NotFound("job", info.id)
+    info = await asyncio.to_thread(JobService(request.app[STORE]).get, request.match_info["id"], scope=scope(request))
     return render(request, "job.html", job=info, public=info.public())
 
 

@@ -32,6 +32,7 @@ class Candidate:
     bound_to: str | None = None        # profile holding a live binding, if any
     last_failed_at: datetime | None = None
     in_pool: bool = True
+    out_reason: str | None = None      # why it is out of the pool, when not simply "not in the requested pool"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +54,7 @@ class Placement:
 def rejection(req: Requirements, c: Candidate) -> str | None:
     """Why ``c`` cannot take a profile with ``req``, or None if it can."""
     if not c.in_pool:
-        return "not in the requested pool"
+        return c.out_reason or "not in the requested pool"
     if c.bound_to is not None:
         return f"bound to profile {c.bound_to}"
     if c.state is BladeState.MAINTENANCE:

@@ -6,6 +6,7 @@ is not stored. A pool may be granted to one tenant.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from appliance.domain.names import NAME_RE
 from appliance.errors import Conflict, Issue, NotFound, ValidationError
+from appliance.services.scope import Scope
 from appliance.store import Store
 from appliance.store.tables import BladePoolMemberRow, BladePoolRow, BladeRow
 
@@ -86,13 +88,21 @@ class BladePoolService:
         with self._store.write() as s:
             s.delete(self._row(s, name))
 
-    def get(self, name: str) -> BladePoolInfo:
-        for info in self.list():
+    def get(self, name: str, *, scope: Scope | None = None) -> BladePoolInfo:
+        """The pool ``name``; for a tenant's ``scope``, only a pool granted to that tenant."""
+        for info in self.list(scope=scope):
             if info.name == name:
                 return info
         raise NotFound("blade pool", name)
 
-    def list(self) -> list[BladePoolInfo]:
+    def list(self, *, scope: Scope | None = None) -> builtins.list[BladePoolInfo]:
+        """Every pool (``spares`` first); for a tenant's ``scope``, the pools granted to it."""
+        infos = self._all()
+        if scope is None or scope.unscoped:
+            return infos
+        return [i for i in infos if i.tenant is not None and scope.sees(i.tenant)]
+
+    def _all(self) -> builtins.list[BladePoolInfo]:
         with self._store.read() as s:
             blades = {b.name: b for b in s.scalars(select(BladeRow))}
 

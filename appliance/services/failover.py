@@ -55,7 +55,9 @@ from appliance.domain.states import (
 from appliance.drivers.protocols import Secret
 from appliance.errors import Conflict, Issue, NotFound, ValidationError
 from appliance.secrets import SecretBox
+from appliance.services import scope as lookup
 from appliance.services.blade_pools import DEFAULT_POOL
+from appliance.services.scope import Scope
 from appliance.store import Store
 from appliance.store.audit import current_actor, record
 from appliance.store.tables import (
@@ -528,8 +530,11 @@ class FailoverService:
             append_event(row, event, detail=detail, at=at, once=once)
             return failover_info(row)
 
-    def get_failover(self, failover_id: int) -> FailoverInfo:
+    def get_failover(self, failover_id: int, *, scope: Scope | None = None) -> FailoverInfo:
+        """Failover ``failover_id``; NotFound also when it is out of ``scope``'s sight."""
         with self._store.read() as s:
+            if scope is not None:
+                return failover_info(lookup.failover_row(s, scope, failover_id))
             return failover_info(self._record(s, failover_id))
 
     def list_failovers(self, *, domain: str | None = None, tenant: str | None = None, profile: str | None = None,
@@ -653,10 +658,9 @@ class FailoverService:
 
 def plan_for_domain(s: Session, domain: str) -> SparePlan:
     """:meth:`FailoverService.spare_plan` inside a caller's transaction."""
-    # Imported here: the engine's failover steps import this module, and placement's
-    # inventory view lives with the stamp steps.
+    # Imported here: placement imports the blade pools, which sit beside this module.
     from appliance.domain.profile import from_dict
-    from appliance.engine.steps.stamp import candidates, requirements
+    from appliance.services.placement import candidates, requirements
 
     drow = _domain_row(s, domain)
     # Failovers still fencing keep their place in line: a less important profile fenced a

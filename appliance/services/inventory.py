@@ -14,6 +14,8 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from appliance.errors import NotFound
+from appliance.services import scope as lookup
+from appliance.services.scope import Scope
 from appliance.store import Store
 from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, ProfileRow, SwitchRow
 
@@ -94,9 +96,7 @@ class Inventory:
     def check_visible(self, name: str, tenant: str | None) -> None:
         """NotFound unless the blade exists and (for a tenant) is bound to one of its profiles."""
         with self._store.read() as s:
-            stmt = _filtered(select(BladeRow.id), BladeFilter(tenant=tenant)).where(BladeRow.name == name)
-            if s.scalar(stmt) is None:
-                raise NotFound("blade", name)
+            lookup.blade_row(s, Scope(tenant, ""), name)
 
     def bound_profile(self, name: str) -> str | None:
         with self._store.read() as s:

@@ -13,14 +13,18 @@ from appliance.domain.profile import from_dict
 from appliance.domain.states import ACTIVE_JOB_STATES, JobState
 from appliance.engine.steps import FAILOVER, STAMP, UNSTAMP
 from appliance.engine.steps.common import live_binding
-from appliance.engine.steps.stamp import dry_run
-from appliance.errors import Conflict, NotFound
-from appliance.services.blade_pools import DEFAULT_POOL, members
+from appliance.errors import Conflict
+from appliance.services import scope as lookup
+from appliance.services.blade_pools import DEFAULT_POOL
 from appliance.services.failover import open_record
+from appliance.services.placement import dry_run
+from appliance.services.scope import Scope
 from appliance.store import Store
 from appliance.store.repos import jobs as repo
-from appliance.store.repos import profiles as profiles_repo
 from appliance.store.tables import BladeRow, FailoverDomainRow, JobRow
+
+# The CLI's local admin, and the engine and monitor: the whole appliance.
+APPLIANCE = Scope.appliance()
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,41 +84,52 @@ class JobService:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def submit_assign(self, profile: str, *, tenant: str = "default", blade: str | None = None,
+    def submit_assign(self, profile: str, *, tenant: str | None = None, blade: str | None = None,
                       pool: str | None = None, idempotency_key: str | None = None,
-                      created_by: str | None = None) -> JobInfo:
+                      created_by: str | None = None, scope: Scope = APPLIANCE) -> JobInfo:
+        """Submit a stamp of ``profile`` (in ``scope``'s tenant, or ``tenant`` for an unscoped caller).
+        A pool or blade must be in the scope's sight (NotFound otherwise, as for a missing one)."""
         if blade and pool:
             raise Conflict("give --blade or --pool, not both")
+        home = scope.home(tenant)
+        fingerprint = lookup.request_digest("assign", profile=profile, tenant=home, blade=blade, pool=pool)
         with self._store.write() as s:
+            existing = lookup.job_for_key(s, scope, idempotency_key, fingerprint)
+            if existing is not None:
+                return _info(s, existing)
             if pool is not None:
-                members(s, pool)  # raises NotFound
-            prow = profiles_repo.get(s, "ServerProfile", tenant, profile)
-            if idempotency_key:
-                existing = s.scalar(select(JobRow).where(JobRow.idempotency_key == idempotency_key))
-                if existing is not None:
-                    return _info(s, existing)
+                lookup.pool_members(s, scope, pool)  # NotFound for a pool out of sight
+            prow = lookup.profile_row(s, scope, profile, tenant=tenant)
             bound = live_binding(s, profile_id=prow.id)
             if bound is not None:
                 b = s.get(BladeRow, bound.blade_id)
-                raise Conflict(f"profile {tenant}/{profile} is already assigned to blade {b.name if b else '?'}")
-            if blade is not None and s.scalar(select(BladeRow.id).where(BladeRow.name == blade)) is None:
-                raise NotFound("blade", blade)
-            job = repo.create(s, kind=STAMP.name, subject=f"profile {tenant}/{profile}", profile_id=prow.id,
-                              tenant=tenant, params={"profile": profile, "tenant": tenant, "blade": blade,
-                                                     "pool": pool or "spares"},
-                              step_names=STAMP.step_names, idempotency_key=idempotency_key, created_by=created_by)
+                raise Conflict(f"profile {home}/{profile} is already assigned to blade {b.name if b else '?'}")
+            if blade is not None:
+                lookup.blade_row(s, scope, blade)
+            job = repo.create(s, kind=STAMP.name, subject=f"profile {home}/{profile}", profile_id=prow.id,
+                              tenant=home, params={"profile": profile, "tenant": home, "blade": blade,
+                                                   "pool": pool or "spares"},
+                              step_names=STAMP.step_names,
+                              idempotency_key=lookup.idempotency_digest(scope, idempotency_key)
+                              if idempotency_key else None, request_hash=fingerprint, created_by=created_by)
             return _info(s, job)
 
-    def submit_release(self, profile: str, *, tenant: str = "default", idempotency_key: str | None = None,
-                       created_by: str | None = None) -> JobInfo:
+    def submit_release(self, profile: str, *, tenant: str | None = None, idempotency_key: str | None = None,
+                       created_by: str | None = None, scope: Scope = APPLIANCE) -> JobInfo:
+        home = scope.home(tenant)
+        fingerprint = lookup.request_digest("release", profile=profile, tenant=home)
         with self._store.write() as s:
-            prow = profiles_repo.get(s, "ServerProfile", tenant, profile)
+            existing = lookup.job_for_key(s, scope, idempotency_key, fingerprint)
+            if existing is not None:
+                return _info(s, existing)
+            prow = lookup.profile_row(s, scope, profile, tenant=tenant)
             if live_binding(s, profile_id=prow.id) is None and prow.state == "unassigned":
-                raise Conflict(f"profile {tenant}/{profile} is not assigned to a blade")
-            job = repo.create(s, kind=UNSTAMP.name, subject=f"profile {tenant}/{profile}", profile_id=prow.id,
-                              tenant=tenant, params={"profile": profile, "tenant": tenant},
-                              step_names=UNSTAMP.step_names, idempotency_key=idempotency_key,
-                              created_by=created_by)
+                raise Conflict(f"profile {home}/{profile} is not assigned to a blade")
+            job = repo.create(s, kind=UNSTAMP.name, subject=f"profile {home}/{profile}", profile_id=prow.id,
+                              tenant=home, params={"profile": profile, "tenant": home},
+                              step_names=UNSTAMP.step_names,
+                              idempotency_key=lookup.idempotency_digest(scope, idempotency_key)
+                              if idempotency_key else None, request_hash=fingerprint, created_by=created_by)
             return _info(s, job)
 
     def submit_failover(self, profile: str, *, tenant: str = "default", reason: str,
@@ -136,23 +151,30 @@ class JobService:
             row.job_id = job.id
             return row.id, _info(s, job)
 
-    def dry_run(self, profile: str, *, tenant: str = "default", blade: str | None = None,
-                pool: str | None = None) -> Placement:
+    def dry_run(self, profile: str, *, tenant: str | None = None, blade: str | None = None,
+                pool: str | None = None, scope: Scope = APPLIANCE) -> Placement:
         with self._store.read() as s:
-            prow = profiles_repo.get(s, "ServerProfile", tenant, profile)
-            return dry_run(s, from_dict(prow.document), blade=blade, pool=pool or DEFAULT_POOL)
+            prow = lookup.profile_row(s, scope, profile, tenant=tenant)
+            if blade is not None:
+                lookup.blade_row(s, scope, blade)
+            if pool is not None:
+                lookup.pool_members(s, scope, pool)
+            return dry_run(s, from_dict(prow.document), blade=blade, pool=pool or DEFAULT_POOL,
+                           tenant=prow.tenant)
 
-    def get(self, job_id: str) -> JobInfo:
+    def get(self, job_id: str, *, scope: Scope = APPLIANCE) -> JobInfo:
         with self._store.read() as s:
-            return _info(s, repo.get(s, job_id))
+            return _info(s, lookup.job_row(s, scope, job_id))
 
-    def events(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
+    def events(self, job_id: str, after: int = 0, *, scope: Scope = APPLIANCE) -> list[dict[str, Any]]:
         with self._store.read() as s:
-            repo.get(s, job_id)
+            lookup.job_row(s, scope, job_id)
             return [{"id": e.id, "at": e.at.isoformat(), "kind": e.kind, "message": e.message, "data": e.data}
                     for e in repo.events_after(s, job_id, after)]
 
-    def list(self, *, state: str | None = None, tenant: str | None = None, limit: int = 100) -> list[JobInfo]:
+    def list(self, *, state: str | None = None, tenant: str | None = None, limit: int = 100,
+             scope: Scope = APPLIANCE) -> list[JobInfo]:
+        tenant = scope.listing(tenant)
         with self._store.read() as s:
             stmt = select(JobRow).order_by(JobRow.created_at.desc()).limit(limit)
             if state:

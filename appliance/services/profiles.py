@@ -27,6 +27,8 @@ from appliance.domain.profile import (
     with_identities,
 )
 from appliance.errors import Conflict, Issue, NotFound, ValidationError
+from appliance.services import scope as lookup
+from appliance.services.scope import Scope
 from appliance.store import Store
 from appliance.store.repos import identities as ids
 from appliance.store.repos import profiles as repo
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 PROFILE = "ServerProfile"
 TEMPLATE = "ServerProfileTemplate"
+APPLIANCE = Scope.appliance()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +73,13 @@ def _check_claims(session: Session, profile: Profile, *, own_id: int | None) -> 
         row, holder = held
         if own_id is not None and row.profile_id == own_id:
             continue
-        who = f"{holder.kind} {holder.tenant}/{holder.name}" if holder else "an allocation in progress"
-        issues.append(Issue(claim.path, f'"{claim.value}" is already held by {who}'))
+        # Name the holder only inside the importing tenant: another tenant's profile names
+        # (and that they exist) are not the importer's to learn.
+        if holder is not None and holder.tenant == profile.metadata.tenant:
+            why = f"is already held by {repo.KIND_LABEL.get(holder.kind, holder.kind)} {holder.tenant}/{holder.name}"
+        else:
+            why = "is already in use"
+        issues.append(Issue(claim.path, f'"{claim.value}" {why}'))
     return issues
 
 
@@ -102,13 +110,15 @@ class ProfileService:
         """Validate a document without touching the store."""
         return parse_document(data, source=source, content_type=content_type)
 
-    def get(self, kind: str, tenant: str, name: str) -> ProfileInfo:
+    def get(self, kind: str, tenant: str | None, name: str, *, scope: Scope = APPLIANCE) -> ProfileInfo:
+        """The profile or template ``name`` in ``scope``'s tenant (``tenant`` for an unscoped scope)."""
         with self._store.read() as s:
-            return _info(s, repo.get(s, kind, tenant, name))
+            return _info(s, lookup.profile_row(s, scope, name, kind=kind, tenant=tenant))
 
-    def list(self, *, kind: str | None = None, tenant: str | None = None) -> list[ProfileInfo]:
+    def list(self, *, kind: str | None = None, tenant: str | None = None, scope: Scope = APPLIANCE
+             ) -> list[ProfileInfo]:
         with self._store.read() as s:
-            return [_info(s, r) for r in repo.list_rows(s, kind=kind, tenant=tenant)]
+            return [_info(s, r) for r in repo.list_rows(s, kind=kind, tenant=scope.listing(tenant))]
 
     def export(self, kind: str, tenant: str, name: str, fmt: str) -> str:
         profile = self.get(kind, tenant, name).profile
@@ -147,9 +157,10 @@ class ProfileService:
             log.info("imported %s %s/%s", kind, tenant, name)
             return _info(s, row)
 
-    def delete(self, kind: str, tenant: str, name: str) -> None:
+    def delete(self, kind: str, tenant: str | None, name: str, *, scope: Scope = APPLIANCE) -> None:
         with self._store.write() as s:
-            row = repo.get(s, kind, tenant, name, lock=True)
+            row = lookup.profile_row(s, scope, name, kind=kind, tenant=tenant, lock=True)
+            tenant = row.tenant
             if row.state not in ("unassigned",):
                 raise Conflict(f"{repo.KIND_LABEL[kind]} {tenant}/{name} is {row.state}; release it first")
             if s.scalar(select(BindingRow.id).where(BindingRow.profile_id == row.id, BindingRow.state == "live")):
@@ -171,10 +182,12 @@ class ProfileService:
         row.document = to_dict(done)
         return done
 
-    def instantiate(self, template: str, name: str, *, tenant: str = "default") -> ProfileInfo:
+    def instantiate(self, template: str, name: str, *, tenant: str | None = None,
+                    scope: Scope = APPLIANCE) -> ProfileInfo:
         """Create profile ``name`` from a template, allocating its pool identities."""
         with self._store.write() as s:
-            trow = repo.get(s, TEMPLATE, tenant, template)
+            trow = lookup.profile_row(s, scope, template, kind=TEMPLATE, tenant=tenant)
+            tenant = trow.tenant
             tpl = from_dict(trow.document)
             if repo.find(s, PROFILE, tenant, name) is not None:
                 raise Conflict(f"profile {tenant}/{name} already exists")

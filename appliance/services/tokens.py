@@ -15,8 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
-from appliance.errors import Issue, NotFound, ValidationError
+from appliance.errors import Conflict, Issue, NotFound, ValidationError
 from appliance.services.users import Principal, check_role_and_tenant
 from appliance.store import Store
 from appliance.store.tables import ApiTokenRow
@@ -36,7 +37,9 @@ def _aware(t: datetime | None) -> datetime | None:
 
 @dataclass(frozen=True, slots=True)
 class TokenInfo:
+    id: int
     name: str
+    owner: str
     role: str
     tenant: str | None
     created_at: datetime
@@ -51,7 +54,8 @@ class TokenInfo:
         return "active"
 
     def public(self) -> dict[str, object]:
-        return {"name": self.name, "role": self.role, "tenant": self.tenant, "state": self.state(datetime.now(UTC)),
+        return {"id": self.id, "name": self.name, "owner": self.owner, "role": self.role, "tenant": self.tenant,
+                "state": self.state(datetime.now(UTC)),
                 "createdAt": self.created_at.isoformat(),
                 "expiresAt": self.expires_at.isoformat() if self.expires_at else None,
                 "revokedAt": self.revoked_at.isoformat() if self.revoked_at else None}
@@ -70,8 +74,10 @@ class TokenService:
         self._store = store
 
     def create(self, name: str, *, role: str = "admin", tenant: str | None = None,
-               ttl: timedelta | None = None) -> str:
-        """Create a token and return it; this is the only time it is visible."""
+               ttl: timedelta | None = None, owner: str = "appliance") -> str:
+        """Create a token and return it; this is the only time it is visible. ``owner`` is who
+        creates it (``local:root``, ``user:7``…): Conflict when the owner already has a live token
+        of that name."""
         issues = check_role_and_tenant(role, tenant)
         if not name or len(name) > 63:
             issues.append(Issue("name", "must be 1 to 63 characters"))
@@ -79,8 +85,13 @@ class TokenService:
             raise ValidationError(issues, source=f"token {name}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         expires = datetime.now(UTC) + ttl if ttl else None
-        with self._store.write() as s:
-            s.add(ApiTokenRow(name=name, token_hash=hash_token(token), role=role, tenant=tenant, expires_at=expires))
+        try:
+            with self._store.write() as s:
+                s.add(ApiTokenRow(name=name, owner=owner, token_hash=hash_token(token), role=role, tenant=tenant,
+                                  expires_at=expires))
+        except IntegrityError:
+            raise Conflict(f"you already have a live token named {name!r}; revoke it or choose another name") \
+                from None
         return token
 
     def authenticate(self, token: str) -> Principal | None:
@@ -91,30 +102,54 @@ class TokenService:
         exp = _aware(row.expires_at)
         if exp is not None and exp <= datetime.now(UTC):
             return None
-        return Principal(name=row.name, role=row.role, tenant=row.tenant, kind="token")
+        return Principal(name=row.name, role=row.role, tenant=row.tenant, kind="token", id=row.id)
+
+    def is_live(self, token_id: int) -> bool:
+        """Whether token ``token_id`` is still neither revoked nor expired (long streams re-check it)."""
+        with self._store.read() as s:
+            row = s.get(ApiTokenRow, token_id)
+        if row is None or row.revoked_at is not None:
+            return False
+        exp = _aware(row.expires_at)
+        return exp is None or exp > datetime.now(UTC)
 
     def list(self, *, tenant: str | None = None) -> list[TokenInfo]:
         with self._store.read() as s:
             stmt = select(ApiTokenRow).order_by(ApiTokenRow.name, ApiTokenRow.id)
             if tenant is not None:
                 stmt = stmt.where(ApiTokenRow.tenant == tenant)
-            return [TokenInfo(r.name, r.role, r.tenant, _aware(r.created_at) or r.created_at, _aware(r.expires_at),
-                              _aware(r.revoked_at)) for r in s.scalars(stmt)]
+            return [TokenInfo(r.id, r.name, r.owner, r.role, r.tenant, _aware(r.created_at) or r.created_at,
+                              _aware(r.expires_at), _aware(r.revoked_at)) for r in s.scalars(stmt)]
 
-    def revoke(self, name: str) -> None:
+    def revoke(self, name: str, *, token_id: int | None = None, owner: str | None = None) -> TokenInfo:
+        """Revoke one live token: the one with ``token_id``, else ``owner``'s token called ``name``,
+        else the only live token called ``name``. Conflict when several owners have one of that
+        name (then give the id: ``anvil token list`` shows it)."""
         with self._store.write() as s:
-            rows = list(s.scalars(select(ApiTokenRow).where(ApiTokenRow.name == name,
-                                                             ApiTokenRow.revoked_at.is_(None))))
+            stmt = select(ApiTokenRow).where(ApiTokenRow.revoked_at.is_(None))
+            stmt = stmt.where(ApiTokenRow.id == token_id) if token_id is not None else \
+                stmt.where(ApiTokenRow.name == name)
+            rows = list(s.scalars(stmt))
+            if token_id is not None and rows and rows[0].name != name and name:
+                rows = []
+            mine = [r for r in rows if owner is not None and r.owner == owner]
+            if mine:
+                rows = mine
             if not rows:
-                raise NotFound("token", name)
-            for row in rows:
-                row.revoked_at = datetime.now(UTC)
+                raise NotFound("token", name if token_id is None else f"{name}#{token_id}")
+            if len(rows) > 1:
+                ids = ", ".join(str(r.id) for r in rows)
+                raise Conflict(f"several live tokens are named {name!r} (ids {ids}); revoke one by its id")
+            row = rows[0]
+            row.revoked_at = datetime.now(UTC)
+            return TokenInfo(row.id, row.name, row.owner, row.role, row.tenant, row.created_at,
+                             _aware(row.expires_at), _aware(row.revoked_at))
 
     def ensure_admin_token(self, path: Path) -> str | None:
         """Create the first admin token unless its file exists; returns it when newly created."""
         if path.exists():
             return None
-        token = self.create("admin-initial", role="admin")
+        token = self.create("admin-initial", role="admin", owner="appliance")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:

@@ -92,10 +92,19 @@ class Principal:
     role: str
     tenant: str | None
     kind: str = "token"   # "token" | "user"
+    id: int | None = None  # the user's or token's row id: token names repeat across owners
 
     @property
     def who(self) -> str:
+        """How the audit and jobs name the caller; a token by name *and* id (names are not unique)."""
+        if self.kind == "token" and self.id is not None:
+            return f"token:{self.name}#{self.id}"
         return f"{self.kind}:{self.name}"
+
+    @property
+    def key(self) -> str:
+        """A stable identity of the caller (scopes its idempotency keys)."""
+        return f"{self.kind}:{self.id if self.id is not None else self.name}"
 
     @property
     def token_name(self) -> str:   # the name before users existed; kept for callers
@@ -226,7 +235,7 @@ class UserService:
                 raise LoginThrottled(locked)
             if check_password(password, row.password_hash):
                 row.failed_logins, row.locked_until = 0, None
-                return Principal(row.name, row.role, row.tenant, kind="user")
+                return Principal(row.name, row.role, row.tenant, kind="user", id=row.id)
             row.failed_logins += 1
             if row.failed_logins >= MAX_FAILURES:
                 secs = min(LOCK_SECONDS * 2 ** (row.failed_logins - MAX_FAILURES), MAX_LOCK_SECONDS)
@@ -273,7 +282,7 @@ class UserService:
         exp = _aware(sess.expires_at)
         if exp is None or exp <= self._now():
             return None
-        return Principal(user.name, user.role, user.tenant, kind="user"), sess.csrf_token
+        return Principal(user.name, user.role, user.tenant, kind="user", id=user.id), sess.csrf_token
 
     def close_session(self, cookie: str) -> None:
         digest = hashlib.sha256(cookie.encode()).hexdigest()

@@ -146,13 +146,22 @@ class BladeNicRow(Base):
     port: Mapped[str | None] = mapped_column(String(63))
 
 
+UNREVOKED = text("revoked_at IS NULL")
+
+
 class ApiTokenRow(Base):
-    """A bearer token, stored as its SHA-256; the token itself is shown once."""
+    """A bearer token, stored as its SHA-256; the token itself is shown once. A name is unique
+    among its owner's tokens that are not revoked (``owner``: who created it)."""
 
     __tablename__ = "api_tokens"
+    __table_args__ = (
+        Index("uq_api_tokens_owner_name", "owner", "name", unique=True, sqlite_where=UNREVOKED,
+              postgresql_where=UNREVOKED),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(63))
+    owner: Mapped[str] = mapped_column(String(128), default="")
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(16), default="admin")
     tenant: Mapped[str | None] = mapped_column(String(63))
@@ -213,7 +222,9 @@ class JobRow(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None]
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    # The SHA-256 of (caller, tenant, key) (appliance.services.scope), and of the request it was sent with.
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     created_by: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

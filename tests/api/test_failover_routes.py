@@ -246,9 +246,9 @@ async def test_an_admin_confirms_a_fence_by_hand_and_it_is_audited(api: Api) -> 
     assert resp.status == 200, await resp.text()
     done = await resp.json()
     assert (done["id"], done["state"], done["fence"]) == (fo.id, "fenced", "operator")
-    assert done["timeline"][-1]["event"] == "fence-confirmed" and done["timeline"][-1]["detail"] == "by token:admin"
+    assert done["timeline"][-1]["event"] == "fence-confirmed" and done["timeline"][-1]["detail"] == "by token:admin#1"
     audit = (await (await c.get("/api/v1/audit?action=confirm-fenced", headers=h)).json())["items"]
-    assert [(e["who"], e["name"]) for e in audit] == [("token:admin", "b01")]
+    assert [(e["who"], e["name"]) for e in audit] == [("token:admin#1", "b01")]
     assert audit[0]["origin"].startswith("api ")
 
 
@@ -264,4 +264,4 @@ async def test_an_admin_returns_a_repaired_blade_to_the_spares(api: Api) -> None
     blade = await (await c.get("/api/v1/blades/b04", headers=h)).json()
     assert blade["state"] == "spare"
     audit = (await (await c.get("/api/v1/audit?action=clear-failed", headers=h)).json())["items"]
-    assert [(e["who"], e["name"]) for e in audit] == [("token:admin", "b04")]
+    assert [(e["who"], e["name"]) for e in audit] == [("token:admin#1", "b04")]

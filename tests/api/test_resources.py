@@ -103,7 +103,7 @@ async def test_api_changes_are_audited_with_caller_and_peer(api: Api) -> None:
     await c.post("/api/v1/blades/b04/power", json={"action": "on"}, headers=api.auth("operator"))
     entries = (await (await c.get("/api/v1/audit?resource=blade", headers=api.auth("admin"))).json())["items"]
     power, maint = entries[0], entries[1]
-    assert (power["action"], power["who"], power["after"]) == ("power", "token:operator", {"action": "on"})
+    assert (power["action"], power["who"], power["after"]) == ("power", "token:operator#2", {"action": "on"})
     assert maint["origin"].startswith("api 127.0.0.1")
     assert maint["before"]["state"] == "spare" and maint["after"]["state"] == "maintenance"
     verify = await (await c.get("/api/v1/audit/verify", headers=api.auth("admin"))).json()

@@ -59,7 +59,7 @@ def test_list_show_assign_release_and_jobs_go_to_the_remote_api(remote: tuple[An
     assert "succeeded" in anvil("profile", "release", "web-09", "--tenant", "acme", env=env).out
     # the changes were audited as the token, from the client's address
     audit = json.loads(anvil("audit", "list", "--resource", "job", "-o", "json", env=env).out)
-    assert {a["who"] for a in audit} == {"token:admin-initial"} and len(audit) == 2
+    assert {a["who"] for a in audit} == {"token:admin-initial#1"} and len(audit) == 2
     # errors read the same as locally: a one-line reason, non-zero
     bad = anvil("profile", "show", "nope", env=env, check=False)
     assert bad.code != 0 and "not found" in bad.err

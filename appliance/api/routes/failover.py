@@ -26,12 +26,13 @@ from appliance.api.schemas import INT, NINT, NSTR, obj, page_of
 from appliance.api.spec import NAME, STR, Op, Param, body, caller, nullable, query, tenant_filter
 from appliance.domain.failover import FailoverState, SparePlan
 from appliance.drivers.protocols import Secret
-from appliance.errors import Issue, NotFound, ValidationError
+from appliance.errors import Issue, ValidationError
 from appliance.secrets import SecretBox
 from appliance.services.audit import record_action
 from appliance.services.blade_pools import DEFAULT_POOL, BladePoolService
 from appliance.services.failover import DomainInfo, FailoverInfo, FailoverService
 from appliance.services.inventory import BladeFilter, Inventory
+from appliance.services.scope import Scope
 from appliance.store import Store
 
 MAX_ID = 2**53
@@ -115,10 +116,7 @@ def clear_failed_blade(store: Store, name: str) -> None:
 
 def visible_failover(store: Store, failover_id: int, tenant: str | None) -> FailoverInfo:
     """The failover, or NotFound when it is another tenant's (its existence is not revealed)."""
-    info = FailoverService(store).get_failover(failover_id)
-    if tenant is not None and info.tenant != tenant:
-        raise NotFound("failover", f"#{failover_id}")
-    return info
+    return FailoverService(store).get_failover(failover_id, scope=Scope(tenant, ""))
 
 
 # -- helpers -----------------------------------------------------------------------

@@ -8,13 +8,14 @@ import json
 from aiohttp import web
 
 from appliance.api import schemas as sc
+from appliance.api.auth import still_authorized
 from appliance.api.keys import ENGINE, STORE
-from appliance.api.spec import Forbidden, Op, Param, body, caller, query, tenant_filter, tenant_of
-from appliance.errors import NotFound
+from appliance.api.spec import Forbidden, Op, Param, body, caller, query, scope_of
 from appliance.services.jobs import JobInfo, JobService
 
 SSE_POLL = 0.3
 SSE_KEEPALIVE = 15.0
+SSE_RECHECK = 5.0       # seconds between checks that the stream's token or session is still valid
 
 
 def _accepted(request: web.Request, info: JobInfo) -> web.Response:
@@ -32,9 +33,9 @@ async def assign(request: web.Request) -> web.Response:
         raise Forbidden("a tenant-scoped caller chooses a blade pool, not a blade")
     svc = JobService(request.app[STORE])
     info = await asyncio.to_thread(
-        svc.submit_assign, request.match_info["name"], tenant=tenant_of(request, b.get("tenant")),
-        blade=b.get("blade"), pool=b.get("pool"), idempotency_key=request.headers.get("Idempotency-Key"),
-        created_by=caller(request).who)
+        svc.submit_assign, request.match_info["name"], tenant=b.get("tenant"), blade=b.get("blade"),
+        pool=b.get("pool"), idempotency_key=request.headers.get("Idempotency-Key"), created_by=caller(request).who,
+        scope=scope_of(request))
     return _accepted(request, info)
 
 
@@ -42,18 +43,15 @@ async def release(request: web.Request) -> web.Response:
     b = body(request) or {}
     svc = JobService(request.app[STORE])
     info = await asyncio.to_thread(
-        svc.submit_release, request.match_info["name"], tenant=tenant_of(request, b.get("tenant")),
-        idempotency_key=request.headers.get("Idempotency-Key"), created_by=caller(request).who)
+        svc.submit_release, request.match_info["name"], tenant=b.get("tenant"),
+        idempotency_key=request.headers.get("Idempotency-Key"), created_by=caller(request).who,
+        scope=scope_of(request))
     return _accepted(request, info)
 
 
 async def _job(request: web.Request) -> JobInfo:
-    job_id = request.match_info["id"]
-    info = await asyncio.to_thread(JobService(request.app[STORE]).get, job_id)
-    tenant = caller(request).tenant
-    if tenant is not None and info.tenant != tenant:
-        raise NotFound("job", job_id)
-    return info
+    return await asyncio.to_thread(JobService(request.app[STORE]).get, request.match_info["id"],
+                                   scope=scope_of(request))
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -62,13 +60,16 @@ async def get_job(request: web.Request) -> web.Response:
 
 async def list_jobs(request: web.Request) -> web.Response:
     infos = await asyncio.to_thread(JobService(request.app[STORE]).list, state=query(request, "state"),
-                                    tenant=tenant_filter(request), limit=query(request, "limit") or 100)
+                                    tenant=query(request, "tenant"), limit=query(request, "limit") or 100,
+                                    scope=scope_of(request))
     return web.json_response({"items": [i.public() for i in infos], "total": len(infos)})
 
 
 async def events(request: web.Request) -> web.StreamResponse:
     """Each job event as ``event: KIND`` with JSON data, then ``event: job`` with the job's state
-    whenever it changes, and ``event: end`` once the job is over. Resumes after Last-Event-ID."""
+    whenever it changes, and ``event: end`` once the job is over. Resumes after Last-Event-ID.
+    The stream also ends (``event: end`` with ``unauthorized``) once the caller's token is revoked
+    or expires, or its console session ends."""
     info = await _job(request)
     svc = JobService(request.app[STORE])
     after = query(request, "after") or 0
@@ -79,8 +80,13 @@ async def events(request: web.Request) -> web.StreamResponse:
                                        "X-Accel-Buffering": "no"})
     await resp.prepare(request)
     loop = asyncio.get_running_loop()
-    last_sent, last_state = loop.time(), ""
+    last_sent, last_state, checked = loop.time(), "", loop.time()
     while True:
+        if loop.time() - checked >= SSE_RECHECK:
+            checked = loop.time()
+            if not await still_authorized(request):
+                await resp.write(b'event: end\ndata: {"state": "unauthorized"}\n\n')
+                break
         for ev in await asyncio.to_thread(svc.events, info.id, after):
             await resp.write(f"id: {ev['id']}\nevent: {ev['kind']}\ndata: {json.dumps(ev)}\n\n".encode())
             after = ev["id"]

@@ -10,8 +10,7 @@ from aiohttp import web
 
 from appliance.api import schemas as sc
 from appliance.api.keys import STORE
-from appliance.api.spec import Op, Param, body, caller
-from appliance.errors import NotFound
+from appliance.api.spec import Op, Param, body, scope_of
 from appliance.services.blade_pools import BladePoolInfo, BladePoolService
 from appliance.services.pools import PoolInfo, PoolService
 
@@ -47,22 +46,15 @@ async def delete_identity_pool(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _visible(request: web.Request, p: BladePoolInfo) -> bool:
-    tenant = caller(request).tenant
-    return tenant is None or p.tenant == tenant
-
-
 async def list_blade_pools(request: web.Request) -> web.Response:
-    infos = await asyncio.to_thread(BladePoolService(request.app[STORE]).list)
-    items = [_bpool(p) for p in infos if _visible(request, p)]
+    infos = await asyncio.to_thread(BladePoolService(request.app[STORE]).list, scope=scope_of(request))
+    items = [_bpool(p) for p in infos]
     return web.json_response({"items": items, "total": len(items)})
 
 
 async def get_blade_pool(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    info = await asyncio.to_thread(BladePoolService(request.app[STORE]).get, name)
-    if not _visible(request, info):
-        raise NotFound("blade pool", name)
+    info = await asyncio.to_thread(BladePoolService(request.app[STORE]).get, request.match_info["name"],
+                                   scope=scope_of(request))
     return web.json_response(_bpool(info))
 
 

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from appliance.api import schemas as sc
 from appliance.api.keys import BODY_TYPE, STORE
-from appliance.api.spec import Forbidden, Op, Param, body, caller, query, tenant_filter, tenant_of
+from appliance.api.spec import Forbidden, Op, Param, body, caller, query, scope_of
 from appliance.domain.profile import Profile, to_dict, to_xml, to_yaml
 from appliance.errors import Issue, ValidationError
 from appliance.services.inventory import Inventory
@@ -65,7 +65,7 @@ def _negotiate(request: web.Request, info: ProfileInfo) -> web.Response:
 def _lister(kind: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
         infos = await asyncio.to_thread(ProfileService(request.app[STORE]).list, kind=kind,
-                                        tenant=tenant_filter(request))
+                                        tenant=query(request, "tenant"), scope=scope_of(request))
         state = query(request, "state")
         if state:
             infos = [i for i in infos if i.state == state]
@@ -76,16 +76,16 @@ def _lister(kind: str) -> Any:
 
 def _getter(kind: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
-        info = await asyncio.to_thread(ProfileService(request.app[STORE]).get, kind, tenant_of(request),
-                                       request.match_info["name"])
+        info = await asyncio.to_thread(ProfileService(request.app[STORE]).get, kind, query(request, "tenant"),
+                                       request.match_info["name"], scope=scope_of(request))
         return _negotiate(request, info)
     return handler
 
 
 def _deleter(kind: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
-        await asyncio.to_thread(ProfileService(request.app[STORE]).delete, kind, tenant_of(request),
-                                request.match_info["name"])
+        await asyncio.to_thread(ProfileService(request.app[STORE]).delete, kind, query(request, "tenant"),
+                                request.match_info["name"], scope=scope_of(request))
         return web.Response(status=204)
     return handler
 
@@ -124,14 +124,18 @@ async def validate(request: web.Request) -> web.Response:
 
 async def dry_run(request: web.Request) -> web.Response:
     b = body(request) or {}
+    scope = scope_of(request)
+    if b.get("blade") and not scope.unscoped:
+        # As for assign: a tenant names no blade, so whether one exists is not its to learn.
+        raise Forbidden("a tenant-scoped caller chooses a blade pool, not a blade")
     pl = await asyncio.to_thread(JobService(request.app[STORE]).dry_run, request.match_info["name"],
-                                 tenant=tenant_of(request, b.get("tenant")), blade=b.get("blade"), pool=b.get("pool"))
+                                 tenant=b.get("tenant"), blade=b.get("blade"), pool=b.get("pool"), scope=scope)
     rejected = [{"blade": r.blade, "reason": r.reason} for r in pl.rejected]
-    tenant = caller(request).tenant
-    if tenant is not None:   # a tenant sees its own blades only, never the appliance's spares by name
+    if scope.tenant is not None:   # a tenant sees its own blades only, never the appliance's spares by name
         visible = {b["name"] for b in (await asyncio.to_thread(Inventory(request.app[STORE]).page,
-                                                               _tenant_filter(tenant), limit=100000))[0]}
+                                                               _tenant_filter(scope.tenant), limit=100000))[0]}
         rejected = [r for r in rejected if r["blade"] in visible]
+        return web.json_response({"best": pl.best, "chosen": [pl.best] if pl.best else [], "rejected": rejected})
     return web.json_response({"best": pl.best, "chosen": list(pl.chosen), "rejected": rejected})
 
 
@@ -143,7 +147,7 @@ def _tenant_filter(tenant: str) -> Any:
 
 async def instantiate(request: web.Request) -> web.Response:
     info = await asyncio.to_thread(ProfileService(request.app[STORE]).instantiate, request.match_info["name"],
-                                   body(request)["name"], tenant=tenant_of(request))
+                                   body(request)["name"], tenant=query(request, "tenant"), scope=scope_of(request))
     resp = web.json_response(detail(info), status=201)
     resp.headers["Location"] = f"/api/v1/profiles/{info.name}"
     return resp

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from appliance.boot.tokens import issue_boot_token
-from appliance.domain.placement import Candidate, Placement, Requirements, place
+from appliance.domain.placement import Placement
 from appliance.domain.profile import Profile, from_dict, pool_refs
 from appliance.domain.profile.model import IscsiSource
 from appliance.domain.states import BladeState, ProfileState
@@ -47,49 +47,25 @@ from appliance.engine.steps.common import (
     profile_row,
     set_ports,
 )
-from appliance.services.blade_pools import DEFAULT_POOL, members
+from appliance.errors import NotFound
+from appliance.services import placement
+from appliance.services.blade_pools import DEFAULT_POOL
 from appliance.services.profiles import ProfileService
-from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, JobEventRow, ProfileRow
+from appliance.store.tables import BindingRow, BladeRow, JobEventRow
 
-NO_SPARE = "no spare blade meets the requirements"
-
-
-def requirements(p: Profile) -> Requirements:
-    r = p.spec.requirements
-    return Requirements(min_cpus=r.minCpus, min_memory_gib=r.minMemoryGiB,
-                        nics=max(r.nics or 0, len(p.spec.identity.nics)))
+NO_SPARE = placement.NO_SPARE
+requirements = placement.requirements
+candidates = placement.candidates
+_explain = placement.explain
 
 
-def candidates(s: Session, *, only: str | None = None, pool: str = DEFAULT_POOL) -> list[Candidate]:
-    """The inventory as placement sees it; ``pool`` limits it (``spares`` = every enrolled blade)."""
-    in_pool = members(s, pool)
-    bound = dict(s.execute(
-        select(BindingRow.blade_id, ProfileRow.name).join(ProfileRow, ProfileRow.id == BindingRow.profile_id)
-        .where(BindingRow.state == "live")
-    ).all())
-    nic_counts: dict[int, int] = {}
-    for blade_id, in s.execute(select(BladeNicRow.blade_id)).all():
-        nic_counts[blade_id] = nic_counts.get(blade_id, 0) + 1
-    stmt = select(BladeRow)
-    if only is not None:
-        stmt = stmt.where(BladeRow.name == only)
-    return [Candidate(name=b.name, state=BladeState(b.state), cpus=b.cpus, memory_gib=b.memory_gib,
-                      nics=nic_counts.get(b.id, 0), bound_to=bound.get(b.id), last_failed_at=b.last_failed_at,
-                      in_pool=in_pool is None or b.name in in_pool)
-            for b in s.scalars(stmt)]
-
-
-def dry_run(s: Session, profile: Profile, *, blade: str | None = None, pool: str = DEFAULT_POOL) -> Placement:
-    found = candidates(s, only=blade, pool=pool)
-    if blade is not None and not found:
-        raise StepFailed(f"blade {blade!r} is not enrolled")
-    return place(requirements(profile), found)
-
-
-def _explain(pl: Placement) -> str:
-    why = "; ".join(f"{r.blade}: {r.reason}" for r in pl.rejected[:5])
-    more = f" (+{len(pl.rejected) - 5} more)" if len(pl.rejected) > 5 else ""
-    return f"{NO_SPARE}" + (f" ({why}{more})" if why else " (no blades enrolled)")
+def dry_run(s: Session, profile: Profile, *, blade: str | None = None, pool: str = DEFAULT_POOL,
+            tenant: str | None = None) -> Placement:
+    """:func:`appliance.services.placement.dry_run`, failing the step for a blade not enrolled."""
+    try:
+        return placement.dry_run(s, profile, blade=blade, pool=pool, tenant=tenant)
+    except NotFound:
+        raise StepFailed(f"blade {blade!r} is not enrolled") from None
 
 
 async def check_requirements(ctx: StepContext) -> dict[str, Any]:
@@ -117,7 +93,8 @@ async def choose_blade(ctx: StepContext) -> dict[str, Any]:
                                                             BindingRow.state == "live"))
                 if binding is not None:
                     return {"blade": ctx.data["blade"]}
-            pl = dry_run(s, profile, blade=ctx.params.get("blade"), pool=ctx.params.get("pool") or DEFAULT_POOL)
+            pl = dry_run(s, profile, blade=ctx.params.get("blade"), pool=ctx.params.get("pool") or DEFAULT_POOL,
+                         tenant=ctx.params.get("tenant"))
             if pl.best is None:
                 raise NoSpareBlade(_explain(pl))
             return {"blade": pl.best, "candidates": list(pl.chosen[:10])}
@@ -176,7 +153,8 @@ async def bind(ctx: StepContext) -> dict[str, Any]:
                 if ctx.params.get("blade"):
                     raise NoSpareBlade(f"blade {wanted} is no longer available "
                                        f"({'bound' if live_binding(s, blade_id=brow.id) else brow.state})")
-                pl = dry_run(s, profile, pool=ctx.params.get("pool") or DEFAULT_POOL)
+                pl = dry_run(s, profile, pool=ctx.params.get("pool") or DEFAULT_POOL,
+                             tenant=ctx.params.get("tenant"))
                 left = [b for b in pl.chosen if b not in tried]
                 if not left:
                     raise NoSpareBlade(_explain(pl))

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from appliance.domain.states import ACTIVE_JOB_STATES, JOB_TRANSITIONS, JobState, transition
-from appliance.errors import Conflict, NotFound
+from appliance.errors import Conflict, IdempotencyMismatch, NotFound
 from appliance.store.tables import JobEventRow, JobRow, JobStepRow
 
 ACTIVE = [s.value for s in ACTIVE_JOB_STATES]
@@ -32,17 +32,23 @@ def aware(t: datetime | None) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+def _same_request(job: JobRow, request_hash: str | None) -> JobRow:
+    if job.request_hash != request_hash:
+        raise IdempotencyMismatch("the idempotency key was already used for a different request; use a new key")
+    return job
+
+
 def create(session: Session, *, kind: str, subject: str, profile_id: int | None, tenant: str | None,
            params: dict[str, Any], step_names: list[str], idempotency_key: str | None = None,
-           created_by: str | None = None) -> JobRow:
+           request_hash: str | None = None, created_by: str | None = None) -> JobRow:
     """Insert a pending job with its steps. Raises Conflict if the profile already has an unfinished job."""
     if idempotency_key:
         existing = session.scalar(select(JobRow).where(JobRow.idempotency_key == idempotency_key))
         if existing is not None:
-            return existing
+            return _same_request(existing, request_hash)
     job = JobRow(id=str(uuid.uuid4()), kind=kind, subject=subject, profile_id=profile_id, tenant=tenant,
                  state=JobState.PENDING.value, step_index=0, step_count=len(step_names), params=params, data={},
-                 idempotency_key=idempotency_key, created_by=created_by)
+                 idempotency_key=idempotency_key, request_hash=request_hash, created_by=created_by)
     try:
         with session.begin_nested():
             session.add(job)
@@ -51,7 +57,7 @@ def create(session: Session, *, kind: str, subject: str, profile_id: int | None,
         if idempotency_key:
             existing = session.scalar(select(JobRow).where(JobRow.idempotency_key == idempotency_key))
             if existing is not None:
-                return existing
+                return _same_request(existing, request_hash)
         running = session.scalar(
             select(JobRow).where(JobRow.profile_id == profile_id, JobRow.state.in_(ACTIVE))
         )

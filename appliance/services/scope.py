@@ -1,0 +1,184 @@
+"""The one tenant-aware look-up path: every name, id or key a caller gives is resolved here.
+
+A :class:`Scope` is what a caller may see: the whole appliance (an unscoped user or
+token, the local admin on the CLI) or one tenant. The look-ups below take a session and
+a scope and either return the row or raise :class:`~appliance.errors.NotFound` — with
+the *same* message whether the object does not exist or exists out of the caller's
+sight, so a tenant learns nothing about another tenant's names, ids or keys.
+
+What a tenant sees (DESIGN §7): its own profiles, templates, jobs, failovers and audit
+entries; the blades bound to its profiles; the built-in pool ``spares`` and the blade
+pools granted to it. A pool granted to a tenant reserves its blades for that tenant:
+placement from ``spares`` for another tenant's profile skips them
+(:func:`reserved_for_others`).
+
+Idempotency keys belong to the caller that sent them (its principal, within its tenant):
+:func:`idempotency_digest` is what the store keeps, and :func:`request_digest` what the
+key was used for, so a reused key with another request is refused, never answered with
+somebody else's job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from appliance.errors import IdempotencyMismatch, NotFound
+from appliance.store.tables import (
+    BindingRow,
+    BladePoolMemberRow,
+    BladePoolRow,
+    BladeRow,
+    FailoverRow,
+    JobRow,
+    ProfileRow,
+)
+
+DEFAULT_TENANT = "default"
+DEFAULT_POOL = "spares"
+PROFILE = "ServerProfile"
+TEMPLATE = "ServerProfileTemplate"
+_LABEL = {PROFILE: "profile", TEMPLATE: "template"}
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Who asks: ``tenant`` (None: the whole appliance) and ``principal``, a stable id of the
+    caller (``user:7``, ``token:12``, ``local:root``) that scopes its idempotency keys."""
+
+    tenant: str | None
+    principal: str
+
+    @classmethod
+    def appliance(cls, principal: str = "local") -> Scope:
+        return cls(None, principal)
+
+    @property
+    def unscoped(self) -> bool:
+        return self.tenant is None
+
+    def home(self, asked: str | None = None) -> str:
+        """The tenant a name resolves in: the caller's own, else the one asked for, else ``default``."""
+        if self.tenant is not None:
+            return self.tenant
+        return asked or DEFAULT_TENANT
+
+    def sees(self, tenant: str | None) -> bool:
+        """Whether an object of ``tenant`` (None: the appliance's) is in sight."""
+        return self.tenant is None or tenant == self.tenant
+
+    def listing(self, asked: str | None = None) -> str | None:
+        """Which tenant a listing is limited to: the caller's own, or the one asked for (unscoped)."""
+        return self.tenant if self.tenant is not None else asked
+
+
+# -- profiles and templates ------------------------------------------------------------
+
+def profile_row(s: Session, scope: Scope, name: str, *, kind: str = PROFILE, tenant: str | None = None,
+                lock: bool = False) -> ProfileRow:
+    """The profile (or template) ``name`` in the caller's tenant (or ``tenant``, for an unscoped caller)."""
+    home = scope.home(tenant)
+    stmt = select(ProfileRow).where(ProfileRow.kind == kind, ProfileRow.tenant == home, ProfileRow.name == name)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = s.scalar(stmt)
+    if row is None:
+        raise NotFound(_LABEL.get(kind, kind), name, tenant=home)
+    return row
+
+
+# -- blades ----------------------------------------------------------------------------
+
+def _tenant_blades(tenant: str) -> Any:
+    return (select(BindingRow.blade_id).join(ProfileRow, ProfileRow.id == BindingRow.profile_id)
+            .where(BindingRow.state == "live", ProfileRow.tenant == tenant))
+
+
+def blade_row(s: Session, scope: Scope, name: str) -> BladeRow:
+    """The blade ``name``; a tenant sees only the blades bound to its profiles."""
+    stmt = select(BladeRow).where(BladeRow.name == name)
+    if scope.tenant is not None:
+        stmt = stmt.where(BladeRow.id.in_(_tenant_blades(scope.tenant)))
+    row = s.scalar(stmt)
+    if row is None:
+        raise NotFound("blade", name)
+    return row
+
+
+# -- blade pools ----------------------------------------------------------------------------
+
+def pool_row(s: Session, scope: Scope, name: str) -> BladePoolRow:
+    """A stored blade pool in sight: every pool for the appliance, a tenant's own grants for a tenant."""
+    row = s.scalar(select(BladePoolRow).where(BladePoolRow.name == name))
+    if row is None or not scope.sees(row.tenant):
+        raise NotFound("blade pool", name)
+    return row
+
+
+def reserved_for_others(s: Session, tenant: str | None) -> set[str]:
+    """Blades in pools granted to a tenant other than ``tenant``: kept out of ``spares`` for it.
+    For ``tenant`` None (an appliance-level placement) nothing is reserved."""
+    if tenant is None:
+        return set()
+    stmt = (select(BladeRow.name).join(BladePoolMemberRow, BladePoolMemberRow.blade_id == BladeRow.id)
+            .join(BladePoolRow, BladePoolRow.id == BladePoolMemberRow.pool_id)
+            .where(BladePoolRow.tenant.is_not(None), BladePoolRow.tenant != tenant))
+    return set(s.scalars(stmt))
+
+
+def pool_members(s: Session, scope: Scope, pool: str) -> set[str] | None:
+    """Blade names of ``pool`` as the scope may place on; None means every blade. ``spares`` is
+    in everyone's sight; any other pool only when the scope sees it (NotFound otherwise)."""
+    if pool == DEFAULT_POOL:
+        return None
+    row = pool_row(s, scope, pool)
+    return set(s.scalars(select(BladeRow.name).join(BladePoolMemberRow, BladePoolMemberRow.blade_id == BladeRow.id)
+                         .where(BladePoolMemberRow.pool_id == row.id)))
+
+
+# -- jobs and failovers -----------------------------------------------------------------
+
+def job_row(s: Session, scope: Scope, job_id: str) -> JobRow:
+    row = s.get(JobRow, job_id) if len(job_id) <= 36 else None
+    if row is None or not scope.sees(row.tenant):
+        raise NotFound("job", job_id)
+    return row
+
+
+def failover_row(s: Session, scope: Scope, failover_id: int) -> FailoverRow:
+    row = s.get(FailoverRow, failover_id)
+    if row is None or not scope.sees(row.tenant):
+        raise NotFound("failover", f"#{failover_id}")
+    return row
+
+
+# -- idempotency keys -------------------------------------------------------------------------
+
+def idempotency_digest(scope: Scope, key: str) -> str:
+    """What the store keeps for ``key``: bound to the caller, so another caller's equal key is
+    another key (and a stolen digest from the database cannot be replayed as a header)."""
+    return hashlib.sha256(json.dumps([scope.principal, scope.tenant, key]).encode()).hexdigest()
+
+
+def request_digest(kind: str, **request: Any) -> str:
+    """A fingerprint of what a key was first used for."""
+    return hashlib.sha256(json.dumps([kind, request], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def job_for_key(s: Session, scope: Scope, key: str | None, fingerprint: str) -> JobRow | None:
+    """The caller's job submitted earlier with ``key``; IdempotencyMismatch when that key was
+    used for another request."""
+    if not key:
+        return None
+    row = s.scalar(select(JobRow).where(JobRow.idempotency_key == idempotency_digest(scope, key)))
+    if row is None:
+        return None
+    if row.request_hash != fingerprint:
+        raise IdempotencyMismatch(f"Idempotency-Key {key[:64]!r} was already used for a different request; "
+                                  "use a new key for a new request")
+    return row

@@ -1,0 +1,291 @@
+"""A second tenant's names and ids, tried on every REST route and console page and form.
+
+The walk is built from the live router, not from a list of today's routes: every route
+with a path parameter must be classified in ``RESOURCES`` by its first path segment,
+or this test fails and asks for a rule. For each route, tenant acme's operator asks
+with globex's real value and with a value that exists nowhere; the two answers must be
+the same (status and body, the value aside): no read, no write, no sign of existence.
+Writes are also checked against a digest of every table: nothing changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiohttp import web
+from sqlalchemy import MetaData, select
+
+from appliance.api.app import all_ops
+from appliance.services.blade_pools import BladePoolService
+from appliance.services.failover import FailoverService
+from appliance.services.jobs import JobService
+from appliance.services.profiles import ProfileService
+from appliance.services.users import UserService
+from appliance.store import Store
+from appliance.store.tables import AuditRow
+from tests.api.conftest import Api, profile_doc
+from tests.console.test_console_forms import login
+
+TEMPLATE = """apiVersion: anvil/v1
+kind: ServerProfileTemplate
+metadata: {name: g-tpl, tenant: globex}
+spec:
+  identity:
+    nics:
+      - {name: eth0, mac: "02:a0:00:00:01:01"}
+"""
+
+
+@dataclass(frozen=True)
+class World:
+    """globex's things that acme must not reach, and look-alikes that exist nowhere."""
+
+    job: str
+    failover: int
+    theirs: dict[str, str]
+    missing: dict[str, str]
+
+
+def build(api: Api) -> World:
+    store = api.store
+    ProfileService(store).import_document(TEMPLATE)
+    BladePoolService(store).create("gpool", tenant="globex")
+    BladePoolService(store).add("gpool", ("b03",))
+    svc = FailoverService(store)
+    svc.create_domain("prod")
+    fo = svc.open_failover(tenant="globex", profile="db-01", reason="test", domain="prod")
+    job = JobService(store).submit_release("db-01", tenant="globex", idempotency_key="globex-key")
+    theirs = {"profile": "db-01", "template": "g-tpl", "job": job.id, "failover": str(fo.id), "pool": "gpool",
+              "blade": "b02", "tenant": "globex"}
+    missing = {"profile": "zz-01", "template": "zz-tpl", "job": "00000000-0000-4000-8000-000000000000",
+               "failover": "987654", "pool": "zzpool", "blade": "b99", "tenant": "zzcorp"}
+    return World(job.id, fo.id, theirs, missing)
+
+
+# First path segment → what the route's {name}/{id} names. "appliance" resources belong to no
+# tenant (identity pools, failover domains) and are readable by every caller by design (DESIGN §7);
+# "admin" routes are refused to a tenant-scoped caller before any look-up.
+RESOURCES = {
+    "profiles": "profile", "templates": "template", "jobs": "job", "failovers": "failover", "pools": "pool",
+    "blades": "blade", "identity-pools": "appliance", "failover-domains": "appliance", "users": "admin",
+    "tokens": "admin", "switches": "admin", "failover": "blade",
+}
+
+
+def digest(store: Store) -> str:
+    """Every row of every table but the audit trail (a refused request writes no entry either:
+    checked separately), in a stable order."""
+    meta = MetaData()
+    meta.reflect(store.engine)
+    h = hashlib.sha256()
+    with store.read() as s:
+        for name in sorted(meta.tables):
+            if name in ("alembic_version",):
+                continue
+            table = meta.tables[name]
+            for row in sorted(repr(tuple(r)) for r in s.execute(select(table))):
+                h.update(f"{name}:{row}\n".encode())
+    return h.hexdigest()
+
+
+def audit_count(store: Store) -> int:
+    with store.read() as s:
+        return len(list(s.scalars(select(AuditRow.id))))
+
+
+def fill(path: str, kind: str, values: dict[str, str]) -> str:
+    out = re.sub(r"{tenant}", values["tenant"], path)
+    return re.sub(r"{\w+}", values[kind] if kind in values else "zz", out)
+
+
+def normalised(text: str, value: str, placeholder: str = "<VALUE>") -> str:
+    text = text.replace(value, placeholder)
+    # The console's pages carry a fresh request id nowhere, but JSON may quote the value with
+    # different lengths in a repr; nothing else differs between the two answers.
+    return text
+
+
+def classify(path: str) -> str:
+    segment = path.removeprefix("/api/v1").strip("/").split("/")[0]
+    if segment not in RESOURCES:
+        pytest.fail(f"route {path} is not classified for the two-tenant walk: add its first segment "
+                    f"{segment!r} to RESOURCES in {__file__}")
+    return RESOURCES[segment]
+
+
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/profiles/{name}/assign"): {},
+    ("POST", "/profiles/{name}/release"): {},
+    ("POST", "/profiles/{name}/dry-run"): {},
+    ("POST", "/templates/{name}/instantiate"): {"name": "from-walk"},
+    ("POST", "/blades/{name}/power"): {"action": "on"},
+    ("POST", "/blades/{name}/boot"): {"device": "network"},
+    ("POST", "/blades/{name}/maintenance"): {"on": True},
+    ("PUT", "/users/{name}/password"): {"password": "longenough1"},
+    ("PATCH", "/failover-domains/{name}"): {"description": "x"},
+}
+
+
+@pytest.mark.parametrize("who", ["acme-op", "acme-viewer"])
+async def test_every_api_route_answers_a_second_tenants_names_as_if_they_did_not_exist(api: Api, who: str) -> None:
+    world = build(api)
+    c, h = api.client, api.auth(who)
+    walked = 0
+    for op in all_ops():
+        if "{" not in op.path:
+            continue
+        kind = classify(op.path)
+        if kind == "appliance" and op.method == "GET":
+            continue    # the appliance's own resources: the same for every caller
+        theirs_path = "/api/v1" + fill(op.path, kind, world.theirs)
+        missing_path = "/api/v1" + fill(op.path, kind, world.missing)
+        payload = BODIES.get((op.method, op.path))
+        before, entries = digest(api.store), audit_count(api.store)
+        got = []
+        for path in (theirs_path, missing_path):
+            resp = await c.request(op.method, path, headers=h, json=payload)
+            got.append((resp.status, await resp.text()))
+        walked += 1
+        (s1, t1), (s2, t2) = got
+        value, other = world.theirs.get(kind, ""), world.missing.get(kind, "")
+        assert s1 == s2, f"{op.method} {op.path}: {s1} for globex's {value!r} but {s2} for a missing one"
+        assert s1 >= 400, f"{op.method} {op.path}: {s1} for globex's {value!r}"
+        if value and other:
+            assert normalised(t1, value) == normalised(t2, other), f"{op.method} {op.path}: the bodies differ"
+        assert "globex" not in normalised(t1, value), f"{op.method} {op.path}: {t1[:200]}"
+        assert digest(api.store) == before and audit_count(api.store) == entries, f"{op.method} {op.path} wrote"
+    assert walked >= 20
+
+
+async def test_lists_with_a_second_tenants_name_show_none_of_its_data(api: Api) -> None:
+    world = build(api)
+    c, h = api.client, api.auth("acme-op")
+    for op in all_ops():
+        if op.method != "GET" or "{" in op.path or op.stream is not None and op.path.endswith("events"):
+            continue
+        params = {"tenant": "globex"} if any(p.name == "tenant" for p in op.params) else {}
+        resp = await c.get("/api/v1" + op.path, headers=h, params=params)
+        text = await resp.text()
+        for secret in ("globex", "db-01", "g-tpl", "gpool", world.job):
+            assert secret not in text, f"GET {op.path}?tenant=globex shows {secret!r}: {text[:300]}"
+
+
+async def test_pools_and_blades_of_a_second_tenant_are_not_placement_targets(api: Api) -> None:
+    world = build(api)
+    c, h = api.client, api.auth("acme-op")
+    results = {}
+    for pool in ("gpool", "zzpool"):
+        before = digest(api.store)
+        assign = await c.post("/api/v1/profiles/web-02/assign", json={"pool": pool}, headers=h)
+        dry = await c.post("/api/v1/profiles/web-02/dry-run", json={"pool": pool}, headers=h)
+        results[pool] = (assign.status, (await assign.json())["detail"].replace(pool, "P"),
+                         dry.status, (await dry.json())["detail"].replace(pool, "P"))
+        assert digest(api.store) == before
+    assert results["gpool"] == results["zzpool"] and results["gpool"][0] == 404
+    for blade in ("b02", "b03", "b99"):
+        dry = await c.post("/api/v1/profiles/web-02/dry-run", json={"blade": blade}, headers=h)
+        assert dry.status == 403, blade
+    # From the shared spares, acme never gets a blade of globex's pool (b03 is reserved for globex).
+    placement = await (await c.post("/api/v1/profiles/web-02/dry-run", json={}, headers=h)).json()
+    assert placement["best"] not in (None, "b03") and placement["chosen"] == [placement["best"]]
+    assert world.job
+
+
+async def test_idempotency_keys_belong_to_their_caller(api: Api) -> None:
+    build(api)   # globex's release job was sent with Idempotency-Key "globex-key"
+    c, h = api.client, api.auth("acme-op")
+    mine = await c.post("/api/v1/profiles/web-02/assign", json={}, headers={**h, "Idempotency-Key": "globex-key"})
+    assert mine.status == 202
+    job = await mine.json()
+    assert job["tenant"] == "acme" and job["subject"] == "profile acme/web-02" and "db-01" not in str(job)
+    again = await c.post("/api/v1/profiles/web-02/assign", json={}, headers={**h, "Idempotency-Key": "globex-key"})
+    assert again.status == 202 and (await again.json())["id"] == job["id"]
+    other = await c.post("/api/v1/profiles/web-01/release", json={}, headers={**h, "Idempotency-Key": "globex-key"})
+    assert other.status == 422 and "different request" in (await other.json())["detail"]
+    # Another caller of the same tenant has keys of its own.
+    viewer_op = api.auth("operator")
+    theirs = await c.post("/api/v1/profiles/web-01/release", json={"tenant": "acme"},
+                          headers={**viewer_op, "Idempotency-Key": "globex-key"})
+    assert theirs.status == 202 and (await theirs.json())["id"] != job["id"]
+
+
+async def test_an_identity_clash_never_names_another_tenants_profile(api: Api) -> None:
+    c, h = api.client, api.auth("acme-op")
+    clash = await c.post("/api/v1/profiles", data=profile_doc("copycat", "acme", 3),   # globex/db-01's MAC
+                         headers={**h, "Content-Type": "application/yaml"})
+    body = await clash.json()
+    assert clash.status == 400 and "is already in use" in body["detail"]
+    assert "globex" not in str(body) and "db-01" not in str(body)
+    own = await c.post("/api/v1/profiles", data=profile_doc("copycat", "acme", 1),      # acme/web-01's MAC
+                       headers={**h, "Content-Type": "application/yaml"})
+    assert own.status == 400 and "acme/web-01" in (await own.json())["detail"]
+
+
+# -- the console --------------------------------------------------------------------------
+
+CONSOLE_FORMS: dict[str, dict[str, str]] = {
+    "/blades/{name}/power": {"action": "on"},
+    "/profiles/{tenant}/{name}/assign": {"target": "pool:spares"},
+    "/profiles/{tenant}/{name}/release": {},
+    "/failover/blades/{name}/confirm-fenced": {},
+    "/failover/blades/{name}/clear-failed": {},
+}
+
+
+def console_routes(app: web.Application) -> list[tuple[str, str]]:
+    out = []
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("formatter") or info.get("path") or ""
+        if not path or path.startswith(("/api/", "/boot/", "/static", "/events/")) or "{" not in path:
+            continue
+        if route.method in ("GET", "POST"):
+            out.append((route.method, path))
+    return out
+
+
+async def test_every_console_page_and_form_answers_a_second_tenants_names_as_if_they_did_not_exist(
+        api: Api) -> None:
+    world = build(api)
+    UserService(api.store).add("ann", "password1", role="admin", tenant="acme")
+    c = api.client
+    csrf = await login(c, "ann", "password1")
+    routes = console_routes(c.server.app)
+    assert len(routes) >= 8
+    for method, path in routes:
+        kind = classify(path)
+        values = {**world.theirs}
+        if kind == "template":
+            kind = "profile"
+        if "{tenant}" in path and kind == "profile":
+            kind = "profile"
+        theirs_path, missing_path = fill(path, kind, world.theirs), fill(path, kind, world.missing)
+        form = CONSOLE_FORMS.get(path)
+        if method == "POST" and form is None:
+            pytest.fail(f"console form {path} has no body in CONSOLE_FORMS of {__file__}")
+        before, entries = digest(api.store), audit_count(api.store)
+        got = []
+        for p in (theirs_path, missing_path):
+            if method == "GET":
+                resp = await c.get(p, allow_redirects=False)
+            else:
+                resp = await c.post(p, data={**(form or {}), "csrf_token": csrf}, allow_redirects=False)
+            got.append((resp.status, await resp.text()))
+        (s1, t1), (s2, t2) = got
+        value, other = values.get(kind, ""), world.missing.get(kind, "")
+        assert s1 == s2 and s1 >= 400, f"{method} {path}: {s1} vs {s2}"
+        t1 = t1.replace("globex", "<T>").replace(value, "<V>")
+        t2 = t2.replace("zzcorp", "<T>").replace(other, "<V>")
+        assert t1 == t2, f"{method} {path}: the pages differ"
+        assert digest(api.store) == before and audit_count(api.store) == entries, f"{method} {path} wrote"
+    # The assign form with another tenant's pool: the same "not found" as a missing pool.
+    pages = []
+    for pool in ("gpool", "zzpool"):
+        resp = await c.post("/profiles/acme/web-02/assign", data={"target": f"pool:{pool}", "csrf_token": csrf},
+                            allow_redirects=False)
+        pages.append((resp.status, (await resp.text()).replace(pool, "P")))
+    assert pages[0] == pages[1] and pages[0][0] == 404
