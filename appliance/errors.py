@@ -55,12 +55,20 @@ class Issue:
 class ValidationError(AnvilError):
     """An input document is invalid. ``issues`` lists every problem with its path."""
 
+    MAX_ISSUES = 100     # a hostile document can have 80,000 problems; nobody reads past the first hundred
+    MAX_REASON = 300
+
     def __init__(self, issues: list[Issue], *, source: str | None = None) -> None:
-        self.issues = list(issues)
+        shown = [i if len(i.reason) <= self.MAX_REASON else Issue(i.path[:200], i.reason[:self.MAX_REASON] + "…",
+                                                                  i.line)
+                 for i in issues[:self.MAX_ISSUES]]
+        if len(issues) > self.MAX_ISSUES:
+            shown.append(Issue("", f"… and {len(issues) - self.MAX_ISSUES} more problems not shown"))
+        self.issues = shown
         self.source = source
         prefix = f"{source}: " if source else ""
         first = str(self.issues[0]) if self.issues else "invalid input"
-        more = f" (and {len(self.issues) - 1} more)" if len(self.issues) > 1 else ""
+        more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
         super().__init__(f"{prefix}{first}{more}")
 
 

@@ -17,9 +17,11 @@ from aiohttp import web
 from appliance import __version__
 from appliance.api.auth import api_principal
 from appliance.api.errors import error_middleware
+from appliance.api.hardening import setup_headers
 from appliance.api.keys import (
     ENGINE,
     HARDWARE,
+    OFFLOAD,
     OPENAPI,
     PRINCIPAL,
     SETTINGS,
@@ -27,6 +29,7 @@ from appliance.api.keys import (
     TOKENS,
     USERS,
 )
+from appliance.api.offload import Offload
 from appliance.api.routes import access, blades, failover, jobs, pools, profiles
 from appliance.api.spec import Op, caller, document, register
 from appliance.config import Settings
@@ -57,15 +60,6 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     request[PRINCIPAL] = got
     with acting_as(Actor(got.who, f"api {request.remote or '?'}")):
         return await handler(request)
-
-
-@web.middleware
-async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    resp = await handler(request)
-    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-    resp.headers.setdefault("X-Frame-Options", "DENY")
-    resp.headers.setdefault("Referrer-Policy", "same-origin")
-    return resp
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -123,12 +117,18 @@ def setup_hardware(app: web.Application) -> None:
     app.cleanup_ctx.append(ctx)
 
 
+async def _close_offload(app: web.Application) -> None:
+    app[OFFLOAD].close()
+
+
 def create_app(settings: Settings, store: Store, *, engine: Engine | None = None, console: bool = True,
                hardware: Hardware | None = None, monitor: Monitor | None = None) -> web.Application:
-    app = web.Application(middlewares=[security_headers, error_middleware, auth_middleware],
-                          client_max_size=2 * 1024 * 1024)
+    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=2 * 1024 * 1024)
+    setup_headers(app)
     app[SETTINGS] = settings
     app[STORE] = store
+    app[OFFLOAD] = Offload()
+    app.on_cleanup.append(_close_offload)
     app[TOKENS] = TokenService(store)
     app[USERS] = UserService(store)
     if engine is not None:

@@ -19,6 +19,7 @@ def problem(status: int, title: str, detail: str, **extra: object) -> web.Respon
 
 
 def to_problem(exc: AnvilError) -> web.Response:
+    from appliance.api.offload import Busy
     from appliance.api.spec import Forbidden, UnsupportedMediaType
     from appliance.services.users import LoginThrottled
 
@@ -38,6 +39,10 @@ def to_problem(exc: AnvilError) -> web.Response:
     if isinstance(exc, LoginThrottled):
         resp = problem(429, "Too many failed logins", str(exc))
         resp.headers["Retry-After"] = "30"
+        return resp
+    if isinstance(exc, Busy):
+        resp = problem(503, "Busy", str(exc))
+        resp.headers["Retry-After"] = "1"
         return resp
     if isinstance(exc, DriverError):
         return problem(502, "Hardware error", str(exc), retryable=exc.retryable)

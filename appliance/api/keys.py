@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from appliance.api.offload import Offload
 from appliance.config import Settings
 from appliance.engine.runner import Engine
 from appliance.services.hardware import Hardware
@@ -18,6 +19,7 @@ USERS = web.AppKey("users", UserService)
 ENGINE = web.AppKey("engine", Engine)
 HARDWARE = web.AppKey("hardware", Hardware)
 OPENAPI = web.AppKey("openapi", dict)
+OFFLOAD = web.AppKey("offload", Offload)     # CPU-bound request work (document parsing), off the loop
 PRINCIPAL = web.RequestKey("principal", Principal)
 QUERY = web.RequestKey("query", dict)        # checked and converted query parameters
 BODY = web.RequestKey("body", object)        # the checked JSON body, or the raw bytes of a document

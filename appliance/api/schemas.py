@@ -104,10 +104,10 @@ USER_NEW = {"type": "object", "additionalProperties": False, "required": ["name"
     "password": {"type": "string", "minLength": 8, "maxLength": 1024}, "role": ROLE, "tenant": TENANT}}
 PASSWORD = {"type": "object", "additionalProperties": False, "required": ["password"],
             "properties": {"password": {"type": "string", "minLength": 8, "maxLength": 1024}}}
-TOKEN = obj(["name", "role", "state"], name=STR, role=STR, tenant=NSTR, state=STR, createdAt=STR, expiresAt=NSTR,
-            revokedAt=NSTR)
+TOKEN = obj(["id", "name", "owner", "role", "state"], id=INT, name=STR, owner=STR, role=STR, tenant=NSTR, state=STR,
+            createdAt=STR, expiresAt=NSTR, revokedAt=NSTR)
 TOKEN_NEW = {"type": "object", "additionalProperties": False, "required": ["name", "role"], "properties": {
     "name": {"type": "string", "minLength": 1, "maxLength": 63}, "role": ROLE, "tenant": TENANT,
     "expires": {"type": "string", "pattern": r"^(never|[1-9][0-9]{0,5}[dhms])$"}}}
-TOKEN_CREATED = obj(["name", "token"], name=STR, token=STR, role=STR, tenant=NSTR, expiresAt=NSTR)
+TOKEN_CREATED = obj(["id", "name", "token"], id=INT, name=STR, token=STR, role=STR, tenant=NSTR, expiresAt=NSTR)
 ROOT = obj(["version", "principal", "role"], version=STR, principal=STR, role=STR, tenant=NSTR, kind=STR)

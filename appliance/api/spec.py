@@ -9,7 +9,6 @@ the document promises is what the server enforces.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from jsonschema import Draft202012Validator
 
-from appliance import __version__
+from appliance import __version__, safejson
 from appliance.api.keys import BODY, BODY_TYPE, PRINCIPAL, QUERY
 from appliance.errors import AnvilError, Issue, ValidationError
 from appliance.services.scope import Scope
@@ -176,10 +175,7 @@ def _wrap(op: Op, params: Sequence[Param]) -> Handler:
                 if op.body_required:
                     issues.append(Issue("body", "is required"))
             elif ctype == JSON and bvalidator is not None:
-                try:
-                    data = json.loads(await request.read() or b"null")
-                except (ValueError, UnicodeDecodeError):
-                    raise ValidationError([Issue("body", "is not valid JSON")]) from None
+                data = safejson.loads(await request.read() or b"null")
                 issues += _issues("body", bvalidator, data)
                 request[BODY] = data
             elif ctype in op.body_types or (ctype == JSON and bvalidator is None):

@@ -43,7 +43,7 @@ def ensure_self_signed(tls_dir: Path) -> tuple[Path, Path]:
 
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-    return ctx
+    """See :func:`appliance.api.hardening.server_context`."""
+    from appliance.api.hardening import server_context as hardened
+
+    return hardened(cert, key)

@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 from aiohttp import web
 from sqlalchemy import select
 
+from appliance import safejson
+from appliance.api.hardening import setup_headers
 from appliance.boot.ipxe import (
     Ask,
     Script,
@@ -35,6 +37,7 @@ from appliance.boot.ipxe import (
 )
 from appliance.boot.tokens import check_heartbeat, spend_boot_token
 from appliance.config import Settings
+from appliance.errors import ValidationError
 from appliance.store import Store, open_store
 from appliance.store.tables import BladeNicRow, BladeRow, BootDiscoveryRow, JobEventRow, JobRow, utcnow
 
@@ -153,13 +156,18 @@ async def _params(request: web.Request) -> dict[str, str]:
     if request.can_read_body:
         if request.content_type == "application/json":
             try:
-                data: Any = await request.json()
-            except ValueError:
-                raise web.HTTPBadRequest(text="invalid JSON") from None
+                data: Any = safejson.loads(await request.read())
+            except ValidationError as exc:
+                raise web.HTTPBadRequest(text=f"{exc}\n") from None
             if isinstance(data, dict):
                 out.update({str(k): str(v) for k, v in data.items() if isinstance(v, str | int | float)})
         else:
-            form = await request.post()
+            try:
+                form = await request.post()
+            except (ValueError, UnicodeDecodeError, AssertionError) as exc:
+                # aiohttp refuses a malformed form (a multipart type without its boundary, bytes that are
+                # not text) with these; answer 400, never a traceback.
+                raise web.HTTPBadRequest(text=f"unreadable form body: {str(exc)[:100]}\n") from None
             out.update({k: v for k, v in form.items() if isinstance(v, str)})
     return out
 
@@ -290,6 +298,7 @@ def base_url_for(listen: str) -> str | None:
 def create_boot_app(settings: Settings, *, store: Store | None = None) -> web.Application:
     """The boot role's own app: /boot only, the store opened here (and closed on cleanup)."""
     app = web.Application(client_max_size=256 * 1024)
+    setup_headers(app)
     own = store is None
     st = store if store is not None else open_store(settings.store_url)
     images = settings.images_dir

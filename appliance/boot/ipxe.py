@@ -59,10 +59,13 @@ def normalize_uuid(value: str | None) -> str | None:
 
 
 def one_line(value: Any) -> str:
-    """A value fit for one iPXE statement: printable, no line breaks."""
+    """A value fit for one iPXE statement: printable, no line breaks. The error never quotes the
+    value: a kernel command line carries the boot token, and errors reach the log."""
     text = "" if value is None else str(value)
     if not _SAFE.match(text):
-        raise ValueError(f"refusing a value with control characters in an iPXE script: {text!r}")
+        at = next(i for i, c in enumerate(text) if ord(c) < 0x20 or ord(c) == 0x7F)
+        raise ValueError(f"refusing a value with a control character (U+{ord(text[at]):04X} at position {at}) "
+                         "in an iPXE script")
     return text
 
 

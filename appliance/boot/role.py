@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from appliance.api.hardening import app_runner
 from appliance.boot.dhcp import (
     DhcpSettings,
     Dnsmasq,
@@ -134,7 +135,7 @@ class BootServices:
 
 async def _start_http(settings: Settings, store: Store, out: BootServices) -> None:
     host, port = _split(settings.boot.listen)
-    runner = web.AppRunner(create_boot_app(settings, store=store), access_log=None)
+    runner = app_runner(create_boot_app(settings, store=store))
     await runner.setup()
     out._runner = runner
     try:

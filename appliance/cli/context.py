@@ -10,6 +10,7 @@ import click
 from appliance.cli.remote import Remote
 from appliance.config import Settings
 from appliance.secrets import SecretBox
+from appliance.statedir import secure_dir
 from appliance.store import Store, open_store
 
 
@@ -24,6 +25,7 @@ class CliContext:
         if self.remote is not None:
             raise click.UsageError("this command works on the local appliance only (drop --url)")
         if self._store is None:
+            secure_dir(self.settings.state_dir)
             self._store = open_store(self.settings.store_url)
         return self._store
 

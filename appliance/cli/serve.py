@@ -97,6 +97,7 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     from aiohttp import web
 
     from appliance.api.app import create_app
+    from appliance.api.hardening import app_runner
     from appliance.api.tls import ensure_self_signed, server_context
     from appliance.engine.model import EngineSettings
     from appliance.engine.runner import Engine
@@ -142,7 +143,7 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     if role in ("all", "engine", "monitor"):
         api_url = f"{'https' if ssl_ctx else 'http'}://{settings.api.listen}"
         monitor = Monitor(store, hardware, settings=monitor_settings(settings, api_url))
-    runner = web.AppRunner(create_app(settings, store, engine=engine, monitor=monitor), access_log=None)
+    runner = app_runner(create_app(settings, store, engine=engine, monitor=monitor))
     await runner.setup()
     boot = None
     try:

@@ -14,7 +14,7 @@ import jinja2
 from aiohttp import web
 
 from appliance import __version__
-from appliance.api.keys import ENGINE, HARDWARE, SESSION_COOKIE, SETTINGS, STORE, USERS
+from appliance.api.keys import ENGINE, HARDWARE, OFFLOAD, SESSION_COOKIE, SETTINGS, STORE, USERS
 from appliance.domain.profile import to_xml, to_yaml
 from appliance.drivers.errors import DriverError
 from appliance.drivers.protocols import PowerAction
@@ -37,6 +37,7 @@ USER = web.RequestKey("console_user", Principal)
 CSRF_TOKEN = web.RequestKey("console_csrf", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_OFFSET = 10**9      # the API's own bound on audit offsets
 
 
 # -- helpers -----------------------------------------------------------------------
@@ -76,7 +77,10 @@ def page(role: str = "viewer", *, form: bool = False) -> Callable[[Handler], Han
                 raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs)}")
             request[USER], request[CSRF_TOKEN] = got
             if form:
-                data = await request.post()
+                data = await _form(request)
+                if data is None:
+                    return render(request, "error.html", status=400, title="Invalid input",
+                                  message="The form could not be read (malformed body).")
                 if not hmac.compare_digest(str(data.get("csrf_token", "")), got[1]):
                     return render(request, "error.html", status=403, title="Forbidden",
                                   message="This form has expired or did not come from this console; reload and "
@@ -97,6 +101,15 @@ def page(role: str = "viewer", *, form: bool = False) -> Callable[[Handler], Han
         return handler
 
     return wrap
+
+
+async def _form(request: web.Request) -> Any:
+    """The posted form, or None when aiohttp cannot read it (a multipart type without its
+    boundary, bytes that are not text): a 400 page, never a traceback."""
+    try:
+        return await request.post()
+    except (ValueError, UnicodeDecodeError, AssertionError):
+        return None
 
 
 def _safe_next(target: str | None) -> str:
@@ -127,7 +140,9 @@ async def login_get(request: web.Request) -> web.Response:
 
 
 async def login_post(request: web.Request) -> web.StreamResponse:
-    data = await request.post()
+    data = await _form(request)
+    if data is None:
+        return await login_form(request, error="The login form could not be read; try again.", status=400)
     cookie = request.cookies.get(LOGIN_CSRF, "")
     if not cookie or not hmac.compare_digest(str(data.get("csrf_token", "")), cookie):
         return await login_form(request, error="The login form expired; try again.", status=403)
@@ -137,10 +152,13 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     if request.app[THROTTLE].blocked(address):
         return await login_form(request, error="Too many failed logins from your address; wait a few minutes.",
                                 status=429, username=name)
+    # Guesses at this user from anywhere slow every login of it a little (bounded), and lock
+    # out only the address that made them (appliance.services.users).
+    await asyncio.sleep(await asyncio.to_thread(users.login_delay, name))
     try:
-        principal = await asyncio.to_thread(users.authenticate, name, password)
+        principal = await asyncio.to_thread(users.authenticate, name, password, source=address)
     except LoginThrottled as exc:
-        return await login_form(request, error=f"Too many failed logins: locked until "
+        return await login_form(request, error=f"Too many failed logins from your address: locked until "
                                 f"{exc.until:%H:%M:%S} UTC.", status=429, username=name)
     if principal is None:
         request.app[THROTTLE].failed(address)
@@ -200,7 +218,13 @@ async def blade(request: web.Request) -> web.Response:
 async def blade_power(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     await asyncio.to_thread(Inventory(request.app[STORE]).check_visible, name, request[USER].tenant)
-    action = PowerAction(str((await request.post()).get("action", "")))
+    raw = str((await request.post()).get("action", ""))
+    try:
+        action = PowerAction(raw)
+    except ValueError:
+        return render(request, "error.html", status=400, title="Invalid input",
+                      message=f"action: {raw[:40]!r} is not a power action "
+                              f"({', '.join(a.value for a in PowerAction)})")
     driver, bmc = await asyncio.to_thread(request.app[HARDWARE].bmc, name)
     await driver.set_power(bmc, action)
     await asyncio.to_thread(record_action, request.app[STORE], action="power", resource="blade", name=name,
@@ -233,7 +257,7 @@ async def profile_import(request: web.Request) -> web.StreamResponse:
     svc = ProfileService(request.app[STORE])
     user = request[USER]
     try:
-        profile = svc.parse(text, source="document")
+        profile = await request.app[OFFLOAD].run(svc.parse, text, source="document")
         if user.tenant is not None and profile.metadata.tenant != user.tenant:
             raise ValidationError([Issue("metadata.tenant", f"you may import profiles of tenant {user.tenant!r} only")],
                                   source="document")
@@ -338,10 +362,11 @@ async def audit(request: web.Request) -> web.Response:
     q = request.query
     f = AuditFilter(tenant=request[USER].tenant, resource=q.get("resource") or None, name=q.get("name") or None,
                     who=q.get("who") or None, action=q.get("action") or None)
-    try:
-        offset = max(int(q.get("offset", "0")), 0)
-    except ValueError:
-        offset = 0
+    raw = q.get("offset", "0") or "0"
+    if not raw.isdigit() or int(raw) > MAX_OFFSET:
+        return render(request, "error.html", status=400, title="Invalid input",
+                      message=f"offset: {raw[:40]!r} is not a whole number from 0 to {MAX_OFFSET:,}")
+    offset = int(raw)
     entries, total = await asyncio.to_thread(AuditService(request.app[STORE]).list, f, limit=50, offset=offset)
     return render(request, "audit.html", entries=entries, total=total, offset=offset, q=q)
 

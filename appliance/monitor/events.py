@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import secrets
 import time
@@ -33,11 +32,12 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import delete, select, update
 
+from appliance import safejson
 from appliance.api.errors import problem
 from appliance.drivers.errors import DriverError
 from appliance.drivers.protocols import Bmc, EventDriver
 from appliance.engine.model import HardwarePort
-from appliance.errors import AnvilError
+from appliance.errors import AnvilError, ValidationError
 from appliance.store import Store
 from appliance.store.tables import BmcEventSubscriptionRow
 
@@ -221,8 +221,10 @@ def setup_event_route(app: web.Application, subscriptions: EventSubscriptions,
         if len(raw) > MAX_EVENT_BYTES:
             return problem(413, "Payload Too Large", f"an event body is at most {MAX_EVENT_BYTES} bytes")
         try:
-            origins = origins_of(json.loads(raw or b"null"))
-        except ValueError as exc:   # also JSONDecodeError
+            origins = origins_of(safejson.loads(raw or b"null"))
+        except ValidationError as exc:
+            return problem(400, "Bad Request", f"not a Redfish event: {exc}")
+        except ValueError as exc:
             return problem(400, "Bad Request", f"not a Redfish event: {exc}")
         on_event(endpoint, origins)
         return web.Response(status=204)

@@ -6,9 +6,15 @@ no password is ever stored or logged). Roles are ordered: ``viewer`` reads,
 may do everything. A user or token scoped to a tenant sees and touches only that
 tenant's profiles, jobs and audit entries, and the blades bound to its profiles.
 
-Throttling: after ``MAX_FAILURES`` wrong passwords in a row a user is locked for
-``LOCK_SECONDS``, doubling with every further failure (at most ``MAX_LOCK_SECONDS``);
-a locked user cannot log in even with the right password until the lock ends.
+Throttling (fail2ban-style, per user *and* source address): after ``MAX_FAILURES``
+wrong passwords for one user from one address, that address is locked out of that user
+for ``LOCK_SECONDS``, doubling with every further failure (at most ``MAX_LOCK_SECONDS``),
+even with the right password. Other addresses are never locked by it, so nobody can lock
+the admin out by guessing from somewhere else; instead every login of a user whose
+password was recently guessed at from anywhere waits a bounded delay
+(:meth:`UserService.login_delay`, at most ``MAX_DELAY`` seconds), which slows guessing
+spread over many addresses. :class:`AddressThrottle` also slows one address trying many
+user names. A successful login clears its own address's failures only.
 """
 
 from __future__ import annotations
@@ -26,11 +32,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from appliance.errors import AnvilError, Conflict, Issue, NotFound, ValidationError
 from appliance.store import Store
-from appliance.store.tables import ConsoleSessionRow, UserRow
+from appliance.store.tables import ConsoleSessionRow, LoginThrottleRow, UserRow
 
 ROLES = ("viewer", "operator", "admin")
 _RANK = {r: i for i, r in enumerate(ROLES)}
@@ -38,6 +44,9 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 MAX_FAILURES = 5
 LOCK_SECONDS = 30
 MAX_LOCK_SECONDS = 900
+MAX_DELAY = 3.0                      # seconds: the most any login waits for guesses made elsewhere
+FAILURE_WINDOW = timedelta(minutes=15)
+MAX_PASSWORD = 1024                  # bytes of a password worth hashing; longer is refused unhashed
 SESSION_TTL = timedelta(hours=12)
 MIN_PASSWORD = 8
 _SCRYPT = (2**14, 8, 1)
@@ -156,8 +165,9 @@ def _aware(t: datetime | None) -> datetime | None:
     return t if t is None or t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def _info(row: UserRow) -> UserInfo:
-    return UserInfo(row.name, row.role, row.tenant, _aware(row.locked_until), row.created_at)
+def _info(row: UserRow, locked: datetime | None = None) -> UserInfo:
+    """``locked``: the latest lock of one of the user's sources (informational: it shuts out only that source)."""
+    return UserInfo(row.name, row.role, row.tenant, _aware(locked), row.created_at)
 
 
 def check_role_and_tenant(role: str, tenant: str | None) -> list[Issue]:
@@ -181,8 +191,8 @@ class UserService:
         issues = check_role_and_tenant(role, tenant)
         if not _NAME.match(name):
             issues.append(Issue("name", f"{name!r} is not a lowercase user name"))
-        if len(password) < MIN_PASSWORD:
-            issues.append(Issue("password", f"must be at least {MIN_PASSWORD} characters"))
+        if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+            issues.append(Issue("password", f"must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"))
         if issues:
             raise ValidationError(issues, source=f"user {name}")
         with self._store.write() as s:
@@ -196,19 +206,21 @@ class UserService:
 
     def list(self) -> list[UserInfo]:
         with self._store.read() as s:
-            return [_info(r) for r in s.scalars(select(UserRow).order_by(UserRow.name))]
+            locks = dict(s.execute(select(LoginThrottleRow.user_id, func.max(LoginThrottleRow.locked_until))
+                                   .group_by(LoginThrottleRow.user_id)).all())
+            return [_info(r, locks.get(r.id)) for r in s.scalars(select(UserRow).order_by(UserRow.name))]
 
     def get(self, name: str) -> UserInfo:
         with self._store.read() as s:
             return _info(self._row(s, name))
 
     def set_password(self, name: str, password: str) -> None:
-        if len(password) < MIN_PASSWORD:
-            raise ValidationError([Issue("password", f"must be at least {MIN_PASSWORD} characters")])
+        if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+            raise ValidationError([Issue("password", f"must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")])
         with self._store.write() as s:
             row = self._row(s, name)
             row.password_hash = hash_password(password)
-            row.failed_logins, row.locked_until = 0, None
+            s.execute(delete(LoginThrottleRow).where(LoginThrottleRow.user_id == row.id))
             # A new password ends every console session of the user.
             s.execute(delete(ConsoleSessionRow).where(ConsoleSessionRow.user_id == row.id))
 
@@ -222,25 +234,48 @@ class UserService:
             s.execute(delete(ConsoleSessionRow).where(ConsoleSessionRow.user_id == row.id))
             s.delete(row)
 
-    def authenticate(self, name: str, password: str) -> Principal | None:
-        """The user's principal if the password is right; None if not. Raises LoginThrottled when locked."""
+    def authenticate(self, name: str, password: str, *, source: str = "local") -> Principal | None:
+        """The user's principal if the password is right; None if not. Raises LoginThrottled while
+        ``source`` (the client address) is locked out of this user."""
         now = self._now()
+        source = source[:64]
         with self._store.write() as s:
             row = s.scalar(select(UserRow).where(UserRow.name == name))
-            if row is None:
-                check_password(password, _DUMMY_HASH)
+            if row is None or len(password) > MAX_PASSWORD:
+                check_password(password[:MAX_PASSWORD], _DUMMY_HASH)
                 return None
-            locked = _aware(row.locked_until)
+            pair = s.scalar(select(LoginThrottleRow).where(LoginThrottleRow.user_id == row.id,
+                                                           LoginThrottleRow.source == source))
+            locked = _aware(pair.locked_until) if pair is not None else None
             if locked is not None and locked > now:
                 raise LoginThrottled(locked)
             if check_password(password, row.password_hash):
-                row.failed_logins, row.locked_until = 0, None
+                if pair is not None:
+                    s.delete(pair)
                 return Principal(row.name, row.role, row.tenant, kind="user", id=row.id)
-            row.failed_logins += 1
-            if row.failed_logins >= MAX_FAILURES:
-                secs = min(LOCK_SECONDS * 2 ** (row.failed_logins - MAX_FAILURES), MAX_LOCK_SECONDS)
-                row.locked_until = now + timedelta(seconds=secs)
+            if pair is None:
+                pair = LoginThrottleRow(user_id=row.id, source=source, failures=0)
+                s.add(pair)
+            pair.failures += 1
+            pair.updated_at = now
+            if pair.failures >= MAX_FAILURES:
+                secs = min(LOCK_SECONDS * 2 ** (pair.failures - MAX_FAILURES), MAX_LOCK_SECONDS)
+                pair.locked_until = now + timedelta(seconds=secs)
+            # Forget sources that have been quiet for a day: the table stays as small as the attack.
+            s.execute(delete(LoginThrottleRow).where(LoginThrottleRow.updated_at < now - timedelta(days=1)))
             return None
+
+    def login_delay(self, name: str) -> float:
+        """Seconds every login of ``name`` waits now: nothing until ``MAX_FAILURES`` recent wrong
+        passwords from all sources together, then doubling from 0.25 s up to ``MAX_DELAY``."""
+        since = self._now() - FAILURE_WINDOW
+        with self._store.read() as s:
+            recent = s.scalar(select(func.coalesce(func.sum(LoginThrottleRow.failures), 0))
+                              .join(UserRow, UserRow.id == LoginThrottleRow.user_id)
+                              .where(UserRow.name == name, LoginThrottleRow.updated_at >= since)) or 0
+        if recent < MAX_FAILURES:
+            return 0.0
+        return float(min(0.25 * 2 ** min(recent - MAX_FAILURES, 8), MAX_DELAY))
 
     def ensure_initial_admin(self, path: Path) -> str | None:
         """At set-up, when there is no user yet: add ``admin`` with a random password.

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from appliance.statedir import private_sqlite
 from appliance.store import audit
 from appliance.store.migrate import upgrade
 
@@ -22,7 +23,8 @@ _IMMEDIATE = "anvil_sqlite_immediate"
 def _sqlite_engine(url: str) -> Engine:
     path = make_url(url).database
     if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_sqlite(Path(path))
     # Connections are pooled: opening one (and its PRAGMAs) costs more than most transactions.
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=8,
                            max_overflow=16, pool_pre_ping=False)

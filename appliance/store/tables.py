@@ -308,6 +308,21 @@ class UserRow(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class LoginThrottleRow(Base):
+    """Failed logins of one user from one source address, and that pair's lock: a lock never
+    shuts the user out from another address (appliance.services.users)."""
+
+    __tablename__ = "login_throttle"
+    __table_args__ = (UniqueConstraint("user_id", "source"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    source: Mapped[str] = mapped_column(String(64))
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ConsoleSessionRow(Base):
     """A console login: the cookie's SHA-256, and the CSRF token its forms must carry."""
 

@@ -99,7 +99,7 @@ def audit_count(store: Store) -> int:
 
 def fill(path: str, kind: str, values: dict[str, str]) -> str:
     out = re.sub(r"{tenant}", values["tenant"], path)
-    return re.sub(r"{\w+}", values[kind] if kind in values else "zz", out)
+    return re.sub(r"{\w+}", values.get(kind, "zz"), out)
 
 
 def normalised(text: str, value: str, placeholder: str = "<VALUE>") -> str:
@@ -165,7 +165,7 @@ async def test_lists_with_a_second_tenants_name_show_none_of_its_data(api: Api) 
     world = build(api)
     c, h = api.client, api.auth("acme-op")
     for op in all_ops():
-        if op.method != "GET" or "{" in op.path or op.stream is not None and op.path.endswith("events"):
+        if op.method != "GET" or "{" in op.path:
             continue
         params = {"tenant": "globex"} if any(p.name == "tenant" for p in op.params) else {}
         resp = await c.get("/api/v1" + op.path, headers=h, params=params)

@@ -88,15 +88,20 @@ async def create_token(request: web.Request) -> web.Response:
     b = body(request)
     expires = b.get("expires", "90d")
     ttl = None if expires == "never" else parse_ttl(expires)
-    token = await asyncio.to_thread(TokenService(request.app[STORE]).create, b["name"], role=b["role"],
-                                    tenant=b.get("tenant"), ttl=ttl)
-    info = [t for t in await asyncio.to_thread(TokenService(request.app[STORE]).list) if t.name == b["name"]][-1]
-    return web.json_response({"name": b["name"], "token": token, "role": b["role"], "tenant": b.get("tenant"),
+    owner = caller(request).key
+    svc = TokenService(request.app[STORE])
+    token = await asyncio.to_thread(svc.create, b["name"], role=b["role"], tenant=b.get("tenant"), ttl=ttl,
+                                    owner=owner)
+    info = [t for t in await asyncio.to_thread(svc.list) if t.name == b["name"] and t.owner == owner
+            and t.revoked_at is None][-1]
+    return web.json_response({"id": info.id, "name": b["name"], "token": token, "role": b["role"],
+                              "tenant": b.get("tenant"),
                               "expiresAt": info.expires_at.isoformat() if info.expires_at else None}, status=201)
 
 
 async def revoke_token(request: web.Request) -> web.Response:
-    await asyncio.to_thread(TokenService(request.app[STORE]).revoke, request.match_info["name"])
+    await asyncio.to_thread(TokenService(request.app[STORE]).revoke, request.match_info["name"],
+                            token_id=query(request, "id"), owner=caller(request).key)
     return web.Response(status=204)
 
 
@@ -127,6 +132,8 @@ OPS = [
        appliance_wide=True, responses={200: ("OK", sc.page_of(sc.TOKEN))}),
     Op("POST", "/tokens", create_token, "Create a token; the reply is the only time it is shown", "tokens",
        role="admin", appliance_wide=True, body=sc.TOKEN_NEW, responses={201: ("Created", sc.TOKEN_CREATED)}),
-    Op("DELETE", "/tokens/{name}", revoke_token, "Revoke a token", "tokens", role="admin", appliance_wide=True,
-       params=(NAMEP,), responses={204: ("Revoked", {})}),
+    Op("DELETE", "/tokens/{name}", revoke_token, "Revoke a token (yours of that name, the only one of that name, "
+       "or the one with ?id=)", "tokens", role="admin", appliance_wide=True,
+       params=(NAMEP, Param("id", {"type": "integer", "minimum": 1, "maximum": 2**53})),
+       responses={204: ("Revoked", {})}),
 ]

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from appliance.api import schemas as sc
-from appliance.api.keys import BODY_TYPE, STORE
+from appliance.api.keys import BODY_TYPE, OFFLOAD, STORE
 from appliance.api.spec import Forbidden, Op, Param, body, caller, query, scope_of
 from appliance.domain.profile import Profile, to_dict, to_xml, to_yaml
 from appliance.errors import Issue, ValidationError
@@ -90,10 +90,14 @@ def _deleter(kind: str) -> Any:
     return handler
 
 
-async def create(request: web.Request) -> web.Response:
+async def _parse(request: web.Request) -> Profile:
     data, ctype = _document(request)
+    return await request.app[OFFLOAD].run(ProfileService.parse, data, source="body", content_type=ctype)
+
+
+async def create(request: web.Request) -> web.Response:
     svc = ProfileService(request.app[STORE])
-    profile = svc.parse(data, source="body", content_type=ctype)
+    profile = await _parse(request)
     _check_tenant(request, profile)
     replace = bool(query(request, "replace"))
     info = await asyncio.to_thread(svc.save, profile, replace=replace, source="body")
@@ -104,9 +108,8 @@ async def create(request: web.Request) -> web.Response:
 
 
 async def replace(request: web.Request) -> web.Response:
-    data, ctype = _document(request)
     svc = ProfileService(request.app[STORE])
-    profile = svc.parse(data, source="body", content_type=ctype)
+    profile = await _parse(request)
     _check_tenant(request, profile)
     name = request.match_info["name"]
     if profile.metadata.name != name or profile.kind != PROFILE:
@@ -117,8 +120,7 @@ async def replace(request: web.Request) -> web.Response:
 
 
 async def validate(request: web.Request) -> web.Response:
-    data, ctype = _document(request)
-    p = ProfileService.parse(data, source="body", content_type=ctype)
+    p = await _parse(request)
     return web.json_response({"valid": True, "kind": p.kind, "name": p.metadata.name, "tenant": p.metadata.tenant})
 
 

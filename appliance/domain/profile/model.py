@@ -158,6 +158,22 @@ def _text(value: str) -> str:
     return value
 
 
+def _kernel_args(value: str) -> str:
+    """A kernel command line goes into one iPXE statement: one line of printable text, and none
+    of what iPXE itself would act on (``${…}`` expansion, ``#`` comments, ``&&``/``||`` chaining)
+    — or the profile could add statements to its own boot script."""
+    for c in value:
+        if ord(c) < 0x20 or ord(c) == 0x7F:
+            raise ValueError(f"contains the control character U+{ord(c):04X} (a kernel command line is one line)")
+    for bad, what in (("$", "iPXE would expand it as a setting"), ("#", "iPXE would read a comment"),
+                      ("&&", "iPXE would chain a command"), ("||", "iPXE would chain a command")):
+        if bad in value:
+            raise ValueError(f'contains "{bad}": {what}')
+    if len(value) > 2048:
+        raise ValueError(f"is {len(value)} characters long; a kernel command line is at most 2048")
+    return value
+
+
 def _vlan(value: int) -> int:
     if value == PARKING_VLAN:
         raise PydanticCustomError("invalid_value", "VLAN {vlan} is the parking VLAN (reserved)", {"vlan": value})
@@ -204,6 +220,7 @@ MapValue = Annotated[
     WithJsonSchema({"type": ["string", "integer", "boolean"]}),
 ]
 Text = Annotated[str, Strict(), _custom(_text)]
+KernelArgs = Annotated[str, Strict(), _custom(_kernel_args)]
 StringMap = dict[MapKey, MapValue]
 Count = Annotated[int, Strict(), Field(ge=1)]
 Lun = Annotated[int, Strict(), Field(ge=0, le=16383)]
@@ -348,7 +365,7 @@ class IscsiSource(_Model):
     lun: Lun = 0
     kernel: ImagePath | None = None
     initrd: ImagePath | None = None
-    cmdline: Text | None = None
+    cmdline: KernelArgs | None = None
     image: ImagePath | None = None
     sizeMiB: Annotated[int, Strict(), Field(ge=1, le=16 * 1024 * 1024)] | None = None
 
@@ -372,7 +389,7 @@ class ImageSource(_Model):
     type: Literal["image"]
     kernel: ImagePath
     initrd: ImagePath
-    cmdline: Text | None = None
+    cmdline: KernelArgs | None = None
 
 
 class LocalSource(_Model):

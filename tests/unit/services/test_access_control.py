@@ -8,7 +8,14 @@ import pytest
 
 from appliance.errors import Conflict, ValidationError
 from appliance.services.tokens import TokenService
-from appliance.services.users import MAX_FAILURES, LoginThrottled, UserService, check_password, hash_password
+from appliance.services.users import (
+    MAX_DELAY,
+    MAX_FAILURES,
+    LoginThrottled,
+    UserService,
+    check_password,
+    hash_password,
+)
 from appliance.store import Store
 
 
@@ -34,20 +41,36 @@ def test_user_add_checks_role_name_and_password(store: Store) -> None:
     assert svc.authenticate("nobody", "password1") is None
 
 
-def test_repeated_failures_lock_the_user_even_with_the_right_password(store: Store) -> None:
+def test_repeated_failures_lock_that_address_out_of_the_user_even_with_the_right_password(store: Store) -> None:
     svc = UserService(store)
     svc.add("bob", "password1", role="viewer")
     for _ in range(MAX_FAILURES):
-        assert svc.authenticate("bob", "wrong-pass") is None
+        assert svc.authenticate("bob", "wrong-pass", source="10.0.0.66") is None
     with pytest.raises(LoginThrottled):
-        svc.authenticate("bob", "password1")
+        svc.authenticate("bob", "password1", source="10.0.0.66")
 
     class Later(datetime):
         @classmethod
         def now(cls, tz=None):  # type: ignore[no-untyped-def,override]
             return datetime.now(UTC) + timedelta(minutes=5)
 
-    assert UserService(store, clock=Later).authenticate("bob", "password1") is not None
+    assert UserService(store, clock=Later).authenticate("bob", "password1", source="10.0.0.66") is not None
+
+
+def test_guessing_from_one_address_never_locks_the_user_out_elsewhere(store: Store) -> None:
+    """8f9e50f locked the user itself: five wrong passwords from anywhere shut the admin out."""
+    svc = UserService(store)
+    svc.add("admin2", "password1", role="admin")
+    assert svc.login_delay("admin2") == 0.0
+    for i in range(MAX_FAILURES):
+        assert svc.authenticate("admin2", f"guess-{i}", source="203.0.113.9") is None
+    with pytest.raises(LoginThrottled):
+        svc.authenticate("admin2", "password1", source="203.0.113.9")
+    # The admin, from its own address, gets in; guessing elsewhere only slows it, by a bounded delay.
+    assert 0.0 < svc.login_delay("admin2") <= MAX_DELAY
+    assert svc.authenticate("admin2", "password1", source="192.0.2.10") is not None
+    info = svc.get("admin2")
+    assert info.locked_until is None or info.locked_until > datetime.now(UTC)   # informational only
 
 
 def test_sessions_carry_a_csrf_token_and_end_with_a_new_password(store: Store) -> None:

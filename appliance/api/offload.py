@@ -1,0 +1,44 @@
+"""Work a request needs that would hold the event loop: parsing a profile document (YAML,
+XML) is pure Python and CPU-bound, so it runs on a small pool of threads of its own.
+
+The pool is bounded twice: ``workers`` threads, and at most ``waiting`` requests queued
+behind them; past that a request is refused at once with :class:`Busy` (HTTP 503 with
+Retry-After) instead of piling up memory and latency for everyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
+
+from appliance.errors import AnvilError
+
+T = TypeVar("T")
+
+
+class Busy(AnvilError):
+    """Too many documents are being parsed already; try again in a moment (HTTP 503)."""
+
+    retryable = True
+
+
+class Offload:
+    def __init__(self, *, workers: int = 2, waiting: int = 8) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="anvil-parse")
+        self._limit = workers + waiting
+        self._pending = 0
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._pending >= self._limit:
+            raise Busy(f"{self._pending} documents are being checked already; retry in a moment")
+        self._pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, partial(fn, *args, **kwargs))
+        finally:
+            self._pending -= 1
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
