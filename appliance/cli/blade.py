@@ -258,8 +258,10 @@ def boot(ctx: CliContext, name: str, device: str, persistent: bool, mode: str | 
 def inspect(ctx: CliContext, name: str, fmt: str) -> None:
     """Read the blade's facts from its BMC into the inventory.
 
-    CPUs, memory, NICs with their burned-in MACs (cabling kept for unchanged MACs),
-    HBAs, firmware versions, system UUID, model and serial.
+    CPUs, threads, memory, NICs by their burned-in MACs (each NIC keeps its name and
+    cabling; the MAC it uses now is recorded beside it when it differs), HBAs, firmware
+    versions, system UUID, model and serial. VLAN and team interfaces and the BMC's host
+    interface are not NICs. Inspecting again changes nothing that did not change.
     """
 
     async def act(driver: BmcDriver, bmc: Bmc) -> Any:

@@ -97,9 +97,13 @@ class BootSetting:
 
 @dataclass(frozen=True, slots=True)
 class NicFact:
+    """One NIC as inspected. ``mac`` is its identity, the burned-in MAC (canonical lowercase);
+    ``current_mac`` the one it uses now when the BMC says (it differs while a virtual MAC is set)."""
+
     name: str
-    mac: str                # burned-in, canonical lowercase
+    mac: str
     speed_mbps: int | None = None
+    current_mac: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +115,8 @@ class HbaFact:
 
 @dataclass(frozen=True, slots=True)
 class BladeFacts:
-    """What inspection finds. Unknown values are None or empty."""
+    """What inspection finds. Unknown values are None or empty. ``cpus`` counts processors
+    (packages) as the BMC does, ``threads`` their hardware threads."""
 
     cpus: int | None = None
     memory_gib: int | None = None
@@ -121,6 +126,7 @@ class BladeFacts:
     system_uuid: str | None = None
     model: str | None = None
     serial: str | None = None
+    threads: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,6 +155,74 @@ def _info(session: Session, row: BladeRow) -> BladeInfo:
                      chassis=row.chassis, slot=row.slot, cpus=row.cpus, memory_gib=row.memory_gib,
                      nics=_nics(session, row.id), facts=dict(row.facts), created_at=row.created_at)
 
+@dataclass(frozen=True, slots=True)
+class _Inspected:
+    name: str
+    mac: str                 # burned-in: the identity
+    current: str | None      # in use now, when known
+
+
+def _inspected_nics(found: BladeFacts) -> tuple[list[_Inspected], list[Issue]]:
+    """The inspected NICs, one per burned-in MAC (the first keeps it), and what is wrong with them."""
+    out: list[_Inspected] = []
+    issues: list[Issue] = []
+    seen: set[str] = set()
+    for i, fact in enumerate(found.nics):
+        try:
+            mac = parse_mac(fact.mac)
+        except ValueError as exc:
+            issues.append(Issue(f"nics[{i}].mac", f"NIC {fact.name!r}: {exc}"))
+            continue
+        if mac in seen:
+            continue
+        seen.add(mac)
+        try:
+            current = parse_mac(fact.current_mac) if fact.current_mac else None
+        except ValueError:
+            current = None   # a fact beside the identity; an unusable one is just not recorded
+        out.append(_Inspected(fact.name, mac, current))
+    return out, issues
+
+
+def _check_not_elsewhere(s: Session, name: str, blade_id: int, nics: list[_Inspected]) -> None:
+    """Conflict when an inspected MAC is enrolled on another blade (this blade's own NICs never count)."""
+    held = s.execute(
+        select(BladeNicRow.mac, BladeRow.name).join(BladeRow, BladeRow.id == BladeNicRow.blade_id)
+        .where(BladeNicRow.mac.in_([n.mac for n in nics]), BladeNicRow.blade_id != blade_id)
+        .order_by(BladeRow.name)
+    ).first()
+    if held is not None:
+        nic = next(n for n in nics if n.mac == held[0])
+        raise Conflict(f"blade {name!r}: inspected NIC {nic.name!r} has MAC {held[0]}, which is enrolled on "
+                       f"blade {held[1]!r}; nothing was recorded")
+
+
+def _replace_nics(s: Session, blade_id: int, nics: list[_Inspected]) -> None:
+    """Make the blade's NIC rows ``nics``, in order (see ``BladeService.apply_facts``)."""
+    old = list(s.scalars(select(BladeNicRow).where(BladeNicRow.blade_id == blade_id)))
+    by_mac = {n.mac: n for n in old}
+    matched: list[BladeNicRow | None] = []
+    for nic in nics:
+        was = by_mac.get(nic.mac) or (by_mac.get(nic.current) if nic.current else None)
+        if was is not None and any(m is was for m in matched):
+            was = None
+        matched.append(was)
+    unchanged = {id(was) for pos, (nic, was) in enumerate(zip(nics, matched, strict=True))
+                 if was is not None and was.mac == nic.mac and was.position == pos}
+    # Name and cabling of each matched NIC, read before its row goes.
+    carried = [(was.name, was.switch_id, was.port) if was is not None else (nic.name[:63], None, None)
+               for nic, was in zip(nics, matched, strict=True)]
+    for nic_row in old:
+        if id(nic_row) not in unchanged:
+            s.delete(nic_row)
+    s.flush()  # the old rows' unique (position, mac, port) must be gone before the new ones
+    for pos, (nic, was) in enumerate(zip(nics, matched, strict=True)):
+        if was is not None and id(was) in unchanged:
+            continue
+        nic_name, switch_id, port = carried[pos]
+        s.add(BladeNicRow(blade_id=blade_id, position=pos, name=nic_name, mac=nic.mac, switch_id=switch_id,
+                          port=port))
+
 
 class BladeService:
     def __init__(self, store: Store, box: SecretBox) -> None:
@@ -243,13 +311,30 @@ class BladeService:
     def apply_facts(self, name: str, found: BladeFacts) -> BladeInfo:
         """Write what inspection found into the inventory.
 
-        CPUs and memory replace the enrolled values when the driver knows them. NICs are
-        replaced by the driver's list, in its order, keeping the cabling of every NIC whose
-        burned-in MAC is unchanged (and its name); a driver that sees no NIC (IPMI) leaves them as they are.
-        HBAs, firmware, system UUID, model and serial go into ``facts``.
+        CPUs and memory replace the enrolled values when the driver knows them; threads, HBAs,
+        firmware, system UUID, model and serial go into ``facts``.
+
+        NICs: the driver's list, in its order, becomes the blade's (a driver that sees no NIC,
+        like IPMI, leaves them as they are). A NIC is known by its burned-in MAC, because
+        cabling, DHCP and the boot service look blades up by it and the MAC in use can change
+        under them (a profile's virtual MAC, an OS setting); one MAC twice in the list is one
+        NIC. Each inspected NIC takes over the blade's own NIC with the same burned-in MAC,
+        else the one enrolled under the MAC it uses now (an operator may have typed the MAC the
+        OS shows): it keeps that NIC's name and cabling. A NIC whose MAC and place are unchanged
+        is left untouched, so inspecting again writes no NIC; the others are written anew.
+        Where a NIC's current MAC differs from its burned-in one, ``facts.currentMacs`` records
+        it (burned-in → current).
+
+        The blade's own NICs never clash with it. A MAC enrolled on another blade is a Conflict
+        naming that blade; an unusable MAC a ValidationError naming the NIC; either writes nothing.
         """
+        nics, issues = _inspected_nics(found)
+        if issues:
+            raise ValidationError(issues, source=f"inspection of blade {name}")
         with self._store.write() as s:
             row = self._row(s, name)
+            if nics:
+                _check_not_elsewhere(s, name, row.id, nics)
             if found.cpus is not None:
                 row.cpus = found.cpus
             if found.memory_gib is not None:
@@ -259,26 +344,24 @@ class BladeService:
                 facts["hbas"] = [{"name": h.name, "wwpn": h.wwpn, "wwnn": h.wwnn} for h in found.hbas]
             if found.firmware:
                 facts["firmware"] = dict(found.firmware)
-            for key, value in (("systemUuid", found.system_uuid), ("model", found.model), ("serial", found.serial)):
+            for key, value in (("systemUuid", found.system_uuid), ("model", found.model), ("serial", found.serial),
+                               ("threads", found.threads)):
                 if value:
                     facts[key] = value
+            if nics:
+                current = {n.mac: n.current for n in nics if n.current and n.current != n.mac}
+                if current:
+                    facts["currentMacs"] = current
+                else:
+                    facts.pop("currentMacs", None)
             row.facts = facts
-            if found.nics:
-                old = list(s.scalars(select(BladeNicRow).where(BladeNicRow.blade_id == row.id)))
-                kept = {n.mac: (n.name, n.switch_id, n.port) for n in old}
-                for nic in old:
-                    s.delete(nic)
-                s.flush()  # the old rows' unique (position, mac, port) must be gone before the new ones
-                for pos, fact in enumerate(found.nics):
-                    mac = parse_mac(fact.mac)
-                    nic_name, switch_id, port = kept.get(mac, (fact.name, None, None))
-                    s.add(BladeNicRow(blade_id=row.id, position=pos, name=nic_name, mac=mac, switch_id=switch_id,
-                                      port=port))
+            if nics:
+                _replace_nics(s, row.id, nics)
                 try:
                     s.flush()
                 except IntegrityError:
-                    raise Conflict(
-                        f"blade {name!r}: an inspected NIC MAC is already enrolled on another blade") from None
+                    raise Conflict(f"blade {name!r}: an inspected NIC MAC was enrolled on another blade meanwhile; "
+                                   "inspect again") from None
             log.info("inspected blade %s", name, extra={"blade": name})
             return _info(s, row)
 

@@ -19,10 +19,15 @@ Decisions:
   (within ``HEALTH_REUSE_S``, as the monitor's probe does) it takes that document's
   ``Status`` instead of a second GET, which halves a probe's cost on BMC and appliance.
   Power itself is never served from that copy: a power confirmation always reads afresh.
+- ``facts`` (inspect) reads only: the System, its EthernetInterfaces (which of them are
+  NICs, and by which MAC, is decided in ``inventory.py``), its NetworkDeviceFunctions (HBAs,
+  and NICs when no EthernetInterface gives one), and Processors / Memory only for what the
+  System's summaries lack.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -39,16 +44,17 @@ from appliance.drivers.protocols import (
     Health,
     HealthState,
     IdentityCaps,
-    NicFact,
     PowerAction,
     PowerState,
     VirtualIdentities,
 )
 from appliance.drivers.redfish import events
 from appliance.drivers.redfish import identity as ident
+from appliance.drivers.redfish import inventory as inv
 from appliance.drivers.redfish.session import DRIVER, Connection, Connections, Target, link, members, raise_for_status
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _RESET = {
     PowerAction.ON: ("On",),
@@ -289,40 +295,54 @@ def _get_boot(conn: Connection, target: Target, blade: str, op: str) -> BootSett
     return BootSetting(device, mode, persistent=enabled == "Continuous")
 
 
+def _members(conn: Connection, resource: dict[str, Any], key: str, blade: str, op: str) -> list[tuple[str, Any]]:
+    """(link, body) of each member of the collection ``resource[key]`` links to; [] when the link
+    is missing or the BMC has no such collection (404/501). A member that answers 404 is left out."""
+    coll = link(resource, key)
+    if not coll:
+        return []
+    try:
+        paths = members(conn.get(coll, blade, op))
+    except Unsupported:
+        return []
+    out = []
+    for path in paths:
+        try:
+            out.append((path, conn.get(path, blade, op)))
+        except Unsupported:
+            continue
+    return out
+
+
 def _facts(conn: Connection, target: Target, blade: str, op: str) -> BladeFacts:
     system = _system(conn, target, blade, op)
-    nics: list[NicFact] = []
-    eth_link = link(system, "EthernetInterfaces")
-    if eth_link:
-        try:
-            for path in members(conn.get(eth_link, blade, op)):
-                nic = conn.get(path, blade, op)
-                mac = nic.get("PermanentMACAddress") or nic.get("MACAddress")
-                if not mac:
-                    continue
-                speed = nic.get("SpeedMbps")
-                nics.append(
-                    NicFact(
-                        name=str(nic.get("Id") or path.rsplit("/", 1)[-1]),
-                        mac=ident.norm_mac(str(mac)),
-                        speed_mbps=int(speed) if isinstance(speed, int | float) else None,
-                    )
-                )
-        except Unsupported:
-            pass
-    hbas = ident.hbas(_ndfs(conn, target, blade, op, required=False, system=system))
-    cpus = (system.get("ProcessorSummary") or {}).get("Count")
-    mem = (system.get("MemorySummary") or {}).get("TotalSystemMemoryGiB")
-    firmware = {"bios": str(system["BiosVersion"])} if system.get("BiosVersion") else {}
+    ndfs = _ndfs(conn, target, blade, op, required=False, system=system)
+    nics, skipped = inv.nics(_members(conn, system, "EthernetInterfaces", blade, op))
+    if not nics:
+        nics, more = inv.nics_from_functions(ndfs)
+        skipped += more
+    for s in skipped:
+        log.info("blade %s: interface %s is not a NIC: %s", blade, s.name, s.reason, extra={"blade": blade})
+    # Each of CPUs, threads, memory from the System's summary; the collections are read only
+    # for what the summary lacks (one GET per processor or DIMM).
+    cpus, threads = inv.processor_summary(system)
+    if cpus is None or threads is None:
+        counted = inv.processors(body for _, body in _members(conn, system, "Processors", blade, op))
+        cpus, threads = cpus or counted[0], threads or counted[1]
+    memory_gib = inv.memory_summary(system)
+    if memory_gib is None:
+        memory_gib = inv.memory(body for _, body in _members(conn, system, "Memory", blade, op))
+    bios, uuid = inv.text(system.get("BiosVersion")), inv.text(system.get("UUID"))
     return BladeFacts(
-        cpus=int(cpus) if isinstance(cpus, int | float) else None,
-        memory_gib=round(mem) if isinstance(mem, int | float) else None,
-        nics=tuple(nics),
-        hbas=hbas,
-        firmware=firmware,
-        system_uuid=str(system["UUID"]).lower() if system.get("UUID") else None,
-        model=str(system["Model"]) if system.get("Model") else None,
-        serial=str(system["SerialNumber"]) if system.get("SerialNumber") else None,
+        cpus=cpus,
+        threads=threads,
+        memory_gib=memory_gib,
+        nics=nics,
+        hbas=ident.hbas(ndfs),
+        firmware={"bios": bios} if bios else {},
+        system_uuid=uuid.lower() if uuid else None,
+        model=inv.text(system.get("Model")),
+        serial=inv.text(system.get("SerialNumber")),
     )
 
 
