@@ -311,7 +311,8 @@ class BladeService:
     def apply_facts(self, name: str, found: BladeFacts) -> BladeInfo:
         """Write what inspection found into the inventory.
 
-        CPUs and memory replace the enrolled values when the driver knows them; threads, HBAs,
+        CPUs (logical CPUs: threads when the BMC reports them, else its processor count) and
+        memory replace the enrolled values when the driver knows them; threads, sockets, HBAs,
         firmware, system UUID, model and serial go into ``facts``.
 
         NICs: the driver's list, in its order, becomes the blade's (a driver that sees no NIC,
@@ -335,8 +336,11 @@ class BladeService:
             row = self._row(s, name)
             if nics:
                 _check_not_elsewhere(s, name, row.id, nics)
-            if found.cpus is not None:
-                row.cpus = found.cpus
+            # A blade's CPUs, as placement's minCpus counts them, are its logical CPUs (hardware
+            # threads: what a hypervisor or OS schedules); the BMC's processor count is sockets on
+            # real servers (2 on a 112-thread server), kept as facts.sockets.
+            if found.threads is not None or found.cpus is not None:
+                row.cpus = found.threads if found.threads is not None else found.cpus
             if found.memory_gib is not None:
                 row.memory_gib = found.memory_gib
             facts = dict(row.facts)
@@ -345,7 +349,7 @@ class BladeService:
             if found.firmware:
                 facts["firmware"] = dict(found.firmware)
             for key, value in (("systemUuid", found.system_uuid), ("model", found.model), ("serial", found.serial),
-                               ("threads", found.threads)):
+                               ("threads", found.threads), ("sockets", found.cpus)):
                 if value:
                     facts[key] = value
             if nics:

@@ -129,13 +129,13 @@ def test_inspect_of_a_rack_server_keeps_its_cabling_and_inspecting_again_changes
         assert shown["nics"] == [
             {"name": "eth0", "mac": "12:44:6a:3b:04:11", "switch": "tor", "port": "1"},
             {"name": "eth1", "mac": "12:44:6a:3b:88:90", "switch": "tor", "port": "2"}]
-        assert (shown["cpus"], shown["memoryGiB"], shown["facts"]["threads"]) == (2, 96, 16)
+        assert (shown["cpus"], shown["memoryGiB"], shown["facts"]["threads"]) == (16, 96, 16)
         assert shown["facts"]["currentMacs"] == {"12:44:6a:3b:88:90": "aa:bb:cc:dd:ee:00"}
         assert shown["facts"]["systemUuid"] == "38947555-7742-3448-3784-823347823834"
         rows = _nic_rows(state_dir, "rack1")
 
         again = anvil("blade", "inspect", "rack1")
-        assert again.out.strip() == "inspected blade rack1: 2 CPUs, 96 GiB, 2 NICs, 0 HBAs"
+        assert again.out.strip() == "inspected blade rack1: 16 CPUs, 96 GiB, 2 NICs, 0 HBAs"
         assert json.loads(anvil("blade", "show", "rack1", "-o", "json").out) == shown
         assert _nic_rows(state_dir, "rack1") == rows       # the same rows: updated in place, not re-created
         assert bmc.writes == []

@@ -61,7 +61,8 @@ def test_nics_are_recorded_by_burned_in_mac_and_cabling_follows_the_current_one(
     info = svc.apply_facts("rack1", RACK)
     assert _nics(info) == [("eth0", "12:44:6a:3b:04:11", "tor", "1"), ("eth1", "12:44:6a:3b:88:90", "tor", "2")]
     assert info.facts["currentMacs"] == {"12:44:6a:3b:88:90": "aa:bb:cc:dd:ee:00"}
-    assert (info.cpus, info.memory_gib, info.facts["threads"]) == (2, 96, 16)
+    # Placement counts logical CPUs: a 2-socket, 16-thread server has 16 CPUs (sockets are a fact).
+    assert (info.cpus, info.memory_gib, info.facts["threads"], info.facts["sockets"]) == (16, 96, 16, 2)
     assert info.facts["hbas"][0]["wwpn"] == "20:00:00:25:b5:01:01:01"
 
 
