@@ -13,6 +13,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from appliance.drivers.protocols import Secret
 from appliance.errors import SecretsError
+from appliance.store.audit_seal import HEAD_FILE, AuditSeal, derive_key
 
 
 def ensure_key(path: Path) -> None:
@@ -24,6 +25,26 @@ def ensure_key(path: Path) -> None:
         return
     with os.fdopen(fd, "wb") as fh:
         fh.write(Fernet.generate_key())
+
+
+def read_key(key_path: Path) -> bytes:
+    """The key file's bytes, refused when others may read it."""
+    try:
+        mode = key_path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise SecretsError(f"{key_path}: secrets key is readable by others (mode {mode:o}); chmod 600 it")
+        return key_path.read_bytes().strip()
+    except FileNotFoundError:
+        raise SecretsError(f"{key_path}: secrets key not found") from None
+    except OSError as exc:
+        raise SecretsError(f"{key_path}: unusable secrets key ({exc.__class__.__name__})") from None
+
+
+def audit_seal(key_path: Path, state_dir: Path) -> AuditSeal:
+    """The audit chain's seal: its key derived from the secrets key (created if missing), its
+    signed head in the state directory. Both outside the database (appliance.store.audit_seal)."""
+    ensure_key(key_path)
+    return AuditSeal(derive_key(read_key(key_path)), state_dir / HEAD_FILE)
 
 
 class SecretBox:

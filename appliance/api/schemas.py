@@ -95,7 +95,8 @@ SWITCH = obj(["name", "driver", "address"], name=STR, driver=STR, address=STR, u
 AUDIT = obj(["id", "at", "who", "origin", "action", "resource", "name", "hash", "prevHash"], id=INT, at=STR, who=STR,
             origin=STR, action=STR, resource=STR, name=STR, tenant=NSTR, before=nullable("object"),
             after=nullable("object"), hash=STR, prevHash=STR)
-VERIFY = obj(["ok", "checked"], ok={"type": "boolean"}, checked=INT, firstBad=NINT, reason=NSTR)
+VERIFY = obj(["ok", "checked"], ok={"type": "boolean"}, checked=INT, keyed=INT, firstBad=NINT, reason=NSTR,
+             head={"type": ["object", "null"], "properties": {"count": INT, "lastId": INT, "lastHash": STR}})
 USER = obj(["name", "role"], name=STR, role=STR, tenant=NSTR, lockedUntil=NSTR, createdAt=STR)
 ROLE = {"enum": ["viewer", "operator", "admin"]}
 TENANT = nullable("string", pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")

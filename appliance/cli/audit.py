@@ -57,8 +57,11 @@ def verify(ctx: CliContext) -> None:
     """Recompute the hash chain; exit non-zero naming the first entry that does not match."""
     res = AuditService(ctx.store()).verify()
     if not res.ok:
-        raise click.ClickException(f"audit chain broken at entry {res.first_bad}: {res.reason}")
-    click.echo(f"audit chain intact ({res.checked} entries)")
+        where = f"at entry {res.first_bad}" if res.first_bad is not None else "at its end"
+        raise click.ClickException(f"audit chain broken {where}: {res.reason}")
+    head = (f"; signed head: {res.head.count} entries, last #{res.head.last_id} {res.head.last_hash}"
+            if res.head is not None else "")
+    click.echo(f"audit chain intact ({res.checked} entries, {res.keyed} keyed{head})")
 
 
 @audit.command("export")

@@ -9,7 +9,7 @@ import click
 
 from appliance.cli.remote import Remote
 from appliance.config import Settings
-from appliance.secrets import SecretBox
+from appliance.secrets import SecretBox, audit_seal
 from appliance.statedir import secure_dir
 from appliance.store import Store, open_store
 
@@ -21,12 +21,23 @@ class CliContext:
     _box: SecretBox | None = field(default=None, repr=False)
     remote: Remote | None = None   # --url: every supported command goes to this appliance's API
 
-    def store(self) -> Store:
+    def unsealed_store(self) -> Store:
+        """The store without the audit seal, for the boot role: it never reads the secrets key
+        (boot serves no secret) and acts for nobody, so it writes no audit entry."""
         if self.remote is not None:
             raise click.UsageError("this command works on the local appliance only (drop --url)")
         if self._store is None:
             secure_dir(self.settings.state_dir)
             self._store = open_store(self.settings.store_url)
+        return self._store
+
+    def store(self) -> Store:
+        if self.remote is not None:
+            raise click.UsageError("this command works on the local appliance only (drop --url)")
+        if self._store is None:
+            secure_dir(self.settings.state_dir)
+            self._store = open_store(self.settings.store_url,
+                                     seal=audit_seal(self.settings.secrets_key_path, self.settings.state_dir))
         return self._store
 
     def box(self) -> SecretBox:

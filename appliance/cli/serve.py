@@ -74,7 +74,7 @@ async def run_boot_role(ctx: CliContext, ready_file: str | None) -> None:
     settings = ctx.settings
     _log_levels(settings)
     stop = _stop_event()
-    boot = await start_boot_services(settings, ctx.store())
+    boot = await start_boot_services(settings, ctx.unsealed_store())
     try:
         click.echo(f"anvil: {boot.describe()} (state {settings.state_dir})")
         _write_ready(ready_file, boot.http_url or "")
@@ -105,6 +105,7 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     from appliance.monitor.notify import Notifier
     from appliance.monitor.runner import Monitor, monitor_settings
     from appliance.secrets import SecretBox, ensure_key
+    from appliance.services.audit import AuditService
     from appliance.services.hardware import Hardware, storage_driver
     from appliance.services.tokens import TokenService
     from appliance.services.users import UserService
@@ -115,6 +116,8 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     store = ctx.store()
     ensure_key(settings.secrets_key_path)
     token_file = settings.state_dir / "admin.token"
+    # A trail written before the chain was keyed (or none yet) is checked and its tail signed.
+    AuditService(store).adopt()
     with acting_as(Actor("system:setup", "serve")):
         token = TokenService(store).ensure_admin_token(token_file)
         password_file = settings.state_dir / "admin.password"

@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import Select, func, select
 
 from appliance.store import Store
-from appliance.store.audit import GENESIS, entry_hash, hashed_fields, record
+from appliance.store.audit import hashed_fields, record
+from appliance.store.audit_seal import GENESIS, Head, unkeyed_hash
 from appliance.store.tables import AuditRow
 
 
@@ -32,6 +33,8 @@ class VerifyResult:
     checked: int
     first_bad: int | None = None
     reason: str | None = None
+    head: Head | None = None        # the signed head the trail was checked against
+    keyed: int = 0                  # entries checked with the key (the others predate it)
 
 
 def public(row: AuditRow) -> dict[str, Any]:
@@ -82,20 +85,73 @@ class AuditService:
             last = rows[-1].id
 
     def verify(self, *, batch: int = 1000) -> VerifyResult:
-        """Recompute the chain from the first entry; name the first one that does not match."""
-        prev, last, checked = GENESIS, 0, 0
+        """Recompute the chain from the first entry and name the first one that does not match;
+        with the store's seal, also check keyed entries with the key and the trail against the
+        signed head (so cutting off the newest entries is caught)."""
+        seal = self._store.seal
+        try:
+            head = seal.read_head() if seal is not None else None
+        except ValueError as exc:
+            return VerifyResult(False, 0, None, f"the signed head cannot be trusted: {exc}")
+        prev, last, checked, keyed = GENESIS, 0, 0, 0
+        head_seen = head is None or head.count == 0
         while True:
             with self._store.read() as s:
                 rows = list(s.scalars(select(AuditRow).where(AuditRow.id > last).order_by(AuditRow.id).limit(batch)))
             if not rows:
-                return VerifyResult(True, checked)
+                break
             for r in rows:
-                if r.prev_hash != prev:
-                    return VerifyResult(False, checked, r.id, "its previous-hash does not match the entry before it")
-                if entry_hash(prev, hashed_fields(r)) != r.hash:
-                    return VerifyResult(False, checked, r.id, "its content does not match its hash")
+                bad = self._check(r, prev, keyed > 0)
+                if bad is not None:
+                    return VerifyResult(False, checked, r.id, bad, head, keyed)
                 prev, checked = r.hash, checked + 1
+                keyed += 1 if r.keyed else 0
+                if head is not None and r.id == head.last_id:
+                    if r.hash != head.last_hash or checked != head.count:
+                        return VerifyResult(False, checked, r.id, "it does not match the signed head "
+                                            f"(entry #{head.last_id}, {head.count} entries)", head, keyed)
+                    head_seen = True
             last = rows[-1].id
+        if not head_seen and head is not None:
+            return VerifyResult(False, checked, None, f"the trail ends at entry #{last} ({checked} entries) but the "
+                                f"signed head names entry #{head.last_id} ({head.count} entries): entries were cut "
+                                "off", head, keyed)
+        if seal is not None and head is None and keyed:
+            return VerifyResult(False, checked, None, f"{keyed} entries are keyed but there is no signed head "
+                                f"({seal.head_path}): it was removed, so truncation cannot be ruled out", None, keyed)
+        return VerifyResult(True, checked, head=head, keyed=keyed)
+
+    def _check(self, r: AuditRow, prev: str, after_keyed: bool) -> str | None:
+        if r.prev_hash != prev:
+            return "its previous-hash does not match the entry before it"
+        fields = hashed_fields(r)
+        if r.keyed:
+            if self._store.seal is None:
+                return "it is keyed and this check has no key (run it where the secrets key is)"
+            if self._store.seal.entry_hash(prev, fields) != r.hash:
+                return "its content does not match its keyed hash"
+            return None
+        if after_keyed:
+            return "it is not keyed but follows keyed entries: it was written without the appliance's key"
+        if unkeyed_hash(prev, fields) != r.hash:
+            return "its content does not match its hash"
+        return None
+
+    def adopt(self) -> Head | None:
+        """Seal a trail that has no head yet (written before the chain was keyed, or a new
+        appliance): check it, then sign its current tail. Never over a keyed trail: a head
+        missing there was removed, which verify must go on reporting."""
+        seal = self._store.seal
+        if seal is None or seal.read_head() is not None:
+            return None
+        res = self.verify()
+        if not res.ok or res.keyed:
+            return None
+        with self._store.read() as s:
+            tail = s.execute(select(AuditRow.id, AuditRow.hash).order_by(AuditRow.id.desc()).limit(1)).first()
+        head = Head(res.checked, int(tail[0]), str(tail[1])) if tail is not None else Head(0, 0, GENESIS)
+        seal.advance(head)
+        return head
 
 
 def record_action(store: Store, *, action: str, resource: str, name: str, tenant: str | None = None,

@@ -10,15 +10,16 @@ leaves no entry). The engine runs without an actor; what it does follows from a
 job, and the job's submission is audited.
 
 Each entry carries the hash of the previous one (a chain): ``verify`` recomputes
-it and names the first entry that does not match. Triggers make the table
-append-only, and writers serialise on the chain's tail (SQLite: the write lock
-of BEGIN IMMEDIATE; PostgreSQL: a transaction-level advisory lock).
+it and names the first entry that does not match. A store opened with an
+:class:`~appliance.store.audit_seal.AuditSeal` keys the chain (HMAC with a key
+outside the database) and moves the signed head after each commit (see that
+module for what this protects against). Triggers make the table append-only, and
+writers serialise on the chain's tail (SQLite: the write lock of BEGIN IMMEDIATE;
+PostgreSQL: a transaction-level advisory lock).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -26,14 +27,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, inspect, select, text
+from sqlalchemy import event, func, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from appliance.store.audit_seal import GENESIS, AuditSeal, Head, unkeyed_hash
 from appliance.store.tables import AuditRow, utcnow
 
-GENESIS = "0" * 64
 _LOCK_KEY = 0x616E76696C  # "anvil": the PostgreSQL advisory lock of the audit chain's tail
 _PENDING = "anvil.audit.pending"
+SEAL = "anvil.audit.seal"           # session.info: the store's AuditSeal, if any
+_NEW_HEAD = "anvil.audit.new_head"  # session.info: the head to write once the commit is done
 
 # table → resource name used in the trail
 AUDITED = {
@@ -150,8 +153,8 @@ def _before_flush(session: Session, _ctx: Any, _instances: Any) -> None:
 
 
 def entry_hash(prev_hash: str, fields: dict[str, Any]) -> str:
-    canon = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256((prev_hash + canon).encode()).hexdigest()
+    """The unkeyed hash of entries written without a seal (and before the chain was keyed)."""
+    return unkeyed_hash(prev_hash, fields)
 
 
 def hashed_fields(row: AuditRow) -> dict[str, Any]:
@@ -161,12 +164,23 @@ def hashed_fields(row: AuditRow) -> dict[str, Any]:
             "before": row.before, "after": row.after}
 
 
-def _tail_hash(session: Session) -> str:
+def _tail(session: Session) -> tuple[int, str]:
     conn = session.connection()
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
-    last = conn.execute(select(AuditRow.hash).order_by(AuditRow.id.desc()).limit(1)).scalar()
-    return last or GENESIS
+    last = conn.execute(select(AuditRow.id, AuditRow.hash).order_by(AuditRow.id.desc()).limit(1)).first()
+    return (int(last[0]), str(last[1])) if last is not None else (0, GENESIS)
+
+
+def _count_through(session: Session, seal: AuditSeal, tail_id: int, added: int, last_id: int) -> int:
+    """Entries up to ``last_id``: from the head when it names the tail we chained on, else counted."""
+    try:
+        head = seal.read_head()
+    except ValueError:
+        head = None
+    if head is not None and head.last_id == tail_id:
+        return head.count + added
+    return int(session.scalar(select(func.count(AuditRow.id)).where(AuditRow.id <= last_id)) or 0)
 
 
 def _before_commit(session: Session) -> None:
@@ -174,26 +188,42 @@ def _before_commit(session: Session) -> None:
     pending: dict[tuple[str, str], dict[str, Any]] | None = session.info.pop(_PENDING, None)
     if not pending:
         return
-    prev = _tail_hash(session)
+    seal: AuditSeal | None = session.info.get(SEAL)
+    tail_id, prev = _tail(session)
+    rows = []
     for entry in pending.values():
         actor: Actor = entry["actor"]
         row = AuditRow(at=utcnow(), who=actor.who, origin=actor.origin, action=entry["action"],
                        resource=entry["resource"], name=entry["name"], tenant=entry["tenant"],
-                       before=entry["before"], after=entry["after"], prev_hash=prev)
-        row.hash = entry_hash(prev, hashed_fields(row))
+                       before=entry["before"], after=entry["after"], prev_hash=prev, keyed=seal is not None)
+        fields = hashed_fields(row)
+        row.hash = seal.entry_hash(prev, fields) if seal is not None else unkeyed_hash(prev, fields)
         prev = row.hash
         session.add(row)
+        rows.append(row)
     session.flush()
+    if seal is not None:
+        last = rows[-1]
+        session.info[_NEW_HEAD] = Head(_count_through(session, seal, tail_id, len(rows), last.id), last.id, last.hash)
+
+
+def _after_commit(session: Session) -> None:
+    head: Head | None = session.info.pop(_NEW_HEAD, None)
+    seal: AuditSeal | None = session.info.get(SEAL)
+    if head is not None and seal is not None:
+        seal.advance(head)
 
 
 def _after_rollback(session: Session) -> None:
     session.info.pop(_PENDING, None)
+    session.info.pop(_NEW_HEAD, None)
 
 
 def install(factory: sessionmaker[Session]) -> None:
     """Audit every write session made by ``factory``."""
     event.listen(factory, "before_flush", _before_flush)
     event.listen(factory, "before_commit", _before_commit)
+    event.listen(factory, "after_commit", _after_commit)
     event.listen(factory, "after_soft_rollback", lambda s, _t: _after_rollback(s))
 
 

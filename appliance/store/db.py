@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from appliance.statedir import private_sqlite
 from appliance.store import audit
+from appliance.store.audit_seal import AuditSeal
 from appliance.store.migrate import upgrade
 
 _IMMEDIATE = "anvil_sqlite_immediate"
@@ -54,14 +55,16 @@ def make_engine(url: str) -> Engine:
 
 
 class Store:
-    """The database: ``read()`` and ``write()`` give short transactions."""
+    """The database: ``read()`` and ``write()`` give short transactions. With a ``seal`` the
+    audit trail written through it is keyed and its signed head kept (appliance.store.audit_seal)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, seal: AuditSeal | None = None) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
+        self.seal = seal
         self._read = sessionmaker(engine, expire_on_commit=False)
         writer = engine.execution_options(**{_IMMEDIATE: True}) if self.is_sqlite else engine
-        self._write = sessionmaker(writer, expire_on_commit=False)
+        self._write = sessionmaker(writer, expire_on_commit=False, info={audit.SEAL: seal} if seal else None)
         audit.install(self._write)
 
     @contextmanager
@@ -79,9 +82,9 @@ class Store:
         self.engine.dispose()
 
 
-def open_store(url: str, *, migrate: bool = True) -> Store:
+def open_store(url: str, *, migrate: bool = True, seal: AuditSeal | None = None) -> Store:
     """Open the store at ``url``, applying migrations first (the default)."""
     engine = make_engine(url)
     if migrate:
         upgrade(engine)
-    return Store(engine)
+    return Store(engine, seal=seal)

@@ -354,6 +354,7 @@ class AuditRow(Base):
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    keyed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))  # HMAC, not SHA-256
 
 
 # --- boot services

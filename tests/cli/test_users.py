@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import stat
+from pathlib import Path
 
 from tests.cli.conftest import Anvil
 
@@ -34,3 +37,18 @@ def test_users_tokens_and_the_audit_trail(anvil: Anvil) -> None:
     assert "intact" in anvil("audit", "verify").out
     lines = anvil("audit", "export").out.splitlines()
     assert len(lines) == len(entries) and json.loads(lines[0])["action"] == "create"
+
+
+def test_audit_verify_catches_a_database_writer(anvil: Anvil, state_dir: Path) -> None:
+    """Someone who can write anvil.db (not secrets.key) cuts off the newest entries: verify fails."""
+    for name in ("ann", "bob", "cid"):
+        anvil("user", "add", name, "--role", "viewer", "--password-stdin", input="pass-word-1\n")
+    ok = anvil("audit", "verify").out
+    assert "intact (3 entries, 3 keyed; signed head: 3 entries" in ok
+    head = state_dir / "audit.head"
+    assert head.exists() and stat.S_IMODE(head.stat().st_mode) == 0o600
+    with sqlite3.connect(state_dir / "anvil.db") as db:
+        db.execute("DROP TRIGGER audit_log_no_delete")
+        db.execute("DELETE FROM audit_log WHERE id = (SELECT max(id) FROM audit_log)")
+    bad = anvil("audit", "verify", check=False)
+    assert bad.code != 0 and "entries were cut off" in bad.err

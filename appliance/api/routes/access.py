@@ -50,7 +50,9 @@ async def export_audit(request: web.Request) -> web.StreamResponse:
 
 async def verify_audit(request: web.Request) -> web.Response:
     res = await asyncio.to_thread(AuditService(request.app[STORE]).verify)
-    return web.json_response({"ok": res.ok, "checked": res.checked, "firstBad": res.first_bad, "reason": res.reason})
+    head = {"count": res.head.count, "lastId": res.head.last_id, "lastHash": res.head.last_hash} if res.head else None
+    return web.json_response({"ok": res.ok, "checked": res.checked, "keyed": res.keyed, "firstBad": res.first_bad,
+                              "reason": res.reason, "head": head})
 
 
 async def list_users(request: web.Request) -> web.Response:
