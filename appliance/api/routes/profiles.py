@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from appliance.api import schemas as sc
-from appliance.api.keys import BODY_TYPE, STORE
+from appliance.api.keys import BODY_TYPE, SETTINGS, STORE
 from appliance.api.spec import Forbidden, Op, Param, body, caller, query, tenant_filter, tenant_of
 from appliance.domain.profile import Profile, to_dict, to_xml, to_yaml
 from appliance.errors import Issue, ValidationError
@@ -90,10 +90,16 @@ def _deleter(kind: str) -> Any:
     return handler
 
 
-async def create(request: web.Request) -> web.Response:
+def _parse(request: web.Request) -> Profile:
+    """The body as a profile, checked with the appliance's configured parking VLAN."""
     data, ctype = _document(request)
+    return ProfileService.parse(data, source="body", content_type=ctype,
+                                parking_vlan=request.app[SETTINGS].network.parking_vlan)
+
+
+async def create(request: web.Request) -> web.Response:
     svc = ProfileService(request.app[STORE])
-    profile = svc.parse(data, source="body", content_type=ctype)
+    profile = _parse(request)
     _check_tenant(request, profile)
     replace = bool(query(request, "replace"))
     info = await asyncio.to_thread(svc.save, profile, replace=replace, source="body")
@@ -104,9 +110,8 @@ async def create(request: web.Request) -> web.Response:
 
 
 async def replace(request: web.Request) -> web.Response:
-    data, ctype = _document(request)
     svc = ProfileService(request.app[STORE])
-    profile = svc.parse(data, source="body", content_type=ctype)
+    profile = _parse(request)
     _check_tenant(request, profile)
     name = request.match_info["name"]
     if profile.metadata.name != name or profile.kind != PROFILE:
@@ -117,9 +122,13 @@ async def replace(request: web.Request) -> web.Response:
 
 
 async def validate(request: web.Request) -> web.Response:
-    data, ctype = _document(request)
-    p = ProfileService.parse(data, source="body", content_type=ctype)
-    return web.json_response({"valid": True, "kind": p.kind, "name": p.metadata.name, "tenant": p.metadata.tenant})
+    """As an import would check it: the document, then the pools it names and the identities
+    other profiles hold (a tenant-scoped caller is not told which profile holds one)."""
+    p = _parse(request)
+    await asyncio.to_thread(ProfileService(request.app[STORE]).check, p, source="body",
+                            show_holders=caller(request).tenant is None)
+    return web.json_response({"valid": True, "kind": p.kind, "name": p.metadata.name, "tenant": p.metadata.tenant,
+                              "checked": ["document", "store"]})
 
 
 async def dry_run(request: web.Request) -> web.Response:
@@ -163,7 +172,8 @@ OPS = [
     Op("POST", "/profiles", create, "Import a profile or template (JSON, YAML or XML)", "profiles",
        role="operator", params=(Param("replace", {"type": "boolean"}),), body={"type": "object"},
        body_types=DOC_TYPES, responses={201: ("Imported", sc.PROFILE_DETAIL)}, response_types={201: DOC_TYPES}),
-    Op("POST", "/profile-validation", validate, "Check a document without importing it", "profiles",
+    Op("POST", "/profile-validation", validate, "Check a document as an import would (the document, the identity "
+       "pools it names, identities other profiles hold) without importing it", "profiles",
        body={"type": "object"}, body_types=DOC_TYPES, responses={200: ("Valid", sc.VALID)}),
     Op("GET", "/profiles/{name}", _getter(PROFILE), "Show a profile (JSON, or the document as YAML or XML by Accept)",
        "profiles", params=(NAMEP, TENANTQ), responses={200: (OK, sc.PROFILE_DETAIL)}, response_types=DOC_RESPONSES),
