@@ -224,6 +224,7 @@ def up(lab_dir: Path, opts: LabOptions,
         preflight(opts.vm_lab)   # before lab.json exists: a refusal leaves nothing to clean
     if opts.switch not in ("snmp", "ovs"):
         raise LabError(f"unknown lab switch {opts.switch!r} (snmp or ovs)")
+    _require_packages(opts)
     if opts.switch == "ovs":
         from appliance.lab.ovs_switch import missing_tools
 
@@ -299,13 +300,28 @@ def up(lab_dir: Path, opts: LabOptions,
         state["state"] = "up"
         _write_state(lab_dir, state)
         return state
-    except BaseException:
+    except BaseException as exc:
         left = teardown(state)
         if left:
             log.error("lab up failed and these could not be stopped: %s", ", ".join(left))
         else:
             lab_file(lab_dir).unlink(missing_ok=True)
+        if isinstance(exc, procs.ProcError | netns.NetnsError):   # the machine's answer, not a bug
+            raise LabError(f"lab up failed: {exc}") from exc
         raise
+
+
+def _require_packages(opts: LabOptions) -> None:
+    """The emulators' Python packages come with the [lab] extra: name what is missing before
+    anything starts, rather than failing half-way through."""
+    from appliance import extras
+
+    needed: list[extras.OptionalPackage] = []
+    if opts.redfish:
+        needed += extras.LAB_REDFISH
+    if (opts.redfish or opts.ipmi) and opts.switch == "snmp":
+        needed += extras.LAB_SNMP
+    extras.require(needed, needed_for="the emulated rack (anvil lab up, anvil demo)")
 
 
 def _renumber(blade: LabBlade, ports: dict[str, str]) -> LabBlade:
