@@ -12,8 +12,9 @@ as soon as each piece starts, so ``down`` can always clean up, even after a fail
 ``up``. Then every blade and the switch are enrolled, each blade NIC cabled to its own
 switch port.
 
-``down`` refuses while a lab blade is anything but spare, then removes the lab's blades
-and switch from the inventory, stops every process by PID (checking it is still the
+``down`` refuses while a lab blade is anything but spare (``--force``: the store forgets the
+bindings of the lab's blades, see :mod:`appliance.services.bindings`), then removes the
+lab's blades and switch from the inventory, stops every process by PID (checking it is still the
 process started, by its start time), SIGTERM then SIGKILL with bounded waits, deletes
 the namespaces and run directories, and removes ``lab.json``.
 
@@ -362,15 +363,16 @@ def _start_switch(lab_dir: Path, state: dict[str, Any], kind: str, blades: list[
     return {"address": ovs.address, "password": "", "ports": {key: ovs.port(key) for key in keys}}
 
 
-def down(lab_dir: Path, remove: Callable[[dict[str, Any]], None]) -> list[str]:
+def down(lab_dir: Path, remove: Callable[[dict[str, Any]], None]) -> list[str] | None:
     """``remove(state)`` drops the lab from the inventory (and may refuse); then stop everything.
 
-    Raises LabError when no lab is up, or when a process cannot be stopped
-    (lab.json is kept then, so ``down`` can be run again).
+    Returns the names of the processes stopped, or None when no lab is up (nothing to do:
+    scripts may call ``down`` whatever state they are in). Raises LabError when a process
+    cannot be stopped (lab.json is kept then, so ``down`` can be run again).
     """
     state = read_state(lab_dir)
     if state is None:
-        raise LabError(f"no lab is up (nothing in {lab_file(lab_dir)})")
+        return None
     remove(state)
     left = teardown(state)
     if left:
