@@ -19,6 +19,8 @@ HTTP status mapping lives only at the API edge (appliance/api/errors.py).
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass, field
 
 
@@ -93,9 +95,6 @@ class ListenError(AnvilError):
     """A service cannot listen on its configured address; says which setting and variable change it."""
 
     def __init__(self, service: str, address: str, key: str, env: str, exc: OSError) -> None:
-        import errno
-        import os
-
         self.address, self.key, self.env = address, key, env
         # asyncio words it "error while attempting to bind on address (…): …": the errno says it plainly.
         why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
