@@ -12,6 +12,7 @@ context needed to act on it, and says whether retrying can help::
     ├── IdempotencyMismatch    an idempotency key was sent again with another request
     ├── PoolExhausted          an identity pool has no free identity left
     ├── SecretsError           the secrets key is missing, unreadable or wrong
+    ├── ListenError            a service cannot listen on its address (taken, not allowed)
     └── DriverError            hardware access failed (see appliance.drivers.errors)
 
 HTTP status mapping lives only at the API edge (appliance/api/errors.py).
@@ -19,6 +20,8 @@ HTTP status mapping lives only at the API edge (appliance/api/errors.py).
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass, field
 
 
@@ -99,6 +102,18 @@ class PoolExhausted(AnvilError):
 
 class SecretsError(AnvilError):
     """The secrets key cannot be used."""
+
+
+class ListenError(AnvilError):
+    """A service cannot listen on its configured address; says which setting and variable change it."""
+
+    def __init__(self, service: str, address: str, key: str, env: str, exc: OSError) -> None:
+        self.address, self.key, self.env = address, key, env
+        # asyncio words it "error while attempting to bind on address (…): …": the errno says it plainly.
+        why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+        hint = " (is another `anvil serve` running?)" if exc.errno == errno.EADDRINUSE else ""
+        super().__init__(f"cannot listen on {address} for {service}: {why.lower()}{hint}; choose another "
+                         f"address with {key} in the configuration, or {env}=HOST:PORT")
 
 
 @dataclass(frozen=True, slots=True)

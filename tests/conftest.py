@@ -25,10 +25,14 @@ def anvil_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[
     # lab's emulated blades boot from it (tests run in parallel, so never the default 8080).
     env = {"ANVIL_STATE_DIR": str(state), "ANVIL_CONFIG": str(tmp_path / "anvil.toml"),
            "ANVIL_BOOT_LISTEN": f"127.0.0.1:{free_tcp_port()}"}
+    # Nothing from the developer's shell (ANVIL_URL, ANVIL_TOKEN, ANVIL_API_LISTEN, ANVIL_LAB_NETNS…)
+    # may reach the code under test: only what this fixture sets.
+    import os
+
+    for key in [k for k in os.environ if k.startswith("ANVIL_")]:
+        monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    for key in ("ANVIL_STORE_URL", "ANVIL_BMC_PASSWORD", "ANVIL_SYSTEM"):
-        monkeypatch.delenv(key, raising=False)
     yield env
 
 

@@ -63,7 +63,8 @@ PROFILE = obj(["name", "tenant", "kind", "state"], name=STR, tenant=STR, kind=ST
               identities=INT, updated=STR, blade=NSTR)
 PROFILE_DETAIL = {**PROFILE, "properties": {**PROFILE["properties"], "heldIdentities": {"type": "array", "items": obj(
     ["path", "kind", "value"], path=STR, kind=STR, value=STR)}, "document": OBJ}}
-VALID = obj(["valid", "kind", "name", "tenant"], valid={"type": "boolean"}, kind=STR, name=STR, tenant=STR)
+VALID = obj(["valid", "kind", "name", "tenant", "checked"], valid={"type": "boolean"}, kind=STR, name=STR, tenant=STR,
+            checked={"type": "array", "items": {"enum": ["document", "store"]}})
 ASSIGN = {"type": "object", "additionalProperties": False, "properties": {
     "blade": nullable("string", maxLength=63), "pool": nullable("string", maxLength=63),
     "tenant": nullable("string", maxLength=63)}}

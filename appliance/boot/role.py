@@ -43,7 +43,7 @@ from appliance.boot.dhcp import (
 from appliance.boot.http import base_url_for, create_boot_app
 from appliance.boot.tftp import TftpService, install_binaries
 from appliance.config import Settings
-from appliance.errors import AnvilError
+from appliance.errors import AnvilError, ListenError
 from appliance.store import Store
 
 log = logging.getLogger(__name__)
@@ -141,8 +141,8 @@ async def _start_http(settings: Settings, store: Store, out: BootServices) -> No
     try:
         await web.TCPSite(runner, host, port).start()
     except OSError as exc:
-        raise BootServiceError("http", f"cannot listen on {settings.boot.listen} (boot.listen): "
-                                       f"{exc.strerror or exc}") from None
+        listen = ListenError("boot HTTP", settings.boot.listen, "boot.listen", "ANVIL_BOOT_LISTEN", exc)
+        raise BootServiceError("http", str(listen)) from None
     out.http_url = settings.boot.advertise_url or f"http://{settings.boot.listen}"
 
 
@@ -156,8 +156,9 @@ async def _start_tftp(settings: Settings, out: BootServices) -> None:
         out.tftp_port = await asyncio.to_thread(svc.start)
     except RuntimeError as exc:
         await asyncio.to_thread(svc.stop)
-        raise BootServiceError("tftp", f"cannot listen on {settings.boot.tftp_listen} (boot.tftp_listen): "
-                                       f"{exc}") from None
+        raise BootServiceError("tftp", f"cannot listen on {settings.boot.tftp_listen}: {exc}; choose another "
+                                       "address with boot.tftp_listen in the configuration, or "
+                                       "ANVIL_BOOT_TFTP_LISTEN=HOST:PORT") from None
     out._tftp = svc
 
 

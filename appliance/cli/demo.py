@@ -15,7 +15,7 @@ from types import FrameType
 import click
 
 from appliance.cli.context import CliContext, pass_ctx
-from appliance.cli.lab import _opts, describe, lab_down, lab_options, lab_up
+from appliance.cli.lab import _opts, describe, lab_down, lab_options, lab_up, say_down
 from appliance.cli.serve import run_appliance
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,7 @@ def demo(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_p
     try:
         asyncio.run(run_appliance(ctx, insecure_http, ready_file, on_ready=ready))
     finally:
-        stopped = lab_down(ctx)
-        click.echo(f"lab down: stopped {', '.join(stopped) or 'nothing'}")
+        say_down(ctx, lab_down(ctx))
 
 
 COMMANDS = [demo]

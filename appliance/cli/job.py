@@ -10,6 +10,7 @@ import click
 
 from appliance.cli.context import CliContext, pass_ctx
 from appliance.cli.output import emit, output_option
+from appliance.errors import AnvilError
 from appliance.services.jobs import JobInfo, JobService
 
 MARK = {"done": "✓", "failed": "✗", "undone": "↶", "running": "…", "undoing": "↶", "pending": " "}
@@ -62,9 +63,14 @@ def follow(svc: _JobSource, job_id: str, *, timeout: float = 3600.0, interval: f
     return info
 
 
+class JobFailed(AnvilError):
+    """A job the command followed ended other than succeeded."""
+
+
 def exit_for(info: JobInfo) -> None:
+    """Exit non-zero, with the job's reason, unless it succeeded."""
     if info.state != "succeeded":
-        raise SystemExit(1)
+        raise JobFailed(f"job {info.id} {info.state}" + (f": {info.error}" if info.error else ""))
 
 
 @click.group("job")

@@ -13,8 +13,10 @@ from appliance.cli.context import CliContext, pass_ctx
 from appliance.cli.output import emit, output_option
 from appliance.config import Settings
 from appliance.drivers.protocols import Secret
+from appliance.engine.leader import leader_alive
 from appliance.errors import Conflict, NotFound
 from appliance.lab import bootnet, rack, vmlab
+from appliance.services.bindings import Forgotten, forget_blades
 from appliance.services.blades import BladeService, Enrollment, NicSpec
 from appliance.services.switches import SwitchService
 from appliance.store.tables import BladeRow
@@ -44,33 +46,50 @@ def lab_up(ctx: CliContext, opts: rack.LabOptions) -> dict[str, Any]:
     return rack.up(ctx.settings.lab_dir, opts, enroll)
 
 
-def _remove(ctx: CliContext, state: dict[str, Any], *, check: bool = True, only_lab: bool = False) -> None:
-    """Drop the lab's blades and switch from the inventory; refuse if a lab blade is not spare.
+FORCE_REASON = "the lab was taken down with `anvil lab down --force`"
+
+
+def _remove(ctx: CliContext, state: dict[str, Any], *, check: bool = True, only_lab: bool = False,
+            force: bool = False) -> list[Forgotten]:
+    """Drop the lab's blades and switch from the inventory; refuse if a lab blade is not spare,
+    unless ``force``: then the store forgets the bindings of the lab's own blades first.
 
     ``only_lab``: after a failed enrolment, remove only blades on the lab's switch (never a
-    same-named blade that was there before the lab).
+    same-named blade that was there before the lab). ``force`` likewise touches only blades
+    cabled to a switch the lab enrolled, and refuses while an appliance is running (its
+    engine would be acting on those bindings: release the profiles through it instead).
     """
     names = list(state.get("blades") or [])
     store = ctx.store()
+    blades = BladeService(store, ctx.box())
+    lab_switches = rack.lab_switches(state)
+    if only_lab or force:
+        ours = {sw for sw, address in lab_switches if not _switch_preexisting(ctx, sw, address)}
+        names = [n for n in names if _on_lab_switch(blades, n, ours)]
+    forgotten: list[Forgotten] = []
     if check and names:
         with store.read() as s:
             busy = s.execute(select(BladeRow.name, BladeRow.state)
                              .where(BladeRow.name.in_(names), BladeRow.state != "spare")).all()
-        if busy:
-            which = ", ".join(f"{n} ({st})" for n, st in busy)
-            raise Conflict(f"lab blades are in use: {which}; release their profiles first (only spare blades "
-                           "can be taken down)")
-    blades = BladeService(store, ctx.box())
-    lab_switches = rack.lab_switches(state)
-    if only_lab:
-        names = [n for n in names if _on_lab_switch(blades, n, {sw for sw, _ in lab_switches})]
+        which = ", ".join(f"{n} ({st})" for n, st in busy)
+        if busy and not force:
+            raise Conflict(f"lab blades are in use: {which}; release their profiles first (only spare blades can "
+                           "be taken down), or `anvil lab down --force` to forget their bindings (the lab's blades "
+                           "only) and take the lab down anyway")
+        if busy and leader_alive(store):
+            raise Conflict(f"lab blades are in use: {which}, and an appliance is running (`anvil serve`): release "
+                           "their profiles through it (`anvil profile release NAME`), or stop it before "
+                           "`anvil lab down --force`")
+        if force:
+            forgotten = forget_blades(store, names, reason=FORCE_REASON)
     for name in names:
         with contextlib.suppress(NotFound):
             blades.delete(name)
     for switch, address in lab_switches:
-        if not (only_lab and _switch_preexisting(ctx, switch, address)):
+        if not ((only_lab or force) and _switch_preexisting(ctx, switch, address)):
             with contextlib.suppress(NotFound):
                 SwitchService(store, ctx.box()).delete(switch)
+    return forgotten
 
 
 def _on_lab_switch(blades: BladeService, name: str, switches: set[str]) -> bool:
@@ -89,8 +108,28 @@ def _switch_preexisting(ctx: CliContext, switch: str, address: str | None) -> bo
     return info.address != address
 
 
-def lab_down(ctx: CliContext) -> list[str]:
-    return rack.down(ctx.settings.lab_dir, lambda state: _remove(ctx, state))
+def lab_down(ctx: CliContext, *, force: bool = False) -> tuple[list[str], list[Forgotten]] | None:
+    """Take the lab down: the processes stopped and the bindings forgotten (``force``), or
+    None when no lab is up."""
+    forgotten: list[Forgotten] = []
+
+    def remove(state: dict[str, Any]) -> None:
+        forgotten.extend(_remove(ctx, state, force=force))
+
+    stopped = rack.down(ctx.settings.lab_dir, remove)
+    return None if stopped is None else (stopped, forgotten)
+
+
+def say_down(ctx: CliContext, done: tuple[list[str], list[Forgotten]] | None) -> None:
+    if done is None:
+        click.echo(f"lab down: no lab is up (nothing in {rack.lab_file(ctx.settings.lab_dir)})")
+        return
+    stopped, forgotten = done
+    for f in forgotten:
+        ended = [f"job {j}" for j in f.jobs] + [f"failover #{i}" for i in f.failovers]
+        click.echo(f"lab down: forgot {f.blade}" + (f"'s binding to {f.profile}" if f.profile else "")
+                   + (f" (ended {', '.join(ended)})" if ended else ""))
+    click.echo(f"lab down: stopped {', '.join(stopped) or 'nothing'}")
 
 
 @click.group("lab")
@@ -183,11 +222,17 @@ def up(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_pow
 
 
 @lab.command("down")
+@click.option("--force", is_flag=True,
+              help="Take the lab down even while its blades are bound: the store forgets the bindings of the "
+                   "lab's own blades (their profiles become unassigned, keeping their identities; their "
+                   "unfinished jobs and failovers end). Never touches other blades.")
 @pass_ctx
-def down(ctx: CliContext) -> None:
-    """Stop every lab process by PID, delete its namespaces, and remove its blades and switch."""
-    stopped = lab_down(ctx)
-    click.echo(f"lab down: stopped {', '.join(stopped) or 'nothing'}")
+def down(ctx: CliContext, force: bool) -> None:
+    """Stop every lab process by PID, delete its namespaces, and remove its blades and switch.
+
+    Refused while a lab blade is in use, unless --force (for the emulators a crashed session
+    left running). With no lab up it says so and succeeds, so scripts may always call it."""
+    say_down(ctx, lab_down(ctx, force=force))
 
 
 @lab.command("status")

@@ -27,8 +27,8 @@ from appliance.cli import (
     user,
 )
 from appliance.cli.context import CliContext
+from appliance.cli.errors import bug, report
 from appliance.config import load_settings
-from appliance.errors import AnvilError, ValidationError
 from appliance.store.audit import Actor, set_actor
 
 
@@ -70,29 +70,25 @@ for module in (profile, template, pool, blade, blade_pool, switch, lab, demo, jo
         cli.add_command(command)
 
 
+# click ≥ 8.2 raises this for a group called without a command (8.1 printed the help itself).
+_HELP_ASKED: type[click.UsageError] | tuple[()] = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main() -> None:
+    """Run one command; every failure is reported in one format (appliance.cli.errors)."""
     try:
-        rv = cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("anvil: aborted", err=True)
-        sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except ValidationError as exc:
-        prefix = f"{exc.source}: " if exc.source else ""
-        for issue in exc.issues:
-            click.echo(f"anvil: invalid: {prefix}{issue}", err=True)
-        sys.exit(2)
-    except AnvilError as exc:
-        click.echo(f"anvil: error: {exc}", err=True)
-        sys.exit(1)
+        rv = cli.main(prog_name="anvil", standalone_mode=False)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # a bug: say so in one line; -v shows the traceback
-        if logging.getLogger().isEnabledFor(logging.DEBUG):
-            raise
-        click.echo(f"anvil: internal error: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                   err=True)
-        sys.exit(70)
+    except _HELP_ASKED as exc:   # `anvil`, `anvil blade`: the help, as asked
+        exc.show()
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        found = report(exc)
+        if found is None:   # a bug: say so in one line; -v shows the traceback
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                raise
+            found = bug(exc)
+        found.print()
+        sys.exit(found.status)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -61,26 +61,75 @@ def import_(ctx: CliContext, files: tuple[str, ...], replace: bool) -> None:
     svc = ProfileService(ctx.store())
     for path in files:
         data, source = read_input(path)
-        info = svc.import_document(data, source=source, replace=replace)
+        info = svc.import_document(data, source=source, replace=replace,
+                                   parking_vlan=ctx.settings.network.parking_vlan)
         click.echo(f"imported {info.kind} {info.tenant}/{info.name} ({len(info.identities)} identities)")
 
 
 @profile.command("validate")
 @click.argument("files", nargs=-1, required=True)
-def validate(files: tuple[str, ...]) -> None:
-    """Check FILES against the profile schema without importing them."""
+@click.option("--document-only", is_flag=True,
+              help="Check the documents alone, not against the store (identity pools, identities held).")
+@pass_ctx
+def validate(ctx: CliContext, files: tuple[str, ...], document_only: bool) -> None:
+    """Check FILES as `profile import` would, without importing them.
+
+    \b
+    The document: the profile schema, and the parking VLAN (network.parking_vlan).
+    Against the store (the local one, or --url's appliance): that the identity pools it
+    names exist and hold the right kind, and that no other profile holds its identities.
+    Without a store (none created yet, or --document-only) only the document is checked,
+    and each line says so."""
+    if ctx.remote is not None and not document_only:
+        _validate_remote(ctx, files)
+        return
+    svc, scope = _validation_store(ctx, document_only)
     failed: list[ValidationError] = []
     for path in files:
         data, source = read_input(path)
         try:
-            p = ProfileService.parse(data, source=source)
+            p = ProfileService.parse(data, source=source, parking_vlan=ctx.settings.network.parking_vlan)
+            if svc is not None:
+                svc.check(p, source=source)
         except ValidationError as exc:
             failed.append(exc)
             continue
-        click.echo(f"{source}: valid {p.kind} {p.metadata.tenant}/{p.metadata.name}")
+        click.echo(f"{source}: valid {p.kind} {p.metadata.tenant}/{p.metadata.name}; checked {scope}")
     if failed:
-        issues = [i for exc in failed for i in exc.issues]
-        raise ValidationError(issues, source=failed[0].source if len(failed) == 1 else None)
+        raise ValidationError([i for exc in failed for i in exc.issues],
+                              source=failed[0].source if len(failed) == 1 else None)
+
+
+def _validation_store(ctx: CliContext, document_only: bool) -> tuple[ProfileService | None, str]:
+    """The store to check against, and what the check covers (said on every line)."""
+    if document_only:
+        return None, "the document only (--document-only: identity pools and held identities not checked)"
+    if ctx.settings.store.url is None:
+        db = ctx.settings.state_dir / "anvil.db"
+        if not db.exists():   # no appliance here yet: do not create a store just to look into it
+            return None, (f"the document only (no store at {db}: identity pools and held identities not "
+                          "checked)")
+    return ProfileService(ctx.store()), "the document and the store (identity pools, identities held)"
+
+
+def _validate_remote(ctx: CliContext, files: tuple[str, ...]) -> None:
+    from appliance.domain.profile.sniff import looks_like_xml
+
+    assert ctx.remote is not None
+    failed: list[ValidationError] = []
+    for path in files:
+        data, source = read_input(path)
+        ctype = "application/xml" if looks_like_xml(data) else "application/yaml"
+        try:
+            got = ctx.remote.json("POST", "/profile-validation", data=data, content_type=ctype)
+        except ValidationError as exc:
+            failed.append(ValidationError(exc.issues, source=source))
+            continue
+        click.echo(f"{source}: valid {got['kind']} {got['tenant']}/{got['name']}; checked the document and "
+                   "the appliance's store (identity pools, identities held)")
+    if failed:
+        raise ValidationError([i for exc in failed for i in exc.issues],
+                              source=failed[0].source if len(failed) == 1 else None)
 
 
 @profile.command("export")

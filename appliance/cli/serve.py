@@ -15,6 +15,7 @@ import click
 
 from appliance.cli.context import CliContext, pass_ctx
 from appliance.config import Settings
+from appliance.errors import ListenError
 
 if TYPE_CHECKING:
     from appliance.boot.role import BootServices
@@ -63,7 +64,7 @@ async def _boot_beside_api(settings: Settings, store: Store) -> BootServices:
     except BootServiceError as exc:
         if exc.service != "http" or "listen" in settings.boot.model_fields_set:
             raise
-        click.echo(f"anvil: warning: {exc}; serving no boot HTTP (set boot.listen)", err=True)
+        click.echo(f"anvil: warning: {exc}; serving no boot HTTP", err=True)
         return await start_boot_services(settings, store, http=False)
 
 
@@ -151,7 +152,11 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     boot = None
     try:
         site = web.TCPSite(runner, host, int(port), ssl_context=ssl_ctx)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ListenError("the API and console", settings.api.listen, "api.listen", "ANVIL_API_LISTEN",
+                              exc) from None
         if role == "all":
             boot = await _boot_beside_api(settings, store)
     except BaseException:

@@ -257,7 +257,8 @@ async def profile_import(request: web.Request) -> web.StreamResponse:
     svc = ProfileService(request.app[STORE])
     user = request[USER]
     try:
-        profile = await request.app[OFFLOAD].run(svc.parse, text, source="document")
+        profile = await request.app[OFFLOAD].run(svc.parse, text, source="document",
+                                                 parking_vlan=request.app[SETTINGS].network.parking_vlan)
         if user.tenant is not None and profile.metadata.tenant != user.tenant:
             raise ValidationError([Issue("metadata.tenant", f"you may import profiles of tenant {user.tenant!r} only")],
                                   source="document")

@@ -12,8 +12,9 @@ as soon as each piece starts, so ``down`` can always clean up, even after a fail
 ``up``. Then every blade and the switch are enrolled, each blade NIC cabled to its own
 switch port.
 
-``down`` refuses while a lab blade is anything but spare, then removes the lab's blades
-and switch from the inventory, stops every process by PID (checking it is still the
+``down`` refuses while a lab blade is anything but spare (``--force``: the store forgets the
+bindings of the lab's blades, see :mod:`appliance.services.bindings`), then removes the
+lab's blades and switch from the inventory, stops every process by PID (checking it is still the
 process started, by its start time), SIGTERM then SIGKILL with bounded waits, deletes
 the namespaces and run directories, and removes ``lab.json``.
 
@@ -224,6 +225,7 @@ def up(lab_dir: Path, opts: LabOptions,
         preflight(opts.vm_lab)   # before lab.json exists: a refusal leaves nothing to clean
     if opts.switch not in ("snmp", "ovs"):
         raise LabError(f"unknown lab switch {opts.switch!r} (snmp or ovs)")
+    _require_packages(opts)
     if opts.switch == "ovs":
         from appliance.lab.ovs_switch import missing_tools
 
@@ -299,13 +301,28 @@ def up(lab_dir: Path, opts: LabOptions,
         state["state"] = "up"
         _write_state(lab_dir, state)
         return state
-    except BaseException:
+    except BaseException as exc:
         left = teardown(state)
         if left:
             log.error("lab up failed and these could not be stopped: %s", ", ".join(left))
         else:
             lab_file(lab_dir).unlink(missing_ok=True)
+        if isinstance(exc, procs.ProcError | netns.NetnsError):   # the machine's answer, not a bug
+            raise LabError(f"lab up failed: {exc}") from exc
         raise
+
+
+def _require_packages(opts: LabOptions) -> None:
+    """The emulators' Python packages come with the [lab] extra: name what is missing before
+    anything starts, rather than failing half-way through."""
+    from appliance import extras
+
+    needed: list[extras.OptionalPackage] = []
+    if opts.redfish:
+        needed += extras.LAB_REDFISH
+    if (opts.redfish or opts.ipmi) and opts.switch == "snmp":
+        needed += extras.LAB_SNMP
+    extras.require(needed, needed_for="the emulated rack (anvil lab up, anvil demo)")
 
 
 def _renumber(blade: LabBlade, ports: dict[str, str]) -> LabBlade:
@@ -346,15 +363,16 @@ def _start_switch(lab_dir: Path, state: dict[str, Any], kind: str, blades: list[
     return {"address": ovs.address, "password": "", "ports": {key: ovs.port(key) for key in keys}}
 
 
-def down(lab_dir: Path, remove: Callable[[dict[str, Any]], None]) -> list[str]:
+def down(lab_dir: Path, remove: Callable[[dict[str, Any]], None]) -> list[str] | None:
     """``remove(state)`` drops the lab from the inventory (and may refuse); then stop everything.
 
-    Raises LabError when no lab is up, or when a process cannot be stopped
-    (lab.json is kept then, so ``down`` can be run again).
+    Returns the names of the processes stopped, or None when no lab is up (nothing to do:
+    scripts may call ``down`` whatever state they are in). Raises LabError when a process
+    cannot be stopped (lab.json is kept then, so ``down`` can be run again).
     """
     state = read_state(lab_dir)
     if state is None:
-        raise LabError(f"no lab is up (nothing in {lab_file(lab_dir)})")
+        return None
     remove(state)
     left = teardown(state)
     if left:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from appliance.domain.identities import IdentityKind
 from appliance.domain.profile import (
+    DEFAULT_PARKING_VLAN,
     Profile,
     claimed_identities,
     from_dict,
@@ -64,7 +65,8 @@ def _check_pools(session: Session, profile: Profile) -> list[Issue]:
     return issues
 
 
-def _check_claims(session: Session, profile: Profile, *, own_id: int | None) -> list[Issue]:
+def _check_claims(session: Session, profile: Profile, *, own_id: int | None,
+                  show_holders: bool = True) -> list[Issue]:
     issues = []
     for claim in claimed_identities(profile):
         held = ids.holder_of(session, claim.kind, claim.value)
@@ -73,9 +75,9 @@ def _check_claims(session: Session, profile: Profile, *, own_id: int | None) -> 
         row, holder = held
         if own_id is not None and row.profile_id == own_id:
             continue
-        # Name the holder only inside the importing tenant: another tenant's profile names
-        # (and that they exist) are not the importer's to learn.
-        if holder is not None and holder.tenant == profile.metadata.tenant:
+        # Name the holder only inside the importing tenant (and only to a caller who may see it):
+        # another tenant's profile names, and that they exist, are not the importer's to learn.
+        if show_holders and holder is not None and holder.tenant == profile.metadata.tenant:
             why = f"is already held by {repo.KIND_LABEL.get(holder.kind, holder.kind)} {holder.tenant}/{holder.name}"
         else:
             why = "is already in use"
@@ -84,9 +86,16 @@ def _check_claims(session: Session, profile: Profile, *, own_id: int | None) -> 
 
 
 def _claim_all(session: Session, profile: Profile, row_id: int, *, skip: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    claimed: set[tuple[str, str]] = set()
     for claim in claimed_identities(profile):
         if claim.path in skip:
             continue
+        # The model lets the HBAs of one profile share a WWNN (it names the server): the
+        # store holds it once, for this profile, so no other profile can take it.
+        key = (ids.space_of(claim.kind), claim.value)
+        if key in claimed:
+            continue
+        claimed.add(key)
         try:
             ids.claim(session, claim.kind, claim.value, profile_id=row_id, path=claim.path)
         except Conflict as exc:
@@ -106,9 +115,26 @@ class ProfileService:
 
     # -- reading ---------------------------------------------------------
     @staticmethod
-    def parse(data: str | bytes, *, source: str | None = None, content_type: str | None = None) -> Profile:
-        """Validate a document without touching the store."""
-        return parse_document(data, source=source, content_type=content_type)
+    def parse(data: str | bytes, *, source: str | None = None, content_type: str | None = None,
+              parking_vlan: int | None = DEFAULT_PARKING_VLAN) -> Profile:
+        """Validate a document without touching the store. ``parking_vlan`` is the appliance's
+        configured one (``Settings.network.parking_vlan``)."""
+        return parse_document(data, source=source, content_type=content_type, parking_vlan=parking_vlan)
+
+    def check(self, profile: Profile, *, source: str | None = None, show_holders: bool = True) -> None:
+        """What an import would refuse beyond the document: pools that do not exist or hold
+        another kind, and (profiles) identities another profile holds. A stored profile of
+        the same kind and name counts as the one being replaced. Reads only; raises
+        ValidationError. ``show_holders`` False names no other profile (tenant-scoped callers)."""
+        kind, tenant, name = profile.kind, profile.metadata.tenant, profile.metadata.name
+        with self._store.read() as s:
+            issues = _check_pools(s, profile)
+            if kind == PROFILE:
+                existing = repo.find(s, kind, tenant, name)
+                issues += _check_claims(s, profile, own_id=existing.id if existing else None,
+                                        show_holders=show_holders)
+        if issues:
+            raise ValidationError(issues, source=source)
 
     def get(self, kind: str, tenant: str | None, name: str, *, scope: Scope = APPLIANCE) -> ProfileInfo:
         """The profile or template ``name`` in ``scope``'s tenant (``tenant`` for an unscoped scope)."""
@@ -130,8 +156,8 @@ class ProfileService:
 
     # -- writing ---------------------------------------------------------
     def import_document(self, data: str | bytes, *, source: str | None = None, content_type: str | None = None,
-                        replace: bool = False) -> ProfileInfo:
-        profile = parse_document(data, source=source, content_type=content_type)
+                        replace: bool = False, parking_vlan: int | None = DEFAULT_PARKING_VLAN) -> ProfileInfo:
+        profile = parse_document(data, source=source, content_type=content_type, parking_vlan=parking_vlan)
         return self.save(profile, replace=replace, source=source)
 
     def save(self, profile: Profile, *, replace: bool = False, source: str | None = None) -> ProfileInfo:

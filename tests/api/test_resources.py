@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from sqlalchemy import update
 
+from appliance.store import Store
 from appliance.store.tables import JobRow
 from tests.api.conftest import Api, profile_doc
 
@@ -110,3 +112,60 @@ async def test_api_changes_are_audited_with_caller_and_peer(api: Api) -> None:
     assert verify["ok"] is True
     export = await c.get("/api/v1/audit/export", headers=api.auth("admin"))
     assert len((await export.text()).splitlines()) == verify["checked"]
+
+
+TEMPLATE = """apiVersion: anvil/v1
+kind: ServerProfileTemplate
+metadata: {name: tpl, tenant: acme}
+spec:
+  identity:
+    nics:
+      - {name: eth0, mac: "pool:nowhere"}
+"""
+
+
+async def test_profile_validation_checks_pools_and_held_identities_as_import_would(api: Api) -> None:
+    c = api.client
+    yaml_type = {"Content-Type": "application/yaml"}
+    resp = await c.post("/api/v1/profile-validation", data=TEMPLATE, headers={**api.auth("viewer"), **yaml_type})
+    assert resp.status == 400, await resp.text()
+    assert [(e["path"], e["reason"]) for e in (await resp.json())["errors"]] == [
+        ("spec.identity.nics[0].mac", "identity pool 'nowhere' does not exist")]
+    imported = await c.post("/api/v1/profiles", data=TEMPLATE, headers={**api.auth("operator"), **yaml_type})
+    assert imported.status == 400 and (await imported.json())["errors"] == (await resp.json())["errors"]
+
+    taken = profile_doc("web-09", "acme", 1)   # acme/web-01's MAC
+    resp = await c.post("/api/v1/profile-validation", data=taken, headers={**api.auth("admin"), **yaml_type})
+    [err] = (await resp.json())["errors"]
+    assert resp.status == 400 and err["path"] == "spec.identity.nics[0].mac" and "acme/web-01" in err["reason"]
+    resp = await c.post("/api/v1/profile-validation", data=taken.replace("acme", "globex"),
+                        headers={**api.auth("globex-admin"), **yaml_type})
+    [err] = (await resp.json())["errors"]   # a tenant is not told another tenant's profile names
+    assert err["reason"] == '"02:a0:00:00:00:01" is already in use'
+
+    resp = await c.post("/api/v1/profile-validation", data=profile_doc("web-09", "acme", 9),
+                        headers={**api.auth("viewer"), **yaml_type})
+    assert resp.status == 200 and (await resp.json())["checked"] == ["document", "store"]
+
+
+async def test_profile_import_uses_the_configured_parking_vlan(store: Store, tmp_path: Path) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from appliance.api.app import create_app
+    from appliance.config import load_settings
+    from appliance.services.tokens import TokenService
+
+    settings = load_settings(env={"ANVIL_STATE_DIR": str(tmp_path / "state"), "ANVIL_CONFIG": str(tmp_path / "x.toml"),
+                                  "ANVIL_NETWORK_PARKING_VLAN": "100"})
+    token = TokenService(store).create("op", role="operator")
+    doc = profile_doc("vlan-01", "acme", 0x40).replace('"}', '", vlans: {native: 100}}')
+    h = {"Authorization": f"Bearer {token}", "Content-Type": "application/yaml"}
+    async with TestClient(TestServer(create_app(settings, store))) as c:
+        for path in ("/api/v1/profile-validation", "/api/v1/profiles"):
+            resp = await c.post(path, data=doc, headers=h)
+            assert resp.status == 400, await resp.text()
+            [err] = (await resp.json())["errors"]
+            assert err["path"] == "spec.identity.nics[0].vlans.native"
+            assert err["reason"].startswith("VLAN 100 is the parking VLAN") and "network.parking_vlan" in err["reason"]
+        resp = await c.post("/api/v1/profiles", data=doc.replace("native: 100", "native: 4094"), headers=h)
+        assert resp.status == 201, await resp.text()

@@ -115,7 +115,7 @@ def test_lab_up_twice_fails_and_down_refuses_a_blade_in_use(lab: Anvil, state_di
         with store.write() as s:
             s.execute(update(BladeRow).where(BladeRow.name == "rf-01").values(state="bound"))
         refused = lab("lab", "down", check=False)
-        assert refused.code == 1 and "rf-01 (bound)" in refused.err
+        assert refused.code == 1 and "rf-01 (bound)" in refused.err and "`anvil lab down --force`" in refused.err
         assert _lab_state(state_dir) is not None and not _all_gone(state)
         with store.write() as s:
             s.execute(update(BladeRow).where(BladeRow.name == "rf-01").values(state="spare"))
@@ -123,6 +123,107 @@ def test_lab_up_twice_fails_and_down_refuses_a_blade_in_use(lab: Anvil, state_di
         store.close()
     lab("lab", "down")
     assert _all_gone(state)
+
+
+PROFILE = """\
+apiVersion: anvil/v1
+kind: ServerProfile
+metadata: {{name: {name}, tenant: acme}}
+spec:
+  requirements: {{minCpus: 8, minMemoryGiB: 32, nics: 2}}
+  identity:
+    nics:
+      - {{name: eth0, mac: "02:a0:00:00:{n:02x}:01", vlans: {{native: 100}}, pxe: true}}
+      - {{name: eth1, mac: "02:a0:00:00:{n:02x}:02"}}
+  boot: {{mode: uefi, source: {{type: image, kernel: lab/vmlinuz, initrd: lab/initrd.img}}}}
+"""
+
+
+def _serve(anvil_env: dict[str, str], tmp_path: Path) -> subprocess.Popen[bytes]:
+    """``anvil serve`` until its engine leads (bounded); the caller kills it by PID."""
+    from appliance.engine.leader import leader_alive
+    from appliance.store import open_store
+
+    ready = tmp_path / "serve.ready"
+    log = (tmp_path / "serve.log").open("wb")
+    env = {**os.environ, **anvil_env, "ANVIL_API_LISTEN": f"127.0.0.1:{_free_port()}"}
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--insecure-http", "--ready-file",
+                             str(ready)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    store = open_store(f"sqlite:///{Path(anvil_env['ANVIL_STATE_DIR']) / 'anvil.db'}", migrate=False)
+    try:
+        deadline = time.monotonic() + 60
+        while not (ready.exists() and leader_alive(store)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                proc.wait(timeout=10)
+                raise AssertionError(f"serve not leading in 60 s:\n{(tmp_path / 'serve.log').read_text()[-3000:]}")
+            time.sleep(0.1)
+    finally:
+        store.close()
+    return proc
+
+
+def test_lab_down_force_after_a_crashed_session_forgets_only_lab_bindings_and_down_again_is_a_no_op(
+        lab: Anvil, anvil_env: dict[str, str], state_dir: Path, tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from appliance.store import open_store
+    from appliance.store.tables import BindingRow, BladeRow, ProfileRow
+
+    lab("lab", "up", "--redfish", "2")
+    state = _lab_state(state_dir)
+    assert state is not None
+    for name, n in (("web-01", 1), ("db-01", 2)):
+        (tmp_path / f"{name}.yaml").write_text(PROFILE.format(name=name, n=n))
+        lab("profile", "import", str(tmp_path / f"{name}.yaml"))
+    # A blade of another rack, bound too: --force must never touch it.
+    lab("blade", "enroll", "other-01", "--bmc", "ipmi://127.0.0.1:9", "--username", "u", "--password-stdin",
+        "--nic", "eth0=52:54:00:aa:00:01", input="pw\n")
+    store = open_store(f"sqlite:///{state_dir / 'anvil.db'}", migrate=False)
+    try:
+        with store.write() as s:
+            p = s.scalar(select(ProfileRow).where(ProfileRow.name == "db-01"))
+            b = s.scalar(select(BladeRow).where(BladeRow.name == "other-01"))
+            assert p is not None and b is not None
+            s.add(BindingRow(profile_id=p.id, blade_id=b.id, generation=1, state="live"))
+            p.state, b.state = "active", "active"
+
+        serve = _serve(anvil_env, tmp_path)
+        try:
+            assert "succeeded" in lab("profile", "assign", "web-01", "--tenant", "acme", "--blade", "rf-01").out
+            busy = lab("lab", "down", "--force", check=False)   # its engine acts on those bindings: release there
+            assert busy.code == 1 and "an appliance is running (`anvil serve`)" in busy.err, busy
+        finally:
+            os.killpg(serve.pid, signal.SIGKILL)   # the session crashes: nothing released, emulators left running
+            serve.wait(timeout=10)
+
+        refused = lab("lab", "down", check=False)
+        assert refused.code == 1 and refused.err.startswith("anvil: error: lab blades are in use: rf-01 (active)")
+        assert "`anvil lab down --force`" in refused.err
+        assert _lab_state(state_dir) is not None and not _all_gone(state)
+
+        down = lab("lab", "down", "--force")
+        assert "lab down: forgot rf-01's binding to acme/web-01" in down.out, down.out
+        assert "lab down: stopped redfish, snmpsim" in down.out
+        assert _all_gone(state) and _lab_state(state_dir) is None
+        assert [b["name"] for b in json.loads(lab("blade", "list", "-o", "json").out)] == ["other-01"]
+        with store.read() as s:
+            live = s.execute(select(ProfileRow.name, BladeRow.name, BladeRow.state)
+                             .join(BindingRow, BindingRow.profile_id == ProfileRow.id)
+                             .join(BladeRow, BladeRow.id == BindingRow.blade_id)
+                             .where(BindingRow.state == "live")).all()
+            states = {p.name: p.state for p in s.scalars(select(ProfileRow))}
+        assert [tuple(r) for r in live] == [("db-01", "other-01", "active")]
+        assert states == {"web-01": "unassigned", "db-01": "active"}
+        shown = json.loads(lab("profile", "show", "web-01", "--tenant", "acme", "-o", "json").out)
+        assert {i["value"] for i in shown["heldIdentities"]} == {"02:a0:00:00:01:01", "02:a0:00:00:01:02"}
+    finally:
+        store.close()
+
+    again = lab("lab", "down")   # nothing up: says so, and succeeds (scripts may always call it)
+    assert again.out.strip() == f"lab down: no lab is up (nothing in {state_dir / 'lab' / 'lab.json'})"
+    assert again.err == ""
 
 
 def _ovs_missing() -> str | None:

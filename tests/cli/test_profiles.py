@@ -75,3 +75,51 @@ def test_pools_and_template_instantiation(anvil: Anvil) -> None:
     assert res.code == 2 and "end: " in res.err
     res = anvil("pool", "delete", "macs", check=False)
     assert res.code == 1 and "still has 4 identities in use" in res.err
+
+
+def test_validate_checks_pools_as_import_would_or_says_it_checked_the_document_only(anvil: Anvil,
+                                                                                   state_dir: Path) -> None:
+    template = str(EXAMPLES / "kvm-host-template.yaml")
+    fresh = anvil("profile", "validate", template)   # no appliance here yet: nothing to look into
+    assert f"checked the document only (no store at {state_dir / 'anvil.db'}" in fresh.out
+    assert not (state_dir / "anvil.db").exists()
+
+    anvil("pool", "create", "macs", "--kind", "mac", "--start", "02:a0:00:00:00:00", "--end", "02:a0:00:00:00:ff")
+    anvil("pool", "create", "uuids", "--kind", "wwpn", "--start", "20:00:00:25:b5:00:00:00",
+          "--end", "20:00:00:25:b5:00:00:ff")
+    res = anvil("profile", "validate", template, check=False)
+    assert res.code == 2, res
+    assert [ln.split(f"{template}: ", 1)[1] for ln in res.err.strip().splitlines()] == [
+        "spec.identity.uuid: identity pool 'uuids' holds wwpn identities, not uuid",
+        "spec.identity.iscsiInitiator: identity pool 'iqns' does not exist",
+    ]
+    imported = anvil("profile", "import", template, check=False)
+    assert imported.code == 2 and imported.err == res.err   # import refuses it in the same words
+
+    only = anvil("profile", "validate", "--document-only", template)
+    assert "kvm-host; checked the document only (--document-only" in only.out
+    anvil("pool", "delete", "uuids")
+    anvil("pool", "create", "uuids", "--kind", "uuid", "--start", "4c4c4544-0000-0000-0000-000000000000",
+          "--end", "4c4c4544-0000-0000-0000-0000000000ff")
+    anvil("pool", "create", "iqns", "--kind", "iqn", "--prefix", "iqn.2026-11.io.anvil:host-", "--start", "1",
+          "--end", "99")
+    ok = anvil("profile", "validate", template)
+    assert ok.out.strip() == (f"{template}: valid ServerProfileTemplate default/kvm-host; checked the document and "
+                              "the store (identity pools, identities held)")
+    anvil("profile", "import", template)
+
+
+def test_the_parking_vlan_refused_is_the_configured_one(anvil: Anvil, anvil_env: dict[str, str],
+                                                        tmp_path: Path) -> None:
+    Path(anvil_env["ANVIL_CONFIG"]).write_text("[network]\nparking_vlan = 100\n")
+    web = str(EXAMPLES / "web-01.yaml")   # eth0's native VLAN is 100
+    for command in ("validate", "import"):
+        res = anvil("profile", command, web, check=False)
+        assert res.code == 2, res
+        [line] = res.err.strip().splitlines()
+        assert line.endswith("line 22: spec.identity.nics[0].vlans.native: VLAN 100 is the parking VLAN, reserved "
+                             "for released switch ports (network.parking_vlan in the configuration, or "
+                             "ANVIL_NETWORK_PARKING_VLAN)"), line
+    moved = tmp_path / "web-01.yaml"
+    moved.write_text((EXAMPLES / "web-01.yaml").read_text().replace("native: 100", "native: 4094"))
+    anvil("profile", "import", str(moved))   # 4094 is a VLAN like any other once it is not the parking one

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from appliance.api import schemas as sc
-from appliance.api.keys import BODY_TYPE, OFFLOAD, STORE
+from appliance.api.keys import BODY_TYPE, OFFLOAD, SETTINGS, STORE
 from appliance.api.spec import Forbidden, Op, Param, body, caller, query, scope_of
 from appliance.domain.profile import Profile, to_dict, to_xml, to_yaml
 from appliance.errors import Issue, ValidationError
@@ -91,8 +91,10 @@ def _deleter(kind: str) -> Any:
 
 
 async def _parse(request: web.Request) -> Profile:
+    """The body as a profile, checked with the appliance's configured parking VLAN, off the event loop."""
     data, ctype = _document(request)
-    return await request.app[OFFLOAD].run(ProfileService.parse, data, source="body", content_type=ctype)
+    return await request.app[OFFLOAD].run(ProfileService.parse, data, source="body", content_type=ctype,
+                                          parking_vlan=request.app[SETTINGS].network.parking_vlan)
 
 
 async def create(request: web.Request) -> web.Response:
@@ -120,8 +122,13 @@ async def replace(request: web.Request) -> web.Response:
 
 
 async def validate(request: web.Request) -> web.Response:
+    """As an import would check it: the document, then the pools it names and the identities
+    other profiles hold (a tenant-scoped caller is not told which profile holds one)."""
     p = await _parse(request)
-    return web.json_response({"valid": True, "kind": p.kind, "name": p.metadata.name, "tenant": p.metadata.tenant})
+    await asyncio.to_thread(ProfileService(request.app[STORE]).check, p, source="body",
+                            show_holders=caller(request).tenant is None)
+    return web.json_response({"valid": True, "kind": p.kind, "name": p.metadata.name, "tenant": p.metadata.tenant,
+                              "checked": ["document", "store"]})
 
 
 async def dry_run(request: web.Request) -> web.Response:
@@ -169,7 +176,8 @@ OPS = [
     Op("POST", "/profiles", create, "Import a profile or template (JSON, YAML or XML)", "profiles",
        role="operator", params=(Param("replace", {"type": "boolean"}),), body={"type": "object"},
        body_types=DOC_TYPES, responses={201: ("Imported", sc.PROFILE_DETAIL)}, response_types={201: DOC_TYPES}),
-    Op("POST", "/profile-validation", validate, "Check a document without importing it", "profiles",
+    Op("POST", "/profile-validation", validate, "Check a document as an import would (the document, the identity "
+       "pools it names, identities other profiles hold) without importing it", "profiles",
        body={"type": "object"}, body_types=DOC_TYPES, responses={200: ("Valid", sc.VALID)}),
     Op("GET", "/profiles/{name}", _getter(PROFILE), "Show a profile (JSON, or the document as YAML or XML by Accept)",
        "profiles", params=(NAMEP, TENANTQ), responses={200: (OK, sc.PROFILE_DETAIL)}, response_types=DOC_RESPONSES),

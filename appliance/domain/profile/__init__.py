@@ -9,7 +9,7 @@ from appliance.domain.profile.claims import IdentityClaim, PoolRef, claimed_iden
 from appliance.domain.profile.document import MAX_DOCUMENT_BYTES, format_path, from_dict, to_dict
 from appliance.domain.profile.model import (
     API_VERSION,
-    PARKING_VLAN,
+    DEFAULT_PARKING_VLAN,
     Boot,
     BootMode,
     Failover,
@@ -35,8 +35,8 @@ from appliance.domain.profile.yaml_codec import parse_yaml, to_yaml
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT_PARKING_VLAN",
     "MAX_DOCUMENT_BYTES",
-    "PARKING_VLAN",
     "Boot",
     "BootMode",
     "Failover",

@@ -15,7 +15,7 @@ from typing import Any
 
 import pydantic
 
-from appliance.domain.profile.model import BOOT_SOURCE_TYPES, Loc, Profile
+from appliance.domain.profile.model import BOOT_SOURCE_TYPES, PARKING_VLAN_CONTEXT, Loc, Profile
 from appliance.errors import Issue, ValidationError
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
@@ -129,20 +129,28 @@ def issues_from(exc: pydantic.ValidationError, line_of: LineOf | None = None) ->
     return issues[:MAX_ISSUES]
 
 
-def validate_data(data: object, *, source: str | None = None, line_of: LineOf | None = None) -> Profile:
-    """Validate plain data as a Profile, raising ValidationError with every issue."""
+def validate_data(data: object, *, source: str | None = None, line_of: LineOf | None = None,
+                  parking_vlan: int | None = None) -> Profile:
+    """Validate plain data as a Profile, raising ValidationError with every issue.
+
+    ``parking_vlan``: the appliance's configured parking VLAN, which no NIC may use; None
+    skips that rule (documents the store already holds).
+    """
     if not isinstance(data, dict):
         issue = Issue("", f"a profile must be a mapping, not {_show(data)}", line_of(()) if line_of else None)
         raise ValidationError([issue], source=source)
     try:
-        return Profile.model_validate(data)
+        return Profile.model_validate(data, context={PARKING_VLAN_CONTEXT: parking_vlan})
     except pydantic.ValidationError as exc:
         raise ValidationError(issues_from(exc, line_of), source=source) from None
 
 
-def from_dict(data: object, *, source: str | None = None) -> Profile:
-    """A Profile from plain data (parsed JSON, YAML); raises ValidationError listing every issue."""
-    return validate_data(data, source=source)
+def from_dict(data: object, *, source: str | None = None, parking_vlan: int | None = None) -> Profile:
+    """A Profile from plain data (parsed JSON, YAML); raises ValidationError listing every issue.
+
+    The parking VLAN is checked only when given: stored documents are read back with None.
+    """
+    return validate_data(data, source=source, parking_vlan=parking_vlan)
 
 
 def _prune(value: Any) -> Any:

@@ -26,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
+    ValidationInfo,
     WithJsonSchema,
     model_validator,
 )
@@ -41,8 +42,12 @@ from appliance.domain.identities import (
 )
 
 API_VERSION = "anvil/v1"
-PARKING_VLAN = 4094
+# The appliance's parking VLAN is configurable (network.parking_vlan); this is only its
+# default, used when a caller validates a document without settings at hand.
+DEFAULT_PARKING_VLAN = 4094
 VLAN_MIN, VLAN_MAX = 1, 4094
+# The validation context key carrying the configured parking VLAN (None: not checked).
+PARKING_VLAN_CONTEXT = "parking_vlan"
 
 Loc = tuple[str | int, ...]
 
@@ -174,11 +179,23 @@ def _kernel_args(value: str) -> str:
     return value
 
 
-def _vlan(value: int) -> int:
-    if value == PARKING_VLAN:
-        raise PydanticCustomError("invalid_value", "VLAN {vlan} is the parking VLAN (reserved)", {"vlan": value})
+def _vlan(value: int, info: ValidationInfo) -> int:
+    """A VLAN id in 1-4094 that is not the appliance's parking VLAN.
+
+    The parking VLAN comes from the validation context (the configured
+    ``network.parking_vlan``); without one (a stored document read back) it is not checked,
+    so changing the setting never makes a stored profile unreadable.
+    """
     if not VLAN_MIN <= value <= VLAN_MAX:
         raise PydanticCustomError("invalid_value", "VLAN {vlan} is outside 1-4094", {"vlan": value})
+    parking = (info.context or {}).get(PARKING_VLAN_CONTEXT)
+    if parking is not None and value == parking:
+        raise PydanticCustomError(
+            "invalid_value",
+            "VLAN {vlan} is the parking VLAN, reserved for released switch ports "
+            "(network.parking_vlan in the configuration, or ANVIL_NETWORK_PARKING_VLAN)",
+            {"vlan": value},
+        )
     return value
 
 
@@ -209,7 +226,10 @@ ImagePath = Annotated[str, Strict(), _custom(_image_path), _pattern(IMAGE_PATH_P
 Ipv4Interface = Annotated[str, Strict(), _custom(_ipv4_interface), _pattern(IPV4_IFACE_PATTERN)]
 Baseline = Annotated[str, Strict(), _custom(_baseline), _pattern(BASELINE_PATTERN)]
 VlanId = Annotated[
-    int, Strict(), AfterValidator(_vlan), WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 4093})
+    int,
+    Strict(),
+    AfterValidator(_vlan),
+    WithJsonSchema({"type": "integer", "minimum": VLAN_MIN, "maximum": VLAN_MAX}),
 ]
 MapKey = Annotated[str, BeforeValidator(_scalar_to_str), Strict(), Field(min_length=1), _custom(_text)]
 MapValue = Annotated[
@@ -338,16 +358,19 @@ class Identity(_Model):
                         ((collection, i, "name"), f'"{item.name}" is already the name of {collection}[{first}]')
                     )
                 names.setdefault(item.name, i)
-        # WWPNs and WWNNs share one namespace (both are FC world-wide names).
-        seen: dict[tuple[str, str], Loc] = {}
+        # WWPNs and WWNNs share one namespace (both are FC world-wide names): a WWPN is
+        # unique, and no WWNN may equal a WWPN. A WWNN names the node, so the HBAs of one
+        # server may share it (UCS gives each service profile one WWNN for all its vHBAs).
+        seen: dict[tuple[str, str], tuple[IdentityKind, Loc]] = {}
         for kind, value, loc in self.located():
             if is_pool_ref(value):
                 continue
             space = "wwn" if kind in (IdentityKind.WWPN, IdentityKind.WWNN) else kind.value
-            if (space, value) in seen:
-                problems.append((loc, f'"{value}" is already used at spec.identity.{_dotted(seen[(space, value)])}'))
-            else:
-                seen[(space, value)] = loc
+            earlier = seen.get((space, value))
+            if earlier is None:
+                seen[(space, value)] = (kind, loc)
+            elif not (kind is IdentityKind.WWNN and earlier[0] is IdentityKind.WWNN):
+                problems.append((loc, f'"{value}" is already used at spec.identity.{_dotted(earlier[1])}'))
         if problems:
             raise _issues(problems)
         return self
@@ -410,9 +433,25 @@ class Firmware(_Model):
 
 
 class Failover(_Model):
-    domain: Name
+    """How the profile is protected: domain names the failover domain whose spares take it
+    over; policy none protects nothing, so it needs no domain."""
+
+    # The same rule for JSON Schema readers (the XSD cannot say it; the model does).
+    model_config = ConfigDict(json_schema_extra={
+        "if": {"properties": {"policy": {"not": {"const": "none"}}}},
+        "then": {"required": ["domain"]},
+    })
+
+    domain: Name | None = None
     priority: Annotated[int, Strict(), Field(ge=-(2**31), le=2**31 - 1)] = 0
     policy: FailoverPolicy
+
+    @model_validator(mode="after")
+    def _domain_unless_none(self) -> Failover:
+        if self.domain is None and self.policy is not FailoverPolicy.NONE:
+            raise _issues([(("domain",), f"is required with policy {self.policy.value} (only policy none "
+                                         "needs no failover domain)")])
+        return self
 
 
 class Spec(_Model):

@@ -23,7 +23,7 @@ import defusedxml
 import defusedxml.ElementTree as DET
 
 from appliance.domain.profile.document import check_size, format_path, to_dict, validate_data
-from appliance.domain.profile.model import Loc, Profile, ProfileKind
+from appliance.domain.profile.model import DEFAULT_PARKING_VLAN, Loc, Profile, ProfileKind
 from appliance.domain.profile.shape import (
     ENTRY,
     ENTRY_KEY,
@@ -246,8 +246,12 @@ class _Decoder:
         return text  # a wrong type is left for validation to report
 
 
-def parse_xml(data: str | bytes, *, source: str | None = None) -> Profile:
-    """Parse and validate an XML profile; raises ValidationError with every issue (and lines)."""
+def parse_xml(data: str | bytes, *, source: str | None = None,
+              parking_vlan: int | None = DEFAULT_PARKING_VLAN) -> Profile:
+    """Parse and validate an XML profile; raises ValidationError with every issue (and lines).
+
+    ``parking_vlan`` is the appliance's configured one (``network.parking_vlan``); None skips that rule.
+    """
     check_size(data, source=source)
     root, lines = _parse_tree(data, source)
     decoder = _Decoder(lines)
@@ -266,7 +270,7 @@ def parse_xml(data: str | bytes, *, source: str | None = None) -> Profile:
     if data_["apiVersion"] is None:
         del data_["apiVersion"]
     try:
-        profile = validate_data(data_, source=source, line_of=decoder.line_of)
+        profile = validate_data(data_, source=source, line_of=decoder.line_of, parking_vlan=parking_vlan)
     except ValidationError as exc:
         raise ValidationError(decoder.issues + exc.issues, source=source) from None
     if decoder.issues:

@@ -17,7 +17,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from appliance.domain.profile.document import LineOf, check_size, format_path, to_dict, validate_data
-from appliance.domain.profile.model import Loc, Profile
+from appliance.domain.profile.model import DEFAULT_PARKING_VLAN, Loc, Profile
 from appliance.errors import Issue, ValidationError
 
 _BOOL = "tag:yaml.org,2002:bool"
@@ -151,8 +151,12 @@ def _line_finder(root: Node) -> LineOf:
     return line_of
 
 
-def parse_yaml(text: str | bytes, *, source: str | None = None) -> Profile:
-    """Parse and validate a YAML (or JSON) profile; raises ValidationError with every issue and its line."""
+def parse_yaml(text: str | bytes, *, source: str | None = None,
+               parking_vlan: int | None = DEFAULT_PARKING_VLAN) -> Profile:
+    """Parse and validate a YAML (or JSON) profile; raises ValidationError with every issue and its line.
+
+    ``parking_vlan`` is the appliance's configured one (``network.parking_vlan``); None skips that rule.
+    """
     check_size(text, source=source)
     try:
         loader = _Loader(text)
@@ -184,7 +188,7 @@ def parse_yaml(text: str | bytes, *, source: str | None = None) -> Profile:
             raise ValidationError([Issue("", f"YAML error: {exc.problem or exc}", line)], source=source) from None
     finally:
         loader.dispose()
-    return validate_data(data, source=source, line_of=_line_finder(root))
+    return validate_data(data, source=source, line_of=_line_finder(root), parking_vlan=parking_vlan)
 
 
 class _Dumper(yaml.SafeDumper):

@@ -73,10 +73,10 @@ class Anvil:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.state_dir = tmp / "state"
-        self.env = {**os.environ, "ANVIL_STATE_DIR": str(self.state_dir), "ANVIL_CONFIG": str(tmp / "anvil.toml"),
+        # Only these ANVIL_* reach the command: never the developer's own (ANVIL_URL, ANVIL_TOKEN…).
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("ANVIL_")},
+                    "ANVIL_STATE_DIR": str(self.state_dir), "ANVIL_CONFIG": str(tmp / "anvil.toml"),
                     "ANVIL_API_LISTEN": f"127.0.0.1:{free_port()}", "ANVIL_BOOT_LISTEN": f"127.0.0.1:{free_port()}"}
-        for key in ("ANVIL_STORE_URL", "ANVIL_BMC_PASSWORD", "ANVIL_SYSTEM"):
-            self.env.pop(key, None)
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 90) -> Result:
         t0 = time.monotonic()

@@ -86,3 +86,22 @@ XML_EXAMPLES = sorted((asset_dir("profiles") / "examples").glob("*.xml"))
 def test_xml_example_is_valid_and_equals_its_yaml_twin(path: Path, xsd: xmlschema.XMLSchema) -> None:
     xsd.validate(str(path))
     assert parse_xml(path.read_bytes()) == parse_yaml(path.with_suffix(".yaml").read_text())
+
+
+def test_schemas_let_policy_none_go_without_a_domain(json_validator: jsonschema.protocols.Validator,
+                                                      xsd: xmlschema.XMLSchema) -> None:
+    doc = yaml.safe_load(EXAMPLES[0].read_text())
+    doc["spec"]["failover"] = {"policy": "none"}
+    assert json_validator.is_valid(doc)
+    assert xsd.is_valid(to_xml(parse_yaml(yaml.safe_dump(doc))))
+    doc["spec"]["failover"] = {"policy": "n+1"}
+    assert not json_validator.is_valid(doc)   # as the model: only policy none needs no domain
+
+
+def test_schemas_allow_vlan_4094_because_the_parking_vlan_is_configurable(
+        json_validator: jsonschema.protocols.Validator) -> None:
+    doc = yaml.safe_load(EXAMPLES[0].read_text())
+    doc["spec"]["identity"]["nics"][0]["vlans"] = {"native": 4094}
+    assert json_validator.is_valid(doc)
+    doc["spec"]["identity"]["nics"][0]["vlans"] = {"native": 4095}
+    assert not json_validator.is_valid(doc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.domain.profile import from_dict, parse_yaml
+from appliance.domain.profile import from_dict, parse_yaml, to_dict
 from appliance.errors import Issue, ValidationError
 
 BASE = """\
@@ -23,14 +23,18 @@ spec:
 """
 
 
-def issues_of(text: str) -> list[Issue]:
+PARKED = ("VLAN {} is the parking VLAN, reserved for released switch ports (network.parking_vlan in the "
+          "configuration, or ANVIL_NETWORK_PARKING_VLAN)")
+
+
+def issues_of(text: str, **kw: int) -> list[Issue]:
     with pytest.raises(ValidationError) as info:
-        parse_yaml(text, source="test.yaml")
+        parse_yaml(text, source="test.yaml", **kw)
     return info.value.issues
 
 
-def only_issue(text: str) -> Issue:
-    issues = issues_of(text)
+def only_issue(text: str, **kw: int) -> Issue:
+    issues = issues_of(text, **kw)
     assert len(issues) == 1, issues
     return issues[0]
 
@@ -72,8 +76,8 @@ def test_unknown_top_level_field() -> None:
     [
         ("{native: 0}", "spec.identity.nics[0].vlans.native", "VLAN 0 is outside 1-4094"),
         ("{native: 4095}", "spec.identity.nics[0].vlans.native", "VLAN 4095 is outside 1-4094"),
-        ("{native: 4094}", "spec.identity.nics[0].vlans.native", "VLAN 4094 is the parking VLAN (reserved)"),
-        ("{tagged: [10, 4094]}", "spec.identity.nics[0].vlans.tagged[1]", "VLAN 4094 is the parking VLAN (reserved)"),
+        ("{native: 4094}", "spec.identity.nics[0].vlans.native", PARKED.format(4094)),
+        ("{tagged: [10, 4094]}", "spec.identity.nics[0].vlans.tagged[1]", PARKED.format(4094)),
         (
             "{native: 100, tagged: [200, 100]}",
             "spec.identity.nics[0].vlans.tagged[1]",
@@ -110,6 +114,61 @@ def test_duplicate_hba_names_and_wwn_used_twice() -> None:
 def test_wwpn_and_wwnn_share_a_namespace() -> None:
     text = BASE + '    hbas:\n      - {name: fc0, wwpn: "20:00:00:25:b5:00:00:01", wwnn: "20:00:00:25:b5:00:00:01"}\n'
     assert only_issue(text).path == "spec.identity.hbas[0].wwnn"
+
+
+def test_the_parking_vlan_is_the_configured_one_not_always_4094() -> None:
+    """network.parking_vlan is configurable: with 100 configured, 100 is refused and 4094 is a VLAN like any."""
+    issue = only_issue(BASE, parking_vlan=100)
+    assert (issue.path, issue.reason, issue.line) == ("spec.identity.nics[0].vlans.native", PARKED.format(100), 10)
+    p = parse_yaml(BASE.replace("{native: 100, tagged: [200]}", "{native: 4094, tagged: [200]}"), parking_vlan=100)
+    assert p.spec.identity.nics[0].vlans.native == 4094
+    issue = only_issue(BASE.replace("tagged: [200]", "tagged: [200, 300]"), parking_vlan=300)
+    assert issue.path == "spec.identity.nics[0].vlans.tagged[1]"
+
+
+def test_stored_documents_read_back_whatever_the_parking_vlan() -> None:
+    """A profile imported before the parking VLAN changed must still load from the store."""
+    p = parse_yaml(BASE.replace("native: 100", "native: 4094"), parking_vlan=100)
+    assert from_dict(to_dict(p)) == p
+
+
+def test_failover_policy_none_needs_no_domain() -> None:
+    p = parse_yaml(BASE + "  failover: {policy: none}\n")
+    assert p.spec.failover is not None and p.spec.failover.domain is None
+    assert from_dict(to_dict(p)) == p
+    for policy in ("n+1", "restart"):
+        issue = only_issue(BASE + f"  failover: {{policy: {policy}}}\n")
+        assert (issue.path, issue.line) == ("spec.failover.domain", 13)
+        assert issue.reason == f"is required with policy {policy} (only policy none needs no failover domain)"
+
+
+def test_hbas_of_one_profile_may_share_their_wwnn() -> None:
+    """UCS-style: the WWNN names the server and all its vHBAs carry it; their WWPNs differ."""
+    text = BASE + (
+        "    hbas:\n"
+        '      - {name: fc0, wwpn: "20:00:00:25:b5:00:00:01", wwnn: "20:00:00:25:b5:00:01:01"}\n'
+        '      - {name: fc1, wwpn: "20:00:00:25:b5:00:00:02", wwnn: "20:00:00:25:B5:00:01:01"}\n'
+    )
+    p = parse_yaml(text)
+    assert {h.wwnn for h in p.spec.identity.hbas} == {"20:00:00:25:b5:00:01:01"}
+
+
+@pytest.mark.parametrize(
+    ("hba0", "hba1", "path"),
+    [
+        # a WWNN equal to another HBA's WWPN, either way round
+        ('wwpn: "20:00:00:25:b5:00:00:01"', 'wwnn: "20:00:00:25:b5:00:00:01"', "spec.identity.hbas[1].wwnn"),
+        ('wwnn: "20:00:00:25:b5:00:00:01"', 'wwpn: "20:00:00:25:b5:00:00:01"', "spec.identity.hbas[1].wwpn"),
+        # a WWPN never repeats, even when the WWNNs are shared
+        ('wwpn: "20:00:00:25:b5:00:00:01", wwnn: "20:00:00:25:b5:00:01:01"',
+         'wwpn: "20:00:00:25:b5:00:00:01", wwnn: "20:00:00:25:b5:00:01:01"', "spec.identity.hbas[1].wwpn"),
+    ],
+)
+def test_a_wwn_used_as_a_port_name_stays_unique(hba0: str, hba1: str, path: str) -> None:
+    text = BASE + f"    hbas:\n      - {{name: fc0, {hba0}}}\n      - {{name: fc1, {hba1}}}\n"
+    issue = only_issue(text)
+    assert (issue.path, issue.line) == (path, 15)
+    assert "is already used at spec.identity.hbas[0]" in issue.reason
 
 
 def test_same_mac_twice() -> None:

@@ -175,7 +175,8 @@ def test_integers_are_checked() -> None:
 
 def test_parking_vlan_in_xml() -> None:
     [issue] = issues_of(DOC.replace("<vlan>201</vlan>", "<vlan>4094</vlan>"))
-    assert issue == Issue("spec.identity.nics[1].vlans.tagged[1]", "VLAN 4094 is the parking VLAN (reserved)", 15)
+    assert (issue.path, issue.line) == ("spec.identity.nics[1].vlans.tagged[1]", 15)
+    assert issue.reason.startswith("VLAN 4094 is the parking VLAN, reserved for released switch ports")
 
 
 def test_structure_and_model_issues_are_reported_together() -> None:

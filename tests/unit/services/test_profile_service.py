@@ -202,3 +202,95 @@ def test_two_profiles_on_one_iscsi_target_are_refused_because_its_acl_would_admi
     assert counts(store) == before
     svc.import_document(second.replace("san:db-01", "san:db-02"))   # its own target: fine
     svc.import_document(first, replace=True)                      # re-importing keeps its own claim
+
+
+FC = """\
+apiVersion: anvil/v1
+kind: ServerProfile
+metadata: {name: NAME, tenant: acme}
+spec:
+  identity:
+    hbas:
+      - {name: fc0, wwpn: "WWPN0", wwnn: "WWNN"}
+      - {name: fc1, wwpn: "WWPN1", wwnn: "WWNN"}
+  boot: {source: {type: local}}
+  failover: {policy: none}
+"""
+
+
+def fc(name: str, wwpn0: str, wwpn1: str, wwnn: str) -> str:
+    return FC.replace("NAME", name).replace("WWPN0", wwpn0).replace("WWPN1", wwpn1).replace("WWNN", wwnn)
+
+
+def test_hbas_of_one_profile_share_a_wwnn_that_no_other_profile_may_take(store: Store) -> None:
+    """UCS-style: one WWNN per server, shared by its vHBAs; it still identifies that server only."""
+    svc = ProfileService(store)
+    info = svc.import_document(fc("fc-01", "20:00:00:25:b5:00:00:01", "20:00:00:25:b5:00:00:02",
+                                  "20:00:00:25:b5:00:01:01"), source="fc-01.yaml")
+    assert sorted((k, v) for _p, k, v in info.identities) == [
+        ("wwnn", "20:00:00:25:b5:00:01:01"), ("wwpn", "20:00:00:25:b5:00:00:01"), ("wwpn", "20:00:00:25:b5:00:00:02")]
+    svc.import_document(fc("fc-01", "20:00:00:25:b5:00:00:01", "20:00:00:25:b5:00:00:02",
+                           "20:00:00:25:b5:00:01:01"), replace=True)   # re-import keeps its own WWNN
+    before = counts(store)
+    with pytest.raises(ValidationError) as err:   # the same WWNN on another server
+        svc.import_document(fc("fc-02", "20:00:00:25:b5:00:00:03", "20:00:00:25:b5:00:00:04",
+                               "20:00:00:25:b5:00:01:01"))
+    assert [i.path for i in err.value.issues] == ["spec.identity.hbas[0].wwnn", "spec.identity.hbas[1].wwnn"]
+    assert all("profile acme/fc-01" in i.reason for i in err.value.issues)
+    with pytest.raises(ValidationError) as err:   # another server's WWPN as this one's WWNN
+        svc.import_document(fc("fc-02", "20:00:00:25:b5:00:00:03", "20:00:00:25:b5:00:00:04",
+                               "20:00:00:25:b5:00:00:02"))
+    assert [i.path for i in err.value.issues] == ["spec.identity.hbas[0].wwnn", "spec.identity.hbas[1].wwnn"]
+    with pytest.raises(ValidationError) as err:   # another server's WWNN as this one's WWPN
+        svc.import_document(fc("fc-02", "20:00:00:25:b5:00:01:01", "20:00:00:25:b5:00:00:04",
+                               "20:00:00:25:b5:00:01:02"))
+    assert [i.path for i in err.value.issues] == ["spec.identity.hbas[0].wwpn"]
+    assert counts(store) == before
+    svc.delete(PROFILE, "acme", "fc-01")   # the WWNN returns: another server may take it now
+    svc.import_document(fc("fc-02", "20:00:00:25:b5:00:00:03", "20:00:00:25:b5:00:00:04",
+                           "20:00:00:25:b5:00:01:01"))
+
+
+def test_import_refuses_the_configured_parking_vlan(store: Store) -> None:
+    svc = ProfileService(store)
+    text = doc("web-01", "4c4c4544-0042-3510-8052-b4c04f384d32", "02:a0:00:00:00:01", "02:a0:00:00:00:02")
+    with pytest.raises(ValidationError) as err:
+        svc.import_document(text, source="web-01.yaml", parking_vlan=100)
+    [issue] = err.value.issues
+    assert issue.path == "spec.identity.nics[0].vlans.native" and "VLAN 100 is the parking VLAN" in issue.reason
+    assert "network.parking_vlan" in issue.reason
+    assert counts(store) == (0, 0)
+    info = svc.import_document(text.replace("native: 100", "native: 4094"), parking_vlan=100)
+    assert info.profile.spec.identity.nics[0].vlans.native == 4094
+
+
+def test_check_finds_what_import_would_refuse_and_writes_nothing(store: Store) -> None:
+    svc = ProfileService(store)
+    PoolService(store).create("iqns", "iqn", "1", "999", prefix="iqn.2026-11.io.anvil:host-")
+    template = (EXAMPLES / "kvm-host-template.yaml").read_text().replace("pool:iqns", "pool:nowhere")
+    template = template.replace("mac: pool:macs\n        vlans:\n          native: 40", "mac: pool:iqns\n"
+                                "        vlans:\n          native: 40")
+    tpl = ProfileService.parse(template)
+    with pytest.raises(ValidationError) as err:
+        svc.check(tpl, source="kvm.yaml")
+    got = [(i.path, i.reason) for i in err.value.issues]
+    assert got == [
+        ("spec.identity.uuid", "identity pool 'uuids' does not exist"),
+        ("spec.identity.iscsiInitiator", "identity pool 'nowhere' does not exist"),
+        ("spec.identity.nics[0].mac", "identity pool 'macs' does not exist"),
+        ("spec.identity.nics[1].mac", "identity pool 'iqns' holds iqn identities, not mac"),
+    ]
+    with pytest.raises(ValidationError) as imported:
+        svc.import_document(template)
+    assert [(i.path, i.reason) for i in imported.value.issues] == got   # exactly what import says
+    web = doc("web-01", "4c4c4544-0042-3510-8052-b4c04f384d32", "02:a0:00:00:00:01", "02:a0:00:00:00:02")
+    svc.import_document(web)
+    before = counts(store)
+    svc.check(ProfileService.parse(web))   # the stored one is the one it would replace
+    other = ProfileService.parse(web.replace("web-01", "web-02").replace("d32", "d33"))
+    with pytest.raises(ValidationError) as held:
+        svc.check(other, show_holders=False)
+    assert [(i.path, i.reason) for i in held.value.issues] == [
+        ("spec.identity.nics[0].mac", '"02:a0:00:00:00:01" is already in use'),
+        ("spec.identity.nics[1].mac", '"02:a0:00:00:00:02" is already in use')]
+    assert counts(store) == before
