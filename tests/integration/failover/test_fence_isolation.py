@@ -224,3 +224,36 @@ async def test_a_blade_whose_bmc_is_gone_is_fenced_by_its_ports_and_lun_and_its_
             problems = await asyncio.to_thread(world_io.inproc_violations, rig)
         assert not problems, problems
 
+
+FC_PROFILE = """\
+apiVersion: anvil/v1
+kind: ServerProfile
+metadata: {name: db, tenant: ops}
+spec:
+  identity:
+    nics:
+      - {name: eth0, mac: "02:f1:00:00:00:01", vlans: {native: 100}}
+      - {name: eth1, mac: "02:f1:00:00:00:02", vlans: {native: 101}}
+    hbas:
+      - {name: fc0, wwpn: "20:00:00:25:b5:f1:00:01", wwnn: "20:00:00:25:b5:f1:01:01"}
+  boot: {mode: legacy, source: {type: fc, targetWwpn: "50:06:01:60:3e:a0:12:34", lun: 1}}
+  failover: {domain: prod, priority: 5, policy: n+1}
+"""
+
+
+async def test_shut_ports_do_not_fence_a_blade_that_reaches_its_san_over_fc(tmp_path: Path) -> None:
+    """The FC fabric is not behind the Ethernet ports and no zoning is managed: with the BMC gone,
+    the failover waits for an operator and no spare is powered on."""
+    async with InprocRig(tmp_path, chassis=[1, 1], monitor=MONITOR, engine=fast_engine(fence_timeout=3.0)) as rig:
+        FailoverService(rig.store, rig.box).create_domain("prod")
+        ProfileService(rig.store).import_document(FC_PROFILE)
+        JobService(rig.store).submit_assign("db", tenant="ops", blade="b001")
+        await rig.until("db active on b001", lambda: _active(rig), 60)
+        await asyncio.sleep(2.5)
+        rig.kill_bmc("b001")
+        info = await rig.until("needs an operator", lambda: failover(rig, "needs-operator"), 60)
+        assert "isolation: the profile's FC HBAs (fc0) reach the SAN past the switch ports" in (info.reason or "")
+        await asyncio.sleep(2)   # and it stays so
+        assert failover(rig, "needs-operator") is not None
+        assert rig.raw_power("b002") == "Off"
+        assert await ports_up(rig, "b001") == [True, True]   # nothing half-done
