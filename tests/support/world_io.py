@@ -39,8 +39,10 @@ def power(changes: Iterable[PowerChange], blade_of: Mapping[str, str]) -> dict[s
     """Per blade, its power changes (time, on) from the emulators' histories; ``blade_of``: system uuid → blade."""
     out: dict[str, list[tuple[float, bool]]] = {}
     for c in changes:
-        if c.system in blade_of:
-            out.setdefault(blade_of[c.system], []).append((c.at, c.now == "On"))
+        # Every system of the rack is a blade: one not found means the join is wrong, and a
+        # check over an empty history would pass whatever happened.
+        assert c.system in blade_of, f"power change of system {c.system}, which is no blade of {sorted(blade_of)}"
+        out.setdefault(blade_of[c.system], []).append((c.at, c.now == "On"))
     return out
 
 
