@@ -1,10 +1,17 @@
 """Shared fixtures. Each test gets its own state directory through ANVIL_* variables,
-and store tests run against both SQLite and a throw-away PostgreSQL cluster."""
+and store tests run against both SQLite and a throw-away PostgreSQL cluster.
+
+No test sees the caller's ANVIL_* environment (a developer's exported ANVIL_API_LISTEN once
+failed `config show`'s test): it is removed when pytest starts, before collection and any
+fixture of any scope, and again before each test; fixtures such as ``anvil_env`` then set
+what a test needs. Only the knobs in ``TEST_KNOBS``, which steer the tests themselves, are kept.
+"""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -13,8 +20,44 @@ from appliance.lab.procs import free_tcp_port
 from appliance.store import Store, open_store
 from tests.support.postgres import PgCluster
 
+pytest_plugins = ["tests.support.skip_gate"]
+
 REPO = Path(__file__).resolve().parent.parent
 _db_counter = itertools.count()
+
+# ANVIL_* variables that steer the test run rather than the appliance, so they are not cleared.
+TEST_KNOBS = frozenset({
+    "ANVIL_CI",              # skips fail the run (tests/support/skip_gate.py)
+    "ANVIL_CHAOS_SEED",      # replays one chaos run (tests/integration/engine/test_chaos.py)
+    "ANVIL_REGEN_GOLDEN",    # rewrites the golden files instead of comparing with them
+    "ANVIL_LAB_CACHE",       # where the lab's downloaded guest kernel is kept between runs
+})
+
+
+def callers_anvil_variables(environ: Mapping[str, str]) -> list[str]:
+    """The ANVIL_* variables of ``environ`` no test may see."""
+    return sorted(k for k in environ if k.startswith("ANVIL_") and k not in TEST_KNOBS)
+
+
+_SAVED_ENV = pytest.StashKey[dict[str, str]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before collection: module-level code and session/module-scoped fixtures (the VM lab's,
+    # the engine rig's) build their environments from os.environ. Restored at unconfigure.
+    saved = {k: os.environ.pop(k) for k in callers_anvil_variables(os.environ)}
+    config.stash[_SAVED_ENV] = saved
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    os.environ.update(config.stash.get(_SAVED_ENV, {}))
+
+
+@pytest.fixture(autouse=True)
+def _no_callers_anvil_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What an earlier test or fixture left in os.environ is gone too (restored after the test)."""
+    for key in callers_anvil_variables(os.environ):
+        monkeypatch.delenv(key)
 
 
 @pytest.fixture

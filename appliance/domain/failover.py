@@ -305,33 +305,5 @@ def decide(policy: Policy, *, restarts_done: int, restart_attempts: int, bmc_rea
 
 class FenceMethod(StrEnum):
     POWER = "power"          # BMC power off, read back as off
-    ISOLATION = "isolation"  # every switch port shut and (for SAN boot) LUN access revoked, read back
+    ISOLATION = "isolation"  # every switch port shut and (for iSCSI boot) LUN access revoked, read back
     OPERATOR = "operator"    # an admin confirmed by hand (anvil failover confirm-fenced)
-
-
-@dataclass(frozen=True, slots=True)
-class FenceEvidence:
-    """What the fence step could read back. None means "not tried or could not be read"."""
-
-    power_off: bool | None = None
-    ports_down: bool | None = None      # all of the blade's cabled ports read back as down
-    cabled_ports: int = 0
-    storage_revoked: bool | None = None  # the profile's initiator no longer has LUN access
-    san_boot: bool = False              # the profile's storage is a SAN LUN (iSCSI or FC)
-
-
-def fence_method(e: FenceEvidence) -> FenceMethod | None:
-    """How the blade is confirmed fenced, or None: then the failover must not proceed.
-
-    Power read back as off is enough. Otherwise the blade must be isolated: it needs at
-    least one cabled port and every port confirmed down (a blade with an unknown cable
-    could still reach the network), and a SAN-booted profile's LUN access confirmed
-    revoked too (an FC HBA is not behind the Ethernet ports).
-    """
-    if e.power_off is True:
-        return FenceMethod.POWER
-    network = e.cabled_ports > 0 and e.ports_down is True
-    storage = e.storage_revoked is True or not e.san_boot
-    if network and storage:
-        return FenceMethod.ISOLATION
-    return None

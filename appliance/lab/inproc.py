@@ -3,6 +3,8 @@
 For benchmarks and integration tests that need to look inside: real emulator processes
 (sushy-tools chassis, an snmpsim switch) and the production drivers, engine, monitor and
 boot HTTP service, on a SQLite store in ``work``; no API and no subprocess appliance.
+The switch is snmpsim, or with ``switch="ovs"`` (root) a private Open vSwitch with one
+host namespace per blade NIC; ``storage`` is the iSCSI target driver for boot LUNs, if any.
 
     async with InprocRig(work, chassis=[20, 1], enroll=20) as rig:
         ...
@@ -25,11 +27,12 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from appliance.boot.http import setup as setup_boot
-from appliance.drivers.protocols import Secret
+from appliance.drivers.protocols import Secret, StorageDriver
 from appliance.engine.model import EngineSettings
 from appliance.engine.runner import Engine
 from appliance.engine.steps import KINDS
-from appliance.lab import procs, redfish_emulator
+from appliance.lab import netns, procs, redfish_emulator
+from appliance.lab.ovs_switch import Host, OvsSwitch
 from appliance.lab.snmp_switch import DEFAULT_VLANS, SnmpSwitch
 from appliance.monitor.events import setup_event_route
 from appliance.monitor.notify import Notifier
@@ -42,6 +45,7 @@ from appliance.store import Store, open_store
 
 T = TypeVar("T")
 SWITCH = "rig-sw"
+NICS = 2   # per blade, each cabled to its own switch port
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +63,9 @@ class InprocRig:
     def __init__(self, work: Path, *, chassis: list[int], enroll: int | None = None,
                  power_delay: tuple[float, float] = (0.0, 0.2), delays: dict[int, tuple[float, float]] | None = None,
                  engine: EngineSettings | None = None, monitor: MonitorSettings | None = None,
-                 events: bool = False) -> None:
+                 events: bool = False, switch: str = "snmp", storage: StorageDriver | None = None) -> None:
+        if switch not in ("snmp", "ovs"):
+            raise ValueError(f"unknown rig switch {switch!r} (snmp or ovs)")
         self.work = work
         self.chassis = chassis
         self.to_enroll = sum(chassis) if enroll is None else enroll
@@ -71,7 +77,10 @@ class InprocRig:
         self.password = secrets.token_urlsafe(12)
         self.blades: list[RigBlade] = []
         self.enrolled: list[str] = []
+        self.switch_kind = switch
         self.switch: SnmpSwitch | None = None
+        self.ovs: OvsSwitch | None = None
+        self.storage = storage
         self.store: Store = open_store(f"sqlite:///{work / 'anvil.db'}")
         key = work / "secrets.key"
         ensure_key(key)
@@ -90,7 +99,7 @@ class InprocRig:
             await asyncio.to_thread(self._start_rack)
             boot_port = procs.free_tcp_port()
             self.boot_url = f"http://127.0.0.1:{boot_port}"
-            self.hw = Hardware(self.store, self.box, notifier=Notifier(self.store, self.box))
+            self.hw = Hardware(self.store, self.box, notifier=Notifier(self.store, self.box), storage=self.storage)
             self.engine = Engine(self.store, self.hw, KINDS, settings=self.engine_settings)
             if self.monitor_settings is not None:
                 wanted = replace(self.monitor_settings, event_base_url=self.boot_url if self.events else "")
@@ -126,16 +135,33 @@ class InprocRig:
         self.store.close()
 
     def _start_rack(self) -> None:
-        self.switch = SnmpSwitch(self.work / "snmp", ports=max(24, 2 * sum(self.chassis)), vlans=DEFAULT_VLANS,
+        if self.switch_kind == "ovs":
+            # Every port untagged in VLAN 1 at first, as on the SNMP switch; one namespace per NIC.
+            hosts = tuple(Host(self._ovs_host(i, k), vlan=1) for i in range(1, sum(self.chassis) + 1)
+                          for k in range(NICS))
+            self.ovs = OvsSwitch(self.work / "ovs", hosts=hosts, prefix=netns.unique_prefix("ir"))
+            self.ovs.up()
+            SwitchService(self.store, self.box).enroll(SWITCH, self.ovs.address)
+            return
+        self.switch = SnmpSwitch(self.work / "snmp", ports=max(24, NICS * sum(self.chassis)), vlans=DEFAULT_VLANS,
                                  community="rig" + secrets.token_hex(6))
         self.switch.start()
         SwitchService(self.store, self.box).enroll(SWITCH, self.switch.address,
                                                    password=Secret(self.switch.community))
 
+    @staticmethod
+    def _ovs_host(blade: int, nic: int) -> str:
+        return f"{blade}e{nic}"
+
+    def port_of(self, blade: str, nic: int) -> str:
+        """The switch port NIC ``nic`` (0-based) of ``blade`` is cabled to."""
+        i = self.blades.index(self.blade(blade)) + 1
+        return self.ovs.port(self._ovs_host(i, nic)) if self.ovs is not None else str(NICS * (i - 1) + 1 + nic)
+
     def _start_emulators(self) -> None:
         n = 0
         for c, count in enumerate(self.chassis, 1):
-            systems = redfish_emulator.make_systems(count, seed=c, nics=2)
+            systems = redfish_emulator.make_systems(count, seed=c, nics=NICS)
             emu = redfish_emulator.start_redfish(
                 self.work / f"redfish-{c}", procs.free_tcp_port(), systems,
                 power_delay=self.delays.get(c, self.power_delay), username="admin", password=self.password,
@@ -154,6 +180,8 @@ class InprocRig:
             redfish_emulator.stop(emu)
         if self.switch is not None:
             self.switch.stop()
+        if self.ovs is not None:
+            self.ovs.down()
 
     # ---- inventory ----------------------------------------------------------------------------
 
@@ -167,7 +195,7 @@ class InprocRig:
                 name=blade.name, bmc=blade.emulator.address(blade.system), username="admin",
                 password=Secret(self.password), cpus=blade.system["cpus"], memory_gib=blade.system["memory_gib"],
                 chassis=f"c{blade.chassis}", slot=i,
-                nics=tuple(NicSpec(f"eth{k}", nic["mac"], SWITCH, str(2 * i - 1 + k))
+                nics=tuple(NicSpec(f"eth{k}", nic["mac"], SWITCH, self.port_of(blade.name, k))
                            for k, nic in enumerate(blade.system["nics"]))))
             self.enrolled.append(blade.name)
             added.append(blade.name)
@@ -195,6 +223,8 @@ class InprocRig:
     def kill_switch(self) -> None:
         if self.switch is not None:
             self.switch.stop()
+        if self.ovs is not None:
+            self.ovs.down()
 
     def raw_power(self, name: str) -> str:
         b = self.blade(name)

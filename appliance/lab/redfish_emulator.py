@@ -21,6 +21,10 @@ What this wrapper adds to sushy-tools 2.2 (whose fake driver lacks them):
   on every real power change.
 - A configurable power delay: config key ``ANVIL_POWER_DELAY = (lo, hi)`` seconds
   (uniform); ``None`` keeps sushy-tools' own random 1-11 s.
+- A power history: every change of a system's power state, as the emulator applies it,
+  appended to ``<state dir>/power-history.jsonl`` (``{"t": epoch s, "system": uuid,
+  "from": "Off", "to": "On"}``); a delayed change is stamped with the time it took effect.
+  Tests read it (:func:`power_history`) to check what really ran, not what the store says.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import logging
 import random
 import re
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -44,6 +49,7 @@ from appliance.lab import procs, redfish_events
 from appliance.lab.emulated_os import BladeHooks, EmulatedOs
 
 HOST = "127.0.0.1"
+POWER_HISTORY = "power-history.jsonl"
 _MAC = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
 _WWN = re.compile(r"^([0-9a-fA-F]{2}:){7}[0-9a-fA-F]{2}$")
 
@@ -194,6 +200,37 @@ def stop(emu: RedfishEmulator, timeout: float = 5.0) -> None:
     procs.stop(emu.proc, timeout)
 
 
+@dataclass(frozen=True, slots=True)
+class PowerChange:
+    at: float        # epoch seconds, when the emulator's state changed
+    system: str      # uuid
+    was: str
+    now: str
+
+
+def power_history(emu: RedfishEmulator) -> list[PowerChange]:
+    """Every power change the emulator applied, oldest first (also after it was stopped).
+
+    A change still pending is in it once something read the system after its time came.
+    """
+    return read_power_history(emu.state_dir)
+
+
+def read_power_history(state_dir: Path) -> list[PowerChange]:
+    """:func:`power_history` of the emulator whose sushy-tools state directory is ``state_dir``."""
+    path = state_dir / POWER_HISTORY
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        if line.strip():
+            rec = json.loads(line)
+            out.append(PowerChange(float(rec["t"]), str(rec["system"]), str(rec["from"]), str(rec["to"])))
+    return sorted(out, key=lambda c: c.at)
+
+
 # ---- the emulator process ---------------------------------------------------------
 
 
@@ -202,6 +239,27 @@ def _install(app: Any, fakedriver: Any, sushy_error: Any) -> None:  # pragma: no
 
     fake = fakedriver.FakeDriver
     stock_set_power = fake.set_power_state
+    stock_update = fake._update
+    history_lock = threading.Lock()
+
+    def update_recording_power(self: Any, system: Any, **changes: Any) -> None:
+        """Every power state change goes through here: record it (the stored copy is the old state)."""
+        record = system if isinstance(system, dict) else self._get(system)
+        stored = self._systems.get(record["uuid"]) or {}
+        was = stored.get("power_state")
+        pending = stored.get("pending_power") or {}
+        stock_update(self, system, **changes)
+        now = record.get("power_state")
+        if was is None or now == was:
+            return
+        applying = "power_state" in changes and "pending_power" in changes and changes["pending_power"] is None
+        at = float(pending.get("apply_time") or time.time()) if applying else time.time()
+        line = json.dumps({"t": at, "system": record["uuid"], "from": was, "to": now}) + "\n"
+        path = Path(app.config["SUSHY_EMULATOR_STATE_DIR"]) / POWER_HISTORY
+        with history_lock, open(path, "a") as fh:
+            fh.write(line)
+
+    fake._update = update_recording_power
 
     # The config file is read after this runs (by sushy-tools' main), so look it up on first use.
     oses: dict[str, EmulatedOs] = {}

@@ -21,6 +21,8 @@ cache and writecache files live in a directory ``nobody`` can write.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -42,6 +44,44 @@ VLAN_STATIC = "1.3.6.1.2.1.17.7.1.4.3.1"  # .1 name .2 egress .3 forbidden .4 un
 DOT1Q_PVID = "1.3.6.1.2.1.17.7.1.4.5.1.1"
 
 DEFAULT_VLANS = (1, 10, 20, 30, 100, 101, 200, 4094)
+MODULES = Path(__file__).resolve().parent / "snmpsim_modules"   # our writecache, which logs each SET
+SET_LOG = "sets.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class SetRecord:
+    at: float    # epoch seconds
+    oid: str
+    value: str   # OCTET STRINGs as hex, numbers in decimal
+
+
+@dataclass(frozen=True, slots=True)
+class PortChange:
+    at: float
+    up: bool | None = None     # an ifAdminStatus SET
+    pvid: int | None = None    # a dot1qPvid SET
+
+
+def read_set_log(path: Path) -> list[SetRecord]:
+    """The SETs the switch stored, oldest first."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    recs = [json.loads(line) for line in lines if line.strip()]
+    return sorted((SetRecord(float(r["t"]), str(r["oid"]), str(r["value"])) for r in recs), key=lambda r: r.at)
+
+
+def port_history(records: Iterable[SetRecord], *, ports: int, ifindex_offset: int = 0) -> dict[int, list[PortChange]]:
+    """Per port (1-based), its admin state and PVID changes among ``records``."""
+    out: dict[int, list[PortChange]] = {p: [] for p in range(1, ports + 1)}
+    for r in records:
+        prefix, _, index = r.oid.rpartition(".")
+        if prefix == IF_ADMIN_STATUS and int(index) - ifindex_offset in out:
+            out[int(index) - ifindex_offset].append(PortChange(r.at, up=r.value == "1"))
+        elif prefix == DOT1Q_PVID and int(index) in out:
+            out[int(index)].append(PortChange(r.at, pvid=int(r.value)))
+    return out
 
 
 def _oid_key(line: str) -> tuple[int, ...]:
@@ -131,6 +171,7 @@ class SnmpSwitch:
         self.port = 0
         self._proc: procs.ProcHandle | None = None
         self._rundir = workdir
+        self._set_log = workdir / SET_LOG
 
     @property
     def address(self) -> str:
@@ -169,11 +210,13 @@ class SnmpSwitch:
         cache = self._rundir / "cache"
         cache.mkdir(exist_ok=True)
         wcache = self._rundir / "wcache.db"
-        argv = [exe, f"--data-dir={data}", f"--cache-dir={cache}",
-                f"--variation-module-options=writecache:file:{wcache}", "--log-level=error"]
+        self._set_log = self._rundir / SET_LOG
+        self._set_log.touch()
+        argv = [exe, f"--data-dir={data}", f"--cache-dir={cache}", f"--variation-modules-dir={MODULES}",
+                f"--variation-module-options=writecache:file:{wcache},log:{self._set_log}", "--log-level=error"]
         if os.geteuid() == 0:
             nobody = pwd.getpwnam("nobody")
-            for path in (self._rundir, data, cache, *data.iterdir()):
+            for path in (self._rundir, data, cache, self._set_log, *data.iterdir()):
                 os.chown(path, nobody.pw_uid, nobody.pw_gid)
                 path.chmod(0o755 if path.is_dir() else 0o644)
             argv += ["--process-user=nobody", "--process-group=nogroup"]
@@ -199,11 +242,24 @@ class SnmpSwitch:
     def _answers(self) -> bool:
         return _udp_probe(self.port, self.community)
 
+    @property
+    def set_log(self) -> Path:
+        """The switch's own log of the SETs it stored (kept in ``workdir`` once stopped)."""
+        return self._set_log
+
+    def port_history(self) -> dict[int, list[PortChange]]:
+        """Per port, each ifAdminStatus and PVID SET it stored, oldest first (see :func:`read_set_log`)."""
+        return port_history(read_set_log(self._set_log), ports=self.ports, ifindex_offset=self.ifindex_offset)
+
     def stop(self) -> None:
         if self._proc is not None:
             procs.stop(self._proc, timeout=3.0)
             self._proc = None
         if self._rundir != self.workdir:
+            kept = self.workdir / SET_LOG
+            with contextlib.suppress(OSError):
+                shutil.copyfile(self._set_log, kept)
+                self._set_log = kept
             shutil.rmtree(self._rundir, ignore_errors=True)
             self._rundir = self.workdir
 

@@ -38,6 +38,7 @@ from sqlalchemy import select
 from appliance.lab import netns, rack
 from appliance.store.tables import JobEventRow
 from tests.integration.engine.rig import Anvil, Result, Serve
+from tests.support.tgtadm import TargetView, parse_targets
 
 CACHE = Path(os.environ.get("ANVIL_LAB_CACHE", "/var/tmp/anvil-lab-cache"))
 BOOT_TIMEOUT_S = 240        # the engine's await-boot deadline; a TCG boot takes 15-25 s on a loaded 2-core box
@@ -54,51 +55,6 @@ def skip_reason() -> str | None:
 
 
 requires_vm_lab = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
-
-
-# ---- tgtd, read raw -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TargetView:
-    """One target as ``tgtadm --op show --mode target`` prints it."""
-
-    name: str
-    acl: tuple[str, ...]
-    sessions: tuple[str, ...]     # initiator names of the I_T nexuses (may include stale ones)
-    backing: tuple[str, ...]
-
-
-def parse_targets(text: str) -> dict[str, TargetView]:
-    out: dict[str, TargetView] = {}
-    name, section = "", ""
-    acl: list[str] = []
-    sessions: list[str] = []
-    backing: list[str] = []
-
-    def flush() -> None:
-        if name:
-            out[name] = TargetView(name, tuple(acl), tuple(sessions), tuple(backing))
-
-    for line in text.splitlines():
-        head = re.match(r"^Target \d+: (\S+)", line)
-        if head:
-            flush()
-            name, section, acl, sessions, backing = head.group(1), "", [], [], []
-            continue
-        if re.match(r"^ {4}\S.*:$", line):
-            section = line.strip().rstrip(":")
-            continue
-        item = line.strip()
-        if section == "ACL information" and item:
-            acl.append(item)
-        elif section == "I_T nexus information" and item.startswith("Initiator:"):
-            sessions.append(item.split()[1])
-        elif section == "LUN information" and item.startswith("Backing store path:") and item != \
-                "Backing store path: None":
-            backing.append(item.split(":", 1)[1].strip())
-    flush()
-    return out
 
 
 # ---- the lab ----------------------------------------------------------------------------------------

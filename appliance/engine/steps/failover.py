@@ -203,7 +203,15 @@ async def _power_fence(ctx: StepContext, blade: str) -> str | None:
 
 
 async def _isolation_fence(ctx: StepContext, blade: str, profile: Profile) -> str | None:
-    """Shut every cabled port of the old blade (and revoke a SAN boot's LUN access), read back."""
+    """Shut every cabled port of the old blade (and revoke an iSCSI boot's LUN access), read back.
+
+    Not for a profile with FC HBAs: the fabric is not behind the Ethernet ports and Anvil has
+    no zoning to revoke, so the blade could still write its LUNs; an operator must cut it off.
+    """
+    if profile.spec.identity.hbas:
+        names = ", ".join(h.name for h in profile.spec.identity.hbas)
+        return f"the profile's FC HBAs ({names}) reach the SAN past the switch ports, and no FC zoning is managed"
+
     def _ports() -> list[Any]:
         with ctx.store.read() as s:
             return cabled_ports(s, blade_row(s, blade).id)

@@ -6,7 +6,8 @@ unassigned, release if it is active) through JobService, straight into the SQLit
 store, until 50 jobs exist; meanwhile serve is SIGKILLed 0.3-2 s after each start
 (20 times, each restart at once) while jobs run; after the 20th kill serve is left
 running, the remaining jobs up to 50 are submitted, and every job must end succeeded
-or rolled_back, with store, BMCs and switch agreeing.
+or rolled_back, with store, BMCs and switch agreeing, and the BMCs' own power history showing no profile on two
+powered-on blades at once and no blade running two profiles without a power-off between.
 
 The seed is printed; rerun one with ANVIL_CHAOS_SEED=<seed>.
 """
@@ -25,10 +26,12 @@ from sqlalchemy import func, select
 from appliance.domain.states import ACTIVE_JOB_STATES, JobState
 from appliance.drivers.protocols import PortConfig
 from appliance.errors import Conflict
+from appliance.lab import redfish_emulator
 from appliance.services.jobs import JobService
 from appliance.store import Store
-from appliance.store.tables import BindingRow, BladeRow, IdentityRow, JobRow, ProfileRow
+from appliance.store.tables import BindingRow, BladeRow, JobRow, ProfileRow
 from tests.integration.engine.rig import PARKING_VLAN, PROFILE_VLANS, Lab, profile_macs, rig
+from tests.support import world, world_io
 
 BLADES = 6
 PROFILES = 6
@@ -77,13 +80,6 @@ def _check_consistency(store: Store, lab: Lab, names: list[str]) -> list[str]:
         ever = set(s.scalars(select(BladeRow.name).join(BindingRow, BindingRow.blade_id == BladeRow.id)))
         profiles = {p.name: p.state for p in s.scalars(select(ProfileRow))}
         blades = {b.name: b.state for b in s.scalars(select(BladeRow))}
-        dup_ids = s.execute(select(IdentityRow.space, IdentityRow.value, func.count())
-                            .group_by(IdentityRow.space, IdentityRow.value).having(func.count() > 1)).all()
-    by_profile = Counter(p for p, _ in live)
-    by_blade = Counter(b for _, b in live)
-    problems += [f"profile {p} has {n} live bindings" for p, n in by_profile.items() if n > 1]
-    problems += [f"blade {b} has {n} live bindings" for b, n in by_blade.items() if n > 1]
-    problems += [f"identity {sp}:{v} held {n} times" for sp, v, n in dup_ids]
     bound = dict(live)
     ports = [p for _, nic_ports in inventory.values() for p in nic_ports]
     switch = lab.read_ports(store, ports)
@@ -120,7 +116,20 @@ def _check_consistency(store: Store, lab: Lab, names: list[str]) -> list[str]:
         for port in nic_ports:
             if switch[port] != PortConfig(native=PARKING_VLAN, tagged=frozenset(), up=True):
                 problems.append(f"unbound blade {blade}: port {port} is {switch[port]}")
+    # The store's unique indexes make "one live binding per profile and per blade" and "one holder
+    # per identity" true of the store whatever happened; the blades' own power history (read
+    # last: reading a system above applies its pending power change) says whether a profile
+    # ever ran on two blades at once, or a blade ran two profiles without a power-off between.
+    problems += world_violations(lab, inventory, store)
     return problems
+
+
+def world_violations(lab: Lab, inventory: dict[str, tuple[str, list[tuple[str, str]]]], store: Store) -> list[str]:
+    """What the Redfish emulator's power history and the bindings' times say really ran twice."""
+    blade_of = {url.rsplit("/", 1)[1]: blade for blade, (url, _ports) in inventory.items()}
+    changes = redfish_emulator.read_power_history(lab.lab_dir / "redfish" / "state")
+    assert changes, "the emulator recorded no power change at all"
+    return world.violations(world_io.power(changes, blade_of), world_io.stamps(store))
 
 
 @pytest.mark.slow

@@ -133,3 +133,24 @@ async def test_agent_commit_failure_is_a_retryable_bmc_failure(tmp_path: Path, d
         with pytest.raises(BmcFailure, match="commitFailed") as err:
             await driver.set_port(ref, "2", PortConfig(native=20))
         assert err.value.retryable
+
+
+async def test_the_switch_keeps_its_own_history_of_port_writes(snmp_switch: SnmpSwitch,
+                                                               driver: SnmpSwitchDriver) -> None:
+    """Each admin state and PVID SET the emulator stored, timestamped on its side (tests check
+    what the switch was told, not what the store says); a SET it refused is not in it."""
+    ref = v2c(snmp_switch)
+    t0 = time.time()
+    await driver.set_port(ref, "5", PortConfig(native=10, tagged=frozenset(), up=True))
+    await driver.set_port(ref, "5", PortConfig(native=10, tagged=frozenset(), up=False))
+    t1 = time.time()
+    history = snmp_switch.port_history()
+    changes = history[5]
+    assert [c.up for c in changes if c.up is not None] == [False]
+    assert [c.pvid for c in changes if c.pvid is not None] == [10]
+    assert all(t0 <= c.at <= t1 for c in changes)
+    assert [c.at for c in changes] == sorted(c.at for c in changes)
+    assert all(not h for port, h in history.items() if port != 5)
+    snmp_switch.stop()   # the log outlives the emulator and its private run directory
+    assert snmp_switch.set_log.parent == snmp_switch.workdir
+    assert snmp_switch.port_history()[5] == changes

@@ -16,12 +16,9 @@ from appliance.domain.failover import (
     FailedProfile,
     FailoverDomain,
     FailoverState,
-    FenceEvidence,
-    FenceMethod,
     Policy,
     decide,
     domain_problems,
-    fence_method,
     is_event_name,
     plan_spares,
     queue_order,
@@ -193,21 +190,6 @@ def test_domain_problems_name_every_field() -> None:
         assert problems and problems[0][0] == "webhookUrl" and why in problems[0][1], url
     assert domain_problems(FailoverDomain("d", webhook_url="https://h/x"), webhook_secret="s" * 15 + " ")[0][1] == (
         "must not contain whitespace or control characters")
-
-
-def test_a_fence_counts_only_when_something_confirmed_it() -> None:
-    assert fence_method(FenceEvidence(power_off=True)) is FenceMethod.POWER
-    assert fence_method(FenceEvidence(power_off=True, ports_down=False)) is FenceMethod.POWER
-    assert fence_method(FenceEvidence()) is None
-    assert fence_method(FenceEvidence(power_off=None, ports_down=True, cabled_ports=2)) is FenceMethod.ISOLATION
-    # No known cable: shutting "all" ports proves nothing.
-    assert fence_method(FenceEvidence(power_off=False, ports_down=True, cabled_ports=0)) is None
-    # SAN boot needs the LUN access revoked too.
-    san = FenceEvidence(ports_down=True, cabled_ports=2, san_boot=True)
-    assert fence_method(san) is None
-    assert fence_method(FenceEvidence(ports_down=True, cabled_ports=2, san_boot=True, storage_revoked=True)) is (
-        FenceMethod.ISOLATION)
-    assert fence_method(FenceEvidence(ports_down=None, cabled_ports=2, san_boot=True, storage_revoked=True)) is None
 
 
 def test_no_record_reaches_a_spare_without_passing_fenced() -> None:

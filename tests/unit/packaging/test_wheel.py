@@ -23,6 +23,8 @@ def test_wheel_contains_assets_and_console_script(tmp_path: Path) -> None:
         for src in (REPO / folder).rglob("*"):
             if src.is_file():
                 assert f"appliance/_assets/{src.relative_to(REPO)}" in names
+    # snmpsim loads the lab switch's variation module from this directory, not by import.
+    assert "appliance/lab/snmpsim_modules/writecache.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "anvil = appliance.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

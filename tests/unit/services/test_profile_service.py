@@ -1,18 +1,26 @@
-"""Importing profiles into the store: a rejected import changes nothing."""
+"""Importing profiles into the store: a rejected import changes nothing.
+
+Most rejections happen while parsing or checking, before the transaction writes anything;
+the ``*_inside_the_transaction`` and ``*_midway`` tests fail after rows were written (the
+profile, some of its identities, pool offsets moved) and compare every table, row by row.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from appliance.assets import asset_dir
-from appliance.errors import Conflict, NotFound, ValidationError
+from appliance.errors import Conflict, NotFound, PoolExhausted, ValidationError
+from appliance.services import profiles as profile_service
 from appliance.services.pools import PoolService
 from appliance.services.profiles import PROFILE, TEMPLATE, ProfileService
 from appliance.store import Store
-from appliance.store.tables import IdentityRow, ProfileRow
+from appliance.store.tables import Base, IdentityPoolRow, IdentityRow, ProfileRow
 
 EXAMPLES = asset_dir("profiles") / "examples"
 
@@ -38,6 +46,18 @@ def counts(store: Store) -> tuple[int, int]:
     with store.read() as s:
         return (s.scalar(select(func.count()).select_from(ProfileRow)) or 0,
                 s.scalar(select(func.count()).select_from(IdentityRow)) or 0)
+
+
+def snapshot(store: Store) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table, in a stable order."""
+    with store.read() as s:
+        return {t.name: sorted((tuple(r) for r in s.execute(t.select())), key=repr)
+                for t in Base.metadata.sorted_tables}
+
+
+def next_offsets(store: Store) -> dict[str, int]:
+    with store.read() as s:
+        return dict(s.execute(select(IdentityPoolRow.name, IdentityPoolRow.next_offset)).all())
 
 
 def _pools(store: Store) -> None:
@@ -162,7 +182,34 @@ def test_template_instantiation_allocates_and_delete_returns_identities(store: S
     assert svc.get(TEMPLATE, "default", "kvm-host").identities == ()
 
 
-def test_template_instantiation_failing_midway_changes_nothing(store: Store) -> None:
+class WritesSeen:
+    """Wraps the calls of the profile service that write inside its transaction (``ids.claim``,
+    ``ids.allocate``, ``allocate_pool_identities``), and records what the transaction had written
+    when one of them failed: a test of "changes nothing" must fail after something was written."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.at_failure: tuple[int, int] | None = None   # (profiles, identities) inside the transaction
+        for owner, name in ((profile_service.ids, "claim"), (profile_service.ids, "allocate"),
+                            (ProfileService, "allocate_pool_identities")):
+            monkeypatch.setattr(owner, name, self._wrap(getattr(owner, name)))
+
+    def _wrap(self, fn: Callable[..., object]) -> Callable[..., object]:
+        def call(*args: object, **kw: object) -> object:
+            try:
+                return fn(*args, **kw)
+            except Exception:
+                session = next(a for a in args if isinstance(a, Session))
+                if self.at_failure is None:
+                    self.at_failure = (session.scalar(text("SELECT count(*) FROM profiles")) or 0,
+                                       session.scalar(text("SELECT count(*) FROM identities")) or 0)
+                raise
+
+        return call
+
+
+def test_template_instantiation_failing_midway_changes_nothing(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MAC pool runs out at the new host's second MAC, after its UUID, IQN and first MAC
+    were allocated inside the transaction."""
     svc = PoolService(store)
     svc.create("macs", "mac", "02:a0:00:00:00:00", "02:a0:00:00:00:02")  # room for one host's two MACs, plus one
     svc.create("iqns", "iqn", "1", "999", prefix="iqn.2026-11.io.anvil:host-")
@@ -170,12 +217,59 @@ def test_template_instantiation_failing_midway_changes_nothing(store: Store) -> 
     profiles = ProfileService(store)
     profiles.import_document((EXAMPLES / "kvm-host-template.yaml").read_bytes())
     profiles.instantiate("kvm-host", "kvm-01")
-    before = counts(store)
-    from appliance.errors import PoolExhausted
-
+    before, offsets = snapshot(store), next_offsets(store)
+    seen = WritesSeen(monkeypatch)
     with pytest.raises(PoolExhausted):
         profiles.instantiate("kvm-host", "kvm-02")
-    assert counts(store) == before
+    assert seen.at_failure == (3, 4 + 3)   # template, kvm-01, kvm-02; kvm-01's 4, kvm-02's uuid, iqn, one MAC
+    assert snapshot(store) == before
+    assert next_offsets(store) == offsets == {"macs": 2, "iqns": 1, "uuids": 1}
+
+
+def test_template_whose_third_nic_clashes_inside_the_transaction_changes_nothing(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 3rd NIC's fixed MAC is free when checked, but the pool hands that very MAC to the
+    1st NIC; the clash is found once the allocated values are filled in, after the allocations."""
+    _pools(store)
+    tpl = (EXAMPLES / "kvm-host-template.yaml").read_text().replace(
+        "  boot:\n", '      - {name: eth2, mac: "02:a0:00:00:00:00"}\n  boot:\n', 1)
+    profiles = ProfileService(store)
+    profiles.import_document(tpl)
+    before, offsets = snapshot(store), next_offsets(store)
+    seen = WritesSeen(monkeypatch)
+    with pytest.raises(ValidationError) as exc:
+        profiles.instantiate("kvm-host", "kvm-01")
+    assert [(i.path, i.reason) for i in exc.value.issues] == [
+        ("spec.identity.nics[2].mac", '"02:a0:00:00:00:00" is already used at spec.identity.nics[0].mac')]
+    assert seen.at_failure == (2, 4)   # the template and kvm-01; kvm-01's uuid, iqn and two pool MACs
+    assert snapshot(store) == before
+    assert next_offsets(store) == offsets == {"macs": 0, "iqns": 0, "uuids": 0}
+
+
+def test_import_whose_third_nic_clashes_inside_the_transaction_changes_nothing(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another writer claims the 3rd NIC's MAC between the import's check and its insert (two
+    imports can interleave so on PostgreSQL); here the check is made to miss it, so the unique
+    constraint meets it after the profile row and the UUID and first two MACs were written."""
+    _pools(store)
+    svc = ProfileService(store)
+    svc.import_document(doc("web-00", "4c4c4544-0042-3510-8052-b4c04f384d30", "02:a0:00:00:00:10",
+                            "02:a0:00:00:00:11"))
+    three = doc("web-01", "4c4c4544-0042-3510-8052-b4c04f384d32", "02:a0:00:00:00:01", "02:a0:00:00:00:02").replace(
+        "  boot:", '      - {name: eth2, mac: "02:A0:00:00:00:11"}\n  boot:')
+    with pytest.raises(ValidationError) as exc:   # as a user meets it: the check names the holder
+        svc.import_document(three)
+    assert "acme/web-00" in exc.value.issues[0].reason
+    before, offsets = snapshot(store), next_offsets(store)
+    monkeypatch.setattr(profile_service, "_check_claims", lambda *a, **kw: [])
+    seen = WritesSeen(monkeypatch)
+    with pytest.raises(ValidationError) as exc:
+        svc.import_document(three, source="web-01.yaml")
+    assert [(i.path, i.reason) for i in exc.value.issues] == [
+        ("spec.identity.nics[2].mac", '"02:a0:00:00:00:11" is already in use')]
+    assert seen.at_failure == (2, 3 + 3)   # web-00 and web-01; web-00's 3 and web-01's uuid, eth0, eth1
+    assert snapshot(store) == before
+    assert next_offsets(store) == offsets
 
 
 def test_xml_import(store: Store, tmp_path: Path) -> None:
