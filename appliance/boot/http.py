@@ -14,14 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from aiohttp import web
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from appliance import safejson
 from appliance.api.hardening import setup_headers
@@ -35,18 +39,30 @@ from appliance.boot.ipxe import (
     normalize_uuid,
     serve_scripts,
 )
-from appliance.boot.tokens import check_heartbeat, spend_boot_token
+from appliance.boot.peers import PeerCheck, is_loopback_listen
+from appliance.boot.tokens import KEY_FILE, BootKey, check_heartbeat, find_attempt, quiet_enough, spend
 from appliance.config import Settings
 from appliance.errors import ValidationError
+from appliance.services.discovered import MAX_RECORDS, bounded_facts, record
 from appliance.store import Store, open_store
-from appliance.store.tables import BladeNicRow, BladeRow, BootDiscoveryRow, JobEventRow, JobRow, utcnow
+from appliance.store.tables import (
+    BindingRow,
+    BladeNicRow,
+    BladeRow,
+    JobEventRow,
+    JobRow,
+    ProfileRow,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 10
+# A spent token is accepted again (the OS rebooted and its agent re-registers) only after its agent
+# has been quiet this long: two beats missed. While it beats, a second callback is a replay.
+REATTEST_QUIET = timedelta(seconds=2 * HEARTBEAT_INTERVAL)
+ACTIVE_JOBS = frozenset({"pending", "running", "waiting"})
 _BATCH = 64      # scripts per group commit: bounds how long one write transaction holds the lock
-_MAX_FACTS = 64
-_MAX_VALUE = 1024
 _CALLBACK_KEYS = ("mac", "ip", "uptime", "hostname", "kernel", "mode", "profile", "uuid", "disk", "nics")
 
 
@@ -61,14 +77,18 @@ class BootService:
     steps of milliseconds), four for PostgreSQL.
     """
 
-    def __init__(self, store: Store, images_dir: Path, base_url: str | None = None, *,
-                 agent_mode: str = "agent", template_dirs: Sequence[Path] = ()) -> None:
+    def __init__(self, store: Store, images_dir: Path, base_url: str | None = None, *, key: BootKey,
+                 peers: PeerCheck, agent_mode: str = "agent", template_dirs: Sequence[Path] = ()) -> None:
         self.store = store
+        self.key = key
+        self.peers = peers
         self.template_dirs = [*template_dirs, *default_template_dirs()]
         self.images_dir = images_dir
         self.base_url = base_url.rstrip("/") if base_url else None
         self.agent_mode = agent_mode
         self.finder = TargetFinder()
+        self.discover_limit = RateLimit(per_second=1 / 3, burst=20)
+        self.discover_cap = MAX_RECORDS
         self._renderers: dict[str, ScriptRenderer] = {}
         self._executor = ThreadPoolExecutor(max_workers=1 if store.is_sqlite else 4,
                                             thread_name_prefix="anvil-boot-store")
@@ -119,11 +139,34 @@ class BootService:
             if len(self._renderers) > 16:
                 self._renderers.clear()
             renderer = self._renderers[base] = ScriptRenderer(base, agent_mode=self.agent_mode,
-                                                              template_dirs=self.template_dirs)
+                                                              template_dirs=self.template_dirs, key=self.key)
         return renderer
 
 
 BOOT_SERVICE = web.AppKey("anvil_boot_service", BootService)
+
+
+class RateLimit:
+    """A token bucket per key (a source address), in memory: ``burst`` at once, then
+    ``per_second``. Bounded: at most ``keys`` addresses are remembered."""
+
+    def __init__(self, *, per_second: float, burst: int, keys: int = 4096,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.keys, self.clock = per_second, float(burst), keys, clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str) -> float:
+        """0 when allowed (one token taken), else the seconds until the next token."""
+        now = self.clock()
+        tokens, at = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return (1 - tokens) / self.rate
+        if len(self._buckets) >= self.keys and key not in self._buckets:
+            self._buckets.clear()       # a flood of addresses: forget them all rather than grow
+        self._buckets[key] = (tokens - 1, now)
+        return 0.0
 
 
 def resolve_image(images_dir: Path, rel: str) -> Path | None:
@@ -197,7 +240,33 @@ async def image(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path)
 
 
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    secret: str | None
+    why: str = ""
+
+
+def _blade_identity(session: Session, binding: BindingRow) -> tuple[str, set[str], set[str]]:
+    """(blade name, the blade's MACs — burned-in and the profile's —, the profile's reserved addresses)."""
+    blade = session.get(BladeRow, binding.blade_id)
+    macs = set(session.scalars(select(BladeNicRow.mac).where(BladeNicRow.blade_id == binding.blade_id)))
+    reserved: set[str] = set()
+    profile = session.get(ProfileRow, binding.profile_id)
+    nics = ((profile.document.get("spec") or {}).get("identity") or {}).get("nics") or [] if profile else []
+    for nic in nics:
+        if isinstance(nic, dict):
+            if nic.get("mac"):
+                macs.add(str(nic["mac"]))
+            if nic.get("ipv4"):
+                reserved.add(str(nic["ipv4"]))
+    return (blade.name if blade else str(binding.blade_id)), macs, reserved
+
+
 async def callback(request: web.Request) -> web.Response:
+    """The booted image's callback: counts only with a valid token of an open boot attempt, from
+    the blade's own address (appliance.boot.peers). The first one completes the waiting job's
+    await-boot; a later one (the OS rebooted) only re-registers the heartbeat, and only once the
+    agent has gone quiet. Anything refused changes nothing and is logged (never the token)."""
     svc = request.app[BOOT_SERVICE]
     params = await _params(request)
     token = params.get("token", "")
@@ -205,25 +274,38 @@ async def callback(request: web.Request) -> web.Response:
     peer = _peer(request)
     facts = {k: params[k][:256] for k in _CALLBACK_KEYS if k in params and "anvil." not in params[k]}
 
-    def spend() -> str | None:
+    def accept() -> _Verdict:
         with svc.store.write() as session:
-            spent = spend_boot_token(session, token)
-            if spent is None:
-                return None
-            blade = session.get(BladeRow, spent.blade_id)
-            if spent.job_id and session.get(JobRow, spent.job_id) is not None:
+            presented = find_attempt(session, token)
+            if presented is None:
+                return _Verdict(None, "unknown, superseded or stale boot token")
+            attempt, binding = presented.attempt, presented.binding
+            blade, macs, reserved = _blade_identity(session, binding)
+            rule = svc.peers.match(peer, macs, reserved)
+            if rule is None:
+                return _Verdict(None, f"not the address of blade {blade} (a token for it, from elsewhere)")
+            now = utcnow()
+            job = session.get(JobRow, attempt.job_id) if attempt.job_id else None
+            waiting = job is not None and job.state in ACTIVE_JOBS
+            if attempt.used_at is not None and not quiet_enough(session, binding.id, now=now, quiet=REATTEST_QUIET):
+                return _Verdict(None, f"token of blade {blade} presented again while its agent still beats (replay)")
+            first, secret = spend(session, presented, now=now)
+            if first and waiting and job is not None:
                 session.add(JobEventRow(
-                    job_id=spent.job_id, kind="boot-signal",
-                    message=f"blade {blade.name if blade else spent.blade_id} booted "
-                            f"(generation {spent.generation})",
-                    data={"binding_id": spent.binding_id, "generation": spent.generation,
-                          "blade": blade.name if blade else None, "peer": peer, "facts": facts}))
-            return spent.heartbeat_secret
+                    job_id=job.id, kind="boot-signal",
+                    message=f"blade {blade} booted (generation {binding.generation})",
+                    data={"binding_id": binding.id, "generation": binding.generation, "blade": blade,
+                          "peer": peer, "peer_rule": rule, "facts": facts}))
+            elif not first:
+                log.info("blade %s called back again from %s (its OS rebooted): heartbeat re-registered",
+                         blade, peer)
+            return _Verdict(secret)
 
-    secret = await svc.run(spend)
-    if secret is None:
+    verdict = await svc.run(accept)
+    if verdict.secret is None:
+        svc.peers.refused(peer, verdict.why)
         raise web.HTTPForbidden(text="invalid or used boot token")
-    return _text(f"heartbeat_secret={secret}\nheartbeat_url={base}/boot/heartbeat\n"
+    return _text(f"heartbeat_secret={verdict.secret}\nheartbeat_url={base}/boot/heartbeat\n"
                  f"heartbeat_interval={HEARTBEAT_INTERVAL}\n")
 
 
@@ -242,38 +324,43 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 
 async def discover(request: web.Request) -> web.Response:
+    """An unknown machine's facts: one record per MAC, bounded (appliance.services.discovered),
+    at most a few posts a minute per source address."""
     svc = request.app[BOOT_SERVICE]
+    peer = _peer(request)
+    wait = svc.discover_limit.take(peer)
+    if wait > 0:
+        resp = web.Response(status=429, text="too many discovery posts from this address; slow down\n")
+        resp.headers["Retry-After"] = str(int(wait) + 1)
+        return resp
     params = await _params(request)
     mac = normalize_mac(params.get("mac", ""))
     if mac is None:
         raise web.HTTPBadRequest(text="a valid mac is required")
-    facts = {k[:64]: v[:_MAX_VALUE] for k, v in list(params.items())[:_MAX_FACTS] if k != "mac"}
+    facts = bounded_facts(params)
     uuid = normalize_uuid(params.get("uuid"))
-    peer = _peer(request)
 
-    def store_facts() -> bool:
+    def store_facts() -> str:
         with svc.store.write() as session:
-            known = session.scalars(select(BladeNicRow.id).where(BladeNicRow.mac == mac)).first()
-            if known is not None:
-                return False
-            row = session.scalars(select(BootDiscoveryRow).where(BootDiscoveryRow.mac == mac)).first()
-            if row is None:
-                session.add(BootDiscoveryRow(mac=mac, uuid=uuid, peer=peer, facts=facts))
-            else:
-                row.uuid, row.peer, row.facts, row.updated_at = uuid, peer, facts, utcnow()
-            return True
+            return record(session, mac, uuid, peer, facts, cap=svc.discover_cap)
 
-    stored = await svc.run(store_facts)
-    what = "facts recorded" if stored else "already enrolled"
+    outcome = await svc.run(store_facts)
+    if outcome == "full":
+        log.warning("discovery table full (%d machines wait to be enrolled); %s from %s not recorded",
+                    svc.discover_cap, mac, peer)
+        return web.Response(status=429, text="too many machines wait to be enrolled; an admin must enrol or "
+                                             "dismiss some first\n")
+    what = "facts recorded" if outcome == "recorded" else "already enrolled"
     return _text(f"#!ipxe\necho Anvil: {what} for {mac}\nexit\n")
 
 
-def setup(app: web.Application, *, store: Store, images_dir: Path, base_url: str | None = None,
-          agent_mode: str = "agent", template_dirs: Sequence[Path] = ()) -> None:
-    """Add the /boot routes to ``app``. ``base_url``: how blades reach this service (None: the
-    address each request came to); ``agent_mode``: the lab image's ``anvil.mode=``;
-    ``template_dirs``: searched for iPXE templates before the built-in ones."""
-    svc = app[BOOT_SERVICE] = BootService(store, images_dir, base_url, agent_mode=agent_mode,
+def setup(app: web.Application, *, store: Store, images_dir: Path, key: BootKey, peers: PeerCheck,
+          base_url: str | None = None, agent_mode: str = "agent", template_dirs: Sequence[Path] = ()) -> None:
+    """Add the /boot routes to ``app``. ``key``: the boot key tokens are derived with (the
+    engine's too); ``peers``: who may call back for a blade; ``base_url``: how blades reach this
+    service (None: the address each request came to); ``agent_mode``: the lab image's
+    ``anvil.mode=``; ``template_dirs``: searched for iPXE templates before the built-in ones."""
+    svc = app[BOOT_SERVICE] = BootService(store, images_dir, base_url, key=key, peers=peers, agent_mode=agent_mode,
                                           template_dirs=template_dirs)
 
     async def _close(_app: web.Application) -> None:
@@ -285,6 +372,13 @@ def setup(app: web.Application, *, store: Store, images_dir: Path, base_url: str
     app.router.add_post("/boot/callback", callback)
     app.router.add_post("/boot/heartbeat", heartbeat)
     app.router.add_post("/boot/discover", discover)
+
+
+def peer_check(settings: Settings) -> PeerCheck:
+    """The peer rules of this appliance's boot service: loopback only when it listens on loopback
+    alone; the managed dnsmasq's leases when the boot role runs DHCP."""
+    leases = settings.run_dir / "dnsmasq.leases" if settings.boot.dhcp == "reservations" else None
+    return PeerCheck(loopback_only=is_loopback_listen(settings.boot.listen), leases_path=leases)
 
 
 def base_url_for(listen: str) -> str | None:
@@ -303,7 +397,9 @@ def create_boot_app(settings: Settings, *, store: Store | None = None) -> web.Ap
     st = store if store is not None else open_store(settings.store_url)
     images = settings.images_dir
     os.makedirs(images, exist_ok=True)
-    setup(app, store=st, images_dir=images, base_url=settings.boot.advertise_url or base_url_for(settings.boot.listen),
+    setup(app, store=st, images_dir=images, key=BootKey.load(settings.state_dir / KEY_FILE),
+          peers=peer_check(settings),
+          base_url=settings.boot.advertise_url or base_url_for(settings.boot.listen),
           agent_mode=settings.boot.image_agent_mode, template_dirs=settings.boot.template_dirs)
 
     async def _close(_app: web.Application) -> None:

@@ -12,12 +12,12 @@ no CHAP secret); every value is checked to be one line of printable text, so a p
 cannot add statements to the script.
 
 The boot HTTP service goes through :func:`serve_scripts`, which answers a batch of
-requests (those that queued while the previous batch was written): the look-ups share
-one read transaction (burned-in MACs by index; profile MACs and UUIDs through a
-:class:`TargetFinder` map of the live bindings), the tokens one short write transaction
-where each is only added while its binding generation is still live, and the templates
-are rendered outside any transaction. :meth:`ScriptRenderer.render` does the same in the
-caller's session.
+requests at once: the look-ups and the boot tokens share one read transaction
+(burned-in MACs by index; profile MACs and UUIDs through a :class:`TargetFinder` map of
+the live bindings; each token derived from the engine's open boot attempt,
+appliance.boot.tokens), and the templates are rendered outside it. Serving a script
+writes nothing (DESIGN §8): fetching it again, by the blade or by anyone, changes no
+token. :meth:`ScriptRenderer.render` does the same in the caller's session.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from sqlalchemy import Connection, Row, and_, bindparam, func, literal_column, s
 from sqlalchemy.orm import Session
 
 from appliance.assets import asset_dir
-from appliance.boot.tokens import BOOT, issue_boot_token, issue_token
+from appliance.boot.tokens import BootKey, attempt_token
 from appliance.store import Store
 from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, ProfileRow
 
@@ -307,12 +307,12 @@ class ScriptRenderer:
     """
 
     def __init__(self, base_url: str, *, template_dirs: Sequence[Path] | None = None,
-                 token_factory: Callable[[Session, Bound], str] = issue_boot_token,
+                 key: BootKey | None = None,
                  agent_mode: str = "agent", template_ttl: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.base_url = base_url.rstrip("/")
         self.env = make_environment(template_dirs)
-        self.token_factory = token_factory
+        self.key = key
         self.agent_mode = agent_mode
         self.template_ttl = template_ttl
         self.clock = clock
@@ -380,23 +380,29 @@ class ScriptRenderer:
         return Plan(tuple(names), context)
 
     def finish(self, plan: Plan, token: str | None) -> Script:
-        """The script of ``plan``; ``token`` is required when the plan has ``token_for``."""
+        """The script of ``plan``. Where the plan boots an image of ours and the engine opened a
+        boot attempt, ``token`` and the callback go on the kernel command line; without an attempt
+        the image boots all the same, but it cannot call back (nothing awaits it)."""
         context = dict(plan.context)
         if plan.token_for is not None:
-            if not token:
-                raise ValueError("this script needs a boot token")
-            context["cmdline"] = " ".join([*plan.cmdline, f"anvil.token={token}",
-                                           f"anvil.callback={self.base_url}/boot/callback",
-                                           f"anvil.mode={self.agent_mode}"])
+            args = [*plan.cmdline]
+            if token:
+                args += [f"anvil.token={token}", f"anvil.callback={self.base_url}/boot/callback"]
+            args.append(f"anvil.mode={self.agent_mode}")
+            context["cmdline"] = " ".join(args)
         script = self._render(plan.names, context)
-        return Script(script.text, script.template, plan.token_for is not None)
+        return Script(script.text, script.template, plan.token_for is not None and bool(token))
+
+    def token_of(self, conn: Connection, plan: Plan) -> str | None:
+        """The token of the open boot attempt of the plan's binding, derived (a read)."""
+        if plan.token_for is None or self.key is None:
+            return None
+        return attempt_token(conn, plan.token_for.id, plan.token_for.generation, self.key)
 
     def render(self, session: Session, mac: str | None, uuid: str | None = None) -> Script:
-        """The script for whoever asks, in the caller's transaction; issues (and so rotates) a boot
-        token where one is needed."""
+        """The script for whoever asks, read in the caller's transaction."""
         plan = self.plan(find_target(session, mac, uuid), mac)
-        token = self.token_factory(session, plan.token_for) if plan.token_for is not None else None
-        return self.finish(plan, token)
+        return self.finish(plan, self.token_of(session.connection(), plan))
 
     def serve(self, store: Store, finder: TargetFinder, mac: str | None, uuid: str | None = None) -> Script:
         """The script for whoever asks, as the boot HTTP service answers it (see :func:`serve_scripts`).
@@ -423,46 +429,21 @@ def _finish(ask: Ask, plan: Plan, token: str | None) -> Script | ValueError:
         return exc
 
 
-def serve_scripts(store: Store, finder: TargetFinder, asks: Sequence[Ask], *, again: bool = True,
-                  ) -> list[Script | ValueError]:
+def serve_scripts(store: Store, finder: TargetFinder, asks: Sequence[Ask]) -> list[Script | ValueError]:
     """Scripts for several requests at once, in order; a ValueError in place of a script that
     cannot be made (a profile value that would break the script, say).
 
-    The look-ups share one read transaction, and the tokens one short write transaction
-    (group commit: under load, the requests that queued while the previous batch was
-    written go together). A token is only added while its binding generation is live; a
-    request whose binding ended in between is looked up once more. Raises the store's
-    errors. Blocking: call it on a worker thread.
+    One read transaction for every look-up and boot token of the batch; nothing is written.
+    Raises the store's errors. Blocking: call it on a worker thread.
     """
-    results: list[Script | ValueError | None] = [None] * len(asks)
-    plans: dict[int, Plan] = {}
+    results: list[Script | ValueError] = []
     with store.engine.connect() as conn:
         find = finder.reader(conn)
-        for i, ask in enumerate(asks):
+        for ask in asks:
             try:
                 plan = ask.renderer.plan(find(ask.mac, ask.uuid), ask.mac)
             except ValueError as exc:
-                results[i] = exc
+                results.append(exc)
                 continue
-            plans[i] = plan
-    tokens: dict[int, str | None] = {}
-    need = {i: p.token_for for i, p in plans.items() if p.token_for is not None}
-    if need:
-        with store.write() as session:
-            wconn = session.connection()
-            tokens = {i: issue_token(wconn, b.id, b.generation, BOOT) for i, b in need.items()}
-    retry = []
-    for i, plan in plans.items():
-        if i in need and tokens.get(i) is None:
-            retry.append(i)
-        else:
-            results[i] = _finish(asks[i], plan, tokens.get(i))
-    if retry:
-        if not again:
-            for i in retry:
-                results[i] = ValueError("the blade's binding changed while its script was rendered")
-        else:
-            for i, result in zip(retry, serve_scripts(store, finder, [asks[i] for i in retry], again=False),
-                                 strict=True):
-                results[i] = result
-    return [r if r is not None else ValueError("no script") for r in results]
+            results.append(_finish(ask, plan, ask.renderer.token_of(conn, plan)))
+    return results

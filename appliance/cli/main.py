@@ -16,6 +16,7 @@ from appliance.cli import (
     blade_pool,
     config_cmd,
     demo,
+    discovered,
     failover,
     job,
     lab,
@@ -64,8 +65,8 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: bool, url: str | 
     ctx.call_on_close(obj.close)
 
 
-for module in (profile, template, pool, blade, blade_pool, switch, lab, demo, job, config_cmd, serve, user, audit,
-               failover):
+for module in (profile, template, pool, blade, discovered, blade_pool, switch, lab, demo, job, config_cmd, serve, user,
+               audit, failover):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -395,6 +395,8 @@ def setup_console(app: web.Application) -> None:
     r.add_get("/jobs/{id}", job)
     r.add_get("/audit", audit)
 
-    from appliance.console.failover import setup_failover_pages  # imported late: it builds on this module
+    from appliance.console.discovered import setup_discovered_pages
+    from appliance.console.failover import setup_failover_pages  # imported late: they build on this module
 
     setup_failover_pages(app)
+    setup_discovered_pages(app)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from appliance.boot.tokens import KEY_FILE, BootKey
 from appliance.config import Settings
 from appliance.drivers.protocols import Bmc, BmcDriver, StorageDriver, SwitchDriver, SwitchRef
 from appliance.errors import AnvilError
@@ -69,13 +70,17 @@ class EngineSettings:
     lun_size_mib: int = 64
     fence_timeout: float = 10.0      # power off read back as off, or ports read back as down
     spare_poll: float = 1.0          # a failover waiting in line looks for a spare this often
+    # Boot tokens are derived with this key; the boot service must hold the same one (its
+    # state-dir file). None: a key of this process only (an engine and boot service sharing it).
+    boot_key: BootKey | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineSettings:
         """The engine's settings from the appliance configuration."""
         return cls(parking_vlan=settings.network.parking_vlan, boot_timeout=settings.engine.boot_timeout,
                    images_dir=settings.images_dir, luns_dir=settings.luns_dir,
-                   lun_size_mib=settings.storage.default_size_mib)
+                   lun_size_mib=settings.storage.default_size_mib,
+                   boot_key=BootKey.load(settings.state_dir / KEY_FILE))
 
 
 @dataclass(slots=True)

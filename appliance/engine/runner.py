@@ -17,12 +17,13 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import update
 
+from appliance.boot.tokens import BootKey
 from appliance.domain.states import FINAL_JOB_STATES, JobState
 from appliance.engine.leader import Leadership
 from appliance.engine.model import EngineSettings, HardwarePort, JobKind, StepContext, StepRetry
@@ -67,6 +68,8 @@ class Engine:
         self.hw = hw
         self.kinds = dict(kinds)
         self.settings = settings or EngineSettings()
+        if self.settings.boot_key is None:
+            self.settings = replace(self.settings, boot_key=BootKey.ephemeral())
         self.leadership = Leadership(store, owner=owner)
         self.owner = self.leadership.owner
         self._executor = ThreadPoolExecutor(1 if store.is_sqlite else 8, thread_name_prefix="anvil-db")

@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from appliance.boot.http import setup as setup_boot
+from appliance.boot.peers import PeerCheck
+from appliance.boot.tokens import KEY_FILE, BootKey
 from appliance.drivers.protocols import Secret, StorageDriver
 from appliance.engine.model import EngineSettings
 from appliance.engine.runner import Engine
@@ -100,12 +102,16 @@ class InprocRig:
             boot_port = procs.free_tcp_port()
             self.boot_url = f"http://127.0.0.1:{boot_port}"
             self.hw = Hardware(self.store, self.box, notifier=Notifier(self.store, self.box), storage=self.storage)
-            self.engine = Engine(self.store, self.hw, KINDS, settings=self.engine_settings)
+            # Engine and boot service in this process: one boot key, kept in the rig's folder.
+            boot_key = BootKey.load(self.work / KEY_FILE)
+            self.engine = Engine(self.store, self.hw, KINDS,
+                                 settings=replace(self.engine_settings, boot_key=boot_key))
             if self.monitor_settings is not None:
                 wanted = replace(self.monitor_settings, event_base_url=self.boot_url if self.events else "")
                 self.monitor = Monitor(self.store, self.hw, settings=wanted)
             app = web.Application()
-            setup_boot(app, store=self.store, images_dir=self.work / "images", base_url=self.boot_url)
+            setup_boot(app, store=self.store, images_dir=self.work / "images", base_url=self.boot_url,
+                       key=boot_key, peers=PeerCheck(loopback_only=True))
             if self.monitor is not None and self.monitor.events is not None:
                 # The appliance takes events beside its API; here the boot service's port will do.
                 setup_event_route(app, self.monitor.events, self.monitor.on_event)

@@ -363,9 +363,10 @@ class AuditRow(Base):
 class BootTokenRow(Base):
     """A boot-time credential for one binding generation, stored as its SHA-256.
 
-    ``kind`` is ``boot`` (one-time: put on the kernel command line, spent by the callback;
-    rendering a new script voids the previous one) or ``heartbeat`` (handed out once in
-    the callback's answer, required by every heartbeat of that generation).
+    ``kind`` is ``boot`` (a boot attempt the engine opened for ``job_id``: the token is
+    HMAC(boot key, ``nonce``), put on the kernel command line and spent by the callback;
+    a new attempt voids the previous one) or ``heartbeat`` (handed out once in the
+    callback's answer, required by every heartbeat of that generation).
     """
 
     __tablename__ = "boot_tokens"
@@ -375,6 +376,8 @@ class BootTokenRow(Base):
     generation: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(16))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    nonce: Mapped[str | None] = mapped_column(String(64))
+    job_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     used_at: Mapped[datetime | None]
     voided_at: Mapped[datetime | None]

@@ -72,7 +72,7 @@ def build(api: Api) -> World:
 RESOURCES = {
     "profiles": "profile", "templates": "template", "jobs": "job", "failovers": "failover", "pools": "pool",
     "blades": "blade", "identity-pools": "appliance", "failover-domains": "appliance", "users": "admin",
-    "tokens": "admin", "switches": "admin", "failover": "blade",
+    "tokens": "admin", "switches": "admin", "failover": "blade", "discovered": "admin",
 }
 
 
@@ -233,6 +233,8 @@ CONSOLE_FORMS: dict[str, dict[str, str]] = {
     "/profiles/{tenant}/{name}/release": {},
     "/failover/blades/{name}/confirm-fenced": {},
     "/failover/blades/{name}/clear-failed": {},
+    "/discovered/{mac}/dismiss": {},
+    "/discovered/{mac}/enroll": {"name": "walk-1", "bmc": "fake://walk-1", "username": "u", "password": "p"},
 }
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from appliance.boot.tokens import BOOT
+from appliance.boot.tokens import BOOT, open_attempt
 from appliance.domain.failover import Action, FailoverEvent, FailoverState, FenceMethod, Policy, decide
 from appliance.domain.profile import Profile
 from appliance.domain.states import BladeState, ProfileState
@@ -58,7 +58,15 @@ from appliance.engine.steps.stamp import (
 from appliance.errors import AnvilError
 from appliance.monitor.webhook import FAILOVER_FINISHED, FAILOVER_STARTED
 from appliance.services.failover import advance_record, append_event, plan_for_domain
-from appliance.store.tables import BladeRow, BootTokenRow, FailoverDomainRow, FailoverRow, JobEventRow, ProfileRow
+from appliance.store.tables import (
+    BindingRow,
+    BladeRow,
+    BootTokenRow,
+    FailoverDomainRow,
+    FailoverRow,
+    JobEventRow,
+    ProfileRow,
+)
 
 WAIT_FOREVER = 7 * 24 * 3600.0   # an operator's confirmation or a new spare may take days
 
@@ -116,6 +124,8 @@ async def restart(ctx: StepContext) -> dict[str, Any]:
         cycled_at = datetime.now(UTC)
         await ctx.checkpoint({"restarts": done})
         await ctx.db(functools.partial(_restarting, ctx, decision.reason))
+        # The restarted OS calls back with a token of a boot attempt this job opens (DESIGN §8).
+        await ctx.db(functools.partial(_open_restart_attempt, ctx, binding_id))
         await ctx.progress(f"{decision.reason} ({blade})")
         try:
             await driver.set_power(bmc, PowerAction.RESET if power is PowerState.ON else PowerAction.ON)
@@ -133,6 +143,15 @@ def _restarting(ctx: StepContext, why: str) -> None:
         row = _record(s, ctx)
         if row.state == FailoverState.DETECTED.value:
             advance_record(row, FailoverState.RESTARTING, job_id=ctx.job_id, event="restarting", detail=why)
+
+
+def _open_restart_attempt(ctx: StepContext, binding_id: int) -> None:
+    assert ctx.settings.boot_key is not None    # the Engine always sets one
+    with ctx.store.write() as s:
+        binding = s.get(BindingRow, binding_id)
+        if binding is None or binding.state != "live":
+            raise StepFailed(f"binding {binding_id} ended while its blade was being restarted")
+        open_attempt(s, binding, ctx.settings.boot_key, job_id=ctx.job_id)
 
 
 def _restarted(ctx: StepContext, blade: str) -> None:

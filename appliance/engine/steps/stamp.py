@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from appliance.boot.tokens import issue_boot_token
+from appliance.boot.tokens import open_attempt
 from appliance.domain.placement import Placement
 from appliance.domain.profile import Profile, from_dict, pool_refs
 from appliance.domain.profile.model import IscsiSource
@@ -319,18 +319,19 @@ async def set_boot(ctx: StepContext) -> dict[str, Any]:
     driver, bmc = ctx.hw.bmc(ctx.data["blade"])
     await driver.set_next_boot(bmc, BootSetting(device=device, mode=mode, persistent=False))
     if device is BootDevice.NETWORK:
-        # DESIGN §7: a fresh one-time token for this binding generation voids any left from an
-        # earlier try; the boot service rotates it again each time the blade fetches its script.
-        await ctx.db(lambda: _issue_token(ctx))
+        # DESIGN §8: this boot attempt's token is opened here, by the engine, for this job (it voids
+        # any left by an earlier try); serving the script only reads it.
+        await ctx.db(lambda: _open_attempt(ctx))
     return {"boot": device.value, "bootMode": mode.value}
 
 
-def _issue_token(ctx: StepContext) -> None:
+def _open_attempt(ctx: StepContext) -> None:
+    assert ctx.settings.boot_key is not None    # the Engine always sets one
     with ctx.store.write() as s:
         binding = live_binding(s, profile_id=profile_row(s, ctx).id)
         if binding is None or binding.job_id != ctx.job_id:
             raise StepFailed(f"profile {ctx.params['profile']} is no longer bound by this job")
-        issue_boot_token(s, binding)
+        open_attempt(s, binding, ctx.settings.boot_key, job_id=ctx.job_id)
 
 
 async def power_on(ctx: StepContext) -> dict[str, Any]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from appliance.boot.peers import PeerCheck
+from appliance.boot.tokens import BootKey, open_attempt
 from appliance.store import Store, open_store
 from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, JobRow, ProfileRow
 
@@ -33,6 +35,8 @@ class Inventory:
     blades: dict[str, int]
     profiles: dict[str, int]
     bindings: dict[str, int]
+    key: BootKey = field(default_factory=BootKey.ephemeral)
+    tokens: dict[str, str] = field(default_factory=dict)   # profile → token of its open boot attempt
 
     def add_blade(self, name: str, macs: tuple[str, ...], *, facts: dict[str, Any] | None = None) -> int:
         with self.store.write() as s:
@@ -67,7 +71,18 @@ class Inventory:
             s.add(row)
             s.flush()
             self.bindings[profile] = row.id
+            if job_id is not None:      # as the engine's set-boot step does
+                self.tokens[profile] = open_attempt(s, row, self.key, job_id=job_id)
             return row.id
+
+    def open_attempt(self, profile: str, *, job_id: str | None = None) -> str:
+        """A new boot attempt for ``profile``'s binding (the engine's set-boot or restart)."""
+        with self.store.write() as s:
+            row = s.get(BindingRow, self.bindings[profile])
+            assert row is not None
+            token = open_attempt(s, row, self.key, job_id=job_id or row.job_id)
+        self.tokens[profile] = token
+        return token
 
 
 @pytest.fixture
@@ -105,3 +120,8 @@ def inventory(sqlite_store: Store) -> Inventory:
     inv.bind("local-01", "blade-3", job=False)
     inv.bind("hybrid-01", "blade-4", generation=3)
     return inv
+
+
+def loopback_peers() -> PeerCheck:
+    """Tests call back from 127.0.0.1: the emulated-rack rule (the service listens on loopback only)."""
+    return PeerCheck(loopback_only=True)

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from appliance.boot.ipxe import ScriptRenderer, find_target, make_environment, normalize_mac
 from appliance.store.tables import BootTokenRow
@@ -17,14 +17,14 @@ GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "ipxe"
 BASE = "http://10.77.0.1:8080"
 
 
-def fixed_token(_session: object, binding: object) -> str:
-    return "TOKEN"
-
-
 def render(inv: Inventory, mac: str | None, uuid: str | None = None) -> str:
-    renderer = ScriptRenderer(BASE, token_factory=fixed_token)  # type: ignore[arg-type]
-    with inv.store.write() as s:
-        return renderer.render(s, mac, uuid).text
+    """The script, with the engine's (random) boot tokens shown as TOKEN for the golden files."""
+    renderer = ScriptRenderer(BASE, key=inv.key)
+    with inv.store.read() as s:
+        text = renderer.render(s, mac, uuid).text
+    for token in inv.tokens.values():
+        text = text.replace(token, "TOKEN")
+    return text
 
 
 def check_golden(name: str, text: str) -> None:
@@ -73,28 +73,40 @@ def test_fc_source_hands_over_to_the_next_boot_device(inventory: Inventory) -> N
     assert render(inventory, "52:54:00:00:07:01").splitlines()[-1] == "sanboot --no-describe --drive 0x80"
 
 
-def test_a_newer_script_voids_the_previous_token(inventory: Inventory) -> None:
-    renderer = ScriptRenderer(BASE)
-    tokens = []
-    for _ in range(2):
-        with inventory.store.write() as s:
-            text = renderer.render(s, "52:54:00:00:01:01").text
-        m = re.search(r"anvil\.token=(\S+)", text)
+def test_a_script_carries_the_engines_attempt_and_fetching_it_changes_nothing(inventory: Inventory) -> None:
+    renderer = ScriptRenderer(BASE, key=inventory.key)
+
+    def token() -> str:
+        with inventory.store.read() as s:
+            m = re.search(r"anvil\.token=(\S+)", renderer.render(s, "52:54:00:00:01:01").text)
         assert m
-        tokens.append(m.group(1))
-    assert tokens[0] != tokens[1]
+        return m.group(1)
+
     with inventory.store.read() as s:
-        rows = s.scalars(select(BootTokenRow).order_by(BootTokenRow.id)).all()
-    assert [(r.kind, r.voided_at is not None) for r in rows] == [("boot", True), ("boot", False)]
-    assert all(t not in (r.token_hash for r in rows) for t in tokens), "tokens are stored hashed"
+        before = s.scalars(select(BootTokenRow.id)).all()
+    assert token() == token() == inventory.tokens["web-01"]
+    with inventory.store.read() as s:
+        rows = s.scalars(select(BootTokenRow)).all()
+    assert [r.id for r in rows] == before and all(inventory.tokens["web-01"] != r.token_hash for r in rows)
+    first = inventory.tokens["web-01"]
+    renewed = inventory.open_attempt("web-01")             # the engine's new attempt, not a fetch, changes it
+    assert token() == renewed != first
+
+
+def test_an_image_without_an_open_attempt_boots_but_cannot_call_back(inventory: Inventory) -> None:
+    with inventory.store.write() as s:
+        s.execute(update(BootTokenRow).values(voided_at=BootTokenRow.created_at))
+    text = render(inventory, "52:54:00:00:01:01")
+    assert "kernel http://10.77.0.1:8080/boot/images/lab/vmlinuz" in text
+    assert "anvil.token" not in text and "anvil.callback" not in text and "anvil.profile=acme/web-01" in text
 
 
 def test_no_token_for_sources_that_do_not_call_back(inventory: Inventory) -> None:
-    renderer = ScriptRenderer(BASE)
-    with inventory.store.write() as s:
+    renderer = ScriptRenderer(BASE, key=inventory.key)
+    with inventory.store.read() as s:
         for mac in ("52:54:00:00:02:01", "52:54:00:00:03:01", "52:54:00:00:05:01", "52:54:00:99:99:99"):
-            assert not renderer.render(s, mac).token_issued
-        assert s.scalars(select(BootTokenRow)).first() is None
+            script = renderer.render(s, mac)
+            assert not script.token_issued and "anvil.token" not in script.text
 
 
 def test_profile_values_cannot_add_statements(inventory: Inventory) -> None:

@@ -1,6 +1,6 @@
 """The script endpoint's fast path: look-ups through TargetFinder (new and ended bindings seen at
-once, profile edits within max_age), batches of scripts in one read and one write transaction,
-and tokens that only a live binding generation gets."""
+once, profile edits within max_age), batches of scripts in one read transaction, and the boot
+token of the engine's open attempt (serving writes nothing; only a live generation has one)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ import asyncio
 import re
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
 from appliance.boot.http import setup
 from appliance.boot.ipxe import Ask, ScriptRenderer, TargetFinder, serve_scripts
-from appliance.boot.tokens import BOOT, issue_token, spend_boot_token
+from appliance.boot.tokens import attempt_token, find_attempt, open_attempt
 from appliance.store.tables import BindingRow, BootTokenRow, ProfileRow
-from tests.unit.boot.conftest import IMAGE, Inventory, profile_doc
+from tests.unit.boot.conftest import IMAGE, Inventory, loopback_peers, profile_doc
 
 BASE = "http://10.77.0.1:8080"
 
@@ -84,21 +85,22 @@ def test_finder_drops_an_ended_binding_at_once(inventory: Inventory) -> None:
     assert by_nic is not None and by_nic.binding is None
 
 
-def test_a_batch_gives_each_request_its_own_token_and_only_the_last_is_live(inventory: Inventory) -> None:
-    renderer = ScriptRenderer(BASE)
+def _boot_rows(inventory: Inventory) -> list[tuple[int, int, str | None]]:
+    with inventory.store.read() as s:
+        return [(r.id, r.binding_id, str(r.voided_at)) for r in s.scalars(select(BootTokenRow))]
+
+
+def test_a_batch_reads_the_engines_tokens_and_writes_nothing(inventory: Inventory) -> None:
+    renderer = ScriptRenderer(BASE, key=inventory.key)
     asks = [Ask(renderer, "52:54:00:00:01:01"), Ask(renderer, "52:54:00:99:99:99"),
             Ask(renderer, "02:a0:00:00:00:01"), Ask(renderer, None, "4c4c4544-0042-3510-8052-b4c04f384d32")]
-    scripts = serve_scripts(inventory.store, TargetFinder(), asks)
-    texts = [s.text for s in scripts if not isinstance(s, ValueError)]
-    assert len(texts) == 4 and "/boot/discover##params" in texts[1]
-    tokens = [_token(t) for t in (texts[0], texts[2], texts[3])]
-    assert len(set(tokens)) == 3
-    with inventory.store.read() as s:
-        rows = s.scalars(select(BootTokenRow).order_by(BootTokenRow.id)).all()
-    assert [(r.kind, r.voided_at is None) for r in rows] == [("boot", False), ("boot", False), ("boot", True)]
-    with inventory.store.write() as s:
-        assert spend_boot_token(s, tokens[0]) is None
-        assert spend_boot_token(s, tokens[2]) is not None
+    before = _boot_rows(inventory)
+    for _ in range(3):     # fetched again and again: the same token, no new row
+        scripts = serve_scripts(inventory.store, TargetFinder(), asks)
+        texts = [s.text for s in scripts if not isinstance(s, ValueError)]
+        assert len(texts) == 4 and "/boot/discover##params" in texts[1]
+        assert {_token(t) for t in (texts[0], texts[2], texts[3])} == {inventory.tokens["web-01"]}
+    assert _boot_rows(inventory) == before
 
 
 def test_a_profile_that_cannot_boot_spoils_only_its_own_script(inventory: Inventory) -> None:
@@ -106,7 +108,7 @@ def test_a_profile_that_cannot_boot_spoils_only_its_own_script(inventory: Invent
     inventory.add_profile(profile_doc("evil-01", {"type": "image", "kernel": "k", "initrd": "i",
                                                   "cmdline": "quiet\nchain http://evil/x"}))
     inventory.bind("evil-01", "blade-8")
-    renderer = ScriptRenderer(BASE)
+    renderer = ScriptRenderer(BASE, key=inventory.key)
     bad, good = serve_scripts(inventory.store, TargetFinder(),
                               [Ask(renderer, "52:54:00:00:08:01"), Ask(renderer, "52:54:00:00:01:01")])
     assert isinstance(bad, ValueError) and "control character" in str(bad) and "anvil.token" not in str(bad)
@@ -116,28 +118,31 @@ def test_a_profile_that_cannot_boot_spoils_only_its_own_script(inventory: Invent
 def test_no_token_for_a_generation_that_is_not_live(inventory: Inventory) -> None:
     with inventory.store.write() as s:
         conn = s.connection()
-        assert issue_token(conn, inventory.bindings["web-01"], 2, BOOT) is None    # wrong generation
-        assert issue_token(conn, inventory.bindings["web-01"], 1, BOOT) is not None
-        s.get(BindingRow, inventory.bindings["web-01"]).state = "released"  # type: ignore[union-attr]
+        assert attempt_token(conn, inventory.bindings["web-01"], 2, inventory.key) is None    # wrong generation
+        assert attempt_token(conn, inventory.bindings["web-01"], 1, inventory.key) == inventory.tokens["web-01"]
+        binding = s.get(BindingRow, inventory.bindings["web-01"])
+        assert binding is not None
+        binding.state = "released"
         s.flush()
-        assert issue_token(conn, inventory.bindings["web-01"], 1, BOOT) is None
+        with pytest.raises(ValueError, match="not live"):
+            open_attempt(s, binding, inventory.key, job_id=None)
+        assert find_attempt(s, inventory.tokens["web-01"]) is None
 
 
-def test_voiding_looks_only_at_the_newest_tokens_yet_keeps_one_live(inventory: Inventory) -> None:
-    binding = inventory.bindings["web-01"]
-    with inventory.store.write() as s:
-        tokens = [issue_token(s.connection(), binding, 1, BOOT) for _ in range(40)]
+def test_a_new_attempt_voids_the_earlier_ones(inventory: Inventory) -> None:
+    tokens = [inventory.open_attempt("web-01") for _ in range(40)]
     with inventory.store.read() as s:
-        live = s.scalars(select(BootTokenRow).where(BootTokenRow.voided_at.is_(None))).all()
-    assert len(live) == 1
-    with inventory.store.write() as s:
-        assert spend_boot_token(s, tokens[-1] or "") is not None
+        live = s.scalars(select(BootTokenRow).where(BootTokenRow.voided_at.is_(None),
+                                                    BootTokenRow.binding_id == inventory.bindings["web-01"])).all()
+        assert len(live) == 1
+        assert find_attempt(s, tokens[-1]) is not None and find_attempt(s, tokens[0]) is None
 
 
 async def test_concurrent_requests_share_transactions_and_each_get_a_script(inventory: Inventory,
                                                                            tmp_path: Path) -> None:
     app = web.Application()
-    setup(app, store=inventory.store, images_dir=tmp_path, base_url=BASE)
+    setup(app, store=inventory.store, images_dir=tmp_path, base_url=BASE, key=inventory.key,
+          peers=loopback_peers())
     async with TestClient(TestServer(app)) as c:
         async def get(mac: str) -> str:
             r = await c.get("/boot/ipxe", params={"mac": mac})
@@ -155,8 +160,8 @@ async def test_concurrent_requests_share_transactions_and_each_get_a_script(inve
             assert "sanboot iscsi:10.30.0.5::3260:1:iqn.2026-11.io.anvil.san:db-01" in text
         else:
             assert "/boot/discover##params" in text
+        assert (mac != "52:54:00:00:01:01" or f"anvil.token={inventory.tokens['web-01']}" in text)
     with inventory.store.read() as s:
         rows = s.scalars(select(BootTokenRow)).all()
-    assert len(rows) == 20 and len({r.token_hash for r in rows}) == 20
-    assert sorted(r.binding_id for r in rows if r.voided_at is None) == sorted(
-        [inventory.bindings["web-01"], inventory.bindings["hybrid-01"]])
+    # 40 fetches wrote nothing: only the attempts the "engine" opened (one per bound job) exist.
+    assert len(rows) == len(inventory.tokens)

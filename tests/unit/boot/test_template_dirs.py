@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from appliance.boot.http import setup
 from appliance.config import ConfigError, load_settings
-from tests.unit.boot.conftest import Inventory
+from tests.unit.boot.conftest import Inventory, loopback_peers
 
 BASE = "http://10.77.0.1:8080"
 
@@ -22,7 +22,8 @@ async def test_a_per_profile_template_in_a_site_folder_wins_for_that_profile_onl
     (site / "profiles" / "acme").mkdir(parents=True)
     (site / "profiles" / "acme" / "db-01.ipxe.j2").write_text("#!ipxe\necho site script for {{ blade }}\n")
     app = web.Application()
-    setup(app, store=inventory.store, images_dir=tmp_path, base_url=BASE, template_dirs=[site])
+    setup(app, store=inventory.store, images_dir=tmp_path, base_url=BASE, template_dirs=[site], key=inventory.key,
+          peers=loopback_peers())
     async with TestClient(TestServer(app)) as c:
         db = await (await c.get("/boot/ipxe", params={"mac": "52:54:00:00:02:01"})).text()
         web01 = await (await c.get("/boot/ipxe", params={"mac": "52:54:00:00:01:01"})).text()

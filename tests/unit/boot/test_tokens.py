@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
 
 from appliance.boot.http import base_url_for, create_boot_app
-from appliance.boot.tokens import check_heartbeat, issue_boot_token, spend_boot_token
+from appliance.boot.tokens import BootKey, check_heartbeat, find_attempt, spend
 from appliance.config import load_settings
 from appliance.store import Store
-from appliance.store.tables import BindingRow
+from appliance.store.tables import BindingRow, BootTokenRow, utcnow
 from tests.unit.boot.conftest import IMAGE, Inventory, profile_doc
 
 
@@ -25,37 +26,54 @@ def _inventory(store: Store) -> Inventory:
 
 def test_token_lifecycle(store: Store) -> None:
     inv = _inventory(store)
+    first = inv.tokens["p1"]
+    second = inv.open_attempt("p1")
     with store.write() as s:
-        binding = s.get(BindingRow, inv.bindings["p1"])
-        assert binding is not None
-        first = issue_boot_token(s, binding)
-        second = issue_boot_token(s, binding)
+        assert find_attempt(s, first) is None                # voided by the newer attempt
+        presented = find_attempt(s, second)
+        assert presented is not None and presented.binding.generation == 2 and presented.attempt.job_id
+        used, secret = spend(s, presented, now=utcnow())
+        assert used
     with store.write() as s:
-        assert spend_boot_token(s, first) is None          # voided by the newer one
-        spent = spend_boot_token(s, second)
-        assert spent is not None and spent.generation == 2 and spent.job_id is not None
-    with store.write() as s:
-        assert spend_boot_token(s, second) is None         # one-time
-        assert check_heartbeat(s, spent.heartbeat_secret) is not None
+        again = find_attempt(s, second)
+        assert again is not None and again.attempt.used_at is not None   # spent: a replay is judged by the caller
+        assert check_heartbeat(s, secret) is not None
         assert check_heartbeat(s, second) is None          # a boot token is no heartbeat secret
         s.get(BindingRow, inv.bindings["p1"]).state = "released"  # type: ignore[union-attr]
     with store.write() as s:
-        assert check_heartbeat(s, spent.heartbeat_secret) is None  # the generation is over
+        assert check_heartbeat(s, secret) is None  # the generation is over
+        assert find_attempt(s, second) is None
 
 
-def test_a_second_callback_generation_voids_the_first_heartbeat_secret(store: Store) -> None:
+def test_a_second_callback_voids_the_first_heartbeat_secret(store: Store) -> None:
     inv = _inventory(store)
     secrets = []
     for _ in range(2):
+        token = inv.open_attempt("p1")
         with store.write() as s:
-            binding = s.get(BindingRow, inv.bindings["p1"])
-            assert binding is not None
-            spent = spend_boot_token(s, issue_boot_token(s, binding))
-            assert spent is not None
-            secrets.append(spent.heartbeat_secret)
+            presented = find_attempt(s, token)
+            assert presented is not None
+            secrets.append(spend(s, presented, now=utcnow())[1])
     with store.write() as s:
         assert check_heartbeat(s, secrets[0]) is None
         assert check_heartbeat(s, secrets[1]) is not None
+
+
+def test_the_database_holds_no_usable_token(store: Store) -> None:
+    """A reader of anvil.db sees the nonce and the token's hash, not the token: it needs boot.key."""
+    inv = _inventory(store)
+    with store.read() as s:
+        row = s.scalars(select(BootTokenRow).where(BootTokenRow.kind == "boot")).one()
+    assert row.nonce and inv.tokens["p1"] not in (row.nonce, row.token_hash)
+    assert BootKey.ephemeral().token(row.nonce) != inv.tokens["p1"]      # another key derives another token
+    assert inv.key.token(row.nonce) == inv.tokens["p1"]
+
+
+def test_the_boot_key_file_is_created_once_and_private(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "boot.key"
+    first = BootKey.load(path)
+    assert BootKey.load(path) == first and path.stat().st_mode & 0o777 == 0o600
+    assert "***" in repr(first) and first.secret.hex() not in repr(first)
 
 
 @pytest.mark.parametrize(("listen", "url"), [("10.77.0.1:8080", "http://10.77.0.1:8080"), ("0.0.0.0:8080", None)])
