@@ -273,3 +273,50 @@ def vm_lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
                     f"tgtd's control socket {port} outlived the lab"
             assert not netns.exists(ns), f"namespace {ns} outlived the lab"
 
+
+
+# ---- another host on the provisioning network ------------------------------------------------------
+
+STRANGER_IP = "10.77.0.250"
+
+
+@dataclass(frozen=True)
+class Stranger:
+    """A host of the test's own in the lab's provisioning network (its own namespace, a veth into
+    the lab's bridge): what anybody plugged into that network can do."""
+
+    netns: str
+
+    def http(self, method: str, url: str, form: dict[str, str] | None = None) -> tuple[int, str]:
+        """One HTTP request from the stranger's namespace: (status, body)."""
+        code = ("import sys, urllib.request, urllib.parse, urllib.error\n"
+                "m, u, f = sys.argv[1], sys.argv[2], sys.argv[3]\n"
+                "data = urllib.parse.urlencode(dict(p.split('=', 1) for p in f.split('&') if p)).encode() "
+                "if m == 'POST' else None\n"
+                "try:\n"
+                "    r = urllib.request.urlopen(urllib.request.Request(u, data=data, method=m), timeout=10)\n"
+                "    print(r.status); print(r.read().decode())\n"
+                "except urllib.error.HTTPError as e:\n"
+                "    print(e.code); print(e.read().decode())\n")
+        encoded = "&".join(f"{k}={v}" for k, v in (form or {}).items())
+        res = subprocess.run(["ip", "netns", "exec", self.netns, sys.executable, "-c", code, method, url, encoded],
+                             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        assert res.returncode == 0, res.stderr
+        status, _, body = res.stdout.partition("\n")
+        return int(status), body
+
+
+@contextlib.contextmanager
+def stranger_host(lab_netns: str) -> Iterator[Stranger]:
+    prefix = netns.unique_prefix("st")
+    ns, inside, outside = prefix + "ns", prefix + "a", prefix + "b"
+    netns.add(ns)
+    try:
+        netns.add_veth(ns, inside, lab_netns, outside)
+        netns.run(["ip", "-n", lab_netns, "link", "set", outside, "master", "br0", "up"])
+        netns.add_address(ns, inside, f"{STRANGER_IP}/24")
+        netns.link_set(ns, inside, up=True)
+        assert netns.ping(ns, "10.77.0.1", tries=10), "the stranger does not reach the boot service"
+        yield Stranger(ns)
+    finally:
+        netns.delete(ns)     # its veth (and the peer in the lab's bridge) goes with it

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import VmLab, requires_vm_lab
+from tests.e2e.conftest import STRANGER_IP, VmLab, requires_vm_lab, stranger_host
 
 pytestmark = [requires_vm_lab, pytest.mark.slow, pytest.mark.xdist_group("vm-lab"), pytest.mark.timeout(900)]
 
@@ -297,3 +297,70 @@ def test_released_profile_boots_its_lun_on_another_vm_with_the_data(
     assert facts["disk"] == MARKER            # written by vm-01, read by vm-02
     assert vm_lab.target(san_profile.target).acl == (san_profile.iqn,)
     assert "iSCSI disk /dev/sda attached" in vm_lab.agent_lines("vm-02")
+
+
+def test_a_stranger_on_the_provisioning_network_neither_completes_nor_blocks_a_stamp(
+        vm_lab: VmLab, record_property: Callable[[str, object], None]) -> None:
+    """Issue 14 §2 against the real boot role in its namespace: another host on the provisioning
+    network reads vm-02's script and its token, posts the callback, replays it after the VM's own:
+    the stamp completes only on the VM's callback, the stranger's are refused and change nothing,
+    and the VM's agent keeps beating. (8f9e50f: the forged callback completed the stamp.)"""
+    import re
+
+    from sqlalchemy import select
+
+    from appliance.store.tables import BootTokenRow
+
+    name = "trust-01"
+    vm_lab.import_profile(name, {
+        "identity": {"uuid": "4c4c4544-0042-3510-8052-b4c04f384e21",
+                     "nics": [{"name": "eth0", "mac": "02:a0:00:00:e2:21", "pxe": True}]},
+        "boot": {"mode": "legacy", "source": {"type": "image", "kernel": KERNEL, "initrd": INITRD,
+                                              "cmdline": "console=ttyS0 panic=-1"}},
+    })
+    vm = vm_lab.vm("vm-02")
+    script_url = f"http://{SERVER}:8080/boot/ipxe?mac={vm['mac']}"
+    with stranger_host(vm_lab.netns) as stranger:
+        submitted = vm_lab.anvil("profile", "assign", name, "--tenant", vm_lab.tenant, "--blade", "vm-02",
+                                 "--no-wait")
+        job = re.search(r"[0-9a-f]{8}-[0-9a-f-]{27}", submitted.out)
+        assert job, submitted.out
+        vm_lab.stamped.add(name)
+        token = ""
+        deadline = time.monotonic() + 120
+        while not token and time.monotonic() < deadline:      # the engine opens the attempt at set-boot
+            status, text = stranger.http("GET", script_url)
+            assert status == 200
+            found = re.search(r"anvil\.token=(\S+)", text)
+            token = found.group(1) if found else ""
+            if not token:
+                time.sleep(0.5)
+        assert token, "vm-02's script never carried a boot token"
+        for _ in range(20):                                    # fetching writes nothing, rotates nothing
+            assert stranger.http("GET", script_url)[1].count(f"anvil.token={token}") == 1
+        forged = stranger.http("POST", f"http://{SERVER}:8080/boot/callback",
+                               {"token": token, "mac": vm["mac"], "ip": STRANGER_IP})
+        assert forged[0] == 403, forged
+        followed = vm_lab.job("job", "watch", job.group(0))
+        assert followed.code == 0 and "succeeded" in followed.out, followed.out + followed.err
+        signal, seconds = vm_lab.boot_signal(job.group(0))
+        vm_lab.record_boot("image, with a stranger on the network", seconds, record_property)
+        assert signal["peer"] != STRANGER_IP and signal["peer_rule"] in ("lease", "neighbour"), signal
+        assert signal["facts"]["ip"] == signal["peer"]
+        replayed = stranger.http("POST", f"http://{SERVER}:8080/boot/callback", {"token": token})
+        assert replayed[0] == 403, replayed
+        # The VM's agent still beats with the secret its own callback got (every 10 s).
+        from datetime import UTC, datetime
+
+        replayed_at = datetime.now(UTC)
+        time.sleep(12)
+        store = vm_lab.anvil.store()
+        try:
+            with store.read() as s:
+                beats = [r.last_seen_at for r in s.scalars(select(BootTokenRow).where(
+                    BootTokenRow.kind == "heartbeat", BootTokenRow.voided_at.is_(None)))]
+        finally:
+            store.close()
+        assert any(b is not None and (b if b.tzinfo else b.replace(tzinfo=UTC)) > replayed_at for b in beats), \
+            "the VM's heartbeats stopped after the stranger's replay"
+    vm_lab.release(name)
