@@ -15,10 +15,10 @@ stopped by PID:
 Client: wrk for both. Image: ``/boot/images/bench/disk.img`` (random bytes) with
 ``wrk -t2 -c4``; the rounds alternate Anvil and nginx (ABBA…), and the median of each is
 reported (target: Anvil >= 80 % of nginx, DESIGN §5). Scripts: ``/boot/ipxe?mac=`` of the
-bound blade, where every request renders the script and rotates the boot token (one
-store write), and of an unknown MAC (the discovery script, no write), with
-``wrk -t1 -c16`` (target >= 1,000 req/s). Afterwards the store must hold one boot token per
-script request (plus those still in flight when wrk stopped counting).
+bound blade, whose engine-opened boot attempt the script carries (its token derived from
+the boot key: a read, no store write; DESIGN §5 target >= 5,000 req/s), and of an unknown
+MAC (the discovery script), with ``wrk -t1 -c16``. Afterwards the store must hold exactly
+the boot tokens it held before: serving scripts writes nothing (DESIGN §8).
 
 The 2 cores are shared by client and servers (and by anything else running), so req/s
 and MiB/s are noisy: rerun to compare. The servers' CPU time per request (user + system,
@@ -44,13 +44,14 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from appliance.boot.tokens import KEY_FILE, BootKey, open_attempt
 from appliance.lab import procs
 from appliance.store import open_store
 from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, BootTokenRow, ProfileRow
 
 MIB = 1024 * 1024
 TARGET_RATIO = 0.80
-TARGET_SCRIPTS = 1000.0
+TARGET_SCRIPTS = 5000.0
 KNOWN_MAC = "52:54:00:be:00:01"
 UNKNOWN_MAC = "52:54:00:be:99:99"
 IMAGE = "bench/disk.img"
@@ -110,7 +111,11 @@ def fill(state: Path, image_mib: int) -> None:
             s.add_all([blade, profile])
             s.flush()
             s.add(BladeNicRow(blade_id=blade.id, position=0, name="nic0", mac=KNOWN_MAC))
-            s.add(BindingRow(profile_id=profile.id, blade_id=blade.id, generation=1, state="live"))
+            binding = BindingRow(profile_id=profile.id, blade_id=blade.id, generation=1, state="live")
+            s.add(binding)
+            s.flush()
+            # What the engine's set-boot step does: open a boot attempt, with the key the boot role reads.
+            open_attempt(s, binding, BootKey.load(state / KEY_FILE), job_id=None)
     finally:
         store.close()
 
@@ -248,7 +253,18 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     anvil = start_anvil(state, anvil_port, args.profile)
     nginx = None
     try:
-        nginx = start_nginx(tmp / "nginx", state / "images", nginx_port)
+        # The state directory is private to Anvil's user (0700): nginx's workers (nobody) get the same
+        # bytes through hard links in a folder of their own.
+        shared = tmp / "nginx-images"
+        for src in (state / "images").rglob("*"):
+            dst = shared / src.relative_to(state / "images")
+            if src.is_dir():
+                dst.mkdir(parents=True, exist_ok=True, mode=0o755)
+            else:
+                dst.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+                os.link(src, dst)
+                dst.chmod(0o644)
+        nginx = start_nginx(tmp / "nginx", shared, nginx_port)
         image_runs: dict[str, list[dict[str, Any]]] = {"anvil": [], "nginx": []}
         for i in range(args.rounds):
             servers = [("anvil", anvil_port, anvil.pid), ("nginx", nginx_port, nginx.pid)]
@@ -271,7 +287,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         stop(anvil)
     rows = [median_row(f"image {args.image_mib} MiB, Anvil boot HTTP", image_runs["anvil"]),
             median_row(f"image {args.image_mib} MiB, nginx", image_runs["nginx"]),
-            median_row("iPXE script, bound blade (token rotated)", known),
+            median_row("iPXE script, bound blade (a read)", known),
             median_row("iPXE script, unknown MAC (discovery)", unknown)]
     ratio = rows[0]["mib_per_s"] / rows[1]["mib_per_s"] if rows[1]["mib_per_s"] else 0.0
     scripts_ok = rows[2]["req_per_s"] >= TARGET_SCRIPTS
@@ -280,10 +296,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "seconds_per_run": args.seconds, "connections_scripts": args.connections, "rows": rows,
             "ratio_vs_nginx": round(ratio, 3), "target_ratio": TARGET_RATIO, "ratio_ok": ratio >= TARGET_RATIO,
             "target_scripts_per_s": TARGET_SCRIPTS, "scripts_ok": scripts_ok,
-            # wrk does not count the answers still in flight when a run ends; their tokens exist.
-            "tokens_issued": tokens,
-            "tokens_match_requests":
-                rows[2]["requests"] <= tokens <= rows[2]["requests"] + args.connections * args.rounds,
+            "tokens_written": tokens,
+            "scripts_write_nothing": tokens == 0,
             "clean": clean,
             "cpus": os.cpu_count()}
 
@@ -299,8 +313,8 @@ def report(out: dict[str, Any]) -> list[str]:
                      f"{r['server_cpu_us_per_request']:14.1f}  {each}")
     lines.append(f"Anvil / nginx image throughput: {out['ratio_vs_nginx']:.0%} "
                  f"({'ok' if out['ratio_ok'] else 'BELOW TARGET'}); bound-blade scripts: "
-                 f"{'ok' if out['scripts_ok'] else 'BELOW TARGET'}; boot tokens issued {out['tokens_issued']} for "
-                 f"{out['rows'][2]['requests']} script requests")
+                 f"{'ok' if out['scripts_ok'] else 'BELOW TARGET'}; boot token rows written by "
+                 f"{out['rows'][2]['requests']} script requests: {out['tokens_written']}")
     return lines
 
 
@@ -329,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(out))
     if args.json:
         args.json.write_text(json.dumps(out))
-    ok = out["clean"] and out["tokens_match_requests"]
+    ok = out["clean"] and out["scripts_write_nothing"]
     return 0 if ok and (args.smoke or (out["ratio_ok"] and out["scripts_ok"])) else 1
 
 
