@@ -154,8 +154,10 @@ class MonitorSection(_Section):
     interval: float = Field(30.0, gt=0, le=3600, description="seconds between health polls of every blade")
     concurrency: int = Field(64, ge=1, le=1024, description="blades probed at once")
     probe_timeout: float = Field(5.0, gt=0, le=120, description="seconds a BMC has to answer one probe")
-    heartbeat_timeout: float = Field(35.0, gt=0, le=86400,
-                                     description="seconds without a booted profile's heartbeat that count as a miss")
+    heartbeat_timeout: float = Field(6.5, gt=0, le=86400,
+                                     description="seconds without a booted profile's heartbeat that count as a miss "
+                                                 "(the lab agent beats every 2 s: three lost beats and a margin); "
+                                                 "checked every second, apart from the polls")
     tcp_probe_port: int = Field(0, ge=0, le=65535,
                                 description="for profiles whose OS sends no heartbeat: TCP port to probe (0: off)")
     fail_after: int = Field(3, ge=1, le=1000, description="consecutive bad polls that declare a blade failed")

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
-from appliance.boot.http import resolve_image, setup
+from appliance.boot.http import BOOT_SERVICE, resolve_image, setup
 from appliance.drivers.protocols import Secret
 from appliance.secrets import SecretBox
 from appliance.services.blades import BladeService, Enrollment, NicSpec
@@ -97,6 +97,7 @@ async def test_callback_signals_the_job_and_heartbeats_need_its_secret(
     assert (await client.post("/boot/heartbeat", data={"secret": secret})).status == 204
     assert (await client.post("/boot/heartbeat", data={"secret": token})).status == 403
     assert (await client.post("/boot/heartbeat")).status == 403
+    await client.server.app[BOOT_SERVICE].beats.flush()      # beats are written in batches
     with inventory.store.read() as s:
         hb = s.scalars(select(BootTokenRow).where(BootTokenRow.kind == "heartbeat")).one()
     assert hb.last_seen_at is not None and hb.token_hash != secret

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from appliance.domain.health import DetectorPolicy
 from appliance.drivers.protocols import Health, HealthState, PowerAction
@@ -109,3 +109,45 @@ async def test_a_failed_blade_asks_again_for_its_failover_once_the_profile_is_fr
     assert monitor.started == [("acme/svc", "b01")]
     await monitor.poll_once()                                                         # one is open: no more
     assert monitor.started == [("acme/svc", "b01")]
+
+
+PROTECTED = PROFILE.replace("metadata: {name: svc, tenant: acme}", "metadata: {name: hb, tenant: acme}") \
+    .replace("02:a0:00:00:09:01", "02:a0:00:00:09:02") + "  failover: {domain: prod, priority: 1, policy: n+1}\n"
+
+
+async def test_a_quiet_agent_is_found_between_polls(store: Store, tmp_path: Path) -> None:
+    """A hung OS: its BMC reads On and healthy, only its agent's heartbeats stop. 8f9e50f noticed
+    that at the next poll (30 s by default) once 35 s had passed; the sweep looks every second."""
+    from datetime import UTC, datetime, timedelta
+
+    from appliance.boot.tokens import HEARTBEAT
+    from appliance.store.tables import BindingRow, BootTokenRow
+
+    rack(store, tmp_path, blades=2)
+    FailoverService(store).create_domain("prod")
+    ProfileService(store).import_document(PROTECTED)
+    hw = FakeHardware()
+    JobService(store).submit_assign("hb", tenant="acme", blade="b01")
+    await run_until_idle(make_engine(store, hw))
+    with store.write() as s:      # the agent called back, beat, then went quiet 10 s ago
+        binding = s.scalars(select(BindingRow).where(BindingRow.state == "live")).one()
+        quiet = datetime.now(UTC) - timedelta(seconds=10)
+        s.add(BootTokenRow(binding_id=binding.id, generation=binding.generation, kind=HEARTBEAT,
+                           token_hash="f" * 64, created_at=quiet, last_seen_at=quiet))
+    monitor = Monitor(store, hw, settings=MonitorSettings(interval=3600, probe_timeout=1, heartbeat_timeout=6.5,
+                                                          heartbeat_sweep=0.2,
+                                                          policy=DetectorPolicy(fail_after=2, recover_after=1)))
+    stop = asyncio.Event()
+    task = asyncio.create_task(monitor.run(stop))
+    try:
+        for _ in range(100):       # the first poll at start sees one stale sample; the sweep confirms
+            if monitor.started:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert monitor.started == [("acme/hb", "b01")]
+    with store.read() as s:
+        failover = s.scalars(select(FailoverRow)).one()
+    assert "no heartbeat from acme/hb" in (failover.reason or "")
