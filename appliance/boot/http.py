@@ -279,22 +279,38 @@ async def callback(request: web.Request) -> web.Response:
     peer = _peer(request)
     facts = {k: params[k][:256] for k in _CALLBACK_KEYS if k in params and "anvil." not in params[k]}
 
+    def judge(session: Session) -> tuple[_Verdict | None, str]:
+        """(a refusal, or None when the callback counts; the peer rule that matched)."""
+        presented = find_attempt(session, token)
+        if presented is None:
+            return _Verdict(None, "unknown, superseded or stale boot token"), ""
+        attempt, binding = presented.attempt, presented.binding
+        blade, macs, reserved = _blade_identity(session, binding)
+        rule = svc.peers.match(peer, macs, reserved)
+        if rule is None:
+            return _Verdict(None, f"not the address of blade {blade} (a token for it, from elsewhere)"), ""
+        if attempt.used_at is not None and not quiet_enough(session, binding.id, now=utcnow(), quiet=REATTEST_QUIET):
+            return _Verdict(None, f"token of blade {blade} presented again while its agent still beats (replay)"), ""
+        return None, rule
+
     def accept() -> _Verdict:
+        # Judged in a read transaction first: a flood of forged callbacks must not queue on the
+        # store's one writer. Only a callback that counts is judged again and spent in a write.
+        with svc.store.read() as session:
+            refused, _ = judge(session)
+        if refused is not None:
+            return refused
         with svc.store.write() as session:
+            refused, rule = judge(session)
+            if refused is not None:
+                return refused
             presented = find_attempt(session, token)
-            if presented is None:
-                return _Verdict(None, "unknown, superseded or stale boot token")
+            assert presented is not None
             attempt, binding = presented.attempt, presented.binding
-            blade, macs, reserved = _blade_identity(session, binding)
-            rule = svc.peers.match(peer, macs, reserved)
-            if rule is None:
-                return _Verdict(None, f"not the address of blade {blade} (a token for it, from elsewhere)")
-            now = utcnow()
+            blade = _blade_identity(session, binding)[0]
             job = session.get(JobRow, attempt.job_id) if attempt.job_id else None
             waiting = job is not None and job.state in ACTIVE_JOBS
-            if attempt.used_at is not None and not quiet_enough(session, binding.id, now=now, quiet=REATTEST_QUIET):
-                return _Verdict(None, f"token of blade {blade} presented again while its agent still beats (replay)")
-            first, secret = spend(session, presented, now=now)
+            first, secret = spend(session, presented, now=utcnow())
             if first and waiting and job is not None:
                 session.add(JobEventRow(
                     job_id=job.id, kind="boot-signal",
