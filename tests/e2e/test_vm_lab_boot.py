@@ -302,7 +302,7 @@ def test_released_profile_boots_its_lun_on_another_vm_with_the_data(
 def test_a_stranger_on_the_provisioning_network_neither_completes_nor_blocks_a_stamp(
         vm_lab: VmLab, record_property: Callable[[str, object], None]) -> None:
     """Issue 14 §2 against the real boot role in its namespace: another host on the provisioning
-    network reads vm-02's script and its token, posts the callback, replays it after the VM's own:
+    network reads a VM's script and its token, posts the callback, replays it after the VM's own:
     the stamp completes only on the VM's callback, the stranger's are refused and change nothing,
     and the VM's agent keeps beating. (8f9e50f: the forged callback completed the stamp.)"""
     import re
@@ -318,10 +318,15 @@ def test_a_stranger_on_the_provisioning_network_neither_completes_nor_blocks_a_s
         "boot": {"mode": "legacy", "source": {"type": "image", "kernel": KERNEL, "initrd": INITRD,
                                               "cmdline": "console=ttyS0 panic=-1"}},
     })
-    vm = vm_lab.vm("vm-02")
+    # A BIOS VM nobody holds (the iSCSI tests above may have left their profile on one).
+    import json
+
+    blades = {b["name"]: b for b in json.loads(vm_lab.anvil("blade", "list", "-o", "json").out)}
+    target = next(b for b in ("vm-02", "vm-01") if blades[b]["state"] == "spare" and not blades[b].get("profile"))
+    vm = vm_lab.vm(target)
     script_url = f"http://{SERVER}:8080/boot/ipxe?mac={vm['mac']}"
     with stranger_host(vm_lab.netns) as stranger:
-        submitted = vm_lab.anvil("profile", "assign", name, "--tenant", vm_lab.tenant, "--blade", "vm-02",
+        submitted = vm_lab.anvil("profile", "assign", name, "--tenant", vm_lab.tenant, "--blade", target,
                                  "--no-wait")
         job = re.search(r"[0-9a-f]{8}-[0-9a-f-]{27}", submitted.out)
         assert job, submitted.out
@@ -335,7 +340,7 @@ def test_a_stranger_on_the_provisioning_network_neither_completes_nor_blocks_a_s
             token = found.group(1) if found else ""
             if not token:
                 time.sleep(0.5)
-        assert token, "vm-02's script never carried a boot token"
+        assert token, f"{target}'s script never carried a boot token"
         for _ in range(20):                                    # fetching writes nothing, rotates nothing
             assert stranger.http("GET", script_url)[1].count(f"anvil.token={token}") == 1
         forged = stranger.http("POST", f"http://{SERVER}:8080/boot/callback",

@@ -111,7 +111,7 @@ async def test_a_failed_blade_asks_again_for_its_failover_once_the_profile_is_fr
     assert monitor.started == [("acme/svc", "b01")]
 
 
-PROTECTED = PROFILE.replace("metadata: {name: svc, tenant: acme}", "metadata: {name: hb, tenant: acme}") \
+QUIET_PROTECTED = PROFILE.replace("metadata: {name: svc, tenant: acme}", "metadata: {name: hb, tenant: acme}") \
     .replace("02:a0:00:00:09:01", "02:a0:00:00:09:02") + "  failover: {domain: prod, priority: 1, policy: n+1}\n"
 
 
@@ -125,7 +125,7 @@ async def test_a_quiet_agent_is_found_between_polls(store: Store, tmp_path: Path
 
     rack(store, tmp_path, blades=2)
     FailoverService(store).create_domain("prod")
-    ProfileService(store).import_document(PROTECTED)
+    ProfileService(store).import_document(QUIET_PROTECTED)
     hw = FakeHardware()
     JobService(store).submit_assign("hb", tenant="acme", blade="b01")
     await run_until_idle(make_engine(store, hw))
