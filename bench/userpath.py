@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import ssl
@@ -309,14 +308,3 @@ async def until(what: str, check: Any, timeout: float, every: float = 0.2) -> An
             break
         await asyncio.sleep(every)
     raise TimeoutError(f"{what}: not within {timeout:g} s")
-
-
-@contextlib.contextmanager
-def stopped_on_exit(*things: Any) -> Any:
-    """Stop each of ``things`` (anything with ``stop()``) on the way out, last first."""
-    try:
-        yield
-    finally:
-        for thing in reversed(things):
-            with contextlib.suppress(Exception):
-                thing.stop()
