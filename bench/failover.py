@@ -257,9 +257,11 @@ def run_shipped(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         kinds = [(k, args.rounds if k == "forceoff" else args.hung_rounds) for k in args.kinds]
     blades = sum(c for _, c in kinds) + 1   # a failed blade stays failed: one spare per failover
     app = userpath.Appliance(work, overrides=SMOKE_OVERRIDES if args.smoke else None)
-    with app, userpath.Rack(work / "rack", app.boot_url, [blades], (0.0, 0.2)) as rack:
+    with app, userpath.Rack(work / "rack", app.boot_url, [blades], (0.0, 0.2)) as rack, \
+            userpath.StallWatch() as watch:
         rounds = asyncio.run(_shipped(args, app, rack, kinds))
     out: dict[str, Any] = {"path": "shipped", "timers": app.timers(), "timers_text": app.describe_timers(),
+                           "machine": watch.summary(), "machine_text": watch.describe(),
                            "power_delay_s": [0.0, 0.2], "rounds": rounds, "kinds": {}}
     for kind, _ in kinds:
         rs = [r for r in rounds if r["kind"] == kind]
@@ -290,6 +292,7 @@ def report_shipped(out: dict[str, Any]) -> list[str]:
         lines.append(f"  {r['kind']:<9}{r['round']:>6}{r['from']:>6}{r['to']:>6}{r['total_s']:>9.2f}"
                      f"{r['detect_s']:>10.2f}{r['failover_s']:>12.2f}{beat:>16}{r['after_pass_s']:>14.1f}"
                      f"  {r['bmc_power_after_failure']}")
+    lines.append(f"  {out['machine_text']}")
     lines.append("")
     for kind, k in out["kinds"].items():
         lines.append(f"  {kind}: median {k['median_s']:.2f} s (detection {k['median_detect_s']:.2f} s + failover "

@@ -353,13 +353,15 @@ def run_rest(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sizes = [1, 5] if args.smoke else args.sizes
     cold = 1 if args.smoke else args.cold
     blades = max([cold, *sizes])
-    with userpath.Appliance(work) as app:
+    with userpath.Appliance(work) as app, userpath.StallWatch() as watch:
         if args.driver == "fake":
-            return asyncio.run(_rest_run(args, work, app, None, sizes, cold))
-        chassis = [min(args.per_chassis, blades - c * args.per_chassis)
-                   for c in range(math.ceil(blades / args.per_chassis))]
-        with userpath.Rack(work / "rack", app.boot_url, chassis, tuple(args.power_delay)) as rack:
-            return asyncio.run(_rest_run(args, work, app, rack, sizes, cold))
+            out = asyncio.run(_rest_run(args, work, app, None, sizes, cold))
+        else:
+            chassis = [min(args.per_chassis, blades - c * args.per_chassis)
+                       for c in range(math.ceil(blades / args.per_chassis))]
+            with userpath.Rack(work / "rack", app.boot_url, chassis, tuple(args.power_delay)) as rack:
+                out = asyncio.run(_rest_run(args, work, app, rack, sizes, cold))
+    return {**out, "machine": watch.summary(), "machine_text": watch.describe()}
 
 
 def _report_rest(out: dict[str, Any]) -> list[str]:
@@ -394,6 +396,7 @@ def _report_rest(out: dict[str, Any]) -> list[str]:
     total = sum(biggest["cpu_s"].values())
     lines.append(f"  CPU seconds during stamp N={biggest['n']} ({2 * biggest['active_s']:.1f} CPU-s on 2 cores): "
                  + ", ".join(f"{k} {v:.1f}" for k, v in biggest["cpu_s"].items()) + f"; total {total:.1f}")
+    lines.append(f"  {out['machine_text']}")
     lines.append("")
     stamps = [r for r in out["rounds"] if r["kind"] == "stamp"]
     for r in stamps:

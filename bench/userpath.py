@@ -27,6 +27,7 @@ import os
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterable, Sequence
@@ -308,3 +309,48 @@ async def until(what: str, check: Any, timeout: float, every: float = 0.2) -> An
             break
         await asyncio.sleep(every)
     raise TimeoutError(f"{what}: not within {timeout:g} s")
+
+
+class StallWatch:
+    """A thread in the benchmark's process that sleeps 50 ms at a time and notes when it woke
+    much later (the whole machine stalled: other tenants, a paused VM) and when the wall clock
+    moved apart from the monotonic one (a clock step: figures from wall-clock records shift by it).
+    Tells a stall of the machine from one of the appliance."""
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        self.threshold = threshold
+        self.stalls: list[float] = []
+        self.clock_steps: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stall-watch", daemon=True)
+
+    def _run(self) -> None:
+        offset = time.time() - time.monotonic()
+        while not self._stop.is_set():
+            before = time.monotonic()
+            self._stop.wait(0.05)
+            late = time.monotonic() - before - 0.05
+            if late > self.threshold:
+                self.stalls.append(round(late, 2))
+            now_offset = time.time() - time.monotonic()
+            if abs(now_offset - offset) > self.threshold:
+                self.clock_steps.append(round(now_offset - offset, 2))
+                offset = now_offset
+
+    def __enter__(self) -> StallWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def summary(self) -> dict[str, Any]:
+        return {"machine_stalls": len(self.stalls), "longest_stall_s": max(self.stalls, default=0.0),
+                "clock_steps_s": self.clock_steps}
+
+    def describe(self) -> str:
+        s = self.summary()
+        return (f"machine check (a 50 ms sleeper thread in the benchmark): {s['machine_stalls']} stall(s) over "
+                f"{self.threshold:g} s, longest {s['longest_stall_s']:g} s; wall-clock steps: "
+                f"{', '.join(f'{x:+g} s' for x in s['clock_steps_s']) or 'none'}")
