@@ -20,7 +20,7 @@ def _header_and_rows(stdout: str, first: str) -> tuple[list[str], list[list[str]
     at = next(i for i, line in enumerate(lines) if line.split()[:1] == [first])
     rows = []
     for line in lines[at + 1:]:
-        if not line.strip():
+        if not line.split() or line.split()[0].removesuffix("(cold)") not in ("stamp", "unstamp"):
             break
         rows.append(line.split())
     return lines[at].split(), rows
