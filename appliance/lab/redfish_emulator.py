@@ -25,6 +25,8 @@ What this wrapper adds to sushy-tools 2.2 (whose fake driver lacks them):
   appended to ``<state dir>/power-history.jsonl`` (``{"t": epoch s, "system": uuid,
   "from": "Off", "to": "On"}``); a delayed change is stamped with the time it took effect.
   Tests read it (:func:`power_history`) to check what really ran, not what the store says.
+- A lab fault: ``POST /redfish/v1/Systems/<uuid>/Actions/Oem/AnvilLab.HangOs`` (:func:`hang_os`)
+  hangs the blade's emulated OS: its heartbeats stop while the BMC still reads On.
 """
 
 from __future__ import annotations
@@ -198,6 +200,18 @@ def get_json(emu: RedfishEmulator, path: str) -> dict[str, Any]:
 
 def stop(emu: RedfishEmulator, timeout: float = 5.0) -> None:
     procs.stop(emu.proc, timeout)
+
+
+def hang_os(emu: RedfishEmulator, system: dict[str, Any] | str) -> None:
+    """Hang the emulated OS of ``system`` (heartbeats stop, power stays On): a lab fault."""
+    uuid = system if isinstance(system, str) else system["uuid"]
+    req = urllib.request.Request(f"{emu.base_url}/redfish/v1/Systems/{uuid}/Actions/Oem/AnvilLab.HangOs", data=b"{}",
+                                 method="POST", headers={"Content-Type": "application/json"})
+    if emu.username:
+        token = base64.b64encode(f"{emu.username}:{emu.password}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(req, timeout=5):
+        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +473,17 @@ def _install(app: Any, fakedriver: Any, sushy_error: Any) -> None:  # pragma: no
             "@odata.id": path, "Name": name,
             "Members@odata.count": len(links), "Members": [{"@odata.id": p} for p in links],
         })
+
+    @route("/redfish/v1/Systems/<identity>/Actions/Oem/AnvilLab.HangOs", methods=["POST"])
+    def anvil_hang_os(identity: str) -> Any:
+        """Lab fault: the blade's OS hangs. Its agent stops (no more heartbeats) while the BMC
+        still reads On, the failure only heartbeats can see; the next power-on boots afresh."""
+        system = system_of(identity)
+        emulated_os = emulated_os_of()
+        if emulated_os is None:
+            return error(409, "this emulator runs no emulated OS (no ANVIL_BOOT_URL)")
+        emulated_os.power_off(str(system["uuid"]))
+        return flask.Response(status=204)
 
     @route("/redfish/v1/Systems/<identity>/NetworkInterfaces", methods=["GET"])
     def anvil_network_interfaces(identity: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,3 +31,24 @@ def test_failover_bench_smoke_with_redfish_events_detects_without_waiting_for_th
     assert result["events"] and len(result["rounds"]) == 2
     assert all(r["detect_s"] < 30 for r in result["rounds"]), result   # half the poll interval: an event did it
     assert "Redfish events on" in proc.stdout
+
+
+def test_failover_bench_shipped_smoke_fails_a_blade_off_and_hangs_an_os(tmp_path: Path) -> None:
+    out_file = tmp_path / "failover-shipped.json"
+    proc = subprocess.run([sys.executable, str(BENCH), "--smoke", "--shipped", "--json", str(out_file)],
+                          capture_output=True, text=True, timeout=240, cwd=BENCH.parents[1],
+                          env={k: v for k, v in os.environ.items() if not k.startswith("ANVIL_")})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out_file.read_text())
+    assert [r["kind"] for r in result["rounds"]] == ["forceoff", "hung"]
+    assert all(r["to"] != r["from"] and r["total_s"] > r["detect_s"] > 0 for r in result["rounds"]), result
+    hung = result["rounds"][1]
+    # A hang, not a crash: the BMC still read On, and only the heartbeat timeout could tell.
+    assert hung["bmc_power_after_failure"] == "On"
+    assert hung["detect_from_last_beat_s"] > result["timers"]["heartbeat_timeout_s"]
+    # Smoke shortens exactly two timers, and says so; the rest are the shipped defaults.
+    assert result["timers"]["overrides"] == {"ANVIL_MONITOR_INTERVAL": "1", "ANVIL_MONITOR_HEARTBEAT_TIMEOUT": "12"}
+    assert result["timers"]["fail_after"] == 3 and result["timers"]["events"] is True
+    assert "SMOKE OVERRIDES" in proc.stdout and "NOT the shipped ones" in proc.stdout
+    assert set(result["kinds"]) == {"forceoff", "hung"}
+    assert "target hung OS (BMC reads On) detected <= 10 s" in proc.stdout
