@@ -62,9 +62,11 @@ RACK = {"type": "array", "items": obj(["chassis", "blades"], chassis=STR, blades
 PROFILE = obj(["name", "tenant", "kind", "state"], name=STR, tenant=STR, kind=STR, state=STR, boot=NSTR,
               identities=INT, updated=STR, blade=NSTR)
 PROFILE_DETAIL = {**PROFILE, "properties": {**PROFILE["properties"], "heldIdentities": {"type": "array", "items": obj(
-    ["path", "kind", "value"], path=STR, kind=STR, value=STR)}, "document": OBJ}}
+    ["path", "kind", "value"], path=STR, kind=STR, value=STR)}, "document": OBJ,
+    "warnings": {"type": "array", "items": STR, "description": "what the import accepted but you should know"}}}
 VALID = obj(["valid", "kind", "name", "tenant", "checked"], valid={"type": "boolean"}, kind=STR, name=STR, tenant=STR,
-            checked={"type": "array", "items": {"enum": ["document", "store"]}})
+            checked={"type": "array", "items": {"enum": ["document", "store"]}},
+            warnings={"type": "array", "items": STR})
 ASSIGN = {"type": "object", "additionalProperties": False, "properties": {
     "blade": nullable("string", maxLength=63), "pool": nullable("string", maxLength=63),
     "tenant": nullable("string", maxLength=63)}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -28,6 +29,12 @@ def read_input(path: str) -> tuple[bytes, str]:
         return p.read_bytes(), path
     except OSError as exc:
         raise click.ClickException(f"{path}: {exc.strerror}") from None
+
+
+def warn(source: str, warnings: Sequence[str]) -> None:
+    """What was accepted but should be known, on stderr: ``anvil: warning: FILE: reason``."""
+    for line in warnings:
+        click.echo(f"anvil: warning: {source}: {line}", err=True)
 
 
 def summary(info: ProfileInfo) -> dict[str, object]:
@@ -57,6 +64,7 @@ def import_(ctx: CliContext, files: tuple[str, ...], replace: bool) -> None:
             got = ctx.remote.json("POST", "/profiles", query={"replace": replace or None}, data=data,
                                   content_type=ctype)
             click.echo(f"imported {got['kind']} {got['tenant']}/{got['name']} ({got['identities']} identities)")
+            warn(source, got.get("warnings") or [])
         return
     svc = ProfileService(ctx.store())
     for path in files:
@@ -64,6 +72,7 @@ def import_(ctx: CliContext, files: tuple[str, ...], replace: bool) -> None:
         info = svc.import_document(data, source=source, replace=replace,
                                    parking_vlan=ctx.settings.network.parking_vlan)
         click.echo(f"imported {info.kind} {info.tenant}/{info.name} ({len(info.identities)} identities)")
+        warn(source, info.warnings)
 
 
 @profile.command("validate")
@@ -89,12 +98,12 @@ def validate(ctx: CliContext, files: tuple[str, ...], document_only: bool) -> No
         data, source = read_input(path)
         try:
             p = ProfileService.parse(data, source=source, parking_vlan=ctx.settings.network.parking_vlan)
-            if svc is not None:
-                svc.check(p, source=source)
+            warnings = svc.check(p, source=source) if svc is not None else []
         except ValidationError as exc:
             failed.append(exc)
             continue
         click.echo(f"{source}: valid {p.kind} {p.metadata.tenant}/{p.metadata.name}; checked {scope}")
+        warn(source, warnings)
     if failed:
         raise ValidationError([i for exc in failed for i in exc.issues],
                               source=failed[0].source if len(failed) == 1 else None)
@@ -127,6 +136,7 @@ def _validate_remote(ctx: CliContext, files: tuple[str, ...]) -> None:
             continue
         click.echo(f"{source}: valid {got['kind']} {got['tenant']}/{got['name']}; checked the document and "
                    "the appliance's store (identity pools, identities held)")
+        warn(source, got.get("warnings") or [])
     if failed:
         raise ValidationError([i for exc in failed for i in exc.issues],
                               source=failed[0].source if len(failed) == 1 else None)

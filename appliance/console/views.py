@@ -267,7 +267,8 @@ async def profile_import(request: web.Request) -> web.StreamResponse:
         infos = await asyncio.to_thread(svc.list, kind=PROFILE, scope=scope(request))
         return render(request, "profiles.html", status=400, profiles=infos, text=text, errors=exc.issues,
                       lines=_annotated(text, exc))
-    raise web.HTTPSeeOther(f"/profiles/{quote(info.tenant)}/{quote(info.name)}")
+    warned = "?warn=" + quote(" ".join(info.warnings)) if info.warnings else ""
+    raise web.HTTPSeeOther(f"/profiles/{quote(info.tenant)}/{quote(info.name)}{warned}")
 
 
 def _profile(request: web.Request) -> Any:
@@ -291,7 +292,7 @@ async def profile(request: web.Request) -> web.Response:
             if j.subject == f"profile {info.tenant}/{info.name}"][:5]
     bound = await asyncio.to_thread(Inventory(request.app[STORE]).blade_of, info.tenant, info.name)
     return render(request, "profile.html", info=info, text=text, fmt=fmt, spares=spares, jobs=jobs, bound=bound,
-                  pools=await asyncio.to_thread(_pools, request))
+                  pools=await asyncio.to_thread(_pools, request), warning=request.query.get("warn"))
 
 
 @page()

@@ -52,6 +52,7 @@ from appliance.domain.states import (
     ProfileState,
     transition,
 )
+from appliance.domain.suggest import close_names, did_you_mean
 from appliance.drivers.protocols import Secret
 from appliance.errors import Conflict, Issue, NotFound, ValidationError
 from appliance.secrets import SecretBox
@@ -208,15 +209,16 @@ def failover_info(row: FailoverRow) -> FailoverInfo:
 
 def _blade(s: Session, name: str) -> BladeRow:
     row = s.scalar(select(BladeRow).where(BladeRow.name == name))
-    if row is None:
-        raise NotFound("blade", name)
+    if row is None:   # appliance-level callers (the CLI, admins): every blade is in sight
+        raise NotFound("blade", name, hint=lookup.blade_hint(s, Scope.appliance(), name))
     return row
 
 
 def _domain_row(s: Session, name: str) -> FailoverDomainRow:
     row = s.scalar(select(FailoverDomainRow).where(FailoverDomainRow.name == name))
     if row is None:
-        raise NotFound("failover domain", name)
+        raise NotFound("failover domain", name, hint=did_you_mean(close_names(
+            name, s.scalars(select(FailoverDomainRow.name)))))
     return row
 
 

@@ -7,6 +7,7 @@ whole import back, so a rejected import changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +34,7 @@ from appliance.services.scope import Scope
 from appliance.store import Store
 from appliance.store.repos import identities as ids
 from appliance.store.repos import profiles as repo
-from appliance.store.tables import BindingRow, IdentityPoolRow, ProfileRow
+from appliance.store.tables import BindingRow, FailoverDomainRow, IdentityPoolRow, ProfileRow
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class ProfileInfo:
     created_at: datetime
     updated_at: datetime
     profile: Profile
+    warnings: tuple[str, ...] = ()   # what an import accepted but the admin should know (missing domain)
+    blade: str | None = None         # the blade it is live on (lists only)
 
 
 def _check_pools(session: Session, profile: Profile) -> list[Issue]:
@@ -83,6 +86,19 @@ def _check_claims(session: Session, profile: Profile, *, own_id: int | None,
             why = "is already in use"
         issues.append(Issue(claim.path, f'"{claim.value}" {why}'))
     return issues
+
+
+def failover_warnings(session: Session, profile: Profile) -> list[str]:
+    """A profile (or template) that names a failover domain which does not exist is accepted,
+    since domains may come later, but it is protected by nothing until then: say so."""
+    fo = profile.spec.failover
+    if fo is None or fo.domain is None or fo.policy == "none":
+        return []
+    if session.scalar(select(FailoverDomainRow.id).where(FailoverDomainRow.name == fo.domain)) is not None:
+        return []
+    return [f"spec.failover.domain: failover domain {fo.domain!r} does not exist; {profile.metadata.tenant}/"
+            f"{profile.metadata.name} is not protected until it is created (anvil failover domain create "
+            f"{fo.domain})"]
 
 
 def _claim_all(session: Session, profile: Profile, row_id: int, *, skip: set[str] = frozenset()) -> None:  # type: ignore[assignment]
@@ -121,11 +137,12 @@ class ProfileService:
         configured one (``Settings.network.parking_vlan``)."""
         return parse_document(data, source=source, content_type=content_type, parking_vlan=parking_vlan)
 
-    def check(self, profile: Profile, *, source: str | None = None, show_holders: bool = True) -> None:
+    def check(self, profile: Profile, *, source: str | None = None, show_holders: bool = True) -> list[str]:
         """What an import would refuse beyond the document: pools that do not exist or hold
         another kind, and (profiles) identities another profile holds. A stored profile of
         the same kind and name counts as the one being replaced. Reads only; raises
-        ValidationError. ``show_holders`` False names no other profile (tenant-scoped callers)."""
+        ValidationError. ``show_holders`` False names no other profile (tenant-scoped callers).
+        Returns what an import would warn about (:func:`failover_warnings`)."""
         kind, tenant, name = profile.kind, profile.metadata.tenant, profile.metadata.name
         with self._store.read() as s:
             issues = _check_pools(s, profile)
@@ -133,8 +150,10 @@ class ProfileService:
                 existing = repo.find(s, kind, tenant, name)
                 issues += _check_claims(s, profile, own_id=existing.id if existing else None,
                                         show_holders=show_holders)
+            warnings = failover_warnings(s, profile)
         if issues:
             raise ValidationError(issues, source=source)
+        return warnings
 
     def get(self, kind: str, tenant: str | None, name: str, *, scope: Scope = APPLIANCE) -> ProfileInfo:
         """The profile or template ``name`` in ``scope``'s tenant (``tenant`` for an unscoped scope)."""
@@ -181,7 +200,7 @@ class ProfileService:
                 _claim_all(s, profile, row.id)
             s.flush()
             log.info("imported %s %s/%s", kind, tenant, name)
-            return _info(s, row)
+            return dataclasses.replace(_info(s, row), warnings=tuple(failover_warnings(s, profile)))
 
     def delete(self, kind: str, tenant: str | None, name: str, *, scope: Scope = APPLIANCE) -> None:
         with self._store.write() as s:

@@ -31,8 +31,11 @@ def summary(info: ProfileInfo) -> dict[str, Any]:
 
 
 def detail(info: ProfileInfo) -> dict[str, Any]:
-    return {**summary(info), "document": to_dict(info.profile),
-            "heldIdentities": [{"path": p, "kind": k, "value": v} for p, k, v in info.identities]}
+    out = {**summary(info), "document": to_dict(info.profile),
+           "heldIdentities": [{"path": p, "kind": k, "value": v} for p, k, v in info.identities]}
+    if info.warnings:
+        out["warnings"] = list(info.warnings)
+    return out
 
 
 def _document(request: web.Request) -> tuple[bytes | str, str]:
@@ -125,10 +128,10 @@ async def validate(request: web.Request) -> web.Response:
     """As an import would check it: the document, then the pools it names and the identities
     other profiles hold (a tenant-scoped caller is not told which profile holds one)."""
     p = await _parse(request)
-    await asyncio.to_thread(ProfileService(request.app[STORE]).check, p, source="body",
-                            show_holders=caller(request).tenant is None)
+    warnings = await asyncio.to_thread(ProfileService(request.app[STORE]).check, p, source="body",
+                                       show_holders=caller(request).tenant is None)
     return web.json_response({"valid": True, "kind": p.kind, "name": p.metadata.name, "tenant": p.metadata.tenant,
-                              "checked": ["document", "store"]})
+                              "checked": ["document", "store"], "warnings": warnings})
 
 
 async def dry_run(request: web.Request) -> web.Response:

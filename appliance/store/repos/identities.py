@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from appliance.domain.identities import IdentityKind
 from appliance.domain.pools import PoolSpec
+from appliance.domain.suggest import close_names, did_you_mean
 from appliance.errors import Conflict, NotFound, PoolExhausted
 from appliance.store.tables import IdentityPoolRow, IdentityRow, ProfileRow
 
@@ -46,8 +47,9 @@ def get_pool(session: Session, name: str, *, lock: bool = False) -> IdentityPool
     if lock:
         stmt = stmt.with_for_update()
     row = session.scalar(stmt)
-    if row is None:
-        raise NotFound("identity pool", name)
+    if row is None:   # identity pools are the appliance's: every caller sees their names
+        raise NotFound("identity pool", name, hint=did_you_mean(close_names(
+            name, session.scalars(select(IdentityPoolRow.name)))))
     return row
 
 
