@@ -25,7 +25,12 @@ def page_of(item: dict[str, Any], *, cursor: bool = False) -> dict[str, Any]:
 
 NIC = obj(["name", "mac"], name=STR, mac=STR, switch=NSTR, port=NSTR)
 BLADE = obj(["name", "state", "driver", "bmc"], name=STR, state=STR, driver=STR, bmc=STR, chassis=NSTR, slot=NINT,
-            cpus=NINT, memoryGiB=NINT, nics={"type": "array", "items": NIC}, profile=NSTR, stateReason=NSTR)
+            cpus=NINT, memoryGiB=NINT, nics={"type": "array", "items": NIC}, profile=NSTR, tenant=NSTR,
+            stateReason=NSTR,
+            power={**NSTR, "description": "power as the monitor last sampled it (null: no sample yet)"},
+            health={**NSTR, "description": "the BMC's health rollup at that sample, or unreachable"},
+            healthOk=nullable("boolean"), healthDetail=NSTR, healthAt=NSTR,
+            healthAge={**NINT, "description": "seconds since that sample"})
 BLADE_DETAIL = {**BLADE, "properties": {**BLADE["properties"], "facts": OBJ, "username": STR, "password": STR}}
 ENROLL = {
     "type": "object", "additionalProperties": False, "required": ["name", "bmc", "username", "password"],
@@ -57,7 +62,7 @@ HEALTH = obj(["blade", "state"], blade=STR, state=STR, reason=NSTR)
 CAPACITY = obj(["spare", "stamped", "failed", "maintenance", "total", "byState"], spare=INT, stamped=INT, failed=INT,
                maintenance=INT, total=INT, byState={"type": "object", "additionalProperties": INT})
 RACK = {"type": "array", "items": obj(["chassis", "blades"], chassis=STR, blades={"type": "array", "items": obj(
-    ["name", "state"], name=STR, state=STR, slot=NINT, profile=NSTR)})}
+    ["name", "state"], name=STR, state=STR, slot=NINT, profile=NSTR, power=NSTR, health=NSTR, healthAge=NINT)})}
 
 PROFILE = obj(["name", "tenant", "kind", "state"], name=STR, tenant=STR, kind=STR, state=STR, boot=NSTR,
               identities=INT, updated=STR, blade=NSTR)

@@ -11,7 +11,7 @@ import click
 from appliance.cli.context import CliContext, pass_ctx
 from appliance.cli.output import emit, output_option
 from appliance.errors import ValidationError
-from appliance.services.profiles import PROFILE, TEMPLATE, ProfileInfo, ProfileService
+from appliance.services.profiles import PROFILE, PROFILE_SORTS, TEMPLATE, ProfileInfo, ProfileService
 
 TENANT = click.option("--tenant", default="default", show_default=True, help="Tenant the name is resolved in.")
 TEMPLATE_FLAG = click.option("--template", "is_template", is_flag=True, help="Act on a template, not a profile.")
@@ -40,8 +40,9 @@ def warn(source: str, warnings: Sequence[str]) -> None:
 def summary(info: ProfileInfo) -> dict[str, object]:
     spec = info.profile.spec
     boot = spec.boot.source.type if spec.boot is not None else None
-    return {"name": info.name, "tenant": info.tenant, "kind": info.kind, "state": info.state, "boot": boot,
-            "identities": len(info.identities), "updated": info.updated_at.isoformat(timespec="seconds")}
+    return {"name": info.name, "tenant": info.tenant, "kind": info.kind, "state": info.state, "blade": info.blade,
+            "boot": boot, "identities": len(info.identities),
+            "updated": info.updated_at.isoformat(timespec="seconds")}
 
 
 @click.group("profile")
@@ -160,23 +161,38 @@ def export(ctx: CliContext, name: str, fmt: str, tenant: str, is_template: bool)
     click.echo(ProfileService(ctx.store()).export(kind, tenant, name, fmt).rstrip("\n"))
 
 
+PROFILE_COLUMNS = ["name", "tenant", "kind", "state", "blade", "boot", "identities", "updated"]
+
+
 @profile.command("list")
 @click.option("--tenant", default=None, help="Only this tenant.")
 @click.option("--kind", type=click.Choice(["profile", "template", "all"]), default="profile", show_default=True)
-@output_option()
+@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE", help="state, tenant or blade; repeatable.")
+@click.option("--search", default=None, help="Text in the name, tenant, state or blade.")
+@click.option("--sort", type=click.Choice(PROFILE_SORTS), default="tenant", show_default=True,
+              help="tenant: by tenant, then name.")
+@output_option(wide=True)
 @pass_ctx
-def list_(ctx: CliContext, tenant: str | None, kind: str, fmt: str) -> None:
-    """List profiles (or templates)."""
+def list_(ctx: CliContext, tenant: str | None, kind: str, filters: tuple[str, ...], search: str | None, sort: str,
+          fmt: str) -> None:
+    """List profiles (or templates) with their state and the blade each is live on."""
+    from appliance.cli.blade import parse_filters
+
+    f = parse_filters(filters, ("state", "tenant", "blade"))
+    tenant = f.get("tenant", tenant)
     k = {"profile": PROFILE, "template": TEMPLATE, "all": None}[kind]
     if ctx.remote is not None:
         rows = []
         for path in (["/profiles"] if kind == "profile" else ["/templates"] if kind == "template"
                      else ["/profiles", "/templates"]):
-            rows += ctx.remote.json("GET", path, query={"tenant": tenant, "limit": 1000})["items"]
-        emit(rows, fmt, columns=["name", "tenant", "kind", "state", "boot", "identities", "updated"])
+            rows += ctx.remote.json("GET", path, query={"tenant": tenant, "limit": 1000, "search": search,
+                                                        "sort": sort, "state": f.get("state"),
+                                                        "blade": f.get("blade")})["items"]
+        emit(rows, fmt, columns=PROFILE_COLUMNS)
         return
-    rows = [summary(i) for i in ProfileService(ctx.store()).list(kind=k, tenant=tenant)]
-    emit(rows, fmt, columns=["name", "tenant", "kind", "state", "boot", "identities", "updated"])
+    rows = [summary(i) for i in ProfileService(ctx.store()).list(kind=k, tenant=tenant, search=search, sort=sort,
+                                                                 state=f.get("state"), blade=f.get("blade"))]
+    emit(rows, fmt, columns=PROFILE_COLUMNS)
 
 
 @profile.command("show")

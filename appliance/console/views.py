@@ -22,9 +22,9 @@ from appliance.errors import AnvilError, Issue, NotFound, ValidationError
 from appliance.secrets import SecretBox
 from appliance.services.audit import AuditFilter, AuditService, record_action
 from appliance.services.blades import BladeService
-from appliance.services.inventory import BladeFilter, Inventory
+from appliance.services.inventory import SORTS, BladeFilter, Inventory, age_text, check_sort
 from appliance.services.jobs import JobService
-from appliance.services.profiles import PROFILE, ProfileService
+from appliance.services.profiles import PROFILE, PROFILE_SORTS, ProfileService
 from appliance.services.scope import Scope
 from appliance.services.users import AddressThrottle, LoginThrottled, Principal
 from appliance.store.audit import Actor, acting_as
@@ -93,9 +93,10 @@ def page(role: str = "viewer", *, form: bool = False) -> Callable[[Handler], Han
                     return await fn(request)
             except NotFound as exc:
                 return render(request, "error.html", status=404, title="Not found", message=str(exc))
+            except ValidationError as exc:
+                return render(request, "error.html", status=400, title="Invalid input",
+                              message="; ".join(str(i) for i in exc.issues) or str(exc))
             except (AnvilError, DriverError) as exc:
-                if isinstance(exc, ValidationError):
-                    raise
                 return render(request, "error.html", status=409, title="Not done", message=str(exc))
 
         return handler
@@ -188,30 +189,46 @@ async def dashboard(request: web.Request) -> web.Response:
     tenant = request[USER].tenant
     capacity = await asyncio.to_thread(inv.capacity, tenant)
     rack = await asyncio.to_thread(inv.rack, tenant)
-    return render(request, "dashboard.html", capacity=capacity, rack=rack)
+    return render(request, "dashboard.html", capacity=capacity, rack=rack, age=age_text)
+
+
+PAGE_SIZE = 50
+
+
+def _offset(request: web.Request) -> int:
+    raw = request.query.get("offset", "0") or "0"
+    if not raw.isdigit() or int(raw) > MAX_OFFSET:
+        raise ValidationError([Issue("offset", f"{raw[:40]!r} is not a whole number from 0 to {MAX_OFFSET:,}")])
+    return int(raw)
 
 
 @page()
 async def blades(request: web.Request) -> web.Response:
-    state = request.query.get("state") or None
-    after = request.query.get("after") or None
-    items, nxt, total = await asyncio.to_thread(Inventory(request.app[STORE]).page,
-                                                BladeFilter(state=state, tenant=request[USER].tenant), limit=50,
-                                                after=after)
-    return render(request, "blades.html", blades=items, next=nxt, total=total, state=state or "")
+    q = request.query
+    sort = q.get("sort") or "name"
+    f = BladeFilter(state=q.get("state") or None, chassis=q.get("chassis") or None, search=q.get("q") or None,
+                    tenant=request[USER].tenant)
+    offset = _offset(request)
+    inv = Inventory(request.app[STORE])
+    items, _nxt, total = await asyncio.to_thread(inv.page, f, limit=PAGE_SIZE, sort=check_sort(sort), offset=offset)
+    counts = (await asyncio.to_thread(inv.capacity, request[USER].tenant))["byState"]
+    return render(request, "blades.html", blades=items, total=total, offset=offset, page_size=PAGE_SIZE,
+                  q=q, sort=sort, sorts=SORTS, counts=counts, state=f.state or "", age=age_text)
 
 
 def _blade_detail(request: web.Request, name: str) -> dict[str, Any]:
-    Inventory(request.app[STORE]).check_visible(name, request[USER].tenant)
+    inv = Inventory(request.app[STORE])
+    inv.check_visible(name, request[USER].tenant)
     info = BladeService(request.app[STORE], SecretBox(request.app[SETTINGS].secrets_key_path)).get(name).public()
-    info["profile"] = Inventory(request.app[STORE]).bound_profile(name)
+    info["profile"] = inv.bound_profile(name)
+    info["sample"] = inv.health_of(name)
     return info
 
 
 @page()
 async def blade(request: web.Request) -> web.Response:
     info = await asyncio.to_thread(_blade_detail, request, request.match_info["name"])
-    return render(request, "blade.html", blade=info, message=request.query.get("msg"))
+    return render(request, "blade.html", blade=info, message=request.query.get("msg"), age=age_text)
 
 
 @page("operator", form=True)
@@ -234,10 +251,25 @@ async def blade_power(request: web.Request) -> web.StreamResponse:
 
 # -- profiles ------------------------------------------------------------------------
 
+async def _profile_list(request: web.Request) -> dict[str, Any]:
+    """The profiles page's list: searched, filtered by state, sorted, with counts by state."""
+    q = request.query
+    sort = q.get("sort") or "tenant"
+    svc = ProfileService(request.app[STORE])
+    every = await asyncio.to_thread(svc.list, kind=PROFILE, scope=scope(request), sort=sort)
+    state, search = q.get("state") or None, (q.get("q") or "").lower()
+    shown = [i for i in every if (not state or i.state == state)
+             and (not search or any(search in (v or "") for v in (i.name, i.tenant, i.state, i.blade)))]
+    counts: dict[str, int] = {}
+    for i in every:
+        counts[i.state] = counts.get(i.state, 0) + 1
+    return {"profiles": shown, "total": len(every), "counts": counts, "q": q, "sort": sort,
+            "sorts": PROFILE_SORTS, "state": state or ""}
+
+
 @page()
 async def profiles(request: web.Request) -> web.Response:
-    infos = await asyncio.to_thread(ProfileService(request.app[STORE]).list, kind=PROFILE, scope=scope(request))
-    return render(request, "profiles.html", profiles=infos, text="", errors=[], lines=[])
+    return render(request, "profiles.html", text="", errors=[], lines=[], **await _profile_list(request))
 
 
 def _annotated(text: str, exc: ValidationError) -> list[dict[str, Any]]:
@@ -264,9 +296,8 @@ async def profile_import(request: web.Request) -> web.StreamResponse:
                                   source="document")
         info = await asyncio.to_thread(svc.save, profile, replace=data.get("replace") == "on", source="document")
     except ValidationError as exc:
-        infos = await asyncio.to_thread(svc.list, kind=PROFILE, scope=scope(request))
-        return render(request, "profiles.html", status=400, profiles=infos, text=text, errors=exc.issues,
-                      lines=_annotated(text, exc))
+        return render(request, "profiles.html", status=400, text=text, errors=exc.issues,
+                      lines=_annotated(text, exc), **await _profile_list(request))
     warned = "?warn=" + quote(" ".join(info.warnings)) if info.warnings else ""
     raise web.HTTPSeeOther(f"/profiles/{quote(info.tenant)}/{quote(info.name)}{warned}")
 

@@ -34,13 +34,14 @@ from appliance.services.scope import Scope
 from appliance.store import Store
 from appliance.store.repos import identities as ids
 from appliance.store.repos import profiles as repo
-from appliance.store.tables import BindingRow, FailoverDomainRow, IdentityPoolRow, ProfileRow
+from appliance.store.tables import BindingRow, BladeRow, FailoverDomainRow, IdentityPoolRow, ProfileRow
 
 log = logging.getLogger(__name__)
 
 PROFILE = "ServerProfile"
 TEMPLATE = "ServerProfileTemplate"
 APPLIANCE = Scope.appliance()
+PROFILE_SORTS = ("name", "state", "tenant", "blade")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,10 +161,28 @@ class ProfileService:
         with self._store.read() as s:
             return _info(s, lookup.profile_row(s, scope, name, kind=kind, tenant=tenant))
 
-    def list(self, *, kind: str | None = None, tenant: str | None = None, scope: Scope = APPLIANCE
-             ) -> list[ProfileInfo]:
+    def list(self, *, kind: str | None = None, tenant: str | None = None, scope: Scope = APPLIANCE,
+             search: str | None = None, state: str | None = None, blade: str | None = None,
+             sort: str = "tenant") -> list[ProfileInfo]:
+        """Profiles and templates in sight, each with the blade it is live on. ``search`` is
+        text in the name, tenant, state or blade; ``sort`` one of :data:`PROFILE_SORTS`
+        (tenant: by tenant, then name)."""
+        if sort not in PROFILE_SORTS:
+            raise ValidationError([Issue("sort", f"{sort!r} is not one of {', '.join(PROFILE_SORTS)}")])
         with self._store.read() as s:
-            return [_info(s, r) for r in repo.list_rows(s, kind=kind, tenant=scope.listing(tenant))]
+            rows = repo.list_rows(s, kind=kind, tenant=scope.listing(tenant))
+            blades = dict(s.execute(select(BindingRow.profile_id, BladeRow.name)
+                                    .join(BladeRow, BladeRow.id == BindingRow.blade_id)
+                                    .where(BindingRow.state == "live")).all())
+            infos = [dataclasses.replace(_info(s, r), blade=blades.get(r.id)) for r in rows]
+        q = (search or "").lower()
+        infos = [i for i in infos
+                 if (not state or i.state == state) and (not blade or i.blade == blade)
+                 and (not q or any(q in (v or "") for v in (i.name, i.tenant, i.state, i.blade))
+                      or q == f"{i.tenant}/{i.name}")]
+        if sort != "tenant":
+            infos.sort(key=lambda i: (getattr(i, sort) is None, getattr(i, sort) or "", i.tenant, i.name))
+        return infos
 
     def export(self, kind: str, tenant: str, name: str, fmt: str) -> str:
         profile = self.get(kind, tenant, name).profile

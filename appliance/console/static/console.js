@@ -9,6 +9,8 @@
     o.headers = Object.assign({ "Accept": "application/json", "X-CSRF-Token": csrf }, (opts || {}).headers || {});
     return fetch("/api/v1" + path, o);
   };
+  const ageText = (s) => s >= 86400 ? Math.floor(s / 86400) + "d" : s >= 3600 ? Math.floor(s / 3600) + "h"
+    : s >= 60 ? Math.floor(s / 60) + "m" : s + "s";
   const el = (tag, attrs, text) => { const e = document.createElement(tag); Object.assign(e, attrs || {}); if (text !== undefined) e.textContent = text; return e; };
 
   document.querySelectorAll("form[data-confirm]").forEach((form) => {
@@ -33,6 +35,12 @@
             slot.dataset.state = b.state; slot.querySelector(".bstate").textContent = b.state;
           }
           slot.querySelector(".bprof").textContent = b.profile || "";
+          const power = slot.querySelector(".bpower");
+          if (power) { power.dataset.power = b.power || ""; power.textContent = b.power ? "power " + b.power : "power ?"; }
+          const health = slot.querySelector(".bhealth");
+          if (health) health.textContent = b.health || "no sample";
+          const age = slot.querySelector(".bage");
+          if (age && b.healthAge !== null) age.textContent = ageText(b.healthAge);
           slot.title = b.name + ": " + b.state + (b.profile ? " (" + b.profile + ")" : "");
         }
         document.getElementById("rack-updated").textContent = "updated " + new Date().toLocaleTimeString();
