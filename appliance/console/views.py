@@ -66,8 +66,10 @@ def scope(request: web.Request) -> Scope:
     return Scope(user.tenant, user.key)
 
 
-def page(role: str = "viewer", *, form: bool = False) -> Callable[[Handler], Handler]:
-    """A console page: a live session is required (else to /login); ``form`` also checks the CSRF token."""
+def page(role: str = "viewer", *, form: bool = False, appliance: bool = False) -> Callable[[Handler], Handler]:
+    """A console page: a live session is required (else to /login); ``form`` also checks the CSRF token.
+    ``appliance``: the appliance's own things (switches, users, pool and domain changes), refused to
+    a tenant-scoped user whatever its role, as the API's appliance-wide operations are."""
 
     def wrap(fn: Handler) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
@@ -88,6 +90,9 @@ def page(role: str = "viewer", *, form: bool = False) -> Callable[[Handler], Han
             if not got[0].allows(role):
                 return render(request, "error.html", status=403, title="Forbidden",
                               message=f"This needs the {role} role; you are {got[0].role}.")
+            if appliance and got[0].tenant is not None:
+                return render(request, "error.html", status=403, title="Forbidden",
+                              message="This belongs to the appliance; a tenant-scoped user cannot use it.")
             try:
                 with acting_as(_actor(request)):
                     return await fn(request)
@@ -264,7 +269,7 @@ async def _profile_list(request: web.Request) -> dict[str, Any]:
     for i in every:
         counts[i.state] = counts.get(i.state, 0) + 1
     return {"profiles": shown, "total": len(every), "counts": counts, "q": q, "sort": sort,
-            "sorts": PROFILE_SORTS, "state": state or ""}
+            "sorts": PROFILE_SORTS, "state": state or "", "message": q.get("msg")}
 
 
 @page()
@@ -427,6 +432,17 @@ def setup_console(app: web.Application) -> None:
     r.add_get("/jobs/{id}", job)
     r.add_get("/audit", audit)
 
-    from appliance.console.failover import setup_failover_pages  # imported late: it builds on this module
+    # Imported late: they build on this module.
+    from appliance.console.access import setup_access_pages
+    from appliance.console.domains import setup_domain_pages
+    from appliance.console.failover import setup_failover_pages
+    from appliance.console.pools import setup_pool_pages
+    from appliance.console.switches import setup_switch_pages
+    from appliance.console.template_pages import setup_template_pages
 
     setup_failover_pages(app)
+    setup_domain_pages(app)
+    setup_pool_pages(app)
+    setup_template_pages(app)
+    setup_switch_pages(app)
+    setup_access_pages(app)

@@ -86,6 +86,22 @@ class BladePoolService:
                                                        BladePoolMemberRow.blade_id.in_(ids)))
         return self.get(name)
 
+    def update(self, name: str, *, tenant: str | None = None, ungrant: bool = False,
+               description: str | None = None) -> BladePoolInfo:
+        """Grant the pool to ``tenant`` (its blades are then reserved for that tenant), take the
+        grant back (``ungrant``), or change the description; what is not given stays."""
+        if tenant is not None and not _NAME.match(tenant):
+            raise ValidationError([Issue("tenant", f"{tenant!r} is not a lowercase name (a-z, 0-9, '-')")])
+        with self._store.write() as s:
+            row = self._row(s, name)
+            if ungrant:
+                row.tenant = None
+            elif tenant is not None:
+                row.tenant = tenant
+            if description is not None:
+                row.description = description[:255]
+        return self.get(name)
+
     def delete(self, name: str) -> None:
         with self._store.write() as s:
             s.delete(self._row(s, name))

@@ -419,6 +419,17 @@ class FailoverService:
         with self._store.read() as s:
             return self._info(s, _domain_row(s, name))
 
+    def drill_target(self, domain: str, profile: str | None = None) -> ProtectedProfile:
+        """The profile a drill of ``domain`` moves: the least important active one (or
+        ``profile``, TENANT/NAME). Conflict when the domain has none to move."""
+        members = [p for p in self.get_domain(domain).profiles if p.state == "active" and p.blade]
+        if profile:
+            members = [p for p in members if f"{p.tenant}/{p.name}" == profile]
+        if not members:
+            raise Conflict(f"domain {domain} has no active protected profile" + (f" named {profile}" if profile
+                                                                                 else "") + " to drill with")
+        return members[-1]     # members are most important first
+
     def list_domains(self) -> list[DomainInfo]:
         with self._store.read() as s:
             members = _members_by_domain(s)

@@ -7,6 +7,7 @@ whole import back, so a rejected import changes nothing.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from appliance.domain.identities import IdentityKind
+from appliance.domain.names import NAME_RE
 from appliance.domain.profile import (
     DEFAULT_PARKING_VLAN,
     Profile,
@@ -249,25 +251,56 @@ class ProfileService:
     def instantiate(self, template: str, name: str, *, tenant: str | None = None,
                     scope: Scope = APPLIANCE) -> ProfileInfo:
         """Create profile ``name`` from a template, allocating its pool identities."""
+        return self.instantiate_many(template, [name], tenant=tenant, scope=scope)[0]
+
+    def instantiate_many(self, template: str, names: builtins.list[str], *, tenant: str | None = None,
+                         scope: Scope = APPLIANCE) -> builtins.list[ProfileInfo]:
+        """Create profiles ``names`` from a template in one transaction: all of them, or (any
+        name taken, a pool exhausted) none."""
+        if not names:
+            raise ValidationError([Issue("names", "give at least one profile name")], source=f"template {template}")
+        if len(names) > MAX_INSTANTIATE:
+            raise ValidationError([Issue("names", f"{len(names)} profiles at once; at most {MAX_INSTANTIATE}")],
+                                  source=f"template {template}")
+        bad = [Issue(f"names[{i}]", f"{n!r} is not a lowercase name (a-z, 0-9, '-')")
+               for i, n in enumerate(names) if not NAME_RE.match(n)]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            bad.append(Issue("names", f"{', '.join(dup)} given twice"))
+        if bad:
+            raise ValidationError(bad, source=f"template {template}")
         with self._store.write() as s:
-            trow = lookup.profile_row(s, scope, template, kind=TEMPLATE, tenant=tenant)
-            tenant = trow.tenant
-            tpl = from_dict(trow.document)
-            if repo.find(s, PROFILE, tenant, name) is not None:
-                raise Conflict(f"profile {tenant}/{name} already exists")
-            doc = to_dict(tpl)
-            doc["kind"] = PROFILE
-            doc["metadata"] = {**doc["metadata"], "name": name}
-            profile = from_dict(doc, source=f"template {template}")
-            issues = _check_pools(s, profile) + _check_claims(s, profile, own_id=None)
-            if issues:
-                raise ValidationError(issues, source=f"template {template}")
-            row = repo.insert(s, PROFILE, tenant, name, to_dict(profile))
-            allocated = {ref.path for ref in pool_refs(profile)}
-            done = self.allocate_pool_identities(s, row)
-            _claim_all(s, done, row.id, skip=allocated)
-            s.flush()
-            return _info(s, row)
+            return [self._instantiate(s, template, name, tenant=tenant, scope=scope) for name in names]
+
+    def _instantiate(self, s: Session, template: str, name: str, *, tenant: str | None, scope: Scope
+                     ) -> ProfileInfo:
+        trow = lookup.profile_row(s, scope, template, kind=TEMPLATE, tenant=tenant)
+        tenant = trow.tenant
+        tpl = from_dict(trow.document)
+        if repo.find(s, PROFILE, tenant, name) is not None:
+            raise Conflict(f"profile {tenant}/{name} already exists")
+        doc = to_dict(tpl)
+        doc["kind"] = PROFILE
+        doc["metadata"] = {**doc["metadata"], "name": name}
+        profile = from_dict(doc, source=f"template {template}")
+        issues = _check_pools(s, profile) + _check_claims(s, profile, own_id=None)
+        if issues:
+            raise ValidationError(issues, source=f"template {template}")
+        row = repo.insert(s, PROFILE, tenant, name, to_dict(profile))
+        allocated = {ref.path for ref in pool_refs(profile)}
+        done = self.allocate_pool_identities(s, row)
+        _claim_all(s, done, row.id, skip=allocated)
+        s.flush()
+        return _info(s, row)
+
+
+MAX_INSTANTIATE = 100
+
+
+def numbered(prefix: str, count: int, *, start: int = 1) -> list[str]:
+    """``kvm-`` and 3 → kvm-01, kvm-02, kvm-03 (wider numbers when count needs them)."""
+    width = max(2, len(str(start + count - 1)))
+    return [f"{prefix}{i:0{width}d}" for i in range(start, start + count)]
 
 
 def resolve_kind(word: str) -> str:

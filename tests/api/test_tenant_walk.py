@@ -248,6 +248,21 @@ CONSOLE_FORMS: dict[str, dict[str, str]] = {
     "/profiles/{tenant}/{name}/release": {},
     "/failover/blades/{name}/confirm-fenced": {},
     "/failover/blades/{name}/clear-failed": {},
+    "/identity-pools/{name}/delete": {},
+    "/pools/{name}/blades": {"blades": "b01"},
+    "/pools/{name}/remove": {"blade": "b01"},
+    "/pools/{name}/grant": {"tenant": "acme"},
+    "/pools/{name}/delete": {},
+    "/templates/{tenant}/{name}/instantiate": {"prefix": "walk-", "count": "1"},
+    "/switches/{name}/cable": {"blade": "b01", "nic": "eth0", "port": "9"},
+    "/switches/{name}/ports": {"port": "9", "native": "10"},
+    "/failover-domains/{name}/update": {"description": "x"},
+    "/failover-domains/{name}/delete": {},
+    "/failover-domains/{name}/drill": {},
+    "/failover-domains/{name}/drill-back": {"failover": "1"},
+    "/users/{name}/password": {"password": "longenough1"},
+    "/users/{name}/delete": {},
+    "/tokens/{id}/revoke": {"name": "x"},
 }
 
 

@@ -69,6 +69,15 @@ def list_pools(session: Session) -> list[tuple[IdentityPoolRow, int]]:
     return [(r[0], int(r[1])) for r in rows]
 
 
+def holders(session: Session, pool_id: int, *, limit: int) -> list[tuple[str, str | None, str | None, str | None]]:
+    """(value, tenant, profile, path) of identities allocated from a pool, in pool order."""
+    rows = session.execute(
+        select(IdentityRow.value, ProfileRow.tenant, ProfileRow.name, IdentityRow.path)
+        .outerjoin(ProfileRow, ProfileRow.id == IdentityRow.profile_id)
+        .where(IdentityRow.pool_id == pool_id).order_by(IdentityRow.offset).limit(limit)).all()
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
 def delete_pool(session: Session, name: str) -> None:
     row = get_pool(session, name, lock=True)
     held = session.scalar(select(func.count()).where(IdentityRow.pool_id == row.id)) or 0
