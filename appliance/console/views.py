@@ -18,12 +18,13 @@ from appliance.api.keys import ENGINE, HARDWARE, OFFLOAD, SESSION_COOKIE, SETTIN
 from appliance.domain.profile import to_xml, to_yaml
 from appliance.drivers.errors import DriverError
 from appliance.drivers.protocols import PowerAction
-from appliance.errors import AnvilError, Issue, NotFound, ValidationError
+from appliance.errors import AnvilError, Conflict, Issue, NotFound, ValidationError
 from appliance.secrets import SecretBox
 from appliance.services.audit import AuditFilter, AuditService, record_action
 from appliance.services.blades import BladeService
 from appliance.services.inventory import SORTS, BladeFilter, Inventory, age_text, check_sort
 from appliance.services.jobs import JobService
+from appliance.services.placement import NO_SPARE, explain
 from appliance.services.profiles import PROFILE, PROFILE_SORTS, ProfileService
 from appliance.services.scope import Scope
 from appliance.services.users import AddressThrottle, LoginThrottled, Principal
@@ -320,15 +321,23 @@ async def profile(request: web.Request) -> web.Response:
     info = await asyncio.to_thread(_profile, request)
     fmt = "xml" if request.query.get("format") == "xml" else "yaml"
     text = to_xml(info.profile) if fmt == "xml" else to_yaml(info.profile)
-    spares: list[dict[str, Any]] = []
-    if request[USER].allows("operator") and request[USER].tenant is None:   # a tenant picks a pool
-        spares = (await asyncio.to_thread(Inventory(request.app[STORE]).page, BladeFilter(state="spare"),
-                                          limit=500))[0]
+    form = None
+    if request[USER].allows("operator") and info.state == "unassigned":
+        form = await asyncio.to_thread(_assign_form, request, info)
     jobs = [j for j in await asyncio.to_thread(JobService(request.app[STORE]).list, tenant=info.tenant, limit=200)
             if j.subject == f"profile {info.tenant}/{info.name}"][:5]
     bound = await asyncio.to_thread(Inventory(request.app[STORE]).blade_of, info.tenant, info.name)
-    return render(request, "profile.html", info=info, text=text, fmt=fmt, spares=spares, jobs=jobs, bound=bound,
-                  pools=await asyncio.to_thread(_pools, request), warning=request.query.get("warn"))
+    return render(request, "profile.html", info=info, text=text, fmt=fmt, form=form, jobs=jobs, bound=bound,
+                  warning=request.query.get("warn"))
+
+
+def _assign_form(request: web.Request, info: Any) -> Any:
+    from appliance.console.assign import assign_form
+
+    facts = {}
+    if request[USER].tenant is None:
+        facts = {b["name"]: b for b in Inventory(request.app[STORE]).page(BladeFilter(), limit=100_000)[0]}
+    return assign_form(request.app[STORE], info, scope(request), facts)
 
 
 @page()
@@ -351,7 +360,14 @@ async def profile_assign(request: web.Request) -> web.StreamResponse:
         return render(request, "error.html", status=403, title="Forbidden",
                       message="A tenant-scoped user chooses a blade pool, not a blade.")
     pool = target[len("pool:"):] if target.startswith("pool:") else None
-    info = await asyncio.to_thread(JobService(request.app[STORE]).submit_assign, request.match_info["name"],
+    jobs = JobService(request.app[STORE])
+    # The form offers only what fits; a stale page (the blade taken meanwhile) is told so here,
+    # before a job is made to fail. A tenant hears the reason without the appliance's blades.
+    pl = await asyncio.to_thread(jobs.dry_run, request.match_info["name"], tenant=request.match_info["tenant"],
+                                 blade=blade_name, pool=pool, scope=scope(request))
+    if pl.best is None:
+        raise Conflict(explain(pl) if request[USER].tenant is None else NO_SPARE)
+    info = await asyncio.to_thread(jobs.submit_assign, request.match_info["name"],
                                    tenant=request.match_info["tenant"], blade=blade_name, pool=pool,
                                    created_by=request[USER].who, scope=scope(request))
     _wake(request)
@@ -366,13 +382,6 @@ async def profile_release(request: web.Request) -> web.StreamResponse:
                                    scope=scope(request))
     _wake(request)
     raise web.HTTPSeeOther(f"/jobs/{info.id}")
-
-
-def _pools(request: web.Request) -> list[str]:
-    from appliance.services.blade_pools import DEFAULT_POOL, BladePoolService
-
-    return [DEFAULT_POOL, *(p.name for p in BladePoolService(request.app[STORE]).list(scope=scope(request))
-                            if p.name != DEFAULT_POOL)]
 
 
 def _wake(request: web.Request) -> None:

@@ -103,14 +103,20 @@
     src.addEventListener("end", () => src.close());
   }
 
-  // Profile page: dry run shows the chosen blade and every rejected one with the reason.
+  // Profile page: the dry run shows the chosen blade and every rejected one with the reason. It runs
+  // whenever the target changes: Assign is enabled only when it found a blade, and the
+  // confirmation names that blade.
   const dry = document.getElementById("dry-run-button");
   if (dry) {
-    dry.addEventListener("click", async () => {
-      const target = document.getElementById("target").value;
+    const form = document.getElementById("assign-form");
+    const assign = document.getElementById("assign-button");
+    const select = document.getElementById("target");
+    const run = async () => {
+      const target = select.value;
       const body = { tenant: dry.dataset.tenant };
       if (target.startsWith("blade:")) body.blade = target.slice(6); else body.pool = target.slice(5);
       const out = document.getElementById("dry-run"); out.textContent = "checking…";
+      assign.disabled = true;
       const r = await api("/profiles/" + encodeURIComponent(dry.dataset.profile) + "/dry-run",
         { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
       const j = await r.json(); out.textContent = "";
@@ -121,7 +127,13 @@
         for (const x of j.rejected) ul.appendChild(el("li", {}, x.blade + ": " + x.reason));
         out.appendChild(el("p", {}, "Rejected:")); out.appendChild(ul);
       }
-    });
+      if (j.best) {
+        assign.disabled = false;
+        form.dataset.confirm = "Stamp " + form.dataset.profileLabel + " onto blade " + j.best + "?";
+      }
+    };
+    dry.addEventListener("click", run);
+    select.addEventListener("change", run);
   }
 
   // Import form: "Check" validates without importing and lists problems with their lines.
