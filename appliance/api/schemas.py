@@ -82,7 +82,8 @@ INSTANTIATE = {"type": "object", "additionalProperties": False, "required": ["na
 
 STEP = obj(["name", "state"], name=STR, state=STR, attempts=INT, error=NSTR, result=nullable("object"))
 JOB = obj(["id", "kind", "subject", "state", "progress", "steps"], id=STR, kind=STR, subject=STR, tenant=NSTR,
-          state=STR, blade=NSTR, error=NSTR, createdAt=STR, finishedAt=NSTR,
+          state=STR, blade=NSTR, error=NSTR, createdAt=STR, finishedAt=NSTR, createdBy=NSTR,
+          durationSeconds={"type": "number", "description": "submission to end (to now, while it runs)"},
           progress=obj(["step", "of"], step=INT, of=INT, current=NSTR, waitingFor=NSTR),
           steps={"type": "array", "items": STEP})
 
@@ -102,7 +103,8 @@ SWITCH = obj(["name", "driver", "address"], name=STR, driver=STR, address=STR, u
 
 AUDIT = obj(["id", "at", "who", "origin", "action", "resource", "name", "hash", "prevHash"], id=INT, at=STR, who=STR,
             origin=STR, action=STR, resource=STR, name=STR, tenant=NSTR, before=nullable("object"),
-            after=nullable("object"), hash=STR, prevHash=STR)
+            after=nullable("object"), hash=STR, prevHash=STR,
+            summary={**STR, "description": "what happened, as a sentence"})
 VERIFY = obj(["ok", "checked"], ok={"type": "boolean"}, checked=INT, keyed=INT, firstBad=NINT, reason=NSTR,
              head={"type": ["object", "null"], "properties": {"count": INT, "lastId": INT, "lastHash": STR}})
 USER = obj(["name", "role"], name=STR, role=STR, tenant=NSTR, lockedUntil=NSTR, createdAt=STR)

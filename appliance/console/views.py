@@ -23,7 +23,7 @@ from appliance.secrets import SecretBox
 from appliance.services.audit import AuditFilter, AuditService, record_action
 from appliance.services.blades import BladeService
 from appliance.services.inventory import SORTS, BladeFilter, Inventory, age_text, check_sort
-from appliance.services.jobs import JobService
+from appliance.services.jobs import JobService, duration_text
 from appliance.services.placement import NO_SPARE, explain
 from appliance.services.profiles import PROFILE, PROFILE_SORTS, ProfileService
 from appliance.services.scope import Scope
@@ -392,10 +392,16 @@ def _wake(request: web.Request) -> None:
 
 # -- jobs and audit ------------------------------------------------------------------
 
+JOB_KINDS = ("stamp", "unstamp", "failover")
+JOB_STATES = ("pending", "running", "waiting", "succeeded", "failed", "rolling_back", "rolled_back", "cancelled")
+
+
 @page()
 async def jobs(request: web.Request) -> web.Response:
-    infos = await asyncio.to_thread(JobService(request.app[STORE]).list, limit=100, scope=scope(request))
-    return render(request, "jobs.html", jobs=infos)
+    q = request.query
+    f = {k: (q.get(k) or "").strip()[:127] or None for k in ("state", "kind", "profile", "blade")}
+    infos = await asyncio.to_thread(JobService(request.app[STORE]).list, limit=100, scope=scope(request), **f)
+    return render(request, "jobs.html", jobs=infos, q=q, kinds=JOB_KINDS, states=JOB_STATES, took=duration_text)
 
 
 @page()

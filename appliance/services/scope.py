@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,8 +187,21 @@ def pool_members(s: Session, scope: Scope, pool: str) -> set[str] | None:
 
 # -- jobs and failovers -----------------------------------------------------------------
 
+JOB_PREFIX = re.compile(r"[0-9a-f]{8}[0-9a-f-]{0,27}")
+
+
 def job_row(s: Session, scope: Scope, job_id: str) -> JobRow:
+    """The job ``job_id``, or the one job in sight whose id starts with it (8 or more hex digits,
+    as lists show them); an ambiguous prefix is NotFound, naming how to tell them apart."""
     row = s.get(JobRow, job_id) if len(job_id) <= 36 else None
+    if row is None and len(job_id) < 36 and JOB_PREFIX.fullmatch(job_id):
+        stmt = select(JobRow).where(JobRow.id.startswith(job_id)).limit(2)
+        if scope.tenant is not None:   # only the caller's own jobs can match: nothing to learn of others
+            stmt = stmt.where(JobRow.tenant == scope.tenant)
+        found = list(s.scalars(stmt))
+        if len(found) > 1:
+            raise NotFound("job", job_id, hint="several jobs start with it; give more of the id")
+        row = found[0] if found else None
     if row is None or not scope.sees(row.tenant):
         raise NotFound("job", job_id)
     return row

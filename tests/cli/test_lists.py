@@ -84,3 +84,40 @@ def test_blade_and_profile_lists_fit_120_columns_and_show_binding_power_and_heal
     profiles = anvil("profile", "list").out.splitlines()
     assert profiles[0].split()[:5] == ["NAME", "TENANT", "KIND", "STATE", "BLADE"]
     assert "blade-02" in profiles[1] and all(len(line) <= 120 for line in profiles)
+
+
+def test_job_and_audit_lists_explain_themselves(anvil: Anvil, state_dir: Path, tmp_path: Path) -> None:
+    from appliance.services.jobs import JobService
+    from appliance.services.users import UserService
+    from appliance.store.audit import Actor, acting_as
+    from appliance.store.tables import JobRow
+
+    anvil("blade", "enroll", "rf-02", "--bmc", "fake://rf-02", "--username", "u", "--password-stdin",
+          "--nic", "eth0=52:54:00:00:02:01", input="pw\n")
+    (tmp_path / "web.yaml").write_text(WEB.replace("web-with-a-rather-long-profile-name-01", "web-01")
+                                       .replace("a-tenant-with-a-long-name", "acme"))
+    anvil("profile", "import", str(tmp_path / "web.yaml"))
+    store = open_store(f"sqlite:///{state_dir / 'anvil.db'}", migrate=False)
+    try:
+        UserService(store).add("alice", "alice-pass-1", role="operator", tenant="acme")
+        with acting_as(Actor("user:alice", "console 10.0.0.9")):
+            job = JobService(store).submit_assign("web-01", tenant="acme", blade="rf-02", created_by="user:alice")
+        with store.write() as s:
+            row = s.get(JobRow, job.id)
+            assert row is not None
+            row.state, row.error, row.data = "rolled_back", "set-vlans: VLAN(s) 300 not configured on the switch", \
+                {"blade": "rf-02"}
+            row.finished_at = row.created_at + timedelta(seconds=2.5)
+    finally:
+        store.close()
+    lines = anvil("job", "list").out.splitlines()
+    assert lines[0].split() == ["JOB", "KIND", "PROFILE", "STATE", "BLADE", "TOOK", "BY", "REASON", "/", "NOW"]
+    assert lines[1].split()[:7] == [job.id[:8], "stamp", "acme/web-01", "rolled_back", "rf-02", "2.5s",
+                                    "user:alice"]
+    assert "set-vlans: VLAN(s) 300 not configured on the switch" in lines[1] and len(lines[1]) <= 120
+    assert anvil("job", "list", "--blade", "rf-01").out.count("\n") == 1     # the header only
+    shown = anvil("job", "show", job.id[:8]).out
+    assert f"job {job.id}: stamp profile acme/web-01 — rolled_back" in shown
+    audit = anvil("audit", "list", "--resource", "job").out.splitlines()
+    assert audit[0].split() == ["ID", "WHEN", "SUMMARY", "ORIGIN"]
+    assert f"operator alice assigned acme/web-01 to blade rf-02, job {job.id[:8]}" in audit[1]

@@ -182,3 +182,27 @@ async def test_users_and_tokens_for_admins_only_and_a_token_is_shown_once(api: A
     assert got.status == 401
     await post(c, "/users/alice/delete", csrf)
     assert "alice" not in [u.name for u in UserService(api.store).list()]
+
+
+async def test_the_jobs_page_says_why_who_and_how_long_and_the_audit_what_happened(api: Api) -> None:
+    from appliance.services.jobs import JobService
+    from appliance.store.tables import JobRow
+
+    UserService(api.store).add("root", "password1", role="admin")
+    c = api.client
+    csrf = await login(c, "root", "password1")
+    resp = await c.post("/profiles/acme/web-02/assign", data={"target": "blade:b03", "csrf_token": csrf},
+                        allow_redirects=False)
+    assert resp.status == 303
+    job = JobService(api.store).list()[0]
+    with api.store.write() as s:
+        row = s.get(JobRow, job.id)
+        assert row is not None
+        row.state, row.error, row.data = "rolled_back", "power-on: BMC unreachable", {"blade": "b03"}
+        row.finished_at = row.created_at
+    page = await (await c.get("/jobs?state=rolled_back&blade=b03&kind=stamp&profile=acme/web-02")).text()
+    row_html = page[page.index(f'data-job="{job.id}"'):]
+    assert "power-on: BMC unreachable" in row_html and "user:root" in row_html and "0.0s" in row_html
+    assert f'data-job="{job.id}"' not in await (await c.get("/jobs?blade=b04")).text()
+    audit = await (await c.get("/audit?resource=job")).text()
+    assert "admin root assigned acme/web-02 to blade b03" in audit and f'href="/jobs/{job.id}"' in audit

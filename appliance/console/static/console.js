@@ -73,6 +73,11 @@
           const badge = row.querySelector(".jstate"); badge.textContent = j.state; badge.className = "badge job-" + j.state + " jstate";
           const bar = row.querySelector("progress"); bar.max = j.progress.of; bar.value = j.steps.filter((s) => s.state === "done").length;
           row.querySelector(".jblade").textContent = j.blade || "–";
+          const why = row.querySelector(".jwhy");
+          if (why) why.textContent = j.error || (["succeeded", "failed", "rolled_back", "cancelled"].includes(j.state) ? "–"
+            : (j.progress.current || "") + (j.progress.waitingFor ? ", waiting for " + j.progress.waitingFor : ""));
+          const t = row.querySelector(".jtook");
+          if (t) t.textContent = j.durationSeconds < 120 ? j.durationSeconds.toFixed(1) + "s" : (j.durationSeconds / 60).toFixed(1) + "m";
         }
       } catch (e) { /* next time */ }
     }, 2000);
