@@ -85,15 +85,18 @@ def _overview(store: Store, tenant: str | None, domain: str | None, open_only: b
 
 
 def _mark_move_back(cards: list[dict[str, Any]], domains: list[DomainInfo]) -> None:
-    """A finished drill whose profile still runs where the drill put it can move back (the
-    newest failover of each profile only)."""
+    """A finished drill whose profile still runs where the drill put it can move back: the
+    newest failover of each profile only, and not when it is itself the move back (the drill
+    before it went the other way)."""
     where = {(p.tenant, p.name): p.blade for d in domains for p in d.profiles if p.state == "active"}
-    seen: set[tuple[str, str]] = set()
-    for card in cards:     # newest first
+    for i, card in enumerate(cards):     # newest first
         key = (card["tenant"], card["profile"])
-        card["moveBack"] = (key not in seen and card["drill"] and card["state"] == "succeeded"
+        older = [c for c in cards[i + 1:] if (c["tenant"], c["profile"]) == key]
+        newer = [c for c in cards[:i] if (c["tenant"], c["profile"]) == key]
+        went_back = bool(older) and older[0]["drill"] and (older[0]["fromBlade"], older[0]["toBlade"]) == (
+            card["toBlade"], card["fromBlade"])
+        card["moveBack"] = (not newer and not went_back and card["drill"] and card["state"] == "succeeded"
                             and bool(card["fromBlade"]) and where.get(key) == card["toBlade"])
-        seen.add(key)
 
 
 @page()

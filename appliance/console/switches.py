@@ -81,7 +81,7 @@ async def read_ports(request: web.Request, name: str, ports: list[str]) -> dict[
             except (AnvilError, DriverError) as exc:
                 out[port] = {"error": str(exc)}
                 return
-            out[port] = {"native": cfg.native, "tagged": vlan_ranges(cfg.tagged), "up": cfg.up}
+            out[port] = {"native": cfg.native, "tagged": vlan_ranges(cfg.tagged), "up": cfg.up, "error": None}
 
     async with asyncio.TaskGroup() as tg:
         for p in ports:

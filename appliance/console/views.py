@@ -304,6 +304,8 @@ async def profile_import(request: web.Request) -> web.StreamResponse:
     except ValidationError as exc:
         return render(request, "profiles.html", status=400, text=text, errors=exc.issues,
                       lines=_annotated(text, exc), **await _profile_list(request))
+    if info.kind != PROFILE:
+        raise web.HTTPSeeOther(f"/templates/{quote(info.tenant)}/{quote(info.name)}")
     warned = "?warn=" + quote(" ".join(info.warnings)) if info.warnings else ""
     raise web.HTTPSeeOther(f"/profiles/{quote(info.tenant)}/{quote(info.name)}{warned}")
 
