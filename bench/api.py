@@ -4,7 +4,7 @@
     .venv/bin/python bench/api.py --smoke     # CI: 1,000 blades, 1 walker, 200 profile GETs
 
 The store (SQLite in a temporary state directory, or --store-url) is filled with
-blades (2 NICs each, half of them bound to a profile) by bulk inserts, then a real
+blades (2 NICs each, half of them bound to a profile, --samples health samples each) by bulk inserts, then a real
 ``anvil serve --role api --insecure-http`` is started and driven over loopback with a
 bearer token by aiohttp clients in this process. A walker follows the ``next`` cursor
 from the first page to the last. Reports p50/p99 per request and requests per second;
@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,12 @@ from sqlalchemy import insert, select
 
 from appliance.lab import procs
 from appliance.store import open_store
-from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, ProfileRow
+from appliance.store.tables import BindingRow, BladeHealthRow, BladeNicRow, BladeRow, ProfileRow
 
 TARGET_P99_MS = 100.0
 
 
-def fill(store_url: str, blades: int) -> None:
+def fill(store_url: str, blades: int, samples: int = 0) -> None:
     store = open_store(store_url)
     try:
         with store.write() as s:
@@ -66,6 +67,13 @@ def fill(store_url: str, blades: int) -> None:
                       "state": "live"} for i in range(bound)]
             for chunk in range(0, len(binds), 2000):
                 s.execute(insert(BindingRow), binds[chunk:chunk + 2000])
+            # The monitor's history: the list shows each blade's newest sample.
+            now = datetime.now(UTC)
+            health = [{"blade_id": ids[f"bl-{i:05d}"], "at": now - timedelta(seconds=30 * (samples - k)),
+                       "source": "poll", "ok": True, "power": "on" if i % 2 == 0 else "off", "health": "ok",
+                       "detail": "ok"} for k in range(samples) for i in range(blades)]
+            for chunk in range(0, len(health), 4000):
+                s.execute(insert(BladeHealthRow), health[chunk:chunk + 4000])
     finally:
         store.close()
 
@@ -167,6 +175,7 @@ def main() -> int:
     ap.add_argument("--gets", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--store-url", default=None, help="a PostgreSQL URL instead of SQLite in a temp dir")
+    ap.add_argument("--samples", type=int, default=10, help="health samples per blade (the list shows the newest)")
     ap.add_argument("--json", type=Path, default=None, help="also write the JSON result here")
     args = ap.parse_args()
     if args.smoke:
@@ -176,7 +185,7 @@ def main() -> int:
         state = Path(d) / "state"
         url = args.store_url or f"sqlite:///{state / 'anvil.db'}"
         t = time.monotonic()
-        fill(url, args.blades)
+        fill(url, args.blades, args.samples)
         fill_s = time.monotonic() - t
         proc, base = start_serve(state, args.store_url)
         try:
@@ -186,7 +195,8 @@ def main() -> int:
         finally:
             stop(proc)
     store = "postgresql" if args.store_url else "sqlite"
-    print(f"# REST API on loopback, store {store}, {args.blades} blades filled in {fill_s:.1f} s; "
+    print(f"# REST API on loopback, store {store}, {args.blades} blades ({args.samples} health samples each) "
+          f"filled in {fill_s:.1f} s; "
           f"target p99 <= {TARGET_P99_MS:g} ms per page")
     print(f"{'case':58} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for r in rows:
