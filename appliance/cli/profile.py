@@ -190,9 +190,16 @@ def list_(ctx: CliContext, tenant: str | None, kind: str, filters: tuple[str, ..
                                                         "blade": f.get("blade")})["items"]
         emit(rows, fmt, columns=PROFILE_COLUMNS)
         return
-    rows = [summary(i) for i in ProfileService(ctx.store()).list(kind=k, tenant=tenant, search=search, sort=sort,
-                                                                 state=f.get("state"), blade=f.get("blade"))]
+    svc = ProfileService(ctx.store())
+    rows = [summary(i) for i in svc.list(kind=k, tenant=tenant, search=search, sort=sort, state=f.get("state"),
+                                         blade=f.get("blade"))]
     emit(rows, fmt, columns=PROFILE_COLUMNS)
+    if not rows and tenant:
+        from appliance.domain.suggest import close_names
+
+        known = {i.tenant for i in svc.list(kind=k)}
+        if tenant not in known and (close := close_names(tenant, known)):
+            click.echo(f"anvil: note: no tenant {tenant!r}; did you mean {' or '.join(close)}?", err=True)
 
 
 @profile.command("show")

@@ -136,6 +136,8 @@ def test_a_name_in_another_tenant_is_pointed_at_and_a_missing_failover_domain_is
                                    "tenant acme")
     typo = anvil("profile", "show", "web01", "--tenant", "acme", check=False)
     assert typo.err.strip().endswith("did you mean web-01?")
+    listed = anvil("profile", "list", "--tenant", "acm")
+    assert "no tenant 'acm'; did you mean acme?" in listed.err
     anvil("failover", "domain", "create", "prod-web")
     checked = anvil("profile", "validate", str(EXAMPLES / "web-01.yaml"), str(EXAMPLES / "db-01.yaml"))
     assert "prod-web" not in checked.err and "failover domain 'prod-db' does not exist" in checked.err
