@@ -76,12 +76,13 @@ class ValidationError(AnvilError):
 
 
 class NotFound(AnvilError):
-    """A named object does not exist."""
+    """A named object does not exist. ``hint`` (a suggestion drawn only from what the caller
+    may see, appliance.domain.suggest) follows the reason after a semicolon."""
 
-    def __init__(self, kind: str, name: str, *, tenant: str | None = None) -> None:
-        self.kind, self.name, self.tenant = kind, name, tenant
+    def __init__(self, kind: str, name: str, *, tenant: str | None = None, hint: str | None = None) -> None:
+        self.kind, self.name, self.tenant, self.hint = kind, name, tenant, hint
         where = f" in tenant {tenant!r}" if tenant else ""
-        super().__init__(f"{kind} {name!r} not found{where}")
+        super().__init__(f"{kind} {name!r} not found{where}" + (f"; {hint}" if hint else ""))
 
 
 class Conflict(AnvilError):

@@ -6,7 +6,7 @@
     .venv/bin/python bench/api.py --tls --smoke   # CI: 1,000 blades, 4 walkers, 5 stamps
 
 The store (SQLite in a temporary state directory, or --store-url) is filled with
-blades (2 NICs each, half of them bound to a profile) by bulk inserts, then a real
+blades (2 NICs each, half of them bound to a profile, --samples health samples each) by bulk inserts, then a real
 ``anvil serve --role api --insecure-http`` is started and driven over loopback with a
 bearer token by aiohttp clients in this process. A walker follows the ``next`` cursor
 from the first page to the last. Reports p50/p99 per request and requests per second;
@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +50,12 @@ from appliance.drivers.protocols import Secret
 from appliance.lab import procs
 from appliance.secrets import SecretBox, ensure_key
 from appliance.store import open_store
-from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, ProfileRow
+from appliance.store.tables import BindingRow, BladeHealthRow, BladeNicRow, BladeRow, ProfileRow
 
 TARGET_P99_MS = 100.0
 
 
-def fill(store_url: str, blades: int, password_enc: str = "x") -> None:
+def fill(store_url: str, blades: int, password_enc: str = "x", samples: int = 0) -> None:
     store = open_store(store_url)
     try:
         with store.write() as s:
@@ -85,6 +85,13 @@ def fill(store_url: str, blades: int, password_enc: str = "x") -> None:
                       "state": "live"} for i in range(bound)]
             for chunk in range(0, len(binds), 2000):
                 s.execute(insert(BindingRow), binds[chunk:chunk + 2000])
+            # The monitor's history: the list shows each blade's newest sample.
+            now = datetime.now(UTC)
+            health = [{"blade_id": ids[f"bl-{i:05d}"], "at": now - timedelta(seconds=30 * (samples - k)),
+                       "source": "poll", "ok": True, "power": "on" if i % 2 == 0 else "off", "health": "ok",
+                       "detail": "ok"} for k in range(samples) for i in range(blades)]
+            for chunk in range(0, len(health), 4000):
+                s.execute(insert(BladeHealthRow), health[chunk:chunk + 4000])
     finally:
         store.close()
 
@@ -281,7 +288,7 @@ def main_tls(args: argparse.Namespace) -> int:
         key.parent.mkdir(parents=True, exist_ok=True)
         ensure_key(key)
         t = time.monotonic()
-        fill(app.settings().store_url, args.blades, SecretBox(key).encrypt(Secret("bench")))
+        fill(app.settings().store_url, args.blades, SecretBox(key).encrypt(Secret("bench")), args.samples)
         fill_s = time.monotonic() - t
         chassis = [min(25, args.stamps - c) for c in range(0, args.stamps, 25)]
         with app, userpath.Rack(Path(d) / "rack", app.boot_url, chassis, (0.0, 0.2)) as rack, \
@@ -320,6 +327,7 @@ def main() -> int:
     ap.add_argument("--gets", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--store-url", default=None, help="a PostgreSQL URL instead of SQLite in a temp dir")
+    ap.add_argument("--samples", type=int, default=10, help="health samples per blade (the list shows the newest)")
     ap.add_argument("--json", type=Path, default=None, help="also write the JSON result here")
     ap.add_argument("--tls", action="store_true", help="the user's path: anvil serve with every role over HTTPS, "
                                                        "16 walking clients while 100 stamps run")
@@ -338,7 +346,7 @@ def main() -> int:
         state = Path(d) / "state"
         url = args.store_url or f"sqlite:///{state / 'anvil.db'}"
         t = time.monotonic()
-        fill(url, args.blades)
+        fill(url, args.blades, samples=args.samples)
         fill_s = time.monotonic() - t
         proc, base = start_serve(state, args.store_url)
         try:
@@ -349,7 +357,7 @@ def main() -> int:
             stop(proc)
     store = "postgresql" if args.store_url else "sqlite"
     print(f"# PLAIN HTTP, `anvil serve --role api --insecure-http` alone (no TLS, no engine, no monitor), loopback, "
-          f"store {store}, {args.blades} blades filled in {fill_s:.1f} s; "
+          f"store {store}, {args.blades} blades ({args.samples} health samples each) filled in {fill_s:.1f} s; "
           f"target p99 <= {TARGET_P99_MS:g} ms per page")
     print(f"{'case':58} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for r in rows:

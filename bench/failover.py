@@ -8,13 +8,14 @@
     .venv/bin/python bench/failover.py --shipped --smoke   # CI: one of each, shipped timers
 
 The user's path (``--shipped``, ``--hung``; bench/userpath.py): a real ``anvil serve`` in a
-fresh state directory with no configuration file (the shipped monitor and engine timers
-of appliance/config.py: 30 s polls, 3 bad polls to fail, heartbeats every 2 s with a 6.5 s
-timeout swept every second, BMC events on), the same emulated rack enrolled through its REST API over TLS, the protected profile
-imported, its domain created and the profile stamped through that API. Before each failure
-the monitor has passed over the running blade once (so it is subscribed to its BMC's
-events and has seen it healthy, as in a rack that has been up a while); the failure then
-comes at a random moment of the poll cycle (0 to one interval after that pass). Two failures:
+fresh state directory with no configuration file (the shipped monitor and engine timers of
+appliance/config.py: 30 s polls, 3 bad polls to fail, heartbeats every 2 s with a 6.5 s
+timeout swept every second, BMC events on), the same emulated rack enrolled through its REST
+API over TLS, the protected profile imported, its domain created and the profile stamped
+through that API. Before each failure the monitor has passed over the running blade once (so
+it is subscribed to its BMC's events and has seen it healthy, as in a rack that has been up
+a while); the failure then comes at a random moment of the poll cycle (0 to one interval
+after that pass). Two failures:
 
 - ``forceoff``: the blade is powered off straight on its BMC (as below);
 - ``hung``: the blade's OS hangs (emulated OS agent stopped: its heartbeats stop) while

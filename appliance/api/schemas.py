@@ -25,7 +25,12 @@ def page_of(item: dict[str, Any], *, cursor: bool = False) -> dict[str, Any]:
 
 NIC = obj(["name", "mac"], name=STR, mac=STR, switch=NSTR, port=NSTR)
 BLADE = obj(["name", "state", "driver", "bmc"], name=STR, state=STR, driver=STR, bmc=STR, chassis=NSTR, slot=NINT,
-            cpus=NINT, memoryGiB=NINT, nics={"type": "array", "items": NIC}, profile=NSTR, stateReason=NSTR)
+            cpus=NINT, memoryGiB=NINT, nics={"type": "array", "items": NIC}, profile=NSTR, tenant=NSTR,
+            stateReason=NSTR,
+            power={**NSTR, "description": "power as the monitor last sampled it (null: no sample yet)"},
+            health={**NSTR, "description": "the BMC's health rollup at that sample, or unreachable"},
+            healthOk=nullable("boolean"), healthDetail=NSTR, healthAt=NSTR,
+            healthAge={**NINT, "description": "seconds since that sample"})
 BLADE_DETAIL = {**BLADE, "properties": {**BLADE["properties"], "facts": OBJ, "username": STR, "password": STR}}
 ENROLL = {
     "type": "object", "additionalProperties": False, "required": ["name", "bmc", "username", "password"],
@@ -57,14 +62,16 @@ HEALTH = obj(["blade", "state"], blade=STR, state=STR, reason=NSTR)
 CAPACITY = obj(["spare", "stamped", "failed", "maintenance", "total", "byState"], spare=INT, stamped=INT, failed=INT,
                maintenance=INT, total=INT, byState={"type": "object", "additionalProperties": INT})
 RACK = {"type": "array", "items": obj(["chassis", "blades"], chassis=STR, blades={"type": "array", "items": obj(
-    ["name", "state"], name=STR, state=STR, slot=NINT, profile=NSTR)})}
+    ["name", "state"], name=STR, state=STR, slot=NINT, profile=NSTR, power=NSTR, health=NSTR, healthAge=NINT)})}
 
 PROFILE = obj(["name", "tenant", "kind", "state"], name=STR, tenant=STR, kind=STR, state=STR, boot=NSTR,
               identities=INT, updated=STR, blade=NSTR)
 PROFILE_DETAIL = {**PROFILE, "properties": {**PROFILE["properties"], "heldIdentities": {"type": "array", "items": obj(
-    ["path", "kind", "value"], path=STR, kind=STR, value=STR)}, "document": OBJ}}
+    ["path", "kind", "value"], path=STR, kind=STR, value=STR)}, "document": OBJ,
+    "warnings": {"type": "array", "items": STR, "description": "what the import accepted but you should know"}}}
 VALID = obj(["valid", "kind", "name", "tenant", "checked"], valid={"type": "boolean"}, kind=STR, name=STR, tenant=STR,
-            checked={"type": "array", "items": {"enum": ["document", "store"]}})
+            checked={"type": "array", "items": {"enum": ["document", "store"]}},
+            warnings={"type": "array", "items": STR})
 ASSIGN = {"type": "object", "additionalProperties": False, "properties": {
     "blade": nullable("string", maxLength=63), "pool": nullable("string", maxLength=63),
     "tenant": nullable("string", maxLength=63)}}
@@ -75,7 +82,8 @@ INSTANTIATE = {"type": "object", "additionalProperties": False, "required": ["na
 
 STEP = obj(["name", "state"], name=STR, state=STR, attempts=INT, error=NSTR, result=nullable("object"))
 JOB = obj(["id", "kind", "subject", "state", "progress", "steps"], id=STR, kind=STR, subject=STR, tenant=NSTR,
-          state=STR, blade=NSTR, error=NSTR, createdAt=STR, finishedAt=NSTR,
+          state=STR, blade=NSTR, error=NSTR, createdAt=STR, finishedAt=NSTR, createdBy=NSTR,
+          durationSeconds={"type": "number", "description": "submission to end (to now, while it runs)"},
           progress=obj(["step", "of"], step=INT, of=INT, current=NSTR, waitingFor=NSTR),
           steps={"type": "array", "items": STEP})
 
@@ -95,7 +103,8 @@ SWITCH = obj(["name", "driver", "address"], name=STR, driver=STR, address=STR, u
 
 AUDIT = obj(["id", "at", "who", "origin", "action", "resource", "name", "hash", "prevHash"], id=INT, at=STR, who=STR,
             origin=STR, action=STR, resource=STR, name=STR, tenant=NSTR, before=nullable("object"),
-            after=nullable("object"), hash=STR, prevHash=STR)
+            after=nullable("object"), hash=STR, prevHash=STR,
+            summary={**STR, "description": "what happened, as a sentence"})
 VERIFY = obj(["ok", "checked"], ok={"type": "boolean"}, checked=INT, keyed=INT, firstBad=NINT, reason=NSTR,
              head={"type": ["object", "null"], "properties": {"count": INT, "lastId": INT, "lastHash": STR}})
 USER = obj(["name", "role"], name=STR, role=STR, tenant=NSTR, lockedUntil=NSTR, createdAt=STR)

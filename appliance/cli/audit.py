@@ -36,7 +36,7 @@ def audit() -> None:
 @audit.command("list")
 @_filters
 @click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
-@output_option()
+@output_option(wide=True)
 @pass_ctx
 def list_(ctx: CliContext, resource: str | None, name: str | None, who: str | None, tenant: str | None, limit: int,
           fmt: str) -> None:
@@ -44,11 +44,13 @@ def list_(ctx: CliContext, resource: str | None, name: str | None, who: str | No
     if ctx.remote is not None:
         rows = ctx.remote.json("GET", "/audit", query={"resource": resource, "name": name, "who": who,
                                                        "tenant": tenant, "limit": min(limit, 1000)})["items"]
-        emit(rows, fmt, columns=["id", "at", "who", "origin", "action", "resource", "name", "tenant"])
-        return
-    rows, _ = AuditService(ctx.store()).list(AuditFilter(tenant=tenant, resource=resource, name=name, who=who),
-                                             limit=limit)
-    emit(rows, fmt, columns=["id", "at", "who", "origin", "action", "resource", "name", "tenant"])
+    else:
+        rows, _ = AuditService(ctx.store()).list(AuditFilter(tenant=tenant, resource=resource, name=name, who=who),
+                                                 limit=limit)
+    if fmt in ("table", "wide"):
+        rows = [{**r, "when": r["at"][:19].replace("T", " ")} for r in rows]
+    emit(rows, fmt, columns=["id", "when", "summary", "origin"],
+         wide=["id", "at", "who", "origin", "action", "resource", "name", "tenant", "summary"])
 
 
 @audit.command("verify")

@@ -13,7 +13,7 @@ import click
 import yaml
 
 from appliance.cli.context import CliContext, pass_ctx
-from appliance.cli.output import emit, output_option
+from appliance.cli.output import Column, emit, output_option, table
 from appliance.drivers.errors import DriverError
 from appliance.drivers.protocols import (
     Bmc,
@@ -28,6 +28,7 @@ from appliance.drivers.protocols import (
 from appliance.errors import AnvilError, Issue, ValidationError
 from appliance.services.blades import BladeService, Enrollment, NicSpec
 from appliance.services.hardware import Hardware
+from appliance.services.inventory import SORTS, BladeFilter, Inventory, age_text
 
 T = TypeVar("T")
 
@@ -98,24 +99,62 @@ def enroll(ctx: CliContext, name: str, bmc: str, username: str, password_stdin: 
     click.echo(f"enrolled blade {info.name} ({info.driver}, {len(info.nics)} NICs)")
 
 
+BLADE_COLUMNS: list[Column] = ["name", "state", "profile", "power", ("healthText", "HEALTH (AGE)"), "chassis", "slot",
+                               "cpus", ("memoryGiB", "MEM GiB")]
+BLADE_WIDE: list[Column] = [*BLADE_COLUMNS, ("nicCount", "NICS"), "driver", "bmc", ("stateReason", "REASON")]
+FILTER_KEYS = ("state", "chassis", "profile", "tenant")
+
+
+def parse_filters(items: tuple[str, ...], keys: tuple[str, ...]) -> dict[str, str]:
+    """``--filter KEY=VALUE`` (repeatable) as a dict; a key not in ``keys`` is a usage error."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or key not in keys or not value:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE with KEY one of {', '.join(keys)}",
+                                     param_hint="--filter")
+        out[key] = value
+    return out
+
+
+def blade_row(b: dict[str, Any]) -> dict[str, Any]:
+    """A blade of the inventory as a table row: health with the age of the sample it comes from."""
+    health = f"{b['health']} ({age_text(b['healthAge'])})" if b.get("health") else None
+    return {**b, "healthText": health, "nicCount": len(b.get("nics") or [])}
+
+
 @blade.command("list")
 @click.option("--state", default=None, help="Only blades in this state.")
-@output_option()
+@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="state, chassis, profile (NAME or TENANT/NAME) or tenant of the bound profile; repeatable.")
+@click.option("--search", default=None, help="Text in the name, chassis, state, bound profile or its tenant.")
+@click.option("--sort", type=click.Choice(SORTS), default="name", show_default=True)
+@output_option(wide=True)
 @pass_ctx
-def list_(ctx: CliContext, state: str | None, fmt: str) -> None:
-    """List blades."""
+def list_(ctx: CliContext, state: str | None, filters: tuple[str, ...], search: str | None, sort: str,
+          fmt: str) -> None:
+    """List blades: state, the profile each runs, and power and health as the monitor last saw them.
+
+    The BMC's URL and the driver are in -o wide (and show, json, yaml)."""
+    f = parse_filters(filters, FILTER_KEYS)
+    state = f.get("state", state)
     if ctx.remote is not None:
-        rows, after = [], None
+        rows: list[dict[str, Any]] = []
+        after, offset = None, 0
         while True:   # page by page
-            page = ctx.remote.json("GET", "/blades", query={"state": state, "limit": 1000, "after": after})
+            page = ctx.remote.json("GET", "/blades", query={
+                "state": state, "chassis": f.get("chassis"), "profile": f.get("profile"), "tenant": f.get("tenant"),
+                "search": search, "sort": sort, "limit": 1000, "after": after, "offset": offset or None})
             rows += page["items"]
-            after = page["next"]
-            if not after:
+            after, offset = page["next"], offset + len(page["items"])
+            if not page["items"] or (sort == "name" and not after) or (sort != "name" and offset >= page["total"]):
                 break
-        emit(rows, fmt, columns=["name", "state", "driver", "bmc", "cpus", "memoryGiB", "chassis", "slot"])
-        return
-    rows = [b.public() for b in BladeService(ctx.store(), ctx.box()).list(state=state)]
-    emit(rows, fmt, columns=["name", "state", "driver", "bmc", "cpus", "memoryGiB", "chassis", "slot"])
+    else:
+        rows = Inventory(ctx.store()).page(
+            BladeFilter(state=state, chassis=f.get("chassis"), profile=f.get("profile"),
+                        bound_tenant=f.get("tenant"), search=search), limit=1_000_000, sort=sort)[0]
+    emit([blade_row(b) for b in rows] if fmt in ("table", "wide") else rows, fmt, columns=BLADE_COLUMNS,
+         wide=BLADE_WIDE)
 
 
 @blade.command("show")
@@ -123,11 +162,42 @@ def list_(ctx: CliContext, state: str | None, fmt: str) -> None:
 @output_option()
 @pass_ctx
 def show(ctx: CliContext, name: str, fmt: str) -> None:
-    """Show one blade (the password is always masked)."""
-    if ctx.remote is not None:
-        emit(ctx.remote.json("GET", f"/blades/{name}"), fmt)
+    """Show one blade: its facts, NICs and cabling, the profile it runs, and the monitor's last
+    power and health sample (the password is always masked)."""
+    info = ctx.remote.json("GET", f"/blades/{name}") if ctx.remote is not None else _local_detail(ctx, name)
+    if fmt != "table":
+        emit(info, fmt)
         return
-    emit(BladeService(ctx.store(), ctx.box()).get(name).public(), fmt)
+    nics = info.pop("nics", [])
+    facts = info.pop("facts", {}) or {}
+    health = f"{info['health']}, sampled {age_text(info['healthAge'])} ago" if info.get("health") else "no sample yet"
+    summary = {k: info.get(k) for k in ("name", "state", "profile", "power", "driver", "bmc", "username",
+                                        "password", "chassis", "slot", "cpus", "memoryGiB")}
+    summary["health"] = health + (f" ({info['healthDetail']})" if info.get("healthDetail") not in (None, "ok")
+                                  else "")
+    summary.update({f"facts.{key}": _fact(value) for key, value in facts.items()})
+    emit(summary, fmt)
+    click.echo("")
+    click.echo(table(nics, ["name", "mac", "switch", "port"]) if nics else "no NICs enrolled")
+
+
+def _local_detail(ctx: CliContext, name: str) -> dict[str, Any]:
+    """What `blade show` shows: the blade, its profile and its last health sample."""
+    inv = Inventory(ctx.store())
+    info = BladeService(ctx.store(), ctx.box()).get(name).public()
+    info["profile"] = inv.bound_profile(name)
+    info["tenant"] = info["profile"].partition("/")[0] if info["profile"] else None
+    info.update(inv.health_of(name))
+    return info
+
+
+def _fact(value: Any) -> str:
+    if isinstance(value, list):
+        return "; ".join(", ".join(f"{k}={v}" for k, v in item.items()) if isinstance(item, dict) else str(item)
+                         for item in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
 
 
 @blade.command("delete")
@@ -273,7 +343,7 @@ def inspect(ctx: CliContext, name: str, fmt: str) -> None:
         click.echo(f"inspected blade {name}: {info.cpus} CPUs, {info.memory_gib} GiB, {len(info.nics)} NICs, "
                    f"{len(info.facts.get('hbas') or [])} HBAs")
     else:
-        emit(info.public(), fmt)
+        emit(_local_detail(ctx, name), fmt)
 
 
 @blade.command("health")

@@ -232,14 +232,7 @@ def drill(ctx: CliContext, domain_name: str, profile_name: str | None) -> None:
 
     _engine_running(ctx)
     svc = _service(ctx)
-    info = svc.get_domain(domain_name)
-    members = [p for p in info.profiles if p.state == "active"]
-    if profile_name:
-        members = [p for p in members if f"{p.tenant}/{p.name}" == profile_name]
-    if not members:
-        raise click.ClickException(f"domain {domain_name} has no active protected profile"
-                                   + (f" named {profile_name}" if profile_name else "") + " to drill with")
-    target = members[-1]     # members are most important first
+    target = svc.drill_target(domain_name, profile_name)
     jobs = JobService(ctx.store())
     home = target.blade
     for leg, to in (("out", None), ("back", home)):

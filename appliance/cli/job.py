@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import click
 
 from appliance.cli.context import CliContext, pass_ctx
-from appliance.cli.output import emit, output_option
+from appliance.cli.output import Column, emit, output_option
 from appliance.errors import AnvilError
-from appliance.services.jobs import JobInfo, JobService
+from appliance.services.jobs import JobInfo, JobService, duration_text
 
 MARK = {"done": "✓", "failed": "✗", "undone": "↶", "running": "…", "undoing": "↶", "pending": " "}
 
@@ -78,27 +78,47 @@ def job() -> None:
     """Durable jobs: stamp, unstamp, failover."""
 
 
+JOB_COLUMNS: list[Column] = [("short", "JOB"), "kind", ("profile", "PROFILE"), "state", "blade", ("took", "TOOK"),
+                             ("by", "BY"), ("why", "REASON / NOW")]
+JOB_WIDE: list[Column] = ["id", "kind", "subject", "state", "step", "blade", ("took", "TOOK"), "createdBy",
+                          "createdAt", ("why", "REASON / NOW")]
+
+
+def job_row(p: dict[str, Any]) -> dict[str, Any]:
+    """A job as a table row: its short id, what it is about, how long it took, who started it,
+    and why it failed (or, while it runs, what it does now)."""
+    prog = p["progress"]
+    now = f"step {prog['step']}/{prog['of']} {prog['current'] or ''}".rstrip()
+    if prog.get("waitingFor"):
+        now += f", waiting for {prog['waitingFor']}"
+    final = p["state"] in ("succeeded", "failed", "rolled_back", "cancelled")
+    why = p["error"] if p["error"] else ("-" if final else now)
+    return {**p, "short": p["id"][:8], "profile": p["subject"].removeprefix("profile "),
+            "step": f"{prog['step']}/{prog['of']}", "took": duration_text(p.get("durationSeconds") or 0.0),
+            "by": p.get("createdBy"), "why": why}
+
+
 @job.command("list")
-@click.option("--state", default=None)
+@click.option("--state", default=None, help="pending, running, waiting, succeeded, failed, rolled_back…")
+@click.option("--kind", default=None, help="stamp, unstamp or failover.")
+@click.option("--profile", default=None, help="NAME or TENANT/NAME.")
+@click.option("--blade", default=None, help="The blade the job chose or was asked for.")
 @click.option("--tenant", default=None)
 @click.option("--limit", type=int, default=50, show_default=True)
-@output_option()
+@output_option(wide=True)
 @pass_ctx
-def list_(ctx: CliContext, state: str | None, tenant: str | None, limit: int, fmt: str) -> None:
-    """List recent jobs, newest first."""
+def list_(ctx: CliContext, state: str | None, kind: str | None, profile: str | None, blade: str | None,
+          tenant: str | None, limit: int, fmt: str) -> None:
+    """List recent jobs, newest first: what each is about, its blade and state, why it failed or
+    rolled back, how long it took and who started it. `job show` takes the short id."""
     if ctx.remote is not None:
-        items = ctx.remote.json("GET", "/jobs", query={"state": state, "tenant": tenant, "limit": limit})["items"]
-        emit([{**p, "step": f"{p['progress']['step']}/{p['progress']['of']}", "current": p["progress"]["current"]}
-              for p in items] if fmt == "table" else items, fmt,
-             columns=["id", "kind", "subject", "state", "step", "current", "blade", "error"])
-        return
-    rows = []
-    for j in JobService(ctx.store()).list(state=state, tenant=tenant, limit=limit):
-        p = j.public()
-        rows.append({**p, "step": f"{p['progress']['step']}/{p['progress']['of']}", "current": j.current_step})
-    emit(rows if fmt == "table" else [j.public() for j in JobService(ctx.store()).list(state=state, tenant=tenant,
-                                                                                          limit=limit)],
-         fmt, columns=["id", "kind", "subject", "state", "step", "current", "blade", "error"])
+        items = ctx.remote.json("GET", "/jobs", query={"state": state, "tenant": tenant, "limit": limit,
+                                                       "kind": kind, "profile": profile, "blade": blade})["items"]
+    else:
+        items = [j.public() for j in JobService(ctx.store()).list(state=state, tenant=tenant, limit=limit, kind=kind,
+                                                                  profile=profile, blade=blade)]
+    emit([job_row(p) for p in items] if fmt in ("table", "wide") else items, fmt, columns=JOB_COLUMNS,
+         wide=JOB_WIDE)
 
 
 @job.command("show")

@@ -8,6 +8,7 @@ import click
 
 from appliance.cli.context import CliContext, pass_ctx
 from appliance.cli.output import emit, output_option
+from appliance.domain.pools import RANGE_FORMATS
 from appliance.services.pools import PoolInfo, PoolService
 
 
@@ -20,15 +21,17 @@ def pool() -> None:
     """Identity pools: ranges of MACs, WWPNs, WWNNs, UUIDs or IQNs."""
 
 
-@pool.command("create")
+@pool.command("create", epilog="\b\nRanges, by kind:\n" + "\n".join(
+    f"  {kind}: {what}\n      {example}" for kind, (what, example) in RANGE_FORMATS.items()))
 @click.argument("name")
 @click.option("--kind", required=True, type=click.Choice(["mac", "wwpn", "wwnn", "uuid", "iqn"]))
-@click.option("--start", required=True, help="First identity (IQN pools: first suffix number).")
-@click.option("--end", required=True, help="Last identity (IQN pools: last suffix number).")
+@click.option("--start", required=True, help="First identity (IQN pools: first suffix number); see below.")
+@click.option("--end", required=True, help="Last identity, included (IQN pools: last suffix number).")
 @click.option("--prefix", default=None, help="IQN pools only: the name before the number.")
 @pass_ctx
 def create(ctx: CliContext, name: str, kind: str, start: str, end: str, prefix: str | None) -> None:
-    """Create an identity pool."""
+    """Create an identity pool: the identities from --start to --end (both included), handed
+    out once each."""
     info = PoolService(ctx.store()).create(name, kind, start, end, prefix)
     click.echo(f"created {info.kind} pool {info.name}: {info.size} identities")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -10,7 +11,7 @@ import click
 from appliance.cli.context import CliContext, pass_ctx
 from appliance.cli.output import emit, output_option
 from appliance.errors import ValidationError
-from appliance.services.profiles import PROFILE, TEMPLATE, ProfileInfo, ProfileService
+from appliance.services.profiles import PROFILE, PROFILE_SORTS, TEMPLATE, ProfileInfo, ProfileService
 
 TENANT = click.option("--tenant", default="default", show_default=True, help="Tenant the name is resolved in.")
 TEMPLATE_FLAG = click.option("--template", "is_template", is_flag=True, help="Act on a template, not a profile.")
@@ -30,11 +31,18 @@ def read_input(path: str) -> tuple[bytes, str]:
         raise click.ClickException(f"{path}: {exc.strerror}") from None
 
 
+def warn(source: str, warnings: Sequence[str]) -> None:
+    """What was accepted but should be known, on stderr: ``anvil: warning: FILE: reason``."""
+    for line in warnings:
+        click.echo(f"anvil: warning: {source}: {line}", err=True)
+
+
 def summary(info: ProfileInfo) -> dict[str, object]:
     spec = info.profile.spec
     boot = spec.boot.source.type if spec.boot is not None else None
-    return {"name": info.name, "tenant": info.tenant, "kind": info.kind, "state": info.state, "boot": boot,
-            "identities": len(info.identities), "updated": info.updated_at.isoformat(timespec="seconds")}
+    return {"name": info.name, "tenant": info.tenant, "kind": info.kind, "state": info.state, "blade": info.blade,
+            "boot": boot, "identities": len(info.identities),
+            "updated": info.updated_at.isoformat(timespec="seconds")}
 
 
 @click.group("profile")
@@ -57,6 +65,7 @@ def import_(ctx: CliContext, files: tuple[str, ...], replace: bool) -> None:
             got = ctx.remote.json("POST", "/profiles", query={"replace": replace or None}, data=data,
                                   content_type=ctype)
             click.echo(f"imported {got['kind']} {got['tenant']}/{got['name']} ({got['identities']} identities)")
+            warn(source, got.get("warnings") or [])
         return
     svc = ProfileService(ctx.store())
     for path in files:
@@ -64,6 +73,7 @@ def import_(ctx: CliContext, files: tuple[str, ...], replace: bool) -> None:
         info = svc.import_document(data, source=source, replace=replace,
                                    parking_vlan=ctx.settings.network.parking_vlan)
         click.echo(f"imported {info.kind} {info.tenant}/{info.name} ({len(info.identities)} identities)")
+        warn(source, info.warnings)
 
 
 @profile.command("validate")
@@ -89,12 +99,12 @@ def validate(ctx: CliContext, files: tuple[str, ...], document_only: bool) -> No
         data, source = read_input(path)
         try:
             p = ProfileService.parse(data, source=source, parking_vlan=ctx.settings.network.parking_vlan)
-            if svc is not None:
-                svc.check(p, source=source)
+            warnings = svc.check(p, source=source) if svc is not None else []
         except ValidationError as exc:
             failed.append(exc)
             continue
         click.echo(f"{source}: valid {p.kind} {p.metadata.tenant}/{p.metadata.name}; checked {scope}")
+        warn(source, warnings)
     if failed:
         raise ValidationError([i for exc in failed for i in exc.issues],
                               source=failed[0].source if len(failed) == 1 else None)
@@ -127,6 +137,7 @@ def _validate_remote(ctx: CliContext, files: tuple[str, ...]) -> None:
             continue
         click.echo(f"{source}: valid {got['kind']} {got['tenant']}/{got['name']}; checked the document and "
                    "the appliance's store (identity pools, identities held)")
+        warn(source, got.get("warnings") or [])
     if failed:
         raise ValidationError([i for exc in failed for i in exc.issues],
                               source=failed[0].source if len(failed) == 1 else None)
@@ -150,23 +161,45 @@ def export(ctx: CliContext, name: str, fmt: str, tenant: str, is_template: bool)
     click.echo(ProfileService(ctx.store()).export(kind, tenant, name, fmt).rstrip("\n"))
 
 
+PROFILE_COLUMNS = ["name", "tenant", "kind", "state", "blade", "boot", "identities", "updated"]
+
+
 @profile.command("list")
 @click.option("--tenant", default=None, help="Only this tenant.")
 @click.option("--kind", type=click.Choice(["profile", "template", "all"]), default="profile", show_default=True)
-@output_option()
+@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE", help="state, tenant or blade; repeatable.")
+@click.option("--search", default=None, help="Text in the name, tenant, state or blade.")
+@click.option("--sort", type=click.Choice(PROFILE_SORTS), default="tenant", show_default=True,
+              help="tenant: by tenant, then name.")
+@output_option(wide=True)
 @pass_ctx
-def list_(ctx: CliContext, tenant: str | None, kind: str, fmt: str) -> None:
-    """List profiles (or templates)."""
+def list_(ctx: CliContext, tenant: str | None, kind: str, filters: tuple[str, ...], search: str | None, sort: str,
+          fmt: str) -> None:
+    """List profiles (or templates) with their state and the blade each is live on."""
+    from appliance.cli.blade import parse_filters
+
+    f = parse_filters(filters, ("state", "tenant", "blade"))
+    tenant = f.get("tenant", tenant)
     k = {"profile": PROFILE, "template": TEMPLATE, "all": None}[kind]
     if ctx.remote is not None:
         rows = []
         for path in (["/profiles"] if kind == "profile" else ["/templates"] if kind == "template"
                      else ["/profiles", "/templates"]):
-            rows += ctx.remote.json("GET", path, query={"tenant": tenant, "limit": 1000})["items"]
-        emit(rows, fmt, columns=["name", "tenant", "kind", "state", "boot", "identities", "updated"])
+            rows += ctx.remote.json("GET", path, query={"tenant": tenant, "limit": 1000, "search": search,
+                                                        "sort": sort, "state": f.get("state"),
+                                                        "blade": f.get("blade")})["items"]
+        emit(rows, fmt, columns=PROFILE_COLUMNS)
         return
-    rows = [summary(i) for i in ProfileService(ctx.store()).list(kind=k, tenant=tenant)]
-    emit(rows, fmt, columns=["name", "tenant", "kind", "state", "boot", "identities", "updated"])
+    svc = ProfileService(ctx.store())
+    rows = [summary(i) for i in svc.list(kind=k, tenant=tenant, search=search, sort=sort, state=f.get("state"),
+                                         blade=f.get("blade"))]
+    emit(rows, fmt, columns=PROFILE_COLUMNS)
+    if not rows and tenant:
+        from appliance.domain.suggest import close_names
+
+        known = {i.tenant for i in svc.list(kind=k)}
+        if tenant not in known and (close := close_names(tenant, known)):
+            click.echo(f"anvil: note: no tenant {tenant!r}; did you mean {' or '.join(close)}?", err=True)
 
 
 @profile.command("show")

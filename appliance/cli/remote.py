@@ -92,4 +92,5 @@ def job_from_public(d: dict[str, Any]) -> JobInfo:
                    waiting_for=progress.get("waitingFor"), error=d.get("error"),
                    data={"blade": d.get("blade")} if d.get("blade") else {}, steps=steps,
                    created_at=datetime.fromisoformat(d["createdAt"]),
-                   finished_at=datetime.fromisoformat(finished) if finished else None)
+                   finished_at=datetime.fromisoformat(finished) if finished else None,
+                   created_by=d.get("createdBy"))

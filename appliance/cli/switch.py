@@ -11,6 +11,7 @@ import click
 
 from appliance.cli.context import CliContext, pass_ctx
 from appliance.cli.output import emit, output_option
+from appliance.domain.vlans import parse_vlan_list, vlan_ranges
 from appliance.drivers.protocols import PortConfig, Secret
 from appliance.services.hardware import Hardware
 from appliance.services.switches import SwitchService
@@ -94,32 +95,10 @@ def cable(ctx: CliContext, blade: str, nic: str, switch_name: str, port: str) ->
 
 
 def _vlan_list(text: str) -> frozenset[int]:
-    out: set[int] = set()
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        lo, dash, hi = part.partition("-")
-        try:
-            first, last = int(lo), int(hi) if dash else int(lo)
-        except ValueError:
-            raise click.BadParameter(f"{text!r} is not a VLAN list like 10,20,30-32", param_hint="--tagged") from None
-        if not 1 <= first <= last <= 4094:
-            raise click.BadParameter(f"{part!r}: VLANs are 1..4094", param_hint="--tagged")
-        out.update(range(first, last + 1))
-    return frozenset(out)
-
-
-def vlan_ranges(vlans: frozenset[int] | list[int]) -> str:
-    """``[10, 11, 12, 20]`` → ``10-12,20`` (a trunk of every VLAN reads ``1-4094``)."""
-    out: list[str] = []
-    for v in sorted(vlans):
-        if out and "-" in out[-1] and int(out[-1].split("-")[1]) == v - 1:
-            out[-1] = f"{out[-1].split('-')[0]}-{v}"
-        elif out and "-" not in out[-1] and int(out[-1]) == v - 1:
-            out[-1] = f"{out[-1]}-{v}"
-        else:
-            out.append(str(v))
-    return ",".join(out) or "-"
+    try:
+        return parse_vlan_list(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tagged") from None
 
 
 def _port_row(switch_name: str, port: str, cfg: PortConfig) -> dict[str, Any]:

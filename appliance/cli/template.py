@@ -21,12 +21,11 @@ def template() -> None:
 @click.option("--tenant", default="default", show_default=True)
 @pass_ctx
 def instantiate(ctx: CliContext, template_name: str, names: tuple[str, ...], tenant: str) -> None:
-    """Create profiles NAMES from TEMPLATE_NAME, allocating identities from its pools."""
-    svc = ProfileService(ctx.store())
-    for name in names:
-        info = svc.instantiate(template_name, name, tenant=tenant)
+    """Create profiles NAMES from TEMPLATE_NAME, allocating identities from its pools: all of
+    them, or (a name taken, a pool exhausted) none."""
+    for info in ProfileService(ctx.store()).instantiate_many(template_name, list(names), tenant=tenant):
         ids = ", ".join(f"{k}={v}" for _p, k, v in info.identities)
-        click.echo(f"created ServerProfile {tenant}/{name} from {template_name}: {ids}")
+        click.echo(f"created ServerProfile {info.tenant}/{info.name} from {template_name}: {ids}")
 
 
 @template.command("list")

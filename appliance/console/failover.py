@@ -20,7 +20,8 @@ from appliance.api.keys import STORE
 from appliance.api.routes.failover import available_spares, clear_failed_blade, domain_view, queue_view
 from appliance.console.views import USER, page, render
 from appliance.domain.failover import FailoverState
-from appliance.services.failover import FailoverInfo, FailoverService
+from appliance.services.blade_pools import BladePoolService
+from appliance.services.failover import DomainInfo, FailoverInfo, FailoverService
 from appliance.services.inventory import BladeFilter, Inventory
 from appliance.store import Store
 
@@ -71,14 +72,31 @@ def _overview(store: Store, tenant: str | None, domain: str | None, open_only: b
                         "queue": queue_view(info.name, svc.spare_plan(info.name), spares, tenant)})
     failovers = [failover_card(f) for f in svc.list_failovers(domain=domain, tenant=tenant, open_only=open_only,
                                                               limit=RECENT)]
+    _mark_move_back(failovers, infos)
     held = [failover_card(f) for f in svc.list_failovers(tenant=tenant, state=FailoverState.NEEDS_OPERATOR.value,
                                                          limit=100)]
     repair: list[dict[str, Any]] | None = None
     if tenant is None:   # blades are the appliance's; a tenant sees only those bound to it
         inv = Inventory(store)
         repair = [b for state in _REPAIRABLE for b in inv.page(BladeFilter(state=state), limit=500)[0]]
+    pool_names = [p.name for p in BladePoolService(store).list()] if tenant is None else []
     return {"domains": domains, "failovers": failovers, "held": held, "repair": repair,
-            "domain_names": [i.name for i in infos]}
+            "domain_names": [i.name for i in infos], "pool_names": pool_names}
+
+
+def _mark_move_back(cards: list[dict[str, Any]], domains: list[DomainInfo]) -> None:
+    """A finished drill whose profile still runs where the drill put it can move back: the
+    newest failover of each profile only, and not when it is itself the move back (the drill
+    before it went the other way)."""
+    where = {(p.tenant, p.name): p.blade for d in domains for p in d.profiles if p.state == "active"}
+    for i, card in enumerate(cards):     # newest first
+        key = (card["tenant"], card["profile"])
+        older = [c for c in cards[i + 1:] if (c["tenant"], c["profile"]) == key]
+        newer = [c for c in cards[:i] if (c["tenant"], c["profile"]) == key]
+        went_back = bool(older) and older[0]["drill"] and (older[0]["fromBlade"], older[0]["toBlade"]) == (
+            card["toBlade"], card["fromBlade"])
+        card["moveBack"] = (not newer and not went_back and card["drill"] and card["state"] == "succeeded"
+                            and bool(card["fromBlade"]) and where.get(key) == card["toBlade"])
 
 
 @page()

@@ -18,13 +18,14 @@ from appliance.api.keys import ENGINE, HARDWARE, OFFLOAD, SESSION_COOKIE, SETTIN
 from appliance.domain.profile import to_xml, to_yaml
 from appliance.drivers.errors import DriverError
 from appliance.drivers.protocols import PowerAction
-from appliance.errors import AnvilError, Issue, NotFound, ValidationError
+from appliance.errors import AnvilError, Conflict, Issue, NotFound, ValidationError
 from appliance.secrets import SecretBox
 from appliance.services.audit import AuditFilter, AuditService, record_action
 from appliance.services.blades import BladeService
-from appliance.services.inventory import BladeFilter, Inventory
-from appliance.services.jobs import JobService
-from appliance.services.profiles import PROFILE, ProfileService
+from appliance.services.inventory import SORTS, BladeFilter, Inventory, age_text, check_sort
+from appliance.services.jobs import JobService, duration_text
+from appliance.services.placement import NO_SPARE, explain
+from appliance.services.profiles import PROFILE, PROFILE_SORTS, ProfileService
 from appliance.services.scope import Scope
 from appliance.services.users import AddressThrottle, LoginThrottled, Principal
 from appliance.store.audit import Actor, acting_as
@@ -66,8 +67,10 @@ def scope(request: web.Request) -> Scope:
     return Scope(user.tenant, user.key)
 
 
-def page(role: str = "viewer", *, form: bool = False) -> Callable[[Handler], Handler]:
-    """A console page: a live session is required (else to /login); ``form`` also checks the CSRF token."""
+def page(role: str = "viewer", *, form: bool = False, appliance: bool = False) -> Callable[[Handler], Handler]:
+    """A console page: a live session is required (else to /login); ``form`` also checks the CSRF token.
+    ``appliance``: the appliance's own things (switches, users, pool and domain changes), refused to
+    a tenant-scoped user whatever its role, as the API's appliance-wide operations are."""
 
     def wrap(fn: Handler) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
@@ -88,14 +91,18 @@ def page(role: str = "viewer", *, form: bool = False) -> Callable[[Handler], Han
             if not got[0].allows(role):
                 return render(request, "error.html", status=403, title="Forbidden",
                               message=f"This needs the {role} role; you are {got[0].role}.")
+            if appliance and got[0].tenant is not None:
+                return render(request, "error.html", status=403, title="Forbidden",
+                              message="This belongs to the appliance; a tenant-scoped user cannot use it.")
             try:
                 with acting_as(_actor(request)):
                     return await fn(request)
             except NotFound as exc:
                 return render(request, "error.html", status=404, title="Not found", message=str(exc))
+            except ValidationError as exc:
+                return render(request, "error.html", status=400, title="Invalid input",
+                              message="; ".join(str(i) for i in exc.issues) or str(exc))
             except (AnvilError, DriverError) as exc:
-                if isinstance(exc, ValidationError):
-                    raise
                 return render(request, "error.html", status=409, title="Not done", message=str(exc))
 
         return handler
@@ -188,30 +195,46 @@ async def dashboard(request: web.Request) -> web.Response:
     tenant = request[USER].tenant
     capacity = await asyncio.to_thread(inv.capacity, tenant)
     rack = await asyncio.to_thread(inv.rack, tenant)
-    return render(request, "dashboard.html", capacity=capacity, rack=rack)
+    return render(request, "dashboard.html", capacity=capacity, rack=rack, age=age_text)
+
+
+PAGE_SIZE = 50
+
+
+def _offset(request: web.Request) -> int:
+    raw = request.query.get("offset", "0") or "0"
+    if not raw.isdigit() or int(raw) > MAX_OFFSET:
+        raise ValidationError([Issue("offset", f"{raw[:40]!r} is not a whole number from 0 to {MAX_OFFSET:,}")])
+    return int(raw)
 
 
 @page()
 async def blades(request: web.Request) -> web.Response:
-    state = request.query.get("state") or None
-    after = request.query.get("after") or None
-    items, nxt, total = await asyncio.to_thread(Inventory(request.app[STORE]).page,
-                                                BladeFilter(state=state, tenant=request[USER].tenant), limit=50,
-                                                after=after)
-    return render(request, "blades.html", blades=items, next=nxt, total=total, state=state or "")
+    q = request.query
+    sort = q.get("sort") or "name"
+    f = BladeFilter(state=q.get("state") or None, chassis=q.get("chassis") or None, search=q.get("q") or None,
+                    tenant=request[USER].tenant)
+    offset = _offset(request)
+    inv = Inventory(request.app[STORE])
+    items, _nxt, total = await asyncio.to_thread(inv.page, f, limit=PAGE_SIZE, sort=check_sort(sort), offset=offset)
+    counts = (await asyncio.to_thread(inv.capacity, request[USER].tenant))["byState"]
+    return render(request, "blades.html", blades=items, total=total, offset=offset, page_size=PAGE_SIZE,
+                  q=q, sort=sort, sorts=SORTS, counts=counts, state=f.state or "", age=age_text)
 
 
 def _blade_detail(request: web.Request, name: str) -> dict[str, Any]:
-    Inventory(request.app[STORE]).check_visible(name, request[USER].tenant)
+    inv = Inventory(request.app[STORE])
+    inv.check_visible(name, request[USER].tenant)
     info = BladeService(request.app[STORE], SecretBox(request.app[SETTINGS].secrets_key_path)).get(name).public()
-    info["profile"] = Inventory(request.app[STORE]).bound_profile(name)
+    info["profile"] = inv.bound_profile(name)
+    info["sample"] = inv.health_of(name)
     return info
 
 
 @page()
 async def blade(request: web.Request) -> web.Response:
     info = await asyncio.to_thread(_blade_detail, request, request.match_info["name"])
-    return render(request, "blade.html", blade=info, message=request.query.get("msg"))
+    return render(request, "blade.html", blade=info, message=request.query.get("msg"), age=age_text)
 
 
 @page("operator", form=True)
@@ -234,10 +257,25 @@ async def blade_power(request: web.Request) -> web.StreamResponse:
 
 # -- profiles ------------------------------------------------------------------------
 
+async def _profile_list(request: web.Request) -> dict[str, Any]:
+    """The profiles page's list: searched, filtered by state, sorted, with counts by state."""
+    q = request.query
+    sort = q.get("sort") or "tenant"
+    svc = ProfileService(request.app[STORE])
+    every = await asyncio.to_thread(svc.list, kind=PROFILE, scope=scope(request), sort=sort)
+    state, search = q.get("state") or None, (q.get("q") or "").lower()
+    shown = [i for i in every if (not state or i.state == state)
+             and (not search or any(search in (v or "") for v in (i.name, i.tenant, i.state, i.blade)))]
+    counts: dict[str, int] = {}
+    for i in every:
+        counts[i.state] = counts.get(i.state, 0) + 1
+    return {"profiles": shown, "total": len(every), "counts": counts, "q": q, "sort": sort,
+            "sorts": PROFILE_SORTS, "state": state or "", "message": q.get("msg")}
+
+
 @page()
 async def profiles(request: web.Request) -> web.Response:
-    infos = await asyncio.to_thread(ProfileService(request.app[STORE]).list, kind=PROFILE, scope=scope(request))
-    return render(request, "profiles.html", profiles=infos, text="", errors=[], lines=[])
+    return render(request, "profiles.html", text="", errors=[], lines=[], **await _profile_list(request))
 
 
 def _annotated(text: str, exc: ValidationError) -> list[dict[str, Any]]:
@@ -264,10 +302,12 @@ async def profile_import(request: web.Request) -> web.StreamResponse:
                                   source="document")
         info = await asyncio.to_thread(svc.save, profile, replace=data.get("replace") == "on", source="document")
     except ValidationError as exc:
-        infos = await asyncio.to_thread(svc.list, kind=PROFILE, scope=scope(request))
-        return render(request, "profiles.html", status=400, profiles=infos, text=text, errors=exc.issues,
-                      lines=_annotated(text, exc))
-    raise web.HTTPSeeOther(f"/profiles/{quote(info.tenant)}/{quote(info.name)}")
+        return render(request, "profiles.html", status=400, text=text, errors=exc.issues,
+                      lines=_annotated(text, exc), **await _profile_list(request))
+    if info.kind != PROFILE:
+        raise web.HTTPSeeOther(f"/templates/{quote(info.tenant)}/{quote(info.name)}")
+    warned = "?warn=" + quote(" ".join(info.warnings)) if info.warnings else ""
+    raise web.HTTPSeeOther(f"/profiles/{quote(info.tenant)}/{quote(info.name)}{warned}")
 
 
 def _profile(request: web.Request) -> Any:
@@ -283,15 +323,23 @@ async def profile(request: web.Request) -> web.Response:
     info = await asyncio.to_thread(_profile, request)
     fmt = "xml" if request.query.get("format") == "xml" else "yaml"
     text = to_xml(info.profile) if fmt == "xml" else to_yaml(info.profile)
-    spares: list[dict[str, Any]] = []
-    if request[USER].allows("operator") and request[USER].tenant is None:   # a tenant picks a pool
-        spares = (await asyncio.to_thread(Inventory(request.app[STORE]).page, BladeFilter(state="spare"),
-                                          limit=500))[0]
+    form = None
+    if request[USER].allows("operator") and info.state == "unassigned":
+        form = await asyncio.to_thread(_assign_form, request, info)
     jobs = [j for j in await asyncio.to_thread(JobService(request.app[STORE]).list, tenant=info.tenant, limit=200)
             if j.subject == f"profile {info.tenant}/{info.name}"][:5]
     bound = await asyncio.to_thread(Inventory(request.app[STORE]).blade_of, info.tenant, info.name)
-    return render(request, "profile.html", info=info, text=text, fmt=fmt, spares=spares, jobs=jobs, bound=bound,
-                  pools=await asyncio.to_thread(_pools, request))
+    return render(request, "profile.html", info=info, text=text, fmt=fmt, form=form, jobs=jobs, bound=bound,
+                  warning=request.query.get("warn"))
+
+
+def _assign_form(request: web.Request, info: Any) -> Any:
+    from appliance.console.assign import assign_form
+
+    facts = {}
+    if request[USER].tenant is None:
+        facts = {b["name"]: b for b in Inventory(request.app[STORE]).page(BladeFilter(), limit=100_000)[0]}
+    return assign_form(request.app[STORE], info, scope(request), facts)
 
 
 @page()
@@ -314,7 +362,14 @@ async def profile_assign(request: web.Request) -> web.StreamResponse:
         return render(request, "error.html", status=403, title="Forbidden",
                       message="A tenant-scoped user chooses a blade pool, not a blade.")
     pool = target[len("pool:"):] if target.startswith("pool:") else None
-    info = await asyncio.to_thread(JobService(request.app[STORE]).submit_assign, request.match_info["name"],
+    jobs = JobService(request.app[STORE])
+    # The form offers only what fits; a stale page (the blade taken meanwhile) is told so here,
+    # before a job is made to fail. A tenant hears the reason without the appliance's blades.
+    pl = await asyncio.to_thread(jobs.dry_run, request.match_info["name"], tenant=request.match_info["tenant"],
+                                 blade=blade_name, pool=pool, scope=scope(request))
+    if pl.best is None:
+        raise Conflict(explain(pl) if request[USER].tenant is None else NO_SPARE)
+    info = await asyncio.to_thread(jobs.submit_assign, request.match_info["name"],
                                    tenant=request.match_info["tenant"], blade=blade_name, pool=pool,
                                    created_by=request[USER].who, scope=scope(request))
     _wake(request)
@@ -331,13 +386,6 @@ async def profile_release(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/jobs/{info.id}")
 
 
-def _pools(request: web.Request) -> list[str]:
-    from appliance.services.blade_pools import DEFAULT_POOL, BladePoolService
-
-    return [DEFAULT_POOL, *(p.name for p in BladePoolService(request.app[STORE]).list(scope=scope(request))
-                            if p.name != DEFAULT_POOL)]
-
-
 def _wake(request: web.Request) -> None:
     engine = request.app.get(ENGINE)
     if engine is not None:
@@ -346,10 +394,16 @@ def _wake(request: web.Request) -> None:
 
 # -- jobs and audit ------------------------------------------------------------------
 
+JOB_KINDS = ("stamp", "unstamp", "failover")
+JOB_STATES = ("pending", "running", "waiting", "succeeded", "failed", "rolling_back", "rolled_back", "cancelled")
+
+
 @page()
 async def jobs(request: web.Request) -> web.Response:
-    infos = await asyncio.to_thread(JobService(request.app[STORE]).list, limit=100, scope=scope(request))
-    return render(request, "jobs.html", jobs=infos)
+    q = request.query
+    f = {k: (q.get(k) or "").strip()[:127] or None for k in ("state", "kind", "profile", "blade")}
+    infos = await asyncio.to_thread(JobService(request.app[STORE]).list, limit=100, scope=scope(request), **f)
+    return render(request, "jobs.html", jobs=infos, q=q, kinds=JOB_KINDS, states=JOB_STATES, took=duration_text)
 
 
 @page()
@@ -395,8 +449,19 @@ def setup_console(app: web.Application) -> None:
     r.add_get("/jobs/{id}", job)
     r.add_get("/audit", audit)
 
+    # Imported late: they build on this module.
+    from appliance.console.access import setup_access_pages
     from appliance.console.discovered import setup_discovered_pages
-    from appliance.console.failover import setup_failover_pages  # imported late: they build on this module
+    from appliance.console.domains import setup_domain_pages
+    from appliance.console.failover import setup_failover_pages
+    from appliance.console.pools import setup_pool_pages
+    from appliance.console.switches import setup_switch_pages
+    from appliance.console.template_pages import setup_template_pages
 
     setup_failover_pages(app)
+    setup_domain_pages(app)
+    setup_pool_pages(app)
+    setup_template_pages(app)
+    setup_switch_pages(app)
+    setup_access_pages(app)
     setup_discovered_pages(app)

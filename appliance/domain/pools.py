@@ -13,6 +13,17 @@ from appliance.domain.identities import IdentityKind, from_int, parse_identity, 
 from appliance.domain.names import NAME_RE
 
 MAX_POOL_SIZE = 2**32
+# How --start/--end read for each kind: shown by `anvil pool create --help` and the console's form.
+RANGE_FORMATS: dict[str, tuple[str, str]] = {   # kind → (what start and end are, an example)
+    "mac": ("six hex octets (02: is a locally administered prefix)",
+            "--start 02:a0:00:00:00:00 --end 02:a0:00:00:ff:ff"),
+    "wwpn": ("eight hex octets", "--start 20:00:00:25:b5:00:00:00 --end 20:00:00:25:b5:00:00:ff"),
+    "wwnn": ("eight hex octets", "--start 20:00:00:25:b5:00:01:00 --end 20:00:00:25:b5:00:01:ff"),
+    "uuid": ("8-4-4-4-12 hex digits, counted as one 128-bit number",
+             "--start 4c4c4544-0000-0000-0000-000000000000 --end 4c4c4544-0000-0000-0000-00000000ffff"),
+    "iqn": ("--prefix, then the first and last decimal number after it",
+            "--prefix iqn.2026-11.io.anvil:host- --start 1 --end 9999"),
+}
 _NAME = NAME_RE
 
 

@@ -56,6 +56,18 @@ NICS_PER_BLADE = 2
 SHORT_DELAY = (0.0, 0.2)
 REALISTIC_DELAY = (1.0, 11.0)   # sushy-tools' own fake-driver delay, applied to the IPMI BMCs too
 IPMI_CPUS, IPMI_MEMORY_GIB = 8, 32
+# Redfish blades come in two sizes, so placement has a choice to make (and a reason to
+# reject): the first half of them small, the rest large. Best-fit ranking then still
+# walks them in name order for a profile that fits either.
+SMALL, LARGE = (16, 64), (32, 256)
+# A switch knows the VLANs it carries (an SNMP switch refuses a port on any other): the lab
+# switch carries those of profiles/examples too, so the README's profiles stamp on the demo.
+EXAMPLE_VLANS = (40, 300, 310, 311, 312, 500)
+
+
+def redfish_size(index: int, count: int) -> tuple[int, int]:
+    """(CPUs, memory GiB) of Redfish blade ``index`` (1-based) of ``count``."""
+    return SMALL if index <= count // 2 or count == 1 else LARGE
 
 
 class LabError(AnvilError):
@@ -248,6 +260,8 @@ def up(lab_dir: Path, opts: LabOptions,
         slot = 0
         if opts.redfish:
             systems = redfish_emulator.make_systems(opts.redfish, seed=1, nics=NICS_PER_BLADE)
+            for i, system in enumerate(systems, 1):
+                system["cpus"], system["memory_gib"] = redfish_size(i, len(systems))
             emu = redfish_emulator.start_redfish(
                 lab_dir / "redfish", procs.free_tcp_port(), systems,
                 power_delay=None if opts.realistic_power else SHORT_DELAY, username=USERNAME, password=password,
@@ -337,7 +351,8 @@ def _start_switch(lab_dir: Path, state: dict[str, Any], kind: str, blades: list[
         from appliance.lab.snmp_switch import DEFAULT_VLANS, SnmpSwitch
 
         community = "lab" + secrets.token_hex(8)
-        sw = SnmpSwitch(lab_dir / "snmp", ports=max(24, len(keys)), vlans=DEFAULT_VLANS, community=community)
+        sw = SnmpSwitch(lab_dir / "snmp", ports=max(24, len(keys)), vlans=(*DEFAULT_VLANS, *EXAMPLE_VLANS),
+                        community=community)
         try:
             sw.start()
         finally:

@@ -10,10 +10,11 @@ from typing import Any
 
 from sqlalchemy import Select, func, select
 
+from appliance.domain.audit_text import actor_text, describe
 from appliance.store import Store
 from appliance.store.audit import hashed_fields, record
 from appliance.store.audit_seal import GENESIS, Head, unkeyed_hash
-from appliance.store.tables import AuditRow
+from appliance.store.tables import ApiTokenRow, AuditRow, UserRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,17 +60,35 @@ def _filtered(stmt: Select[Any], f: AuditFilter) -> Select[Any]:
     return stmt
 
 
+def _roles(s: Any, whos: set[str]) -> dict[str, str]:
+    """The current role of each user and token among ``whos`` (``user:NAME``, ``token:NAME#ID``)."""
+    users = [w.partition(":")[2] for w in whos if w.startswith("user:")]
+    tokens = [int(t) for w in whos if w.startswith("token:")
+              for t in [w.rpartition("#")[2]] if t.isdigit() and len(t) < 16]
+    out: dict[str, str] = {}
+    if users:
+        out.update({f"user:{n}": r for n, r in s.execute(select(UserRow.name, UserRow.role)
+                                                          .where(UserRow.name.in_(users)))})
+    if tokens:
+        out.update({f"token:{i}": r for i, r in s.execute(select(ApiTokenRow.id, ApiTokenRow.role)
+                                                           .where(ApiTokenRow.id.in_(tokens)))})
+    return out
+
+
 class AuditService:
     def __init__(self, store: Store) -> None:
         self._store = store
 
     def list(self, f: AuditFilter = AuditFilter(), *, limit: int = 100, offset: int = 0) -> tuple[list[dict[str, Any]],
                                                                                                   int]:
-        """Newest first; returns (entries, total matching)."""
+        """Newest first; returns (entries, total matching). Each entry also has ``summary``: what
+        happened as a sentence ("operator alice assigned acme/web-01 to blade rf-02, job …")."""
         with self._store.read() as s:
             total = s.scalar(_filtered(select(func.count(AuditRow.id)), f)) or 0
-            rows = s.scalars(_filtered(select(AuditRow), f).order_by(AuditRow.id.desc()).limit(limit).offset(offset))
-            return [public(r) for r in rows], total
+            rows = [public(r) for r in s.scalars(_filtered(select(AuditRow), f).order_by(AuditRow.id.desc())
+                                                 .limit(limit).offset(offset))]
+            roles = _roles(s, {e["who"] for e in rows})
+        return [{**e, "summary": describe(e, actor_text(e["who"], roles))} for e in rows], total
 
     def export(self, f: AuditFilter = AuditFilter(), *, batch: int = 1000) -> Iterator[str]:
         """Every matching entry, oldest first, one JSON line each."""

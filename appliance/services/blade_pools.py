@@ -13,7 +13,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from appliance.domain.names import NAME_RE
+from appliance.domain.suggest import close_names, did_you_mean
 from appliance.errors import Conflict, Issue, NotFound, ValidationError
+from appliance.services import scope as lookup
 from appliance.services.scope import Scope
 from appliance.store import Store
 from appliance.store.tables import BladePoolMemberRow, BladePoolRow, BladeRow
@@ -37,7 +39,7 @@ def members(s: Session, pool: str) -> set[str] | None:
         return None
     row = s.scalar(select(BladePoolRow).where(BladePoolRow.name == pool))
     if row is None:
-        raise NotFound("blade pool", pool)
+        raise NotFound("blade pool", pool, hint=lookup.pool_hint(s, Scope.appliance(), pool))
     return set(s.scalars(select(BladeRow.name).join(BladePoolMemberRow, BladePoolMemberRow.blade_id == BladeRow.id)
                          .where(BladePoolMemberRow.pool_id == row.id)))
 
@@ -62,7 +64,7 @@ class BladePoolService:
         for b in blades:
             bid = s.scalar(select(BladeRow.id).where(BladeRow.name == b))
             if bid is None:
-                raise NotFound("blade", b)
+                raise NotFound("blade", b, hint=lookup.blade_hint(s, Scope.appliance(), b))
             ids.append(bid)
         return ids
 
@@ -84,16 +86,34 @@ class BladePoolService:
                                                        BladePoolMemberRow.blade_id.in_(ids)))
         return self.get(name)
 
+    def update(self, name: str, *, tenant: str | None = None, ungrant: bool = False,
+               description: str | None = None) -> BladePoolInfo:
+        """Grant the pool to ``tenant`` (its blades are then reserved for that tenant), take the
+        grant back (``ungrant``), or change the description; what is not given stays."""
+        if tenant is not None and not _NAME.match(tenant):
+            raise ValidationError([Issue("tenant", f"{tenant!r} is not a lowercase name (a-z, 0-9, '-')")])
+        with self._store.write() as s:
+            row = self._row(s, name)
+            if ungrant:
+                row.tenant = None
+            elif tenant is not None:
+                row.tenant = tenant
+            if description is not None:
+                row.description = description[:255]
+        return self.get(name)
+
     def delete(self, name: str) -> None:
         with self._store.write() as s:
             s.delete(self._row(s, name))
 
     def get(self, name: str, *, scope: Scope | None = None) -> BladePoolInfo:
         """The pool ``name``; for a tenant's ``scope``, only a pool granted to that tenant."""
-        for info in self.list(scope=scope):
+        infos = self.list(scope=scope)
+        for info in infos:
             if info.name == name:
                 return info
-        raise NotFound("blade pool", name)
+        # Suggest among the pools this caller was just shown, and nothing else.
+        raise NotFound("blade pool", name, hint=did_you_mean(close_names(name, [i.name for i in infos])))
 
     def list(self, *, scope: Scope | None = None) -> builtins.list[BladePoolInfo]:
         """Every pool (``spares`` first); for a tenant's ``scope``, the pools granted to it."""
@@ -122,5 +142,5 @@ class BladePoolService:
             raise Conflict(f"{DEFAULT_POOL!r} always holds every blade")
         row = s.scalar(select(BladePoolRow).where(BladePoolRow.name == name))
         if row is None:
-            raise NotFound("blade pool", name)
+            raise NotFound("blade pool", name, hint=lookup.pool_hint(s, Scope.appliance(), name))
         return row

@@ -22,6 +22,8 @@ from appliance.domain.names import NAME_RE
 from appliance.drivers.protocols import BladeFacts, Bmc, Secret
 from appliance.errors import Conflict, Issue, NotFound, ValidationError
 from appliance.secrets import SecretBox
+from appliance.services import scope as lookup
+from appliance.services.scope import Scope
 from appliance.store import Store
 from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, SwitchRow
 
@@ -372,6 +374,6 @@ class BladeService:
     @staticmethod
     def _row(session: Session, name: str) -> BladeRow:
         row = session.scalar(select(BladeRow).where(BladeRow.name == name))
-        if row is None:
-            raise NotFound("blade", name)
+        if row is None:   # the appliance's own paths (CLI, admin API): every blade is in sight
+            raise NotFound("blade", name, hint=lookup.blade_hint(session, Scope.appliance(), name))
         return row

@@ -52,6 +52,7 @@ from appliance.domain.states import (
     ProfileState,
     transition,
 )
+from appliance.domain.suggest import close_names, did_you_mean
 from appliance.drivers.protocols import Secret
 from appliance.errors import Conflict, Issue, NotFound, ValidationError
 from appliance.secrets import SecretBox
@@ -208,15 +209,16 @@ def failover_info(row: FailoverRow) -> FailoverInfo:
 
 def _blade(s: Session, name: str) -> BladeRow:
     row = s.scalar(select(BladeRow).where(BladeRow.name == name))
-    if row is None:
-        raise NotFound("blade", name)
+    if row is None:   # appliance-level callers (the CLI, admins): every blade is in sight
+        raise NotFound("blade", name, hint=lookup.blade_hint(s, Scope.appliance(), name))
     return row
 
 
 def _domain_row(s: Session, name: str) -> FailoverDomainRow:
     row = s.scalar(select(FailoverDomainRow).where(FailoverDomainRow.name == name))
     if row is None:
-        raise NotFound("failover domain", name)
+        raise NotFound("failover domain", name, hint=did_you_mean(close_names(
+            name, s.scalars(select(FailoverDomainRow.name)))))
     return row
 
 
@@ -416,6 +418,17 @@ class FailoverService:
     def get_domain(self, name: str) -> DomainInfo:
         with self._store.read() as s:
             return self._info(s, _domain_row(s, name))
+
+    def drill_target(self, domain: str, profile: str | None = None) -> ProtectedProfile:
+        """The profile a drill of ``domain`` moves: the least important active one (or
+        ``profile``, TENANT/NAME). Conflict when the domain has none to move."""
+        members = [p for p in self.get_domain(domain).profiles if p.state == "active" and p.blade]
+        if profile:
+            members = [p for p in members if f"{p.tenant}/{p.name}" == profile]
+        if not members:
+            raise Conflict(f"domain {domain} has no active protected profile" + (f" named {profile}" if profile
+                                                                                 else "") + " to drill with")
+        return members[-1]     # members are most important first
 
     def list_domains(self) -> list[DomainInfo]:
         with self._store.read() as s:

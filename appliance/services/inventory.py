@@ -1,29 +1,39 @@
-"""Read-side queries over blades for the API and console: pages, tenant visibility, capacity, rack.
+"""Read-side queries over blades for the API, console and CLI: pages, tenant visibility,
+capacity, rack.
 
-Listing 10,000 blades page by page must stay fast (≤ 100 ms a page), so a page
-is one keyset query on the blade name plus one query for the page's NICs and one
-for their bindings, never a query per blade.
+Listing 10,000 blades page by page must stay fast (≤ 100 ms a page), so a page is one
+query on the blades (keyset on the name by default) plus one query each for the page's
+NICs, bindings and latest health samples, never a query per blade. Searching or sorting
+by profile or tenant joins the live bindings into the blade query; sorting by anything but
+the name pages by offset.
+
+Each blade carries what the admin looks for first: its state, the profile it runs, and
+its power and health as the monitor last sampled them, with the sample's age.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from appliance.errors import NotFound
+from appliance.errors import Issue, NotFound, ValidationError
 from appliance.services import scope as lookup
 from appliance.services.scope import Scope
 from appliance.store import Store
-from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, ProfileRow, SwitchRow
+from appliance.store.tables import BindingRow, BladeHealthRow, BladeNicRow, BladeRow, ProfileRow, SwitchRow
 
 S = TypeVar("S", bound=Select)  # type: ignore[type-arg]
 
 CAPACITY_STATES = ("spare", "stamped", "failed", "maintenance")
 # Blade states counted as "stamped" on the dashboard: bound, or on the way in or out.
 STAMPED = frozenset({"stamping", "active", "releasing", "fenced"})
+SORTS = ("name", "state", "chassis", "profile", "tenant")
+_CHUNK = 900    # ids per IN (…): below every SQLite's bound-parameter limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,18 +42,78 @@ class BladeFilter:
     chassis: str | None = None
     name_prefix: str | None = None
     tenant: str | None = None      # a tenant-scoped caller sees only blades bound to its profiles
+    search: str | None = None      # text in the name, chassis, state, or the bound profile or its tenant
+    profile: str | None = None     # bound to this profile: NAME or TENANT/NAME
+    bound_tenant: str | None = None    # bound to a profile of this tenant
+
+    @property
+    def joins_bindings(self) -> bool:
+        return bool(self.search or self.profile or self.bound_tenant)
+
+
+def check_sort(sort: str | None) -> str:
+    """The sort key, or a ValidationError naming the choices."""
+    key = sort or "name"
+    if key not in SORTS:
+        raise ValidationError([Issue("sort", f"{key!r} is not one of {', '.join(SORTS)}")])
+    return key
 
 
 def _bound(s: Session, blade_ids: list[int]) -> dict[int, tuple[str, str]]:
-    if not blade_ids:
-        return {}
-    rows = s.execute(select(BindingRow.blade_id, ProfileRow.tenant, ProfileRow.name)
-                     .join(ProfileRow, ProfileRow.id == BindingRow.profile_id)
-                     .where(BindingRow.state == "live", BindingRow.blade_id.in_(blade_ids)))
-    return {r[0]: (r[1], r[2]) for r in rows}
+    out: dict[int, tuple[str, str]] = {}
+    for chunk in _chunks(blade_ids):
+        rows = s.execute(select(BindingRow.blade_id, ProfileRow.tenant, ProfileRow.name)
+                         .join(ProfileRow, ProfileRow.id == BindingRow.profile_id)
+                         .where(BindingRow.state == "live", BindingRow.blade_id.in_(chunk)))
+        out.update({r[0]: (r[1], r[2]) for r in rows})
+    return out
 
 
-def _filtered(stmt: S, f: BladeFilter) -> S:
+def _chunks(ids: list[int]) -> Iterable[list[int]]:
+    for i in range(0, len(ids), _CHUNK):
+        yield ids[i:i + _CHUNK]
+
+
+def age_text(seconds: float | None) -> str:
+    """``12s``, ``4m``, ``3h``, ``2d``: how old a sample is, short enough for a table cell."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def latest_health(s: Session, blade_ids: list[int], now: datetime | None = None) -> dict[int, dict[str, Any]]:
+    """The monitor's last sample of each blade: power, health, when, and its age in seconds.
+
+    Health reads as the BMC's own rollup, or ``unreachable`` when the BMC did not answer."""
+    now = now or datetime.now(UTC)
+    out: dict[int, dict[str, Any]] = {}
+    h = BladeHealthRow
+    for chunk in _chunks(blade_ids):
+        newest = select(func.max(h.id)).where(h.blade_id.in_(chunk)).group_by(h.blade_id)
+        for blade_id, at, ok, power, health, detail in s.execute(
+                select(h.blade_id, h.at, h.ok, h.power, h.health, h.detail).where(h.id.in_(newest))):
+            at = at if at.tzinfo else at.replace(tzinfo=UTC)
+            out[blade_id] = {"power": power, "health": health or ("unreachable" if not ok else None),
+                             "healthOk": ok, "healthDetail": detail or None, "healthAt": at.isoformat(),
+                             "healthAge": max(0, int((now - at).total_seconds()))}
+    return out
+
+
+NO_HEALTH = {"power": None, "health": None, "healthOk": None, "healthDetail": None, "healthAt": None,
+             "healthAge": None}
+
+
+def _live() -> Any:
+    return (select(BindingRow.blade_id.label("blade_id"), ProfileRow.tenant.label("ptenant"),
+                   ProfileRow.name.label("pname"))
+            .join(ProfileRow, ProfileRow.id == BindingRow.profile_id).where(BindingRow.state == "live")
+            .subquery("live"))
+
+
+def _filtered(stmt: S, f: BladeFilter, live: Any = None) -> S:
     if f.state:
         stmt = stmt.where(BladeRow.state == f.state)
     if f.chassis:
@@ -51,47 +121,101 @@ def _filtered(stmt: S, f: BladeFilter) -> S:
     if f.name_prefix:
         stmt = stmt.where(BladeRow.name.startswith(f.name_prefix, autoescape=True))
     if f.tenant is not None:
-        live = (select(BindingRow.blade_id).join(ProfileRow, ProfileRow.id == BindingRow.profile_id)
-                .where(BindingRow.state == "live", ProfileRow.tenant == f.tenant))
-        stmt = stmt.where(BladeRow.id.in_(live))
+        in_tenant = (select(BindingRow.blade_id).join(ProfileRow, ProfileRow.id == BindingRow.profile_id)
+                     .where(BindingRow.state == "live", ProfileRow.tenant == f.tenant))
+        stmt = stmt.where(BladeRow.id.in_(in_tenant))
+    if live is not None:
+        if f.search:
+            q = f.search.lower()
+            conds: list[ColumnElement[bool]] = [
+                BladeRow.name.contains(q, autoescape=True), func.lower(BladeRow.chassis).contains(q, autoescape=True),
+                BladeRow.state == q, live.c.pname.contains(q, autoescape=True),
+                live.c.ptenant.contains(q, autoescape=True)]
+            tenant, slash, name = q.partition("/")
+            if slash:
+                conds.append((live.c.ptenant == tenant) & live.c.pname.startswith(name, autoescape=True))
+            stmt = stmt.where(or_(*conds))
+        if f.profile:
+            tenant, slash, name = f.profile.rpartition("/")
+            stmt = stmt.where(live.c.pname == name)
+            if slash:
+                stmt = stmt.where(live.c.ptenant == tenant)
+        if f.bound_tenant:
+            stmt = stmt.where(live.c.ptenant == f.bound_tenant)
     return stmt
+
+
+def _order(sort: str, live: Any) -> list[Any]:
+    b = BladeRow
+    if sort == "state":
+        return [b.state, b.name]
+    if sort == "chassis":
+        return [b.chassis.is_(None), b.chassis, b.slot.is_(None), b.slot, b.name]
+    if sort == "profile":
+        return [live.c.pname.is_(None), live.c.pname, live.c.ptenant, b.name]
+    if sort == "tenant":
+        return [live.c.ptenant.is_(None), live.c.ptenant, live.c.pname, b.name]
+    return [b.name]
 
 
 class Inventory:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def page(self, f: BladeFilter, *, limit: int = 100, after: str | None = None) -> tuple[list[dict[str, Any]],
-                                                                                           str | None, int]:
-        """(blades, cursor of the next page or None, total matching). Column reads, no ORM objects: fast."""
+    def page(self, f: BladeFilter, *, limit: int = 100, after: str | None = None, sort: str = "name",
+             offset: int = 0) -> tuple[list[dict[str, Any]], str | None, int]:
+        """(blades, cursor of the next page or None, total matching). Column reads, no ORM objects: fast.
+
+        Sorted by ``sort`` (:data:`SORTS`); the cursor ``after`` pages a name sort, ``offset``
+        any sort (the cursor is None for other sorts: page by offset and total)."""
+        sort = check_sort(sort)
         b = BladeRow
         cols = (b.id, b.name, b.state, b.driver, b.bmc_address, b.chassis, b.slot, b.cpus, b.memory_gib,
                 b.state_reason)
+        live = _live() if f.joins_bindings or sort in ("profile", "tenant") else None
         with self._store.read() as s:
-            total = s.scalar(_filtered(select(func.count(b.id)), f)) or 0
-            stmt = _filtered(select(*cols), f).order_by(b.name).limit(limit + 1)
-            if after:
+            count = select(func.count(b.id)).select_from(b)
+            if live is not None:
+                count = count.outerjoin(live, live.c.blade_id == b.id)
+            total = s.scalar(_filtered(count, f, live)) or 0
+            stmt = select(*cols).select_from(b)
+            if live is not None:
+                stmt = stmt.outerjoin(live, live.c.blade_id == b.id)
+            stmt = _filtered(stmt, f, live).order_by(*_order(sort, live)).limit(limit + 1)
+            if after and sort == "name":
                 stmt = stmt.where(b.name > after)
+            if offset:
+                stmt = stmt.offset(offset)
             rows = s.execute(stmt).all()
             more = len(rows) > limit
             rows = rows[:limit]
             ids = [r[0] for r in rows]
             nics: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
-            if ids:
+            for chunk in _chunks(ids):
                 n = BladeNicRow
                 for blade_id, name, mac, switch, port in s.execute(
                         select(n.blade_id, n.name, n.mac, SwitchRow.name, n.port)
                         .outerjoin(SwitchRow, SwitchRow.id == n.switch_id)
-                        .where(n.blade_id.in_(ids)).order_by(n.blade_id, n.position)):
+                        .where(n.blade_id.in_(chunk)).order_by(n.blade_id, n.position)):
                     nics[blade_id].append({"name": name, "mac": mac, "switch": switch, "port": port})
             bound = _bound(s, ids)
+            health = latest_health(s, ids)
         items = []
         for bid, name, state, driver, bmc, chassis, slot, cpus, mem, reason in rows:
             got = bound.get(bid)
             items.append({"name": name, "state": state, "driver": driver, "bmc": bmc, "chassis": chassis,
                           "slot": slot, "cpus": cpus, "memoryGiB": mem, "nics": nics[bid],
-                          "profile": f"{got[0]}/{got[1]}" if got else None, "stateReason": reason})
-        return items, (rows[-1][1] if more and rows else None), total
+                          "profile": f"{got[0]}/{got[1]}" if got else None, "tenant": got[0] if got else None,
+                          "stateReason": reason, **health.get(bid, NO_HEALTH)})
+        return items, (rows[-1][1] if more and rows and sort == "name" else None), total
+
+    def health_of(self, name: str) -> dict[str, Any]:
+        """The monitor's last sample of one blade (see :func:`latest_health`)."""
+        with self._store.read() as s:
+            bid = s.scalar(select(BladeRow.id).where(BladeRow.name == name))
+            if bid is None:
+                raise NotFound("blade", name)
+            return latest_health(s, [bid]).get(bid, dict(NO_HEALTH))
 
     def check_visible(self, name: str, tenant: str | None) -> None:
         """NotFound unless the blade exists and (for a tenant) is bound to one of its profiles."""
@@ -125,15 +249,20 @@ class Inventory:
         return {**out, "total": sum(by_state.values()), "byState": by_state}
 
     def rack(self, tenant: str | None = None) -> list[dict[str, Any]]:
-        """Chassis with their blades by slot, for the console's rack view."""
+        """Chassis with their blades by slot, for the console's rack view: each blade's state,
+        profile, and power and health from the monitor's last sample."""
         with self._store.read() as s:
             rows = list(s.execute(_filtered(select(BladeRow.id, BladeRow.name, BladeRow.state, BladeRow.chassis,
                                                    BladeRow.slot), BladeFilter(tenant=tenant))
                                   .order_by(BladeRow.chassis, BladeRow.slot, BladeRow.name)))
-            bound = _bound(s, [r.id for r in rows])
+            ids = [r.id for r in rows]
+            bound = _bound(s, ids)
+            health = latest_health(s, ids)
         chassis: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
             b = bound.get(r.id)
+            h = health.get(r.id, NO_HEALTH)
             chassis.setdefault(r.chassis or "unplaced", []).append(
-                {"name": r.name, "state": r.state, "slot": r.slot, "profile": f"{b[0]}/{b[1]}" if b else None})
+                {"name": r.name, "state": r.state, "slot": r.slot, "profile": f"{b[0]}/{b[1]}" if b else None,
+                 "power": h["power"], "health": h["health"], "healthAge": h["healthAge"]})
         return [{"chassis": c, "blades": blades} for c, blades in chassis.items()]

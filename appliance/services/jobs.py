@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from appliance.domain.placement import Placement
 from appliance.domain.profile import from_dict
@@ -52,6 +52,15 @@ class JobInfo:
     steps: tuple[StepInfo, ...]
     created_at: datetime
     finished_at: datetime | None
+    created_by: str | None = None
+
+    @property
+    def duration(self) -> float:
+        """Seconds from submission to the end (or to now, for a job still going)."""
+        end = self.finished_at or datetime.now(UTC)
+        start = self.created_at if self.created_at.tzinfo else self.created_at.replace(tzinfo=UTC)
+        end = end if end.tzinfo else end.replace(tzinfo=UTC)
+        return max(0.0, (end - start).total_seconds())
 
     @property
     def final(self) -> bool:
@@ -71,13 +80,20 @@ class JobInfo:
                        "result": s.result} for s in self.steps],
             "createdAt": self.created_at.isoformat(),
             "finishedAt": self.finished_at.isoformat() if self.finished_at else None,
+            "createdBy": self.created_by, "durationSeconds": round(self.duration, 3),
         }
+
+
+def duration_text(seconds: float) -> str:
+    """``2.4s``, ``3.5m``: how long a job took, short enough for a table cell."""
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
 
 
 def _info(s: Any, job: JobRow) -> JobInfo:
     steps = tuple(StepInfo(r.idx, r.name, r.state, r.attempts, r.error, r.result) for r in repo.steps(s, job.id))
     return JobInfo(job.id, job.kind, job.subject, job.tenant, job.state, job.step_index, job.step_count,
-                   job.waiting_for, job.error, dict(job.data), steps, job.created_at, job.finished_at)
+                   job.waiting_for, job.error, dict(job.data), steps, job.created_at, job.finished_at,
+                   job.created_by)
 
 
 class JobService:
@@ -173,7 +189,10 @@ class JobService:
                     for e in repo.events_after(s, job_id, after)]
 
     def list(self, *, state: str | None = None, tenant: str | None = None, limit: int = 100,
-             scope: Scope = APPLIANCE) -> list[JobInfo]:
+             scope: Scope = APPLIANCE, kind: str | None = None, profile: str | None = None,
+             blade: str | None = None) -> list[JobInfo]:
+        """Newest first. ``profile`` is NAME or TENANT/NAME; ``blade`` the blade the job chose
+        or was asked for."""
         tenant = scope.listing(tenant)
         with self._store.read() as s:
             stmt = select(JobRow).order_by(JobRow.created_at.desc()).limit(limit)
@@ -181,4 +200,12 @@ class JobService:
                 stmt = stmt.where(JobRow.state == state)
             if tenant:
                 stmt = stmt.where(JobRow.tenant == tenant)
+            if kind:
+                stmt = stmt.where(JobRow.kind == kind)
+            if profile:
+                stmt = stmt.where(JobRow.subject == f"profile {profile}" if "/" in profile
+                                  else JobRow.subject.endswith(f"/{profile}", autoescape=True))
+            if blade:
+                stmt = stmt.where(or_(JobRow.data["blade"].as_string() == blade,
+                                      JobRow.params["blade"].as_string() == blade))
             return [_info(s, j) for j in s.scalars(stmt)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 
 from appliance.domain.pools import make_pool
@@ -50,6 +51,14 @@ class PoolService:
         with self._store.read() as s:
             ids.get_pool(s, name)  # raises NotFound
         raise AssertionError("unreachable")
+
+    def holders(self, name: str, *, limit: int = 500) -> builtins.list[dict[str, str | None]]:
+        """Identities in use from pool ``name`` and the profile holding each (appliance-wide
+        callers only: the profile names are every tenant's)."""
+        with self._store.read() as s:
+            row = ids.get_pool(s, name)
+            return [{"value": v, "tenant": t, "profile": p, "path": path}
+                    for v, t, p, path in ids.holders(s, row.id, limit=limit)]
 
     def delete(self, name: str) -> None:
         with self._store.write() as s:

@@ -7,6 +7,8 @@ whole import back, so a rejected import changes nothing.
 
 from __future__ import annotations
 
+import builtins
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from appliance.domain.identities import IdentityKind
+from appliance.domain.names import NAME_RE
 from appliance.domain.profile import (
     DEFAULT_PARKING_VLAN,
     Profile,
@@ -33,13 +36,14 @@ from appliance.services.scope import Scope
 from appliance.store import Store
 from appliance.store.repos import identities as ids
 from appliance.store.repos import profiles as repo
-from appliance.store.tables import BindingRow, IdentityPoolRow, ProfileRow
+from appliance.store.tables import BindingRow, BladeRow, FailoverDomainRow, IdentityPoolRow, ProfileRow
 
 log = logging.getLogger(__name__)
 
 PROFILE = "ServerProfile"
 TEMPLATE = "ServerProfileTemplate"
 APPLIANCE = Scope.appliance()
+PROFILE_SORTS = ("name", "state", "tenant", "blade")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,8 @@ class ProfileInfo:
     created_at: datetime
     updated_at: datetime
     profile: Profile
+    warnings: tuple[str, ...] = ()   # what an import accepted but the admin should know (missing domain)
+    blade: str | None = None         # the blade it is live on (lists only)
 
 
 def _check_pools(session: Session, profile: Profile) -> list[Issue]:
@@ -83,6 +89,19 @@ def _check_claims(session: Session, profile: Profile, *, own_id: int | None,
             why = "is already in use"
         issues.append(Issue(claim.path, f'"{claim.value}" {why}'))
     return issues
+
+
+def failover_warnings(session: Session, profile: Profile) -> list[str]:
+    """A profile (or template) that names a failover domain which does not exist is accepted,
+    since domains may come later, but it is protected by nothing until then: say so."""
+    fo = profile.spec.failover
+    if fo is None or fo.domain is None or fo.policy == "none":
+        return []
+    if session.scalar(select(FailoverDomainRow.id).where(FailoverDomainRow.name == fo.domain)) is not None:
+        return []
+    return [f"spec.failover.domain: failover domain {fo.domain!r} does not exist; {profile.metadata.tenant}/"
+            f"{profile.metadata.name} is not protected until it is created (anvil failover domain create "
+            f"{fo.domain})"]
 
 
 def _claim_all(session: Session, profile: Profile, row_id: int, *, skip: set[str] = frozenset()) -> None:  # type: ignore[assignment]
@@ -121,11 +140,12 @@ class ProfileService:
         configured one (``Settings.network.parking_vlan``)."""
         return parse_document(data, source=source, content_type=content_type, parking_vlan=parking_vlan)
 
-    def check(self, profile: Profile, *, source: str | None = None, show_holders: bool = True) -> None:
+    def check(self, profile: Profile, *, source: str | None = None, show_holders: bool = True) -> list[str]:
         """What an import would refuse beyond the document: pools that do not exist or hold
         another kind, and (profiles) identities another profile holds. A stored profile of
         the same kind and name counts as the one being replaced. Reads only; raises
-        ValidationError. ``show_holders`` False names no other profile (tenant-scoped callers)."""
+        ValidationError. ``show_holders`` False names no other profile (tenant-scoped callers).
+        Returns what an import would warn about (:func:`failover_warnings`)."""
         kind, tenant, name = profile.kind, profile.metadata.tenant, profile.metadata.name
         with self._store.read() as s:
             issues = _check_pools(s, profile)
@@ -133,18 +153,38 @@ class ProfileService:
                 existing = repo.find(s, kind, tenant, name)
                 issues += _check_claims(s, profile, own_id=existing.id if existing else None,
                                         show_holders=show_holders)
+            warnings = failover_warnings(s, profile)
         if issues:
             raise ValidationError(issues, source=source)
+        return warnings
 
     def get(self, kind: str, tenant: str | None, name: str, *, scope: Scope = APPLIANCE) -> ProfileInfo:
         """The profile or template ``name`` in ``scope``'s tenant (``tenant`` for an unscoped scope)."""
         with self._store.read() as s:
             return _info(s, lookup.profile_row(s, scope, name, kind=kind, tenant=tenant))
 
-    def list(self, *, kind: str | None = None, tenant: str | None = None, scope: Scope = APPLIANCE
-             ) -> list[ProfileInfo]:
+    def list(self, *, kind: str | None = None, tenant: str | None = None, scope: Scope = APPLIANCE,
+             search: str | None = None, state: str | None = None, blade: str | None = None,
+             sort: str = "tenant") -> list[ProfileInfo]:
+        """Profiles and templates in sight, each with the blade it is live on. ``search`` is
+        text in the name, tenant, state or blade; ``sort`` one of :data:`PROFILE_SORTS`
+        (tenant: by tenant, then name)."""
+        if sort not in PROFILE_SORTS:
+            raise ValidationError([Issue("sort", f"{sort!r} is not one of {', '.join(PROFILE_SORTS)}")])
         with self._store.read() as s:
-            return [_info(s, r) for r in repo.list_rows(s, kind=kind, tenant=scope.listing(tenant))]
+            rows = repo.list_rows(s, kind=kind, tenant=scope.listing(tenant))
+            blades = dict(s.execute(select(BindingRow.profile_id, BladeRow.name)
+                                    .join(BladeRow, BladeRow.id == BindingRow.blade_id)
+                                    .where(BindingRow.state == "live")).all())
+            infos = [dataclasses.replace(_info(s, r), blade=blades.get(r.id)) for r in rows]
+        q = (search or "").lower()
+        infos = [i for i in infos
+                 if (not state or i.state == state) and (not blade or i.blade == blade)
+                 and (not q or any(q in (v or "") for v in (i.name, i.tenant, i.state, i.blade))
+                      or q == f"{i.tenant}/{i.name}")]
+        if sort != "tenant":
+            infos.sort(key=lambda i: (getattr(i, sort) is None, getattr(i, sort) or "", i.tenant, i.name))
+        return infos
 
     def export(self, kind: str, tenant: str, name: str, fmt: str) -> str:
         profile = self.get(kind, tenant, name).profile
@@ -181,7 +221,7 @@ class ProfileService:
                 _claim_all(s, profile, row.id)
             s.flush()
             log.info("imported %s %s/%s", kind, tenant, name)
-            return _info(s, row)
+            return dataclasses.replace(_info(s, row), warnings=tuple(failover_warnings(s, profile)))
 
     def delete(self, kind: str, tenant: str | None, name: str, *, scope: Scope = APPLIANCE) -> None:
         with self._store.write() as s:
@@ -211,25 +251,56 @@ class ProfileService:
     def instantiate(self, template: str, name: str, *, tenant: str | None = None,
                     scope: Scope = APPLIANCE) -> ProfileInfo:
         """Create profile ``name`` from a template, allocating its pool identities."""
+        return self.instantiate_many(template, [name], tenant=tenant, scope=scope)[0]
+
+    def instantiate_many(self, template: str, names: builtins.list[str], *, tenant: str | None = None,
+                         scope: Scope = APPLIANCE) -> builtins.list[ProfileInfo]:
+        """Create profiles ``names`` from a template in one transaction: all of them, or (any
+        name taken, a pool exhausted) none."""
+        if not names:
+            raise ValidationError([Issue("names", "give at least one profile name")], source=f"template {template}")
+        if len(names) > MAX_INSTANTIATE:
+            raise ValidationError([Issue("names", f"{len(names)} profiles at once; at most {MAX_INSTANTIATE}")],
+                                  source=f"template {template}")
+        bad = [Issue(f"names[{i}]", f"{n!r} is not a lowercase name (a-z, 0-9, '-')")
+               for i, n in enumerate(names) if not NAME_RE.match(n)]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            bad.append(Issue("names", f"{', '.join(dup)} given twice"))
+        if bad:
+            raise ValidationError(bad, source=f"template {template}")
         with self._store.write() as s:
-            trow = lookup.profile_row(s, scope, template, kind=TEMPLATE, tenant=tenant)
-            tenant = trow.tenant
-            tpl = from_dict(trow.document)
-            if repo.find(s, PROFILE, tenant, name) is not None:
-                raise Conflict(f"profile {tenant}/{name} already exists")
-            doc = to_dict(tpl)
-            doc["kind"] = PROFILE
-            doc["metadata"] = {**doc["metadata"], "name": name}
-            profile = from_dict(doc, source=f"template {template}")
-            issues = _check_pools(s, profile) + _check_claims(s, profile, own_id=None)
-            if issues:
-                raise ValidationError(issues, source=f"template {template}")
-            row = repo.insert(s, PROFILE, tenant, name, to_dict(profile))
-            allocated = {ref.path for ref in pool_refs(profile)}
-            done = self.allocate_pool_identities(s, row)
-            _claim_all(s, done, row.id, skip=allocated)
-            s.flush()
-            return _info(s, row)
+            return [self._instantiate(s, template, name, tenant=tenant, scope=scope) for name in names]
+
+    def _instantiate(self, s: Session, template: str, name: str, *, tenant: str | None, scope: Scope
+                     ) -> ProfileInfo:
+        trow = lookup.profile_row(s, scope, template, kind=TEMPLATE, tenant=tenant)
+        tenant = trow.tenant
+        tpl = from_dict(trow.document)
+        if repo.find(s, PROFILE, tenant, name) is not None:
+            raise Conflict(f"profile {tenant}/{name} already exists")
+        doc = to_dict(tpl)
+        doc["kind"] = PROFILE
+        doc["metadata"] = {**doc["metadata"], "name": name}
+        profile = from_dict(doc, source=f"template {template}")
+        issues = _check_pools(s, profile) + _check_claims(s, profile, own_id=None)
+        if issues:
+            raise ValidationError(issues, source=f"template {template}")
+        row = repo.insert(s, PROFILE, tenant, name, to_dict(profile))
+        allocated = {ref.path for ref in pool_refs(profile)}
+        done = self.allocate_pool_identities(s, row)
+        _claim_all(s, done, row.id, skip=allocated)
+        s.flush()
+        return _info(s, row)
+
+
+MAX_INSTANTIATE = 100
+
+
+def numbered(prefix: str, count: int, *, start: int = 1) -> list[str]:
+    """``kvm-`` and 3 → kvm-01, kvm-02, kvm-03 (wider numbers when count needs them)."""
+    width = max(2, len(str(start + count - 1)))
+    return [f"{prefix}{i:0{width}d}" for i in range(start, start + count)]
 
 
 def resolve_kind(word: str) -> str:

@@ -12,6 +12,10 @@ pools granted to it. A pool granted to a tenant reserves its blades for that ten
 placement from ``spares`` for another tenant's profile skips them
 (:func:`reserved_for_others`).
 
+Names that are not found come with a suggestion drawn only from what the caller sees
+(:func:`profile_hint`, :func:`blade_hint`, :func:`pool_hint`): "did you mean web-02?"
+among its own names, and "web-01 exists in tenant acme" only for an unscoped caller.
+
 Idempotency keys belong to the caller that sent them (its principal, within its tenant):
 :func:`idempotency_digest` is what the store keeps, and :func:`request_digest` what the
 key was used for, so a reused key with another request is refused, never answered with
@@ -22,12 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from appliance.domain.suggest import close_names, did_you_mean, elsewhere
 from appliance.errors import IdempotencyMismatch, NotFound
 from appliance.store.tables import (
     BindingRow,
@@ -88,8 +94,31 @@ def profile_row(s: Session, scope: Scope, name: str, *, kind: str = PROFILE, ten
         stmt = stmt.with_for_update()
     row = s.scalar(stmt)
     if row is None:
-        raise NotFound(_LABEL.get(kind, kind), name, tenant=home)
+        raise NotFound(_LABEL.get(kind, kind), name, tenant=home, hint=profile_hint(s, scope, name, kind, home))
     return row
+
+
+SUGGEST_SCAN = 10_000    # names read to find a suggestion (the appliance's scale target)
+
+
+def profile_hint(s: Session, scope: Scope, name: str, kind: str, home: str) -> str | None:
+    """Where else ``name`` is (other tenants: unscoped callers only), else close names in
+    ``home`` (the caller's own tenant for a scoped caller), else a close tenant name."""
+    if scope.unscoped:
+        found = elsewhere(name, sorted(s.scalars(select(ProfileRow.tenant).where(
+            ProfileRow.kind == kind, ProfileRow.name == name, ProfileRow.tenant != home))))
+        if found:
+            return found
+    if not scope.sees(home):
+        return None
+    names = list(s.scalars(select(ProfileRow.name).where(ProfileRow.kind == kind, ProfileRow.tenant == home)
+                           .limit(SUGGEST_SCAN)))
+    close = did_you_mean(close_names(name, names))
+    if close or names or not scope.unscoped:
+        return close
+    tenants = close_names(home, s.scalars(select(ProfileRow.tenant).distinct().limit(SUGGEST_SCAN)))
+    return f"tenant {home} has no {_LABEL.get(kind, kind)}s; did you mean tenant {' or '.join(tenants)}?" \
+        if tenants else None
 
 
 # -- blades ----------------------------------------------------------------------------
@@ -106,8 +135,16 @@ def blade_row(s: Session, scope: Scope, name: str) -> BladeRow:
         stmt = stmt.where(BladeRow.id.in_(_tenant_blades(scope.tenant)))
     row = s.scalar(stmt)
     if row is None:
-        raise NotFound("blade", name)
+        raise NotFound("blade", name, hint=blade_hint(s, scope, name))
     return row
+
+
+def blade_hint(s: Session, scope: Scope, name: str) -> str | None:
+    """Close names among the blades the caller sees."""
+    stmt = select(BladeRow.name).limit(SUGGEST_SCAN)
+    if scope.tenant is not None:
+        stmt = stmt.where(BladeRow.id.in_(_tenant_blades(scope.tenant)))
+    return did_you_mean(close_names(name, s.scalars(stmt)))
 
 
 # -- blade pools ----------------------------------------------------------------------------
@@ -116,8 +153,15 @@ def pool_row(s: Session, scope: Scope, name: str) -> BladePoolRow:
     """A stored blade pool in sight: every pool for the appliance, a tenant's own grants for a tenant."""
     row = s.scalar(select(BladePoolRow).where(BladePoolRow.name == name))
     if row is None or not scope.sees(row.tenant):
-        raise NotFound("blade pool", name)
+        raise NotFound("blade pool", name, hint=pool_hint(s, scope, name))
     return row
+
+
+def pool_hint(s: Session, scope: Scope, name: str) -> str | None:
+    """Close names among the blade pools the caller sees (``spares`` included)."""
+    seen = [DEFAULT_POOL, *(n for n, t in s.execute(select(BladePoolRow.name, BladePoolRow.tenant))
+                            if scope.sees(t))]
+    return did_you_mean(close_names(name, seen))
 
 
 def reserved_for_others(s: Session, tenant: str | None) -> set[str]:
@@ -143,8 +187,21 @@ def pool_members(s: Session, scope: Scope, pool: str) -> set[str] | None:
 
 # -- jobs and failovers -----------------------------------------------------------------
 
+JOB_PREFIX = re.compile(r"[0-9a-f]{8}[0-9a-f-]{0,27}")
+
+
 def job_row(s: Session, scope: Scope, job_id: str) -> JobRow:
+    """The job ``job_id``, or the one job in sight whose id starts with it (8 or more hex digits,
+    as lists show them); an ambiguous prefix is NotFound, naming how to tell them apart."""
     row = s.get(JobRow, job_id) if len(job_id) <= 36 else None
+    if row is None and len(job_id) < 36 and JOB_PREFIX.fullmatch(job_id):
+        stmt = select(JobRow).where(JobRow.id.startswith(job_id)).limit(2)
+        if scope.tenant is not None:   # only the caller's own jobs can match: nothing to learn of others
+            stmt = stmt.where(JobRow.tenant == scope.tenant)
+        found = list(s.scalars(stmt))
+        if len(found) > 1:
+            raise NotFound("job", job_id, hint="several jobs start with it; give more of the id")
+        row = found[0] if found else None
     if row is None or not scope.sees(row.tenant):
         raise NotFound("job", job_id)
     return row

@@ -20,11 +20,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from appliance.domain.names import NAME_RE
+from appliance.domain.suggest import close_names, did_you_mean
 from appliance.drivers.errors import BadSettings
 from appliance.drivers.protocols import Secret, SwitchRef
 from appliance.drivers.registry import switch_driver_for_address
 from appliance.errors import Conflict, Issue, NotFound, ValidationError
 from appliance.secrets import SecretBox
+from appliance.services import scope as lookup
+from appliance.services.scope import Scope
 from appliance.store import Store
 from appliance.store.tables import BladeNicRow, BladeRow, SwitchRow
 
@@ -161,7 +164,7 @@ class SwitchService:
             sw = self._row(s, switch)
             blade_id = s.scalar(select(BladeRow.id).where(BladeRow.name == blade))
             if blade_id is None:
-                raise NotFound("blade", blade)
+                raise NotFound("blade", blade, hint=lookup.blade_hint(s, Scope.appliance(), blade))
             nics = list(s.scalars(select(BladeNicRow).where(BladeNicRow.blade_id == blade_id)))
             row = next((n for n in nics if n.name == nic), None) or next(
                 (n for n in nics if n.mac == nic.lower()), None)
@@ -200,5 +203,6 @@ class SwitchService:
     def _row(session: Session, name: str) -> SwitchRow:
         row = session.scalar(select(SwitchRow).where(SwitchRow.name == name))
         if row is None:
-            raise NotFound("switch", name)
+            raise NotFound("switch", name, hint=did_you_mean(close_names(
+                name, session.scalars(select(SwitchRow.name)))))
         return row

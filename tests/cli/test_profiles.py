@@ -123,3 +123,21 @@ def test_the_parking_vlan_refused_is_the_configured_one(anvil: Anvil, anvil_env:
     moved = tmp_path / "web-01.yaml"
     moved.write_text((EXAMPLES / "web-01.yaml").read_text().replace("native: 100", "native: 4094"))
     anvil("profile", "import", str(moved))   # 4094 is a VLAN like any other once it is not the parking one
+
+
+def test_a_name_in_another_tenant_is_pointed_at_and_a_missing_failover_domain_is_warned_of(anvil: Anvil) -> None:
+    res = anvil("profile", "import", str(EXAMPLES / "web-01.yaml"))
+    assert res.err.strip() == (f"anvil: warning: {EXAMPLES / 'web-01.yaml'}: spec.failover.domain: failover domain "
+                               "'prod-web' does not exist; acme/web-01 is not protected until it is created (anvil "
+                               "failover domain create prod-web)")
+    missing = anvil("profile", "export", "web-01", check=False)
+    assert missing.code == 1
+    assert missing.err.strip() == ("anvil: error: profile 'web-01' not found in tenant 'default'; web-01 exists in "
+                                   "tenant acme")
+    typo = anvil("profile", "show", "web01", "--tenant", "acme", check=False)
+    assert typo.err.strip().endswith("did you mean web-01?")
+    listed = anvil("profile", "list", "--tenant", "acm")
+    assert "no tenant 'acm'; did you mean acme?" in listed.err
+    anvil("failover", "domain", "create", "prod-web")
+    checked = anvil("profile", "validate", str(EXAMPLES / "web-01.yaml"), str(EXAMPLES / "db-01.yaml"))
+    assert "prod-web" not in checked.err and "failover domain 'prod-db' does not exist" in checked.err

@@ -15,7 +15,7 @@ from appliance.drivers.protocols import BootDevice, BootMode, BootSetting, Power
 from appliance.secrets import SecretBox
 from appliance.services.audit import record_action
 from appliance.services.blades import BladeService, Enrollment, NicSpec
-from appliance.services.inventory import BladeFilter, Inventory
+from appliance.services.inventory import SORTS, BladeFilter, Inventory
 from appliance.services.switches import SwitchService
 
 
@@ -29,16 +29,22 @@ async def _visible(request: web.Request, name: str) -> None:
 
 async def list_blades(request: web.Request) -> web.Response:
     f = BladeFilter(state=query(request, "state"), chassis=query(request, "chassis"),
-                    name_prefix=query(request, "prefix"), tenant=caller(request).tenant)
+                    name_prefix=query(request, "prefix"), tenant=tenant_filter(request),
+                    search=query(request, "search"), profile=query(request, "profile"))
     items, nxt, total = await asyncio.to_thread(Inventory(request.app[STORE]).page, f,
-                                                limit=query(request, "limit") or 100, after=query(request, "after"))
+                                                limit=query(request, "limit") or 100, after=query(request, "after"),
+                                                sort=query(request, "sort") or "name",
+                                                offset=query(request, "offset") or 0)
     return web.json_response({"items": items, "next": nxt, "total": total})
 
 
 def _detail(request: web.Request, name: str) -> dict[str, Any]:
     info = BladeService(request.app[STORE], _box(request)).get(name).public()
     info.pop("createdAt", None)
-    info["profile"] = Inventory(request.app[STORE]).bound_profile(name)
+    inv = Inventory(request.app[STORE])
+    info["profile"] = inv.bound_profile(name)
+    info["tenant"] = info["profile"].partition("/")[0] if info["profile"] else None
+    info.update(inv.health_of(name))
     return info
 
 
@@ -141,7 +147,15 @@ OPS = [
     Op("GET", "/blades", list_blades, "List blades, a page at a time", "blades", params=(
         Param("state", {"type": "string", "maxLength": 32}), Param("chassis", {"type": "string", "maxLength": 63}),
         Param("prefix", {"type": "string", "maxLength": 63}, description="names starting with this"),
+        Param("search", {"type": "string", "maxLength": 127},
+              description="text in the name, chassis, state, bound profile or its tenant"),
+        Param("profile", {"type": "string", "maxLength": 127}, description="bound to this profile (NAME or "
+              "TENANT/NAME)"),
+        Param("tenant", {"type": "string", "maxLength": 63}, description="bound to a profile of this tenant"),
+        Param("sort", {"enum": list(SORTS)}, description="name (default: pages by `after`), or state, chassis, "
+              "profile, tenant (pages by `offset`)"),
         Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+        Param("offset", {"type": "integer", "minimum": 0, "maximum": 1000000}),
         Param("after", {"type": "string", "maxLength": 63}, description="the `next` cursor of the previous page")),
        responses={200: (OK, sc.page_of(sc.BLADE, cursor=True))}),
     Op("POST", "/blades", enroll, "Enrol a blade", "blades", role="admin", appliance_wide=True, body=sc.ENROLL,

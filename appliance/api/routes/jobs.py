@@ -61,7 +61,8 @@ async def get_job(request: web.Request) -> web.Response:
 async def list_jobs(request: web.Request) -> web.Response:
     infos = await asyncio.to_thread(JobService(request.app[STORE]).list, state=query(request, "state"),
                                     tenant=query(request, "tenant"), limit=query(request, "limit") or 100,
-                                    scope=scope_of(request))
+                                    scope=scope_of(request), kind=query(request, "kind"),
+                                    profile=query(request, "profile"), blade=query(request, "blade"))
     return web.json_response({"items": [i.public() for i in infos], "total": len(infos)})
 
 
@@ -120,6 +121,10 @@ OPS = [
        responses={202: ("Accepted: the job", sc.JOB)}),
     Op("GET", "/jobs", list_jobs, "Recent jobs, newest first", "jobs", params=(
         Param("state", {"type": "string", "maxLength": 32}), Param("tenant", {"type": "string", "maxLength": 63}),
+        Param("kind", {"type": "string", "maxLength": 32}, description="stamp, unstamp, failover…"),
+        Param("profile", {"type": "string", "maxLength": 127}, description="NAME or TENANT/NAME"),
+        Param("blade", {"type": "string", "maxLength": 63}, description="the blade the job chose or was asked "
+              "for"),
         Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000})),
        responses={200: ("OK", sc.page_of(sc.JOB))}),
     Op("GET", "/jobs/{id}", get_job, "Show a job with its steps", "jobs", params=(IDP,),

@@ -16,7 +16,7 @@ from appliance.domain.profile import Profile, to_dict, to_xml, to_yaml
 from appliance.errors import Issue, ValidationError
 from appliance.services.inventory import Inventory
 from appliance.services.jobs import JobService
-from appliance.services.profiles import PROFILE, TEMPLATE, ProfileInfo, ProfileService
+from appliance.services.profiles import PROFILE, PROFILE_SORTS, TEMPLATE, ProfileInfo, ProfileService
 
 YAML = "application/yaml"
 XML = "application/xml"
@@ -27,12 +27,16 @@ def summary(info: ProfileInfo) -> dict[str, Any]:
     spec = info.profile.spec
     return {"name": info.name, "tenant": info.tenant, "kind": "template" if info.kind == TEMPLATE else "profile",
             "state": info.state, "boot": spec.boot.source.type if spec.boot is not None else None,
-            "identities": len(info.identities), "updated": info.updated_at.isoformat(timespec="seconds")}
+            "identities": len(info.identities), "updated": info.updated_at.isoformat(timespec="seconds"),
+            "blade": info.blade}
 
 
 def detail(info: ProfileInfo) -> dict[str, Any]:
-    return {**summary(info), "document": to_dict(info.profile),
-            "heldIdentities": [{"path": p, "kind": k, "value": v} for p, k, v in info.identities]}
+    out = {**summary(info), "document": to_dict(info.profile),
+           "heldIdentities": [{"path": p, "kind": k, "value": v} for p, k, v in info.identities]}
+    if info.warnings:
+        out["warnings"] = list(info.warnings)
+    return out
 
 
 def _document(request: web.Request) -> tuple[bytes | str, str]:
@@ -65,10 +69,9 @@ def _negotiate(request: web.Request, info: ProfileInfo) -> web.Response:
 def _lister(kind: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
         infos = await asyncio.to_thread(ProfileService(request.app[STORE]).list, kind=kind,
-                                        tenant=query(request, "tenant"), scope=scope_of(request))
-        state = query(request, "state")
-        if state:
-            infos = [i for i in infos if i.state == state]
+                                        tenant=query(request, "tenant"), scope=scope_of(request),
+                                        state=query(request, "state"), search=query(request, "search"),
+                                        blade=query(request, "blade"), sort=query(request, "sort") or "tenant")
         offset, limit = query(request, "offset") or 0, query(request, "limit") or 100
         return web.json_response({"items": [summary(i) for i in infos[offset:offset + limit]], "total": len(infos)})
     return handler
@@ -125,10 +128,10 @@ async def validate(request: web.Request) -> web.Response:
     """As an import would check it: the document, then the pools it names and the identities
     other profiles hold (a tenant-scoped caller is not told which profile holds one)."""
     p = await _parse(request)
-    await asyncio.to_thread(ProfileService(request.app[STORE]).check, p, source="body",
-                            show_holders=caller(request).tenant is None)
+    warnings = await asyncio.to_thread(ProfileService(request.app[STORE]).check, p, source="body",
+                                       show_holders=caller(request).tenant is None)
     return web.json_response({"valid": True, "kind": p.kind, "name": p.metadata.name, "tenant": p.metadata.tenant,
-                              "checked": ["document", "store"]})
+                              "checked": ["document", "store"], "warnings": warnings})
 
 
 async def dry_run(request: web.Request) -> web.Response:
@@ -167,11 +170,16 @@ NAMEP = Param("name", {"type": "string", "minLength": 1, "maxLength": 63}, "path
 TENANTQ = Param("tenant", {"type": "string", "maxLength": 63},
                 description="the tenant the name resolves in (unscoped callers; default 'default')")
 PAGE = (Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
-        Param("offset", {"type": "integer", "minimum": 0, "maximum": 1000000}))
+        Param("offset", {"type": "integer", "minimum": 0, "maximum": 1000000}),
+        Param("search", {"type": "string", "maxLength": 127}, description="text in the name, tenant, state or "
+              "blade"),
+        Param("sort", {"enum": list(PROFILE_SORTS)}, description="tenant (default: tenant, then name), name, "
+              "state or blade"))
 DOC_RESPONSES: dict[int, tuple[str, ...]] = {200: DOC_TYPES}
 OPS = [
     Op("GET", "/profiles", _lister(PROFILE), "List profiles", "profiles",
-       params=(TENANTQ, Param("state", {"type": "string", "maxLength": 32}), *PAGE),
+       params=(TENANTQ, Param("state", {"type": "string", "maxLength": 32}),
+               Param("blade", {"type": "string", "maxLength": 63}, description="live on this blade"), *PAGE),
        responses={200: (OK, sc.page_of(sc.PROFILE))}),
     Op("POST", "/profiles", create, "Import a profile or template (JSON, YAML or XML)", "profiles",
        role="operator", params=(Param("replace", {"type": "boolean"}),), body={"type": "object"},

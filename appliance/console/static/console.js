@@ -9,6 +9,8 @@
     o.headers = Object.assign({ "Accept": "application/json", "X-CSRF-Token": csrf }, (opts || {}).headers || {});
     return fetch("/api/v1" + path, o);
   };
+  const ageText = (s) => s >= 86400 ? Math.floor(s / 86400) + "d" : s >= 3600 ? Math.floor(s / 3600) + "h"
+    : s >= 60 ? Math.floor(s / 60) + "m" : s + "s";
   const el = (tag, attrs, text) => { const e = document.createElement(tag); Object.assign(e, attrs || {}); if (text !== undefined) e.textContent = text; return e; };
 
   document.querySelectorAll("form[data-confirm]").forEach((form) => {
@@ -33,6 +35,12 @@
             slot.dataset.state = b.state; slot.querySelector(".bstate").textContent = b.state;
           }
           slot.querySelector(".bprof").textContent = b.profile || "";
+          const power = slot.querySelector(".bpower");
+          if (power) { power.dataset.power = b.power || ""; power.textContent = b.power ? "power " + b.power : "power ?"; }
+          const health = slot.querySelector(".bhealth");
+          if (health) health.textContent = b.health || "no sample";
+          const age = slot.querySelector(".bage");
+          if (age && b.healthAge !== null) age.textContent = ageText(b.healthAge);
           slot.title = b.name + ": " + b.state + (b.profile ? " (" + b.profile + ")" : "");
         }
         document.getElementById("rack-updated").textContent = "updated " + new Date().toLocaleTimeString();
@@ -65,6 +73,11 @@
           const badge = row.querySelector(".jstate"); badge.textContent = j.state; badge.className = "badge job-" + j.state + " jstate";
           const bar = row.querySelector("progress"); bar.max = j.progress.of; bar.value = j.steps.filter((s) => s.state === "done").length;
           row.querySelector(".jblade").textContent = j.blade || "–";
+          const why = row.querySelector(".jwhy");
+          if (why) why.textContent = j.error || (["succeeded", "failed", "rolled_back", "cancelled"].includes(j.state) ? "–"
+            : (j.progress.current || "") + (j.progress.waitingFor ? ", waiting for " + j.progress.waitingFor : ""));
+          const t = row.querySelector(".jtook");
+          if (t) t.textContent = j.durationSeconds < 120 ? j.durationSeconds.toFixed(1) + "s" : (j.durationSeconds / 60).toFixed(1) + "m";
         }
       } catch (e) { /* next time */ }
     }, 2000);
@@ -95,14 +108,20 @@
     src.addEventListener("end", () => src.close());
   }
 
-  // Profile page: dry run shows the chosen blade and every rejected one with the reason.
+  // Profile page: the dry run shows the chosen blade and every rejected one with the reason. It runs
+  // whenever the target changes: Assign is enabled only when it found a blade, and the
+  // confirmation names that blade.
   const dry = document.getElementById("dry-run-button");
   if (dry) {
-    dry.addEventListener("click", async () => {
-      const target = document.getElementById("target").value;
+    const form = document.getElementById("assign-form");
+    const assign = document.getElementById("assign-button");
+    const select = document.getElementById("target");
+    const run = async () => {
+      const target = select.value;
       const body = { tenant: dry.dataset.tenant };
       if (target.startsWith("blade:")) body.blade = target.slice(6); else body.pool = target.slice(5);
       const out = document.getElementById("dry-run"); out.textContent = "checking…";
+      assign.disabled = true;
       const r = await api("/profiles/" + encodeURIComponent(dry.dataset.profile) + "/dry-run",
         { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
       const j = await r.json(); out.textContent = "";
@@ -113,7 +132,13 @@
         for (const x of j.rejected) ul.appendChild(el("li", {}, x.blade + ": " + x.reason));
         out.appendChild(el("p", {}, "Rejected:")); out.appendChild(ul);
       }
-    });
+      if (j.best) {
+        assign.disabled = false;
+        form.dataset.confirm = "Stamp " + form.dataset.profileLabel + " onto blade " + j.best + "?";
+      }
+    };
+    dry.addEventListener("click", run);
+    select.addEventListener("change", run);
   }
 
   // Import form: "Check" validates without importing and lists problems with their lines.

@@ -381,6 +381,19 @@ def _fenced(ctx: StepContext, blade: str | None, method: FenceMethod, reason: st
 # ---- choose a spare --------------------------------------------------------------------------
 
 
+def _fitting(s: Session, row: Any, pool: str) -> list[str]:
+    """Spare blades of ``pool`` the failover's profile fits on, best first (as placement ranks them)."""
+    from appliance.domain.placement import place
+    from appliance.domain.profile import from_dict
+    from appliance.services.placement import requirements
+
+    prow = s.get(ProfileRow, row.profile_id) if row.profile_id is not None else None
+    if prow is None:
+        return []
+    found = [c for c in candidates(s, pool=pool, tenant=row.tenant) if c.bound_to is None]
+    return list(place(requirements(from_dict(prow.document)), found).chosen)
+
+
 async def choose_spare(ctx: StepContext) -> dict[str, Any]:
     key = f"{ctx.params['tenant']}/{ctx.params['profile']}"
     deadline = time.monotonic() + WAIT_FOREVER
@@ -393,14 +406,16 @@ async def choose_spare(ctx: StepContext) -> dict[str, Any]:
             plan = plan_for_domain(s, row.domain)
             blade = plan.blade_for(key)
             if row.drill and blade is not None:
-                free = [c.name for c in candidates(s, pool=str(ctx.params.get("pool") or "spares"))
-                        if c.bound_to is None and c.state == BladeState.SPARE]
+                # Only blades of the domain's pool that meet the profile's requirements, best
+                # first, and none the plan gives another profile.
+                others = {a.blade for a in plan.assignments if a.profile != key}
+                fits = [b for b in _fitting(s, row, str(ctx.params.get("pool") or "spares")) if b not in others]
                 wanted = ctx.params.get("to")
-                if wanted and wanted in free:
+                if wanted and wanted in fits:
                     blade = wanted      # moving back: the blade the drill came from, free again
                 elif blade == row.from_blade:
                     # A drill must really move: never "back" onto the blade it just left.
-                    blade = next((b for b in free if b != row.from_blade), None)
+                    blade = next((b for b in fits if b != row.from_blade), None)
             if blade is not None:
                 advance_record(row, FailoverState.MOVING, to_blade=blade,
                                event=FailoverEvent.SPARE_CHOSEN.value, detail=blade)

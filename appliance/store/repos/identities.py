@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from appliance.domain.identities import IdentityKind
 from appliance.domain.pools import PoolSpec
+from appliance.domain.suggest import close_names, did_you_mean
 from appliance.errors import Conflict, NotFound, PoolExhausted
 from appliance.store.tables import IdentityPoolRow, IdentityRow, ProfileRow
 
@@ -46,8 +47,9 @@ def get_pool(session: Session, name: str, *, lock: bool = False) -> IdentityPool
     if lock:
         stmt = stmt.with_for_update()
     row = session.scalar(stmt)
-    if row is None:
-        raise NotFound("identity pool", name)
+    if row is None:   # identity pools are the appliance's: every caller sees their names
+        raise NotFound("identity pool", name, hint=did_you_mean(close_names(
+            name, session.scalars(select(IdentityPoolRow.name)))))
     return row
 
 
@@ -65,6 +67,15 @@ def list_pools(session: Session) -> list[tuple[IdentityPoolRow, int]]:
         .order_by(IdentityPoolRow.name)
     ).all()
     return [(r[0], int(r[1])) for r in rows]
+
+
+def holders(session: Session, pool_id: int, *, limit: int) -> list[tuple[str, str | None, str | None, str | None]]:
+    """(value, tenant, profile, path) of identities allocated from a pool, in pool order."""
+    rows = session.execute(
+        select(IdentityRow.value, ProfileRow.tenant, ProfileRow.name, IdentityRow.path)
+        .outerjoin(ProfileRow, ProfileRow.id == IdentityRow.profile_id)
+        .where(IdentityRow.pool_id == pool_id).order_by(IdentityRow.offset).limit(limit)).all()
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 
 def delete_pool(session: Session, name: str) -> None:

@@ -248,6 +248,29 @@ async def test_drill_moves_a_profile_out_and_back_and_leaves_the_blades_in_servi
 
 
 @pytest.mark.timeout(240)
+async def test_a_drill_moves_only_to_a_blade_of_the_domains_pool_that_fits(tmp_path: Path) -> None:
+    from appliance.services.blade_pools import BladePoolService
+
+    async with InprocRig(tmp_path, chassis=[4], engine=fast_engine()) as rig:
+        with rig.store.write() as s:       # b001 too small for the profile; b003 outside the domain's pool
+            for row in s.scalars(select(BladeRow)):
+                row.memory_gib = 64 if row.name == "b001" else 256
+        BladePoolService(rig.store).create("big")
+        BladePoolService(rig.store).add("big", ("b001", "b002", "b004"))
+        FailoverService(rig.store, rig.box).create_domain("prod", spare_pool="big")
+        doc = PROFILE.format(name="web", n=1, priority=1).replace("minCpus: 8,", "minCpus: 8, minMemoryGiB: 128,")
+        ProfileService(rig.store).import_document(doc)
+        jobs = JobService(rig.store)
+        jobs.submit_assign("web", tenant="ops", blade="b002")
+        await rig.until("web active", lambda: all_active(rig, ["web"]), 60)
+        failover_id, _ = jobs.submit_failover("web", tenant="ops", drill=True, reason="drill out")
+        done = await rig.until("drill out", lambda: (lambda f: f if f.final else None)(
+            FailoverService(rig.store).get_failover(failover_id)), 90)
+        assert (done.state, done.from_blade, done.to_blade) == ("succeeded", "b002", "b004"), done.reason
+        await nothing_ran_twice(rig)
+
+
+@pytest.mark.timeout(240)
 async def test_restart_policy_power_cycles_the_same_blade_first(tmp_path: Path) -> None:
     async with InprocRig(tmp_path, chassis=[2], engine=fast_engine(), monitor=MONITOR) as rig:
         FailoverService(rig.store, rig.box).create_domain("prod")
