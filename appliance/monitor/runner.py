@@ -160,6 +160,9 @@ class Monitor:
                 await self.events.refresh(w.blade for w in watched)
             except Exception:  # subscriptions are a shortcut; polling goes on without them
                 log.exception("refreshing BMC event subscriptions failed")
+        # Every BMC's details read and decrypted off the event loop, in bulk: probing 10,000 blades
+        # would otherwise read and decrypt 10,000 rows on the loop (seconds of stall per pass).
+        await asyncio.to_thread(self.hw.prefetch, [w.blade for w in watched])
         gate = asyncio.Semaphore(self.settings.concurrency)
 
         async def one(w: Watched) -> Verdict:

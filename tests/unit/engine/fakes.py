@@ -46,6 +46,9 @@ class FakeHardware:
     def bmc(self, blade: str) -> tuple[FakeBmcDriver, Bmc]:
         return self.bmcs, Bmc(blade=blade, address=f"fake://{blade}", username="u", password=Secret("p"))
 
+    def prefetch(self, blades: list[str]) -> None:
+        pass
+
     def switch(self, name: str) -> tuple[FakeSwitch, SwitchRef]:
         return self.sw, SwitchRef(name=name, address="fake://sw")
 
