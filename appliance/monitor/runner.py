@@ -85,6 +85,9 @@ def monitor_settings(settings: Settings, api_url: str = "") -> MonitorSettings:
                            policy=DetectorPolicy(fail_after=m.fail_after, recover_after=m.recover_after))
 
 
+BREATHE_EVERY = 0.005   # s of work a long loop does before giving the event loop a turn
+
+
 @dataclass(frozen=True, slots=True)
 class Watched:
     """A blade as one pass sees it: what runs on it, and whether that is protected."""
@@ -123,6 +126,15 @@ class Monitor:
         base = self.settings.event_base_url
         self.events = EventSubscriptions(store, hw, base) if base else None
         self._confirming: dict[str, asyncio.Task[None]] = {}
+        self._breathed = 0.0
+
+    async def _breathe(self) -> None:
+        """Give the event loop a turn once ``BREATHE_EVERY`` of work went by without one: loops
+        over 10,000 blades must not hold up API requests."""
+        now = time.monotonic()
+        if now - self._breathed >= BREATHE_EVERY:
+            self._breathed = now
+            await asyncio.sleep(0)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set; a failed pass is logged and the next one runs on time."""
@@ -155,21 +167,28 @@ class Monitor:
 
     async def poll_once(self) -> list[Verdict]:
         watched = await asyncio.to_thread(self._inventory)
+        # Every BMC's details read and decrypted off the event loop, in bulk, first: grouping the
+        # blades by event service and probing 10,000 of them would otherwise read and decrypt
+        # 10,000 rows on the loop (seconds of stall per pass).
+        await asyncio.to_thread(self.hw.prefetch, [w.blade for w in watched])
         if self.events is not None:
             try:
                 await self.events.refresh(w.blade for w in watched)
             except Exception:  # subscriptions are a shortcut; polling goes on without them
                 log.exception("refreshing BMC event subscriptions failed")
-        # Every BMC's details read and decrypted off the event loop, in bulk: probing 10,000 blades
-        # would otherwise read and decrypt 10,000 rows on the loop (seconds of stall per pass).
-        await asyncio.to_thread(self.hw.prefetch, [w.blade for w in watched])
-        gate = asyncio.Semaphore(self.settings.concurrency)
+        # ``concurrency`` workers share one iterator, rather than one task per blade: creating
+        # 10,000 tasks at once held the event loop for seconds. Each worker also lets the loop
+        # run between probes that finish without waiting (a fast or fake BMC).
+        results: list[Verdict | None] = [None] * len(watched)
+        todo = iter(enumerate(watched))
 
-        async def one(w: Watched) -> Verdict:
-            async with gate:
-                return await self._probe(w)
+        async def worker() -> None:
+            for i, w in todo:
+                results[i] = await self._probe(w)
+                await self._breathe()
 
-        verdicts = await asyncio.gather(*(one(w) for w in watched))
+        await asyncio.gather(*(worker() for _ in range(min(self.settings.concurrency, len(watched)))))
+        verdicts = [v for v in results if v is not None]
         await self._judge(watched, verdicts, "poll")
         return verdicts
 
@@ -260,6 +279,7 @@ class Monitor:
         now = self.clock()
         declared: list[Watched] = []
         for w, v in zip(watched, verdicts, strict=True):
+            await self._breathe()
             seen = observe(self.detectors.get(w.blade, Detector()), Sample(now, v.ok), self.settings.policy)
             self.detectors[w.blade] = seen.detector
             # Every failing sample of a failed blade that runs a protected profile asks for a

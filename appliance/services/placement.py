@@ -10,7 +10,7 @@ another tenant"). Explicit pools and failover domains' spare pools are used as n
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from appliance.domain.placement import Candidate, Placement, Requirements, place
@@ -32,35 +32,55 @@ def requirements(p: Profile) -> Requirements:
 
 
 def candidates(s: Session, *, only: str | None = None, pool: str = DEFAULT_POOL,
-               tenant: str | None = None) -> list[Candidate]:
+               tenant: str | None = None, spare_only: bool = False) -> list[Candidate]:
     """The inventory as placement sees it; ``pool`` limits it (``spares`` = every enrolled blade,
-    less, for a profile of ``tenant``, the blades reserved for other tenants)."""
+    less, for a profile of ``tenant``, the blades reserved for other tenants). ``spare_only``:
+    only blades that are spare and unbound (the engine's choice; a dry run shows every blade
+    with why it was rejected). Column reads and grouped counts, no ORM objects: 10,000 blades
+    per stamp would otherwise cost a second of Python per choice."""
     in_pool = members(s, pool)
     reserved = reserved_for_others(s, tenant) if pool == DEFAULT_POOL else set()
-    bound = dict(s.execute(
-        select(BindingRow.blade_id, ProfileRow.name).join(ProfileRow, ProfileRow.id == BindingRow.profile_id)
-        .where(BindingRow.state == "live")
-    ).all())
-    nic_counts: dict[int, int] = {}
-    for blade_id, in s.execute(select(BladeNicRow.blade_id)).all():
-        nic_counts[blade_id] = nic_counts.get(blade_id, 0) + 1
-    stmt = select(BladeRow)
+    live = (select(BindingRow.blade_id, ProfileRow.name).join(ProfileRow, ProfileRow.id == BindingRow.profile_id)
+            .where(BindingRow.state == "live"))
+    stmt = select(BladeRow.id, BladeRow.name, BladeRow.state, BladeRow.cpus, BladeRow.memory_gib,
+                  BladeRow.last_failed_at)
     if only is not None:
         stmt = stmt.where(BladeRow.name == only)
+    bound: dict[int, str] = {}
+    if spare_only:
+        stmt = stmt.where(BladeRow.state == BladeState.SPARE.value,
+                          BladeRow.id.not_in(select(BindingRow.blade_id).where(BindingRow.state == "live")))
+    else:
+        bound = dict(s.execute(live if only is None else
+                               live.join(BladeRow, BladeRow.id == BindingRow.blade_id).where(BladeRow.name == only))
+                     .all())
+    rows = s.execute(stmt).all()
+    ids = [r.id for r in rows]
+    nic_counts: dict[int, int] = {}
+    count = select(BladeNicRow.blade_id, func.count()).group_by(BladeNicRow.blade_id)
+    if only is not None or len(ids) < 1000:
+        count = count.where(BladeNicRow.blade_id.in_(ids))
+    for blade_id, n in s.execute(count).all():
+        nic_counts[blade_id] = n
     return [Candidate(name=b.name, state=BladeState(b.state), cpus=b.cpus, memory_gib=b.memory_gib,
                       nics=nic_counts.get(b.id, 0), bound_to=bound.get(b.id), last_failed_at=b.last_failed_at,
                       in_pool=(in_pool is None or b.name in in_pool) and b.name not in reserved,
                       out_reason=RESERVED if b.name in reserved else None)
-            for b in s.scalars(stmt)]
+            for b in rows]
 
 
 def dry_run(s: Session, profile: Profile, *, blade: str | None = None, pool: str = DEFAULT_POOL,
-            tenant: str | None = None) -> Placement:
-    """Where ``profile`` would go now. NotFound for a named blade that is not enrolled."""
-    found = candidates(s, only=blade, pool=pool, tenant=tenant)
+            tenant: str | None = None, spare_only: bool = False) -> Placement:
+    """Where ``profile`` would go now. NotFound for a named blade that is not enrolled.
+    ``spare_only`` (the engine): look at spare, unbound blades only, and at all of them only
+    when none fits, to say why."""
+    found = candidates(s, only=blade, pool=pool, tenant=tenant, spare_only=spare_only and blade is None)
     if blade is not None and not found:
         raise NotFound("blade", blade)
-    return place(requirements(profile), found)
+    pl = place(requirements(profile), found)
+    if spare_only and blade is None and not pl.chosen:
+        return dry_run(s, profile, pool=pool, tenant=tenant)
+    return pl
 
 
 def explain(pl: Placement) -> str:

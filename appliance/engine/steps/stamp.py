@@ -61,9 +61,10 @@ _explain = placement.explain
 
 def dry_run(s: Session, profile: Profile, *, blade: str | None = None, pool: str = DEFAULT_POOL,
             tenant: str | None = None) -> Placement:
-    """:func:`appliance.services.placement.dry_run`, failing the step for a blade not enrolled."""
+    """:func:`appliance.services.placement.dry_run` of spare blades only, failing the step for a
+    blade not enrolled."""
     try:
-        return placement.dry_run(s, profile, blade=blade, pool=pool, tenant=tenant)
+        return placement.dry_run(s, profile, blade=blade, pool=pool, tenant=tenant, spare_only=True)
     except NotFound:
         raise StepFailed(f"blade {blade!r} is not enrolled") from None
 
