@@ -27,7 +27,6 @@ from appliance.drivers.protocols import (
 )
 from appliance.errors import AnvilError, Issue, ValidationError
 from appliance.services.blades import BladeService, Enrollment, NicSpec
-from appliance.services.hardware import Hardware
 from appliance.services.inventory import SORTS, BladeFilter, Inventory, age_text
 
 T = TypeVar("T")
@@ -213,6 +212,9 @@ def _with_driver(ctx: CliContext, name: str, fn: Callable[[BmcDriver, Bmc], Awai
     """Run ``fn`` with the blade's driver on a fresh event loop; the driver is closed afterwards."""
 
     async def run() -> T:
+        # Imported here: listing blades needs no driver (and drivers cost CLI start-up time).
+        from appliance.services.hardware import Hardware
+
         async with Hardware(ctx.store(), ctx.box()) as hw:
             driver, bmc = hw.bmc(name)
             return await fn(driver, bmc)

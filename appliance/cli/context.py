@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import getpass
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import click
 
-from appliance.cli.remote import Remote
 from appliance.config import Settings
 from appliance.secrets import SecretBox, audit_seal
 from appliance.statedir import secure_dir
 from appliance.store import Store, open_store
+
+if TYPE_CHECKING:     # the remote client is imported only when --url is given (cli.main)
+    from appliance.cli.remote import Remote
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -10,30 +11,61 @@ from pathlib import Path
 import click
 
 from appliance import __version__
-from appliance.cli import (
-    audit,
-    blade,
-    blade_pool,
-    config_cmd,
-    demo,
-    discovered,
-    failover,
-    job,
-    lab,
-    pool,
-    profile,
-    serve,
-    switch,
-    template,
-    user,
-)
-from appliance.cli.context import CliContext
 from appliance.cli.errors import bug, report
-from appliance.config import load_settings
-from appliance.store.audit import Actor, set_actor
+
+# Every command, by name: its module and object, and the line `anvil --help` shows for it. A
+# command's module is imported only when that command runs: `anvil --help` imports none, and
+# `anvil blade list` only what blades need (DESIGN §5: the CLI starts in well under a second).
+# tests/cli/test_config_and_help.py checks these lines against each command's own docstring.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "audit": ("appliance.cli.audit", "audit", "The append-only, hash-chained record of every change."),
+    "blade": ("appliance.cli.blade", "blade", "Physical blades and their BMCs."),
+    "blade-pool": ("appliance.cli.blade_pool", "blade_pool",
+                   "Blade pools that profiles are assigned from (`spares` holds every blade)."),
+    "config": ("appliance.cli.config_cmd", "config", "The effective configuration."),
+    "demo": ("appliance.cli.demo", "demo", "Start an emulated rack and the appliance; Ctrl-C stops both."),
+    "failover": ("appliance.cli.failover", "failover",
+                 "Failover domains, failover history, blade health and manual fence confirmation."),
+    "job": ("appliance.cli.job", "job", "Durable jobs: stamp, unstamp, failover."),
+    "lab": ("appliance.cli.lab", "lab",
+            "An emulated rack on this machine: BMC and switch emulators, enrolled in the inventory."),
+    "pool": ("appliance.cli.pool", "pool", "Identity pools: ranges of MACs, WWPNs, WWNNs, UUIDs or IQNs."),
+    "profile": ("appliance.cli.profile", "profile", "Server profiles: the portable identity of a server."),
+    "serve": ("appliance.cli.serve", "serve", "Run the appliance."),
+    "switch": ("appliance.cli.switch", "switch",
+               "Network switches, the cabling of blade NICs to their ports, and port VLANs."),
+    "template": ("appliance.cli.template", "template", "Profile templates: identities left as pool:<name>."),
+    "token": ("appliance.cli.user", "token", "Bearer tokens for the API."),
+    "user": ("appliance.cli.user", "user", "Local users of the console and API."),
+}
+# Modules that add subcommands to another command's group when imported.
+EXTENDS: dict[str, tuple[str, ...]] = {"blade": ("appliance.cli.discovered",)}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use (see :data:`COMMANDS`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module, attr, _ = entry
+        command = getattr(importlib.import_module(module), attr)
+        for extra in EXTENDS.get(cmd_name, ()):
+            importlib.import_module(extra)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # The short help from the table: listing the commands imports none of them.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, entry[2]) for name, entry in sorted(COMMANDS.items())])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               help="Configuration file (default: ANVIL_CONFIG, the per-user state dir, "
               "or /etc/anvil/anvil.toml for the service).")
@@ -49,6 +81,10 @@ from appliance.store.audit import Actor, set_actor
 def cli(ctx: click.Context, config_path: Path | None, verbose: bool, url: str | None, token: str | None,
         ca_cert: Path | None, insecure: bool) -> None:
     """Anvil: stamp server profiles onto bare-metal blades."""
+    from appliance.cli.context import CliContext
+    from appliance.config import load_settings
+    from appliance.store.audit import Actor, set_actor
+
     settings = load_settings(config_path)
     # Commands stay quiet unless -v; `serve` raises the level to the configured one.
     logging.basicConfig(level="DEBUG" if verbose else "WARNING",
@@ -63,12 +99,6 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: bool, url: str | 
         obj.remote = Remote(url, token, ca_cert=ca_cert, insecure=insecure)
     ctx.obj = obj
     ctx.call_on_close(obj.close)
-
-
-for module in (profile, template, pool, blade, discovered, blade_pool, switch, lab, demo, job, config_cmd, serve, user,
-               audit, failover):
-    for command in module.COMMANDS:
-        cli.add_command(command)
 
 
 # click ≥ 8.2 raises this for a group called without a command (8.1 printed the help itself).

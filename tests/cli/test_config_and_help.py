@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import yaml
 
 from tests.cli.conftest import Anvil
@@ -30,7 +31,11 @@ def test_every_command_has_help(anvil: Anvil) -> None:
     seen = []
 
     def walk(group: object, path: list[str]) -> None:
-        for name, cmd in getattr(group, "commands", {}).items():
+        if not isinstance(group, click.Group):
+            return
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):
+            cmd = group.get_command(ctx, name)
             res = runner.invoke(cli, [*path, name, "--help"])
             assert res.exit_code == 0 and "Usage:" in res.output, (path, name, res.output)
             seen.append(" ".join([*path, name]))
@@ -39,6 +44,28 @@ def test_every_command_has_help(anvil: Anvil) -> None:
     walk(cli, [])
     for cmd in COMMANDS:
         assert " ".join(cmd) in seen, cmd
+
+
+def test_the_command_list_is_shown_without_importing_any_command() -> None:
+    """`anvil --help` lists the commands from a table (CLI start-up: no command module, no store,
+    no services); the table's lines are the commands' own."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom appliance.cli.main import cli\n"
+            "try:\n    cli.main(['--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('appliance.cli.', 'appliance.services', "
+            "'appliance.store', 'sqlalchemy', 'pydantic')) and m not in ('appliance.cli.main', "
+            "'appliance.cli.errors')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]", out
+    from appliance.cli.main import COMMANDS as TABLE
+    from appliance.cli.main import cli
+
+    ctx = click.Context(cli)
+    for name, (_module, _attr, line) in TABLE.items():
+        command = cli.get_command(ctx, name)
+        assert command is not None and (command.help or "").splitlines()[0] == line, name
 
 
 def test_config_show_masks_the_store_password(anvil: Anvil, tmp_path: Path, anvil_env: dict[str, str]) -> None:
