@@ -23,7 +23,7 @@ async def driver() -> AsyncIterator[SnmpSwitchDriver]:
     await drv.close()
 
 
-def v2c(sw: SnmpSwitch, community: str | None = None, timeout: float = 2.0) -> SwitchRef:
+def v2c(sw: SnmpSwitch, community: str | None = None, timeout: float = 10.0) -> SwitchRef:
     return SwitchRef(name="sw1", address=sw.address, password=Secret(community or sw.community), timeout=timeout)
 
 
@@ -31,7 +31,7 @@ def v3(sw: SnmpSwitch, auth_key: str | None = None) -> SwitchRef:
     assert sw.v3 is not None
     return SwitchRef(name="sw1", address=f"{sw.address}?context={sw.community}&auth=sha&priv=aes",
                      username=sw.v3.name, password=Secret(auth_key or sw.v3.auth_key),
-                     privacy=Secret(sw.v3.priv_key), timeout=2.0)
+                     privacy=Secret(sw.v3.priv_key), timeout=10.0)
 
 
 async def test_ports_start_untagged_in_vlan_1_and_up(snmp_switch: SnmpSwitch, driver: SnmpSwitchDriver) -> None:
