@@ -4,6 +4,7 @@ on a lock upgrade."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,6 +67,12 @@ class Store:
         writer = engine.execution_options(**{_IMMEDIATE: True}) if self.is_sqlite else engine
         self._write = sessionmaker(writer, expire_on_commit=False, info={audit.SEAL: seal} if seal else None)
         audit.install(self._write)
+        # SQLite takes one writer at a time, and a writer that finds the lock taken sleeps in
+        # SQLite's busy handler (1, 2, 5 … 100 ms steps) however soon it is freed: under load
+        # (a hundred assigns at once beside the engine) that, not the work, set the pace.
+        # Writers of this process queue here instead and go the moment the lock is free;
+        # other processes (the CLI, the boot role) still meet the busy handler, rarely.
+        self._writers = threading.RLock() if self.is_sqlite else None
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -75,7 +82,11 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A write transaction, committed on success and rolled back on any error."""
-        with self._write() as session, session.begin():
+        if self._writers is None:
+            with self._write() as session, session.begin():
+                yield session
+            return
+        with self._writers, self._write() as session, session.begin():
             yield session
 
     def close(self) -> None:
