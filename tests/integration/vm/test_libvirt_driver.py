@@ -1,0 +1,132 @@
+"""The libvirt BMC driver against a real libvirtd (the lab's, in a namespace of this test's own)
+and real QEMU under TCG: power, boot order, inspect, and a profile's identity on a domain.
+
+Checked from outside the driver: the QEMU command line libvirt built (``-uuid``, the NIC's
+``mac=``), and libvirt's own view of the domain. No guest boots here (tests/e2e does that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.drivers import registry
+from appliance.drivers.errors import BadSettings
+from appliance.drivers.libvirt.domain import new_slot
+from appliance.drivers.libvirt.driver import blade_address, define_slot, undefine_slot
+from appliance.drivers.protocols import (
+    Bmc,
+    BmcDriver,
+    BootDevice,
+    BootMode,
+    BootSetting,
+    NicVlans,
+    PowerAction,
+    PowerState,
+    Secret,
+    VirtualIdentities,
+)
+from appliance.lab import bootnet, libvirtd, netns
+from tests.integration.vm.conftest import CACHE
+
+pytestmark = [pytest.mark.skipif(libvirtd.missing() is not None, reason=libvirtd.missing() or ""),
+              pytest.mark.timeout(180)]
+
+PROFILE_UUID = "4c4c4544-0042-3510-8052-b4c04f384e9a"
+PROFILE_MAC = "02:a0:00:00:e2:9a"
+
+
+@pytest.fixture(scope="module")
+def vm_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[libvirtd.Libvirtd]:
+    ns = netns.unique_prefix("lv") + "h"
+    bootnet.create(ns, taps=0)
+    lv = None
+    try:
+        lv = libvirtd.start(tmp_path_factory.mktemp("lv"), ns, CACHE / "libvirt")
+        yield lv
+    finally:
+        if lv is not None:
+            libvirtd.stop(lv)
+        netns.delete(ns)
+    assert not netns.exists(ns)
+
+
+def _qemu_cmdline(lv: libvirtd.Libvirtd, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = libvirtd.qemu_pids(lv.run_dir)
+        if pids:
+            return Path(f"/proc/{pids[0]}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        time.sleep(0.1)
+    raise AssertionError("libvirt started no QEMU")
+
+
+async def _until_power(driver: BmcDriver, bmc: Bmc, want: PowerState, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await driver.get_power(bmc) is want:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"power never read {want}")
+
+
+async def test_a_slot_takes_a_profiles_uuid_and_mac_and_gives_them_back(vm_host: libvirtd.Libvirtd) -> None:
+    slot = new_slot("lvt", 1, cpus=1, memory_mib=128, bridge=bootnet.BRIDGE)
+    assert await asyncio.to_thread(define_slot, vm_host.uri, slot) == "defined"
+    assert await asyncio.to_thread(define_slot, vm_host.uri, slot) == "kept"     # enrolling again
+    driver = registry.create(registry.driver_for_address(blade_address(vm_host.uri, slot.name)))
+    bmc = Bmc(blade="lvt-01", address=blade_address(vm_host.uri, slot.name), username="", password=Secret(""),
+              timeout=30.0)
+    try:
+        assert driver.name == "libvirt"
+        assert await driver.get_power(bmc) is PowerState.OFF
+        facts = await driver.facts(bmc)
+        assert facts.cpus == 1 and [n.mac for n in facts.nics] == list(slot.own_macs)
+        caps = await driver.capabilities(bmc)
+        assert caps.mac and caps.uuid and caps.vlans and not caps.iscsi_initiator
+
+        await driver.apply(bmc, VirtualIdentities(macs=(PROFILE_MAC,), uuid=PROFILE_UUID))
+        got = await driver.read(bmc)
+        assert got.uuid == PROFILE_UUID and got.macs == (PROFILE_MAC,)
+        await driver.set_next_boot(bmc, BootSetting(BootDevice.DISK, BootMode.LEGACY))
+        assert (await driver.get_next_boot(bmc)).device is BootDevice.DISK
+        await driver.set_next_boot(bmc, BootSetting(BootDevice.NETWORK, BootMode.LEGACY))
+        assert (await driver.get_next_boot(bmc)).device is BootDevice.NETWORK
+
+        await driver.set_power(bmc, PowerAction.ON)
+        await _until_power(driver, bmc, PowerState.ON)
+        cmdline = _qemu_cmdline(vm_host)
+        # What the guest sees: SMBIOS UUID and NIC MAC are the profile's; TCG, not KVM.
+        assert f"-uuid {PROFILE_UUID}" in cmdline, cmdline
+        assert f'"mac":"{PROFILE_MAC}"' in cmdline, cmdline
+        assert "accel=tcg" in cmdline or "-accel tcg" in cmdline, cmdline
+        with pytest.raises(BadSettings, match="running"):
+            await driver.apply(bmc, VirtualIdentities(macs=(PROFILE_MAC,), uuid=str(slot.own_uuid)))
+        await driver.set_power(bmc, PowerAction.OFF)
+        await _until_power(driver, bmc, PowerState.OFF)
+        assert libvirtd.qemu_pids(vm_host.run_dir) == []
+
+        with pytest.raises(BadSettings, match="Open vSwitch"):
+            await driver.apply(bmc, VirtualIdentities(macs=(PROFILE_MAC,), vlans=(NicVlans(native=100),)))
+        assert (await driver.read(bmc)).uuid == PROFILE_UUID      # the refused change changed nothing
+        await driver.clear(bmc)
+        back = await driver.read(bmc)
+        assert back.uuid == slot.own_uuid and back.macs == slot.own_macs
+    finally:
+        await driver.close()
+    assert await asyncio.to_thread(undefine_slot, vm_host.uri, slot.name) == "undefined"
+    assert await asyncio.to_thread(undefine_slot, vm_host.uri, slot.name) == "gone"
+
+
+async def test_an_unknown_domain_is_a_clear_error(vm_host: libvirtd.Libvirtd) -> None:
+    driver = registry.create("libvirt")
+    bmc = Bmc(blade="ghost", address=blade_address(vm_host.uri, "anvil-none-01"), username="", password=Secret(""))
+    try:
+        with pytest.raises(BadSettings, match="has no domain anvil-none-01"):
+            await driver.get_power(bmc)
+    finally:
+        await driver.close()
