@@ -130,3 +130,36 @@ async def test_an_unknown_domain_is_a_clear_error(vm_host: libvirtd.Libvirtd) ->
             await driver.get_power(bmc)
     finally:
         await driver.close()
+
+
+def test_anvil_vm_host_enrolls_lists_shows_and_deletes_against_libvirtd(
+        vm_host: libvirtd.Libvirtd, tmp_path: Path) -> None:
+    import json
+
+    import libvirt
+
+    from tests.integration.engine.rig import Anvil
+
+    anvil = Anvil(tmp_path)
+    bad = anvil("vm-host", "enroll", "hv", "--uri", "qemu:///system?socket=/nonexistent/sock", check=False)
+    assert bad.code != 0 and bad.err.startswith("anvil: error:") and "/nonexistent/sock" in bad.err, bad.err
+    assert json.loads(anvil("vm-host", "list", "-o", "json").out) == []        # nothing half-enrolled
+
+    out = anvil("vm-host", "enroll", "hv", "--uri", vm_host.uri, "--slots", "2", "--memory-mib", "128").out
+    assert "blades hv-01, hv-02" in out, out
+    shown = json.loads(anvil("vm-host", "show", "hv", "-o", "json").out)
+    assert shown["uri"] == vm_host.uri and [b["state"] for b in shown["blades"]] == ["spare", "spare"]
+    blade = json.loads(anvil("blade", "show", "hv-02", "-o", "json").out)
+    assert blade["driver"] == "libvirt" and blade["chassis"] == "hv", blade
+    conn = libvirt.open(vm_host.uri)
+    try:
+        assert sorted(conn.listDefinedDomains()) == ["anvil-hv-01", "anvil-hv-02"]
+        power = anvil("blade", "power", "hv-01", "status", check=False)
+        assert power.code == 0 and "off" in power.out, (power.out, power.err)
+        again = anvil("vm-host", "enroll", "hv", "--uri", vm_host.uri, check=False)
+        assert again.code != 0 and "already enrolled" in again.err
+        anvil("vm-host", "delete", "hv")
+        assert conn.listDefinedDomains() == []
+    finally:
+        conn.close()
+    assert json.loads(anvil("blade", "list", "-o", "json").out) == []
