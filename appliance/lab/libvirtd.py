@@ -43,6 +43,7 @@ QEMU_USER = "libvirt-qemu"
 _MOUNTS = (("run", "/run/libvirt"), ("lib", "/var/lib/libvirt"), ("cache", "/var/cache/libvirt"),
            ("log", "/var/log/libvirt"), ("etc", "/etc/libvirt"))
 _READY_WAIT = 60.0
+OVS_RUNDIR = "/run/openvswitch"
 
 LIBVIRTD_CONF = """\
 # Written by the Anvil lab; this libvirtd serves the lab only.
@@ -119,9 +120,15 @@ def _private_users(run_dir: Path) -> tuple[Path, Path]:
     return passwd, group
 
 
-def start(run_dir: Path, netns: str, cache_dir: Path | None = None, *, timeout: float = _READY_WAIT) -> Libvirtd:
+def start(run_dir: Path, netns: str, cache_dir: Path | None = None, *, timeout: float = _READY_WAIT,
+          ovs_rundir: Path | None = None) -> Libvirtd:
     """Start libvirtd in ``netns`` with its directories under ``run_dir``; returns once its socket
-    answers. LibvirtdError (with its log) otherwise; nothing is left running then."""
+    answers. LibvirtdError (with its log) otherwise; nothing is left running then.
+
+    ``ovs_rundir``: a private Open vSwitch's run directory (appliance.lab.ovs_switch), seen by
+    libvirtd as /run/openvswitch, where the ``ovs-vsctl`` it runs to plug a domain's port (and
+    set its VLAN tags) looks for the database socket. libvirtd must then run in the namespace
+    of that switch's ovs-vswitchd (the userspace datapath opens ports by name there)."""
     why = missing()
     if why:
         raise LibvirtdError(why)
@@ -137,9 +144,13 @@ def start(run_dir: Path, netns: str, cache_dir: Path | None = None, *, timeout: 
     binds = [(cache_dir if cache_dir is not None and sub == "cache" else run_dir / sub, target)
              for sub, target in _MOUNTS]
     binds += [(passwd, "/etc/passwd"), (group, "/etc/group")]
+    targets = [target for _, target in _MOUNTS]
+    if ovs_rundir is not None:
+        binds.append((ovs_rundir, OVS_RUNDIR))
+        targets.append(OVS_RUNDIR)
     # The mount points must exist on the machine (libvirt's own directories; libvirt-daemon-system
-    # would have made them); the binds themselves stay inside the private mount namespace.
-    for _, target in _MOUNTS:
+    # and openvswitch-switch would have made them); the binds stay inside the private mount namespace.
+    for target in targets:
         Path(target).mkdir(parents=True, exist_ok=True)
     script = " && ".join(f"mount --bind '{src}' '{dst}'" for src, dst in binds)
     script += " && exec libvirtd --config /etc/libvirt/libvirtd.conf --pid-file /run/libvirt/libvirtd.pid"

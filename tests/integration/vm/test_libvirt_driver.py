@@ -31,6 +31,8 @@ from appliance.drivers.protocols import (
     VirtualIdentities,
 )
 from appliance.lab import bootnet, libvirtd, netns
+from appliance.lab.ovs_switch import OvsSwitch
+from appliance.lab.ovs_switch import missing_tools as ovs_missing
 from tests.integration.vm.conftest import CACHE
 
 pytestmark = [pytest.mark.skipif(libvirtd.missing() is not None, reason=libvirtd.missing() or ""),
@@ -163,3 +165,43 @@ def test_anvil_vm_host_enrolls_lists_shows_and_deletes_against_libvirtd(
     finally:
         conn.close()
     assert json.loads(anvil("blade", "list", "-o", "json").out) == []
+
+
+@pytest.mark.skipif(ovs_missing() is not None, reason=ovs_missing() or "")
+async def test_on_an_ovs_bridge_a_profiles_vlans_become_the_domains_port_tags(tmp_path: Path) -> None:
+    """A VM host whose bridge is Open vSwitch (the lab's userspace OVS, libvirtd in the switch's
+    namespace): libvirt plugs the domain's port with the tags the profile's VLANs became, as
+    OVS itself reads them back — an access port, then a trunk with a native VLAN."""
+    ovs = OvsSwitch(tmp_path / "ovs", bridge="vmbr")
+    ovs.up()
+    lv = None
+    try:
+        lv = libvirtd.start(tmp_path / "lv", ovs.switch_ns, CACHE / "libvirt", ovs_rundir=ovs.rundir)
+        slot = new_slot("ovt", 1, cpus=1, memory_mib=128, bridge="vmbr", bridge_type="ovs")
+        await asyncio.to_thread(define_slot, lv.uri, slot)
+        driver = registry.create("libvirt")
+        bmc = Bmc(blade="ovt-01", address=blade_address(lv.uri, slot.name), username="", password=Secret(""),
+                  timeout=30.0)
+        try:
+            for vlans, want in ((NicVlans(native=100), {"tag": "100", "trunks": "[]"}),
+                                (NicVlans(native=100, tagged=(200, 201)),
+                                 # libvirt lists the native VLAN among the trunks too, as OVS expects
+                                 {"tag": "100", "trunks": "[100, 200, 201]", "vlan_mode": "native-untagged"})):
+                await driver.apply(bmc, VirtualIdentities(macs=(PROFILE_MAC,), vlans=(vlans,)))
+                await driver.set_power(bmc, PowerAction.ON)
+                await _until_power(driver, bmc, PowerState.ON)
+                ports = [p for p in ovs.vsctl("list-ports", "vmbr").split() if p.startswith("vnet")]
+                assert len(ports) == 1, ports
+                got = {col: ovs.vsctl("get", "port", ports[0], col).strip() for col in want}
+                assert got == want, got
+                await driver.set_power(bmc, PowerAction.OFF)
+                await _until_power(driver, bmc, PowerState.OFF)
+            await driver.clear(bmc)
+            assert (await driver.read(bmc)).vlans == ()
+        finally:
+            await driver.close()
+    finally:
+        if lv is not None:
+            libvirtd.stop(lv)
+        ovs.down()
+    assert not netns.exists(ovs.switch_ns)
