@@ -11,7 +11,8 @@ through Anvil, and the image's callback reports — from inside the guest — th
 system UUID and the NIC's MAC: both the profile's. The image writes a marker to the LUN.
 Then ``anvil failover move`` takes the profile to the QEMU blade vm-01 (a planned move:
 the domain is powered off, confirmed, and gets its own identity back), which boots the
-same LUN as the same initiator and finds the marker the VM wrote.
+same LUN as the same initiator and finds the marker the VM wrote; and back again to the
+domain, which takes the profile's UUID and MAC once more.
 
 Checked from outside the appliance too: libvirt's own view of the domain, tgtd's ACL,
 the domain's serial console.
@@ -128,3 +129,14 @@ def test_a_profile_boots_on_a_libvirt_domain_then_moves_to_a_qemu_blade_with_its
     assert json.loads(anvil("blade", "show", SLOT, "-o", "json").out)["state"] == "spare"
     record_property("pv_move_s", round(moved, 1))
     print(f"P<->V: move from the libvirt domain to vm-01 took {moved:.1f} s (command to succeeded)")
+
+    # -- and back: physical to virtual, the domain takes the profile's identity again --------------------
+    res = vm_lab.job("failover", "move", NAME, "--tenant", vm_lab.tenant, "--to", SLOT)
+    assert res.code == 0 and "succeeded" in res.out, f"{res.out}{res.err}\n{vm_lab.serve.log_tail()}"
+    back_job = re.search(r"job (\S+)", res.out)
+    assert back_job, res.out
+    facts, took = vm_lab.boot_signal(back_job.group(1))
+    vm_lab.record_boot("move-back-to-libvirt-domain", took, record_property)
+    seen = facts["facts"]
+    assert (seen["sysuuid"], seen["mac"], seen["disk"]) == (UUID, MAC, MARKER), seen
+    assert _domain(vm_lab) == (UUID, True)
