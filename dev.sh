@@ -17,6 +17,8 @@ APT_PACKAGES=(
   tgt libiscsi-bin open-iscsi            # iSCSI boot LUNs (tgtd), an initiator to check ACLs, iscsistart for the lab image
   qemu-system-x86 qemu-utils ovmf        # the VM lab's blades (TCG where /dev/kvm is not hardware KVM)
   busybox-static cpio                    # the lab's tiny boot image (initramfs built by pxe/initramfs/build.py)
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients  # VM hosts: a libvirtd the lab starts itself
+  libvirt-dev pkg-config gcc python3-dev # libvirt-python (the [libvirt] extra) builds against them
   nginx-light wrk                        # the boot-serving benchmark's peer and load generator
 )
 

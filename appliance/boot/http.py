@@ -66,7 +66,8 @@ HEARTBEAT_INTERVAL = 2
 REATTEST_QUIET = timedelta(seconds=5 * HEARTBEAT_INTERVAL)
 ACTIVE_JOBS = frozenset({"pending", "running", "waiting"})
 _BATCH = 64      # scripts per group commit: bounds how long one write transaction holds the lock
-_CALLBACK_KEYS = ("mac", "ip", "uptime", "hostname", "kernel", "mode", "profile", "uuid", "disk", "nics")
+_CALLBACK_KEYS = ("mac", "ip", "uptime", "hostname", "kernel", "mode", "profile", "uuid", "sysuuid", "disk",
+                  "nics")
 
 
 T = TypeVar("T")

@@ -6,12 +6,12 @@ import click
 
 from appliance.cli.context import CliContext, pass_ctx
 from appliance.cli.output import emit, output_option
-from appliance.services.blade_pools import BladePoolInfo, BladePoolService
+from appliance.services.blade_pools import PREFER, BladePoolInfo, BladePoolService
 
 
 def _row(p: BladePoolInfo) -> dict[str, object]:
     return {"name": p.name, "tenant": p.tenant, "description": p.description, "blades": list(p.blades),
-            "size": len(p.blades), "available": p.available}
+            "size": len(p.blades), "available": p.available, "prefer": p.prefer}
 
 
 @click.group("blade-pool")
@@ -23,11 +23,23 @@ def blade_pool() -> None:
 @click.argument("name")
 @click.option("--tenant", default=None, help="Grant the pool to this tenant.")
 @click.option("--description", default="")
+@click.option("--prefer", type=click.Choice(PREFER), default="physical", show_default=True,
+              help="Which blades placement tries first: physical (VM host slots last), virtual, or any.")
 @pass_ctx
-def create(ctx: CliContext, name: str, tenant: str | None, description: str) -> None:
+def create(ctx: CliContext, name: str, tenant: str | None, description: str, prefer: str) -> None:
     """Create an empty blade pool."""
-    BladePoolService(ctx.store()).create(name, tenant=tenant, description=description)
+    BladePoolService(ctx.store()).create(name, tenant=tenant, description=description, prefer=prefer)
     click.echo(f"created blade pool {name}")
+
+
+@blade_pool.command("prefer")
+@click.argument("name")
+@click.argument("kind", type=click.Choice(PREFER))
+@pass_ctx
+def prefer_(ctx: CliContext, name: str, kind: str) -> None:
+    """Set which blades of a pool placement tries first (physical, virtual or any)."""
+    BladePoolService(ctx.store()).update(name, prefer=kind)
+    click.echo(f"blade pool {name}: prefers {kind} blades")
 
 
 @blade_pool.command("add")
@@ -56,7 +68,7 @@ def remove(ctx: CliContext, name: str, blades: tuple[str, ...]) -> None:
 def list_(ctx: CliContext, fmt: str) -> None:
     """List blade pools with their size and available blades."""
     emit([_row(p) for p in BladePoolService(ctx.store()).list()], fmt,
-         columns=["name", "tenant", "size", "available", "description"])
+         columns=["name", "tenant", "size", "available", "prefer", "description"])
 
 
 @blade_pool.command("show")

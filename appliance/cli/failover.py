@@ -80,14 +80,16 @@ def domain() -> None:
 @click.option("--restart-attempts", type=int, default=1, show_default=True,
               help="Power cycles of the same blade before moving (policy restart).")
 @click.option("--description", default="")
+@click.option("--vm-host", "vm_hosts", multiple=True, help="A VM host whose free slots are spares of last "
+              "resort, after every physical spare (repeatable).")
 @_webhook_options
 @pass_ctx
 def domain_create(ctx: CliContext, name: str, spare_pool: str, restart_attempts: int, description: str,
-                  webhook_url: str | None, webhook_secret_file: Path | None) -> None:
+                  vm_hosts: tuple[str, ...], webhook_url: str | None, webhook_secret_file: Path | None) -> None:
     """Create a failover domain; profiles join it through spec.failover.domain."""
     _service(ctx, secrets=True).create_domain(name, spare_pool=spare_pool, restart_attempts=restart_attempts,
                                               description=description, webhook_url=webhook_url,
-                                              webhook_secret=_read_secret(webhook_secret_file))
+                                              webhook_secret=_read_secret(webhook_secret_file), vm_hosts=vm_hosts)
     click.echo(f"created failover domain {name}")
 
 
@@ -96,17 +98,23 @@ def domain_create(ctx: CliContext, name: str, spare_pool: str, restart_attempts:
 @click.option("--spare-pool", default=None, help="Blade pool the spares come from.")
 @click.option("--restart-attempts", type=int, default=None)
 @click.option("--description", default=None)
+@click.option("--vm-host", "vm_hosts", multiple=True, help="VM hosts whose free slots are spares of last resort "
+              "(repeatable; replaces the list).")
+@click.option("--no-vm-hosts", is_flag=True, help="No VM host slots as spares.")
 @_webhook_options
 @click.option("--remove-webhook", is_flag=True, help="Stop sending webhooks (drops the URL and the secret).")
 @pass_ctx
 def domain_update(ctx: CliContext, name: str, spare_pool: str | None, restart_attempts: int | None,
-                  description: str | None, webhook_url: str | None, webhook_secret_file: Path | None,
-                  remove_webhook: bool) -> None:
+                  description: str | None, vm_hosts: tuple[str, ...], no_vm_hosts: bool, webhook_url: str | None,
+                  webhook_secret_file: Path | None, remove_webhook: bool) -> None:
     """Change a failover domain; options not given stay as they are."""
+    if vm_hosts and no_vm_hosts:
+        raise click.UsageError("give --vm-host or --no-vm-hosts, not both")
     _service(ctx, secrets=True).update_domain(name, spare_pool=spare_pool, restart_attempts=restart_attempts,
                                               description=description, webhook_url=webhook_url,
                                               webhook_secret=_read_secret(webhook_secret_file),
-                                              remove_webhook=remove_webhook)
+                                              remove_webhook=remove_webhook,
+                                              vm_hosts=[] if no_vm_hosts else (vm_hosts or None))
     click.echo(f"updated failover domain {name}")
 
 
@@ -116,7 +124,7 @@ def domain_update(ctx: CliContext, name: str, spare_pool: str | None, restart_at
 def domain_list(ctx: CliContext, fmt: str) -> None:
     """List failover domains with their spare pool and protected profiles."""
     emit([_domain_row(d) for d in _service(ctx).list_domains()], fmt,
-         columns=["name", "sparePool", "restartAttempts", "webhookUrl", "profiles"])
+         columns=["name", "sparePool", "vmHosts", "restartAttempts", "webhookUrl", "profiles"])
 
 
 @domain.command("show")
@@ -214,6 +222,32 @@ def run(ctx: CliContext, profile: str, tenant: str, reason: str, no_wait: bool) 
     failover_id, info = jobs.submit_failover(profile, tenant=tenant, reason=f"{reason} ({_who()})",
                                              created_by=_who())
     click.echo(f"failover #{failover_id} of {tenant}/{profile}: job {info.id}")
+    if no_wait:
+        return
+    exit_for(follow(jobs, info.id))
+
+
+@failover.command("move")
+@click.argument("profile")
+@click.option("--to", "to_blade", required=True, help="The blade to move to (a spare one): a physical blade or "
+              "a VM host's slot.")
+@click.option("--tenant", default="default", show_default=True)
+@click.option("--no-wait", is_flag=True, help="Return as soon as the job is submitted.")
+@pass_ctx
+def move(ctx: CliContext, profile: str, to_blade: str, tenant: str, no_wait: bool) -> None:
+    """A planned move of a profile to BLADE (physical or virtual): same identity, same LUN.
+
+    The move is a failover of the profile's domain, planned: its blade is powered off
+    (confirmed) and goes back to the spares, then the profile is stamped on BLADE."""
+    from appliance.cli.job import exit_for, follow
+    from appliance.cli.profile import _engine_running, _who
+    from appliance.services.jobs import JobService
+
+    _engine_running(ctx)
+    jobs = JobService(ctx.store())
+    failover_id, info = jobs.submit_move(profile, tenant=tenant, to_blade=to_blade,
+                                         reason=f"planned move to {to_blade} ({_who()})", created_by=_who())
+    click.echo(f"move #{failover_id} of {tenant}/{profile} to {to_blade}: job {info.id}")
     if no_wait:
         return
     exit_for(follow(jobs, info.id))

@@ -39,6 +39,13 @@ def lab_up(ctx: CliContext, opts: rack.LabOptions) -> dict[str, Any]:
                     cpus=b.cpus, memory_gib=b.memory_gib, chassis=rack.CHASSIS, slot=b.slot,
                     nics=tuple(NicSpec(n, mac, b.switch, port) for n, mac, port in b.nics),
                     facts=dict(b.facts)))
+            host = state.get("vmHost")
+            if host:
+                from appliance.services.vm_hosts import VmHostService, VmHostSpec
+
+                VmHostService(ctx.store(), ctx.box()).enroll(VmHostSpec(
+                    name=host["name"], uri=host["uri"], bridge=host["bridge"], slots=int(host["slots"]),
+                    memory_mib=int(host["memoryMiB"])))
         except BaseException:
             _remove(ctx, state, check=False, only_lab=True)
             raise
@@ -62,11 +69,11 @@ def _remove(ctx: CliContext, state: dict[str, Any], *, check: bool = True, only_
     names = list(state.get("blades") or [])
     store = ctx.store()
     blades = BladeService(store, ctx.box())
+    forgotten: list[Forgotten] = _remove_vm_host(ctx, state, check=check, force=force)
     lab_switches = rack.lab_switches(state)
     if only_lab or force:
         ours = {sw for sw, address in lab_switches if not _switch_preexisting(ctx, sw, address)}
         names = [n for n in names if _on_lab_switch(blades, n, ours)]
-    forgotten: list[Forgotten] = []
     if check and names:
         with store.read() as s:
             busy = s.execute(select(BladeRow.name, BladeRow.state)
@@ -81,7 +88,7 @@ def _remove(ctx: CliContext, state: dict[str, Any], *, check: bool = True, only_
                            "their profiles through it (`anvil profile release NAME`), or stop it before "
                            "`anvil lab down --force`")
         if force:
-            forgotten = forget_blades(store, names, reason=FORCE_REASON)
+            forgotten += forget_blades(store, names, reason=FORCE_REASON)
     for name in names:
         with contextlib.suppress(NotFound):
             blades.delete(name)
@@ -89,6 +96,37 @@ def _remove(ctx: CliContext, state: dict[str, Any], *, check: bool = True, only_
         if not ((only_lab or force) and _switch_preexisting(ctx, switch, address)):
             with contextlib.suppress(NotFound):
                 SwitchService(store, ctx.box()).delete(switch)
+    return forgotten
+
+
+def _remove_vm_host(ctx: CliContext, state: dict[str, Any], *, check: bool, force: bool) -> list[Forgotten]:
+    """The lab's VM host and its slots out of the inventory (its domains undefined) — only the
+    one enrolled with the lab's own libvirtd URI. Refused (Conflict) while a slot is bound,
+    unless ``force``: then the bindings are forgotten first, as for the lab's blades."""
+    host = state.get("vmHost")
+    if not host:
+        return []
+    from appliance.services.vm_hosts import VmHostService
+
+    svc = VmHostService(ctx.store(), ctx.box())
+    try:
+        info = svc.get(host["name"])
+    except NotFound:
+        return []
+    if info.spec.uri != host["uri"]:
+        return []     # a VM host of that name that is not the lab's
+    forgotten: list[Forgotten] = []
+    bound = [b for b, _, p in info.blades if p is not None]
+    if bound and force:
+        if leader_alive(ctx.store()):
+            raise Conflict(f"VM host slots are in use: {', '.join(bound)}, and an appliance is running: release "
+                           "their profiles through it first")
+        forgotten = forget_blades(ctx.store(), bound, reason=FORCE_REASON)
+    try:
+        svc.delete(host["name"], detach=True)
+    except Conflict:
+        if check:
+            raise
     return forgotten
 
 
@@ -154,6 +192,10 @@ def lab_options(fn: Any) -> Any:
                      help="How many of the --vms run UEFI firmware (OVMF) with a plain PXE NIC: they fetch "
                           "iPXE over TFTP first, as blades with a vendor PXE ROM do (the others are BIOS "
                           "VMs whose NIC ROM is iPXE already)."),
+        click.option("--vm-host-slots", type=click.IntRange(0, vmlab.MAX_VM_HOST_SLOTS), default=0,
+                     show_default=True,
+                     help="With --vms: a libvirtd in the lab's namespace too, enrolled as VM host "
+                          f"{vmlab.VM_HOST_NAME} with this many slots (libvirt domains on the lab's bridge)."),
         click.option("--netns", default=bootnet.DEFAULT_NETNS, show_default=True, envvar="ANVIL_LAB_NETNS",
                      help="Namespace of the VM lab's boot network (env ANVIL_LAB_NETNS)."),
     ]):
@@ -174,8 +216,11 @@ def boot_url_for_lab(settings: Settings) -> str:
 
 
 def _opts(settings: Settings, redfish: int, ipmi: int, switch_kind: str, realistic_power: bool,
-          vms: int = 0, netns: str = bootnet.DEFAULT_NETNS, uefi_vms: int = 0) -> rack.LabOptions:
+          vms: int = 0, netns: str = bootnet.DEFAULT_NETNS, uefi_vms: int = 0,
+          vm_host_slots: int = 0) -> rack.LabOptions:
     vm_lab = None
+    if vm_host_slots and not vms:
+        raise click.UsageError("--vm-host-slots needs --vms (the VM host's domains join the VM lab's network)")
     try:
         vmlab.check_uefi_vms(vms, uefi_vms)   # with --vms 0 there is no VM lab to refuse it later
     except vmlab.VmLabSetupError as exc:
@@ -183,7 +228,8 @@ def _opts(settings: Settings, redfish: int, ipmi: int, switch_kind: str, realist
     if vms:
         vm_lab = vmlab.VmLabOptions(vms=vms, netns=vmlab.check_netns_name(netns), state_dir=settings.state_dir,
                                     store_url=settings.store_url, log_level=settings.log_level,
-                                    agent_mode=settings.boot.image_agent_mode, uefi_vms=uefi_vms)
+                                    agent_mode=settings.boot.image_agent_mode, uefi_vms=uefi_vms,
+                                    vm_host_slots=vm_host_slots)
     return rack.LabOptions(redfish=redfish, ipmi=ipmi, switch=switch_kind, realistic_power=realistic_power,
                            boot_url=boot_url_for_lab(settings), vm_lab=vm_lab)
 
@@ -199,6 +245,10 @@ def describe(state: dict[str, Any], redfish: int, ipmi: int, vms: int, switch_ki
         firmware = f" ({uefi} UEFI)" if uefi else ""
         parts.append(f"{vms} VM{'' if vms == 1 else 's'}{firmware} cabled to switch {state['vmSwitch']} (linux-bridge) "
                      f"in namespace {vm['netns']}, booting from {vm['bootUrl']}, iSCSI on {state['storage']['portal']}")
+    host = state.get("vmHost")
+    if host:
+        parts.append(f"VM host {host['name']} ({host['slots']} slot{'' if host['slots'] == 1 else 's'}, "
+                     f"{host['uri']})")
     count = len(state["blades"])
     return f"{count} blade{'' if count == 1 else 's'}: " + "; ".join(parts)
 
@@ -207,7 +257,7 @@ def describe(state: dict[str, Any], redfish: int, ipmi: int, vms: int, switch_ki
 @lab_options
 @pass_ctx
 def up(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_power: bool, vms: int,
-       uefi_vms: int, netns: str) -> None:
+       uefi_vms: int, vm_host_slots: int, netns: str) -> None:
     """Start the emulators (they keep running after this command) and enrol their blades and switch.
 
     \b
@@ -215,8 +265,10 @@ def up(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_pow
     the boot role (DHCP, TFTP, HTTP on 10.77.0.1) and a tgtd (10.77.0.1:3260) there;
     an `anvil serve` started afterwards uses that tgtd for iSCSI boot LUNs unless
     [storage] names a driver. --uefi-vms K makes the last K of them UEFI VMs that take
-    the plain PXE → TFTP → iPXE chain."""
-    state = lab_up(ctx, _opts(ctx.settings, redfish, ipmi, switch_kind, realistic_power, vms, netns, uefi_vms))
+    the plain PXE → TFTP → iPXE chain. --vm-host-slots S adds a libvirtd there, enrolled as
+    a VM host with S slots (blades lab-vmhost-01 …, driver libvirt)."""
+    state = lab_up(ctx, _opts(ctx.settings, redfish, ipmi, switch_kind, realistic_power, vms, netns, uefi_vms,
+                              vm_host_slots))
     click.echo(f"lab up: {describe(state, redfish, ipmi, vms, switch_kind)}; "
                f"state in {rack.lab_file(ctx.settings.lab_dir)}")
 

@@ -37,6 +37,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "template": ("appliance.cli.template", "template", "Profile templates: identities left as pool:<name>."),
     "token": ("appliance.cli.user", "token", "Bearer tokens for the API."),
     "user": ("appliance.cli.user", "user", "Local users of the console and API."),
+    "vm-host": ("appliance.cli.vm_host", "vm_host",
+                "VM hosts: libvirt hosts whose domain slots are blades (driver libvirt)."),
 }
 # Modules that add subcommands to another command's group when imported.
 EXTENDS: dict[str, tuple[str, ...]] = {"blade": ("appliance.cli.discovered",)}

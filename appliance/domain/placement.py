@@ -1,9 +1,10 @@
 """Placement: which spare blade a profile goes to, and why the others were rejected.
 
 Pure: the caller passes the inventory as :class:`Candidate` values. Ranking is
-fewest surplus resources first (keep big blades for big profiles), then least
-recently failed (a blade that never failed beats one that failed yesterday),
-then name for a stable order.
+physical blades before virtual ones (a VM host's slots: spares of last resort, DESIGN
+§8) unless the pool prefers virtual ones or neither, then fewest surplus resources
+(keep big blades for big profiles), then least recently failed (a blade that never
+failed beats one that failed yesterday), then name for a stable order.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class Candidate:
     last_failed_at: datetime | None = None
     in_pool: bool = True
     out_reason: str | None = None      # why it is out of the pool, when not simply "not in the requested pool"
+    virtual: bool = False              # a VM host's domain slot (driver libvirt)
+
+
+PREFERENCES = ("physical", "virtual", "any")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +95,17 @@ def _surplus(req: Requirements, c: Candidate) -> float:
     return s
 
 
-def place(req: Requirements, candidates: Iterable[Candidate]) -> Placement:
+def _kind_rank(prefer: str, c: Candidate) -> int:
+    if prefer == "any":
+        return 0
+    return 0 if c.virtual == (prefer == "virtual") else 1
+
+
+def place(req: Requirements, candidates: Iterable[Candidate], *, prefer: str = "physical") -> Placement:
+    """Acceptable blades best first (see the module docstring) and why the others are not.
+    ``prefer``: ``physical`` (default), ``virtual`` or ``any``, a blade pool's setting."""
+    if prefer not in PREFERENCES:
+        raise ValueError(f"prefer {prefer!r} is not one of {', '.join(PREFERENCES)}")
     ok: list[Candidate] = []
     rejected: list[Rejection] = []
     for c in sorted(candidates, key=lambda c: c.name):
@@ -100,6 +115,6 @@ def place(req: Requirements, candidates: Iterable[Candidate]) -> Placement:
         else:
             rejected.append(Rejection(c.name, reason))
     never = datetime.min
-    ok.sort(key=lambda c: (_surplus(req, c), (c.last_failed_at.replace(tzinfo=None) if c.last_failed_at else never),
-                           c.name))
+    ok.sort(key=lambda c: (_kind_rank(prefer, c), _surplus(req, c),
+                           (c.last_failed_at.replace(tzinfo=None) if c.last_failed_at else never), c.name))
     return Placement(tuple(c.name for c in ok), tuple(rejected))

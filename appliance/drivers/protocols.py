@@ -131,16 +131,19 @@ class BladeFacts:
 
 @dataclass(frozen=True, slots=True)
 class IdentityCaps:
-    """Which virtual identities the BMC can hold (Redfish NetworkDeviceFunctions)."""
+    """Which virtual identities the BMC can hold (Redfish NetworkDeviceFunctions; a libvirt
+    domain also holds the system UUID and each NIC's VLANs, as OVS port tags)."""
 
     mac: bool = False
     wwpn: bool = False
     wwnn: bool = False
     iscsi_initiator: bool = False
+    uuid: bool = False
+    vlans: bool = False
 
     @property
     def any(self) -> bool:
-        return self.mac or self.wwpn or self.wwnn or self.iscsi_initiator
+        return self.mac or self.wwpn or self.wwnn or self.iscsi_initiator or self.uuid or self.vlans
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,16 +161,27 @@ class FcBoot:
 
 
 @dataclass(frozen=True, slots=True)
+class NicVlans:
+    """One NIC's VLANs where the blade itself holds them (a VM's port on its host's bridge)."""
+
+    native: int | None = None
+    tagged: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class VirtualIdentities:
-    """A profile's identities as written to a BMC; ``macs`` in the blade's NIC order."""
+    """A profile's identities as written to a BMC; ``macs`` (and ``vlans``) in the blade's NIC
+    order. ``uuid`` is the system (SMBIOS) UUID, where the blade can take one."""
 
     macs: tuple[str, ...] = ()
     iscsi: IscsiBoot | None = None
     fc: tuple[FcBoot, ...] = ()
+    uuid: str | None = None
+    vlans: tuple[NicVlans, ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not self.macs and self.iscsi is None and not self.fc
+        return not self.macs and self.iscsi is None and not self.fc and self.uuid is None and not self.vlans
 
 
 class PowerDriver(Protocol):

@@ -3,7 +3,7 @@ drivers in ``anvil.drivers.switch``, iSCSI target drivers in ``anvil.drivers.sto
 
 Each BMC entry point names a factory ``create(**options) -> BmcDriver``, each switch
 entry point ``create() -> SwitchDriver``; a vendor driver ships as its own package with
-its own entry point. Built in: ``redfish``, ``ipmi``, ``fake`` (BMC) and ``snmp``,
+its own entry point. Built in: ``redfish``, ``ipmi``, ``libvirt``, ``fake`` (BMC) and ``snmp``,
 ``ovs``, ``linux-bridge`` (switch). (New entry points show up only after the package is
 (re)installed.)
 """
@@ -54,8 +54,11 @@ def create(name: str, **options: Any) -> BmcDriver:
 
 
 def driver_for_address(address: str) -> str:
-    """The driver name for a BMC address, by URL scheme (redfish+http(s) → redfish, ipmi, fake)."""
+    """The driver name for a BMC address, by URL scheme (redfish+http(s) → redfish, ipmi, fake,
+    libvirt+… → libvirt)."""
     scheme = urlsplit(address).scheme.lower()
+    if scheme.startswith("libvirt+"):   # libvirt+<libvirt URI>#<domain>: a VM host's domain
+        return "libvirt"
     try:
         return _SCHEMES[scheme]
     except KeyError:

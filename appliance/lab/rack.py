@@ -196,6 +196,11 @@ def teardown(state: dict[str, Any]) -> list[str]:
     """
     left: list[str] = []
     for p in reversed(state.get("processes", [])):
+        if p.get("libvirtRunDir") and pid_alive(int(p["pid"]), p.get("starttime")):
+            # A libvirtd that stops leaves its QEMUs running: they go first (by their pid files).
+            from appliance.lab.libvirtd import stop_qemus
+
+            left += [f"QEMU of libvirtd (pid {q})" for q in stop_qemus(Path(p["libvirtRunDir"]))]
         # tgtd ignores SIGTERM while it has targets (a short stopTimeout, then SIGKILL).
         tgtd = p.get("tgtControlPort") is not None
         if not stop_pid(int(p["pid"]), p.get("starttime"), float(p.get("stopTimeout", 3.0))):

@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from appliance.lab.tgt import TgtdHandle
 
 MAX_VMS = 4
+MAX_VM_HOST_SLOTS = 2      # DESIGN §7: at most 2 QEMU at once in CI; a slot is one
+VM_HOST_NAME = "lab-vmhost"
 DEFAULT_CACHE = Path("/var/tmp/anvil-lab-cache")
 CACHE_ENV = "ANVIL_LAB_CACHE"
 SWITCH_NAME = "lab-vm-sw"
@@ -83,6 +85,7 @@ class VmLabOptions:
     agent_mode: str = "agent"
     cache_dir: Path | None = None
     uefi_vms: int = 0
+    vm_host_slots: int = 0     # > 0: a libvirtd in the namespace too, enrolled as VM host ``lab-vmhost``
 
 
 def cache_dir(opts: VmLabOptions) -> Path:
@@ -146,6 +149,14 @@ def preflight(opts: VmLabOptions) -> None:
                           ("tgtadm", "tgt"), ("dnsmasq", "dnsmasq-base")):
         if shutil.which(tool) is None:
             raise VmLabSetupError(f"--vms needs {tool} (apt-get install {package})")
+    if opts.vm_host_slots:
+        from appliance.lab import libvirtd
+
+        if not 0 < opts.vm_host_slots <= MAX_VM_HOST_SLOTS:
+            raise VmLabSetupError(f"--vm-host-slots {opts.vm_host_slots}: 1..{MAX_VM_HOST_SLOTS}")
+        why = libvirtd.missing()
+        if why:
+            raise VmLabSetupError(f"--vm-host-slots: {why}")
     if opts.uefi_vms:
         from appliance.lab.vm_bmc import OVMF_CODE, OVMF_VARS
 
@@ -302,6 +313,8 @@ def start(lab_dir: Path, state: dict[str, Any], save: Callable[[], None], opts: 
             facts={"model": "QEMU lab VM", "serial": f"VM{vm.index:05d}", "uuid": vm.uuid,
                    "memoryMiB": VM_MEMORY_MIB, "firmware": "uefi" if vm.uefi else "bios"},
             switch=SWITCH_NAME))
+    if opts.vm_host_slots:
+        start_vm_host(run_dir, state, save, opts)
     state["vmlab"] = {
         "netns": opts.netns, "bridge": net.bridge, "server": server, "bootUrl": f"http://{server}:{BOOT_HTTP_PORT}",
         "bootConfig": str(run_dir / "boot.toml"), "templateDir": str(run_dir / "ipxe"),
@@ -311,6 +324,22 @@ def start(lab_dir: Path, state: dict[str, Any], save: Callable[[], None], opts: 
     save()
     switch = {"name": SWITCH_NAME, "address": net.switch_address(ignore_vlans=True), "password": ""}
     return switch, blades
+
+
+def start_vm_host(run_dir: Path, state: dict[str, Any], save: Callable[[], None], opts: VmLabOptions) -> None:
+    """A libvirtd in the lab's namespace (appliance.lab.libvirtd), recorded so that ``lab down``
+    stops its QEMUs and then it, by PID; ``state["vmHost"]`` says how to enrol it."""
+    from appliance.lab import libvirtd
+
+    try:
+        lv = libvirtd.start(run_dir / "libvirt", opts.netns, cache_dir(opts) / "libvirt")
+    except libvirtd.LibvirtdError as exc:
+        raise VmLabSetupError(f"the lab's VM host: {exc}") from None
+    state["processes"].append(record_process("libvirtd", lv.pid, lv.log_path, f"{lv.uri} in {opts.netns}", 10.0,
+                                             **libvirtd.record(lv)))
+    state["vmHost"] = {"name": VM_HOST_NAME, "uri": lv.uri, "bridge": bootnet.BRIDGE, "slots": opts.vm_host_slots,
+                       "memoryMiB": VM_MEMORY_MIB}
+    save()
 
 
 def vm_status(state: dict[str, Any]) -> dict[str, str]:

@@ -22,6 +22,13 @@ from appliance.store.tables import BladePoolMemberRow, BladePoolRow, BladeRow
 
 DEFAULT_POOL = "spares"
 _NAME = NAME_RE
+PREFER = ("physical", "virtual", "any")
+
+
+def _check_prefer(prefer: str) -> str:
+    if prefer not in PREFER:
+        raise ValidationError([Issue("prefer", f"{prefer!r} is not one of {', '.join(PREFER)}")])
+    return prefer
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +38,7 @@ class BladePoolInfo:
     description: str
     blades: tuple[str, ...]
     available: int
+    prefer: str = "physical"
 
 
 def members(s: Session, pool: str) -> set[str] | None:
@@ -48,15 +56,18 @@ class BladePoolService:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def create(self, name: str, *, tenant: str | None = None, description: str = "") -> BladePoolInfo:
+    def create(self, name: str, *, tenant: str | None = None, description: str = "",
+               prefer: str = "physical") -> BladePoolInfo:
+        """``prefer``: which blades placement tries first, ``physical`` (VM slots last), ``virtual`` or ``any``."""
         if not _NAME.match(name):
             raise ValidationError([Issue("name", f"{name!r} is not a lowercase name (a-z, 0-9, '-')")])
+        _check_prefer(prefer)
         if name == DEFAULT_POOL:
             raise Conflict(f"{DEFAULT_POOL!r} is the built-in pool of every blade")
         with self._store.write() as s:
             if s.scalar(select(BladePoolRow.id).where(BladePoolRow.name == name)) is not None:
                 raise Conflict(f"blade pool {name!r} already exists")
-            s.add(BladePoolRow(name=name, tenant=tenant, description=description))
+            s.add(BladePoolRow(name=name, tenant=tenant, description=description, prefer=prefer))
         return self.get(name)
 
     def _blade_ids(self, s: Session, blades: tuple[str, ...]) -> list[int]:
@@ -87,7 +98,7 @@ class BladePoolService:
         return self.get(name)
 
     def update(self, name: str, *, tenant: str | None = None, ungrant: bool = False,
-               description: str | None = None) -> BladePoolInfo:
+               description: str | None = None, prefer: str | None = None) -> BladePoolInfo:
         """Grant the pool to ``tenant`` (its blades are then reserved for that tenant), take the
         grant back (``ungrant``), or change the description; what is not given stays."""
         if tenant is not None and not _NAME.match(tenant):
@@ -100,6 +111,8 @@ class BladePoolService:
                 row.tenant = tenant
             if description is not None:
                 row.description = description[:255]
+            if prefer is not None:
+                row.prefer = _check_prefer(prefer)
         return self.get(name)
 
     def delete(self, name: str) -> None:
@@ -133,7 +146,8 @@ class BladePoolService:
                                  avail(list(blades)))]
             for row in s.scalars(select(BladePoolRow).order_by(BladePoolRow.name)):
                 names = sorted(members(s, row.name) or ())
-                out.append(BladePoolInfo(row.name, row.tenant, row.description, tuple(names), avail(names)))
+                out.append(BladePoolInfo(row.name, row.tenant, row.description, tuple(names), avail(names),
+                                         row.prefer or "physical"))
             return out
 
     @staticmethod

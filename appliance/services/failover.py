@@ -20,8 +20,8 @@ both back on their way.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +44,7 @@ from appliance.domain.failover import (
     is_event_name,
     plan_spares,
 )
+from appliance.domain.placement import Candidate
 from appliance.domain.states import (
     BLADE_TRANSITIONS,
     PROFILE_TRANSITIONS,
@@ -119,10 +120,12 @@ class DomainInfo:
     has_webhook_secret: bool
     profiles: tuple[ProtectedProfile, ...]
     created_at: datetime
+    vm_hosts: tuple[str, ...] = ()
 
     def public(self) -> dict[str, Any]:
         """Plain data for output; the webhook secret is never part of it."""
-        return {"name": self.name, "sparePool": self.spare_pool, "description": self.description,
+        return {"name": self.name, "sparePool": self.spare_pool, "vmHosts": list(self.vm_hosts),
+                "description": self.description,
                 "restartAttempts": self.restart_attempts, "webhookUrl": self.webhook_url,
                 "webhookSecret": "***" if self.has_webhook_secret else None,
                 "profiles": [{"tenant": p.tenant, "name": p.name, "priority": p.priority, "policy": p.policy,
@@ -353,16 +356,17 @@ class FailoverService:
     # -- domains ---------------------------------------------------------
     def create_domain(self, name: str, *, spare_pool: str = DEFAULT_POOL, description: str = "",
                       restart_attempts: int = 1, webhook_url: str | None = None,
-                      webhook_secret: Secret | None = None) -> DomainInfo:
+                      webhook_secret: Secret | None = None, vm_hosts: Sequence[str] = ()) -> DomainInfo:
         value = FailoverDomain(name, spare_pool, restart_attempts, webhook_url or None, description)
         self._check(value, webhook_secret, secret_required=True)
         with self._store.write() as s:
             if s.scalar(select(FailoverDomainRow.id).where(FailoverDomainRow.name == name)) is not None:
                 raise Conflict(f"failover domain {name!r} already exists")
             self._check_pool(s, spare_pool)
+            hosts = self._check_vm_hosts(s, vm_hosts)
             row = FailoverDomainRow(name=name, spare_pool=spare_pool, description=description,
                                     restart_attempts=restart_attempts, webhook_url=value.webhook_url,
-                                    webhook_secret_enc=self._encrypt(webhook_secret))
+                                    webhook_secret_enc=self._encrypt(webhook_secret), vm_hosts=hosts)
             s.add(row)
             s.flush()
             info = self._info(s, row)
@@ -371,8 +375,10 @@ class FailoverService:
 
     def update_domain(self, name: str, *, spare_pool: str | None = None, description: str | None = None,
                       restart_attempts: int | None = None, webhook_url: str | None = None,
-                      webhook_secret: Secret | None = None, remove_webhook: bool = False) -> DomainInfo:
-        """Change the fields given; ``remove_webhook`` drops the URL and the secret."""
+                      webhook_secret: Secret | None = None, remove_webhook: bool = False,
+                      vm_hosts: Sequence[str] | None = None) -> DomainInfo:
+        """Change the fields given; ``remove_webhook`` drops the URL and the secret; ``vm_hosts``
+        replaces the list of VM hosts (empty: none)."""
         if remove_webhook and (webhook_url or webhook_secret):
             raise ValidationError([Issue("webhookUrl", "give a new webhook or remove it, not both")])
         with self._store.write() as s:
@@ -386,6 +392,8 @@ class FailoverService:
             self._check(value, webhook_secret, secret_required=not keeps_secret)
             if spare_pool is not None:
                 self._check_pool(s, spare_pool)
+            if vm_hosts is not None:
+                row.vm_hosts = self._check_vm_hosts(s, vm_hosts)
             row.spare_pool, row.description = value.spare_pool, value.description
             row.restart_attempts, row.webhook_url = value.restart_attempts, value.webhook_url
             if remove_webhook:
@@ -456,6 +464,19 @@ class FailoverService:
         if pool != DEFAULT_POOL and s.scalar(select(BladePoolRow.id).where(BladePoolRow.name == pool)) is None:
             raise ValidationError([Issue("sparePool", f"blade pool {pool!r} does not exist")])
 
+    @staticmethod
+    def _check_vm_hosts(s: Session, hosts: Sequence[str]) -> list[str]:
+        """The VM hosts named, each enrolled, in order, once; ValidationError naming the others."""
+        from appliance.store.tables import VmHostRow
+
+        wanted = list(dict.fromkeys(hosts))
+        known = set(s.scalars(select(VmHostRow.name).where(VmHostRow.name.in_(wanted))))
+        missing = [h for h in wanted if h not in known]
+        if missing:
+            raise ValidationError([Issue("vmHosts", f"VM host {h!r} is not enrolled (anvil vm-host enroll)")
+                                   for h in missing])
+        return wanted
+
     def _encrypt(self, secret: Secret | None) -> str | None:
         return self._secret_box().encrypt(secret) if secret is not None else None
 
@@ -464,7 +485,8 @@ class FailoverService:
         if members is None:
             members = _members(s, row.name)
         return DomainInfo(row.name, row.spare_pool, row.description, row.restart_attempts, row.webhook_url,
-                          row.webhook_secret_enc is not None, tuple(members), _aware(row.created_at))
+                          row.webhook_secret_enc is not None, tuple(members), _aware(row.created_at),
+                          tuple(row.vm_hosts or ()))
 
     # -- health history --------------------------------------------------
     def record_health(self, blade: str, sample: HealthSample) -> None:
@@ -673,7 +695,7 @@ def plan_for_domain(s: Session, domain: str) -> SparePlan:
     """:meth:`FailoverService.spare_plan` inside a caller's transaction."""
     # Imported here: placement imports the blade pools, which sit beside this module.
     from appliance.domain.profile import from_dict
-    from appliance.services.placement import candidates, requirements
+    from appliance.services.placement import requirements
 
     drow = _domain_row(s, domain)
     # Failovers still fencing keep their place in line: a less important profile fenced a
@@ -695,8 +717,25 @@ def plan_for_domain(s: Session, domain: str) -> SparePlan:
             continue
         failed.append(FailedProfile(f"{row.tenant}/{row.profile}", row.priority, _aware(row.detected_at),
                                     requirements(from_dict(prow.document))))
-    spares = [c for c in candidates(s, pool=drow.spare_pool) if c.name not in reserved]
-    return plan_spares(failed, spares)
+    return plan_spares(failed, domain_spares(s, drow, reserved))
+
+
+def domain_spares(s: Session, drow: FailoverDomainRow, reserved: set[str] | frozenset[str] = frozenset()
+                  ) -> list[Candidate]:
+    """The domain's spares as placement sees them: the blades of its spare pool, less VM slots
+    of hosts it does not list, plus the slots of the VM hosts it lists (ranked after every
+    physical blade: spares of last resort)."""
+    from appliance.services.placement import VIRTUAL_DRIVER, candidates
+
+    listed = set(drow.vm_hosts or ())
+    host_of = dict(s.execute(select(BladeRow.name, BladeRow.chassis).where(BladeRow.driver == VIRTUAL_DRIVER)).all())
+    spares = [c for c in candidates(s, pool=drow.spare_pool)
+              if c.name not in reserved and (not c.virtual or host_of.get(c.name) in listed)]
+    if listed:
+        have = {c.name for c in spares}
+        spares += [replace(c, in_pool=True) for c in candidates(s) if c.virtual and c.name not in have
+                   and c.name not in reserved and host_of.get(c.name) in listed]
+    return spares
 
 
 def _members_by_domain(s: Session) -> dict[str, list[ProtectedProfile]]:

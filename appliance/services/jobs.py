@@ -13,7 +13,7 @@ from appliance.domain.profile import from_dict
 from appliance.domain.states import ACTIVE_JOB_STATES, JobState
 from appliance.engine.steps import FAILOVER, STAMP, UNSTAMP
 from appliance.engine.steps.common import live_binding
-from appliance.errors import Conflict
+from appliance.errors import Conflict, NotFound
 from appliance.services import scope as lookup
 from appliance.services.blade_pools import DEFAULT_POOL
 from appliance.services.failover import open_record
@@ -21,7 +21,7 @@ from appliance.services.placement import dry_run
 from appliance.services.scope import Scope
 from appliance.store import Store
 from appliance.store.repos import jobs as repo
-from appliance.store.tables import BladeRow, FailoverDomainRow, JobRow
+from appliance.store.tables import BindingRow, BladeRow, FailoverDomainRow, JobRow, ProfileRow
 
 # The CLI's local admin, and the engine and monitor: the whole appliance.
 APPLIANCE = Scope.appliance()
@@ -163,6 +163,43 @@ class JobService:
                               params={"profile": profile, "tenant": tenant, "failover": row.id,
                                       "domain": row.domain, "policy": row.policy,
                                       "pool": domain.spare_pool if domain else DEFAULT_POOL, "to": to_blade},
+                              step_names=FAILOVER.step_names, created_by=created_by)
+            row.job_id = job.id
+            return row.id, _info(s, job)
+
+    def submit_move(self, profile: str, *, tenant: str = "default", to_blade: str, reason: str,
+                    created_by: str | None = None) -> tuple[int, JobInfo]:
+        """A planned move of ``tenant/profile`` to ``to_blade`` (physical or a VM slot): a failover
+        of its domain that fences (powers off) its blade as a drill does, returning it to the
+        spares, and stamps the profile on exactly ``to_blade`` — or fails saying why that blade
+        cannot take it. NotFound for an unknown blade; Conflict when the profile is already there."""
+        with self._store.read() as s:
+            if s.scalar(select(BladeRow.id).where(BladeRow.name == to_blade)) is None:
+                raise NotFound("blade", to_blade)
+            here = s.scalar(select(BladeRow.name).join(BindingRow, BindingRow.blade_id == BladeRow.id)
+                            .join(ProfileRow, ProfileRow.id == BindingRow.profile_id)
+                            .where(ProfileRow.tenant == tenant, ProfileRow.name == profile,
+                                   BindingRow.state == "live"))
+            prow = s.scalar(select(ProfileRow).where(ProfileRow.kind == "ServerProfile", ProfileRow.tenant == tenant,
+                                                     ProfileRow.name == profile))
+            if prow is None:
+                raise NotFound("profile", profile, tenant=tenant)
+            if here == to_blade:
+                raise Conflict(f"profile {tenant}/{profile} is on {to_blade} already")
+            # Refused before anything is fenced: a move that cannot land must not take the profile down.
+            pl = dry_run(s, from_dict(prow.document), blade=to_blade, tenant=tenant)
+            if to_blade not in pl.chosen:
+                why = "; ".join(r.reason for r in pl.rejected) or "it is taken"
+                raise Conflict(f"{to_blade} cannot take {tenant}/{profile}: {why}")
+        with self._store.write() as s:
+            row = open_record(s, tenant=tenant, profile=profile, reason=reason, drill=True)
+            domain = s.scalar(select(FailoverDomainRow).where(FailoverDomainRow.name == row.domain))
+            job = repo.create(s, kind=FAILOVER.name, subject=f"profile {tenant}/{profile}",
+                              profile_id=row.profile_id, tenant=tenant,
+                              params={"profile": profile, "tenant": tenant, "failover": row.id,
+                                      "domain": row.domain, "policy": row.policy,
+                                      "pool": domain.spare_pool if domain else DEFAULT_POOL, "to": to_blade,
+                                      "exact": True},
                               step_names=FAILOVER.step_names, created_by=created_by)
             row.job_id = job.id
             return row.id, _info(s, job)

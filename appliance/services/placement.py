@@ -19,10 +19,11 @@ from appliance.domain.states import BladeState
 from appliance.errors import NotFound
 from appliance.services.blade_pools import DEFAULT_POOL, members
 from appliance.services.scope import reserved_for_others
-from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, ProfileRow
+from appliance.store.tables import BindingRow, BladeNicRow, BladePoolRow, BladeRow, ProfileRow
 
 NO_SPARE = "no spare blade meets the requirements"
 RESERVED = "reserved for another tenant (in a pool granted to it)"
+VIRTUAL_DRIVER = "libvirt"     # a VM host's slot: placement ranks it after physical blades
 
 
 def requirements(p: Profile) -> Requirements:
@@ -43,7 +44,7 @@ def candidates(s: Session, *, only: str | None = None, pool: str = DEFAULT_POOL,
     live = (select(BindingRow.blade_id, ProfileRow.name).join(ProfileRow, ProfileRow.id == BindingRow.profile_id)
             .where(BindingRow.state == "live"))
     stmt = select(BladeRow.id, BladeRow.name, BladeRow.state, BladeRow.cpus, BladeRow.memory_gib,
-                  BladeRow.last_failed_at)
+                  BladeRow.last_failed_at, BladeRow.driver)
     if only is not None:
         stmt = stmt.where(BladeRow.name == only)
     bound: dict[int, str] = {}
@@ -65,8 +66,16 @@ def candidates(s: Session, *, only: str | None = None, pool: str = DEFAULT_POOL,
     return [Candidate(name=b.name, state=BladeState(b.state), cpus=b.cpus, memory_gib=b.memory_gib,
                       nics=nic_counts.get(b.id, 0), bound_to=bound.get(b.id), last_failed_at=b.last_failed_at,
                       in_pool=(in_pool is None or b.name in in_pool) and b.name not in reserved,
-                      out_reason=RESERVED if b.name in reserved else None)
+                      out_reason=RESERVED if b.name in reserved else None, virtual=b.driver == VIRTUAL_DRIVER)
             for b in rows]
+
+
+def preference(s: Session, pool: str) -> str:
+    """Which blades ``pool`` tries first: ``physical`` (the default, and the built-in ``spares``),
+    ``virtual`` or ``any`` (``anvil blade-pool create|update --prefer``)."""
+    if pool == DEFAULT_POOL:
+        return "physical"
+    return s.scalar(select(BladePoolRow.prefer).where(BladePoolRow.name == pool)) or "physical"
 
 
 def dry_run(s: Session, profile: Profile, *, blade: str | None = None, pool: str = DEFAULT_POOL,
@@ -77,7 +86,7 @@ def dry_run(s: Session, profile: Profile, *, blade: str | None = None, pool: str
     found = candidates(s, only=blade, pool=pool, tenant=tenant, spare_only=spare_only and blade is None)
     if blade is not None and not found:
         raise NotFound("blade", blade)
-    pl = place(requirements(profile), found)
+    pl = place(requirements(profile), found, prefer=preference(s, pool))
     if spare_only and blade is None and not pl.chosen:
         return dry_run(s, profile, pool=pool, tenant=tenant)
     return pl

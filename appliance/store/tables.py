@@ -279,6 +279,8 @@ class BladePoolRow(Base):
     name: Mapped[str] = mapped_column(String(63), unique=True)
     tenant: Mapped[str | None] = mapped_column(String(63))   # granted to this tenant, if any
     description: Mapped[str] = mapped_column(String(255), default="")
+    # Which blades placement tries first: physical (VM slots last, the default), virtual, or any.
+    prefer: Mapped[str] = mapped_column(String(8), default="physical", server_default="physical")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -417,8 +419,29 @@ class FailoverDomainRow(Base):
     restart_attempts: Mapped[int] = mapped_column(Integer, default=1)
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     webhook_secret_enc: Mapped[str | None] = mapped_column(Text)
+    # VM hosts whose free slots are spares of last resort (after every physical spare).
+    vm_hosts: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class VmHostRow(Base):
+    """A libvirt host enrolled as a blade source: its slots are blades with driver ``libvirt``
+    (named ``NAME-01``…), each a domain Anvil defined there with this shape."""
+
+    __tablename__ = "vm_hosts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), unique=True)
+    uri: Mapped[str] = mapped_column(String(1024))
+    bridge: Mapped[str] = mapped_column(String(15))
+    bridge_type: Mapped[str] = mapped_column(String(8), default="linux")
+    slots: Mapped[int] = mapped_column(Integer)
+    cpus: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    nics: Mapped[int] = mapped_column(Integer, default=1)
+    accel: Mapped[str] = mapped_column(String(8), default="qemu")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class BladeHealthRow(Base):

@@ -18,7 +18,8 @@
 # Every line meant for a reader starts with "anvil-agent:" on the console (ttyS0 in the lab).
 #
 # Callback body (application/x-www-form-urlencoded): token mac ip uptime hostname kernel mode
-# profile uuid disk. disk = the marker read before writing; "" when the disk has none;
+# profile uuid sysuuid disk. sysuuid = the machine's SMBIOS system UUID as the kernel reads it
+# (a VM's is its domain's UUID: a profile's, where the VM host applied it). disk = the marker read before writing; "" when the disk has none;
 # "none" when there is no disk. Answer: lines heartbeat_secret=S, heartbeat_url=URL,
 # heartbeat_interval=N (seconds; default 10, at least 1); heartbeats POST secret=S.
 #
@@ -217,6 +218,8 @@ UPTIME=$(cut -d ' ' -f 1 /proc/uptime)
 BODY="token=$(urlencode "$TOKEN")&mac=$(urlencode "$MAC")&ip=$(urlencode "$IP")&uptime=$UPTIME"
 BODY="$BODY&hostname=$(urlencode "$HOST")&kernel=$(urlencode "$(uname -r)")&mode=$MODE"
 BODY="$BODY&profile=$(urlencode "$PROFILE")&uuid=$(urlencode "$UUID")&disk=$(urlencode "$DISK")"
+SYSUUID=$(cat /sys/class/dmi/id/product_uuid 2>/dev/null | tr A-F a-f)
+BODY="$BODY&sysuuid=$(urlencode "$SYSUUID")"
 
 ok=
 n=0

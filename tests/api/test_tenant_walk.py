@@ -72,7 +72,7 @@ def build(api: Api) -> World:
 RESOURCES = {
     "profiles": "profile", "templates": "template", "jobs": "job", "failovers": "failover", "pools": "pool",
     "blades": "blade", "identity-pools": "appliance", "failover-domains": "appliance", "users": "admin",
-    "tokens": "admin", "switches": "admin", "failover": "blade", "discovered": "admin",
+    "tokens": "admin", "switches": "admin", "failover": "blade", "discovered": "admin", "vm-hosts": "admin",
 }
 
 

@@ -231,7 +231,8 @@ def _lab_left(anvil: Anvil) -> None:
 
 @pytest.fixture(scope="module")
 def vm_lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[VmLab]:
-    """2 BIOS VMs (vm-01, vm-02), plus ``LAB_UEFI_VMS`` UEFI ones after them when the test module sets it."""
+    """2 BIOS VMs (vm-01, vm-02; ``LAB_BIOS_VMS`` of them when the test module sets it), plus
+    ``LAB_UEFI_VMS`` UEFI ones after them, and a VM host with ``LAB_VM_HOST_SLOTS`` slots."""
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
@@ -243,7 +244,11 @@ def vm_lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
     lab = VmLab(anvil=anvil, serve=Serve(anvil), netns=ns, tenant="e2e" + os.urandom(3).hex())
     try:
         uefi = int(getattr(request.module, "LAB_UEFI_VMS", 0))
-        args = ["--vms", str(2 + uefi), "--uefi-vms", str(uefi)]
+        bios = int(getattr(request.module, "LAB_BIOS_VMS", 2))
+        args = ["--vms", str(bios + uefi), "--uefi-vms", str(uefi)]
+        slots = int(getattr(request.module, "LAB_VM_HOST_SLOTS", 0))
+        if slots:
+            args += ["--vm-host-slots", str(slots)]
         t0 = time.monotonic()
         up = anvil("lab", "up", "--redfish", "0", *args, "--netns", ns, timeout=300)
         lab.timings["lab_up"] = time.monotonic() - t0

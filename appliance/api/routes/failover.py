@@ -171,7 +171,7 @@ async def create_domain(request: web.Request) -> web.Response:
         info = await asyncio.to_thread(
             svc.create_domain, b["name"], spare_pool=b.get("sparePool", DEFAULT_POOL),
             description=b.get("description", ""), restart_attempts=b.get("restartAttempts", 1),
-            webhook_url=b.get("webhookUrl"), webhook_secret=_secret(b))
+            webhook_url=b.get("webhookUrl"), webhook_secret=_secret(b), vm_hosts=b.get("vmHosts", ()))
     except ValidationError as exc:
         raise _body_paths(exc) from None
     resp = web.json_response(domain_view(info, None), status=201)
@@ -188,7 +188,8 @@ async def update_domain(request: web.Request) -> web.Response:
         info = await asyncio.to_thread(
             svc.update_domain, request.match_info["name"], spare_pool=b.get("sparePool"),
             description=b.get("description"), restart_attempts=b.get("restartAttempts"),
-            webhook_url=b.get("webhookUrl"), webhook_secret=_secret(b), remove_webhook=remove)
+            webhook_url=b.get("webhookUrl"), webhook_secret=_secret(b), remove_webhook=remove,
+            vm_hosts=b.get("vmHosts"))
     except ValidationError as exc:
         raise _body_paths(exc) from None
     return web.json_response(domain_view(info, None))
@@ -250,10 +251,13 @@ MASKED = {"type": ["string", "null"], "enum": ["***", None],
 PROTECTED = obj(["tenant", "name", "priority", "policy", "state"], tenant=STR, name=STR, priority=INT, policy=STR,
                 state=STR, blade=NSTR)
 DOMAIN = obj(["name", "sparePool", "restartAttempts", "webhookUrl", "webhookSecret", "profiles"], name=STR,
-             sparePool=STR, description=STR, restartAttempts=INT, webhookUrl=NSTR, webhookSecret=MASKED,
+             sparePool=STR, vmHosts={"type": "array", "items": STR}, description=STR, restartAttempts=INT,
+             webhookUrl=NSTR, webhookSecret=MASKED,
              profiles={"type": "array", "items": PROTECTED}, createdAt=NSTR)
 _DOMAIN_FIELDS: dict[str, Any] = {
     "sparePool": NAME, "description": {"type": "string", "maxLength": 255},
+    "vmHosts": {"type": "array", "items": NAME, "maxItems": 32,
+                "description": "VM hosts whose free slots are spares of last resort (after every physical one)"},
     "restartAttempts": {"type": "integer", "minimum": 0, "maximum": 10},
     "webhookUrl": nullable("string", minLength=1, maxLength=2048),
     "webhookSecret": {"type": "string", "minLength": 16, "maxLength": 512, "writeOnly": True,

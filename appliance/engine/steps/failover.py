@@ -68,6 +68,7 @@ from appliance.store.tables import (
     ProfileRow,
 )
 
+DEFAULT_POOL = "spares"
 WAIT_FOREVER = 7 * 24 * 3600.0   # an operator's confirmation or a new spare may take days
 
 
@@ -265,14 +266,14 @@ async def _isolation_fence(ctx: StepContext, blade: str, profile: Profile) -> st
 async def fence(ctx: StepContext) -> dict[str, Any]:
     profile = await load_profile(ctx)
 
-    def _begin() -> tuple[str, str | None, str]:
+    def _begin() -> tuple[str, str | None, str, bool]:
         with ctx.store.write() as s:
             row = _record(s, ctx)
             if FailoverState(row.state) in (FailoverState.DETECTED, FailoverState.RESTARTING):
                 advance_record(row, FailoverState.FENCING, job_id=ctx.job_id)
-            return row.state, row.from_blade, row.reason or "failure"
+            return row.state, row.from_blade, row.reason or "failure", row.drill
 
-    state, blade, reason = await ctx.db(_begin)
+    state, blade, reason, planned = await ctx.db(_begin)
     if state == FailoverState.FENCING.value:
         _notify(ctx, FAILOVER_STARTED, {"blade": blade, "reason": reason})
     if state not in (FailoverState.FENCING.value, FailoverState.NEEDS_OPERATOR.value):
@@ -288,6 +289,10 @@ async def fence(ctx: StepContext) -> dict[str, Any]:
             method = FenceMethod.POWER
             # A dead blade's iSCSI session can linger on the target; revoking access closes it.
             await _revoke_quietly(ctx, profile)
+            if planned:
+                # The blade stays a spare: it must not keep the profile's identity (a VM slot
+                # would otherwise hold the profile's UUID and MACs while another blade runs it).
+                await _clear_identity_quietly(ctx, blade)
         else:
             why.append(f"power: {problem}")
             await ctx.progress(f"fencing {blade}: shutting its switch ports")
@@ -311,6 +316,15 @@ async def _revoke_quietly(ctx: StepContext, profile: Profile) -> None:
             await storage.unbind(lun_ref(src), initiator)
         except AnvilError as exc:
             ctx.note(f"LUN access of the fenced blade not revoked ({exc}); the new grant will")
+
+
+async def _clear_identity_quietly(ctx: StepContext, blade: str) -> None:
+    try:
+        driver, bmc = ctx.hw.bmc(blade)
+        if (await driver.capabilities(bmc)).any:
+            await driver.clear(bmc)
+    except AnvilError as exc:
+        ctx.note(f"virtual identity of {blade} not cleared ({exc}); its next stamp replaces it")
 
 
 async def _wait_for_operator(ctx: StepContext, blade: str, why: str) -> None:
@@ -394,6 +408,17 @@ def _fitting(s: Session, row: Any, pool: str) -> list[str]:
     return list(place(requirements(from_dict(prow.document)), found).chosen)
 
 
+def _why_not(s: Session, row: Any, blade: str) -> str:
+    from appliance.domain.profile import from_dict
+    from appliance.services.placement import dry_run
+
+    prow = s.get(ProfileRow, row.profile_id) if row.profile_id is not None else None
+    if prow is None:
+        return "the profile is gone"
+    pl = dry_run(s, from_dict(prow.document), blade=blade, tenant=row.tenant)
+    return "; ".join(r.reason for r in pl.rejected) or "it is taken"
+
+
 async def choose_spare(ctx: StepContext) -> dict[str, Any]:
     key = f"{ctx.params['tenant']}/{ctx.params['profile']}"
     deadline = time.monotonic() + WAIT_FOREVER
@@ -403,6 +428,14 @@ async def choose_spare(ctx: StepContext) -> dict[str, Any]:
             row = _record(s, ctx)
             if row.state in (FailoverState.MOVING.value, FailoverState.BOOTING.value) and row.to_blade:
                 return row.to_blade, ""
+            wanted = ctx.params.get("to")
+            if ctx.params.get("exact") and wanted:
+                # A planned move (anvil failover move): exactly that blade, physical or virtual.
+                if wanted not in _fitting(s, row, DEFAULT_POOL):
+                    raise StepFailed(f"{wanted} cannot take {key}: {_why_not(s, row, wanted)}")
+                advance_record(row, FailoverState.MOVING, to_blade=wanted,
+                               event=FailoverEvent.SPARE_CHOSEN.value, detail=wanted)
+                return wanted, ""
             plan = plan_for_domain(s, row.domain)
             blade = plan.blade_for(key)
             if row.drill and blade is not None:
@@ -410,7 +443,6 @@ async def choose_spare(ctx: StepContext) -> dict[str, Any]:
                 # first, and none the plan gives another profile.
                 others = {a.blade for a in plan.assignments if a.profile != key}
                 fits = [b for b in _fitting(s, row, str(ctx.params.get("pool") or "spares")) if b not in others]
-                wanted = ctx.params.get("to")
                 if wanted and wanted in fits:
                     blade = wanted      # moving back: the blade the drill came from, free again
                 elif blade == row.from_blade:

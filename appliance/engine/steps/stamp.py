@@ -29,6 +29,7 @@ from appliance.drivers.protocols import (
     FcBoot,
     IscsiBoot,
     LunRef,
+    NicVlans,
     PortConfig,
     PowerState,
     StorageDriver,
@@ -286,7 +287,10 @@ def virtual_identities(profile: Profile) -> VirtualIdentities:
     if src is not None and src.type == "iscsi" and ident.iscsiInitiator:
         iscsi = IscsiBoot(initiator=ident.iscsiInitiator, target=src.target, portal=src.portal, lun=src.lun)
     fc = tuple(FcBoot(wwpn=h.wwpn, wwnn=h.wwnn) for h in ident.hbas if h.wwpn and h.wwnn)
-    return VirtualIdentities(macs=tuple(n.mac for n in ident.nics if n.mac), iscsi=iscsi, fc=fc)
+    uuid = ident.uuid if ident.uuid and not ident.uuid.startswith("pool:") else None
+    vlans = tuple(NicVlans(native=n.vlans.native, tagged=tuple(n.vlans.tagged)) for n in ident.nics)
+    return VirtualIdentities(macs=tuple(n.mac for n in ident.nics if n.mac), iscsi=iscsi, fc=fc, uuid=uuid,
+                             vlans=vlans)
 
 
 async def apply_identity(ctx: StepContext) -> dict[str, Any]:
@@ -298,12 +302,19 @@ async def apply_identity(ctx: StepContext) -> dict[str, Any]:
     want = virtual_identities(profile)
     want = VirtualIdentities(macs=want.macs if caps.mac else (),
                              iscsi=want.iscsi if caps.iscsi_initiator else None,
-                             fc=want.fc if caps.wwpn else ())
+                             fc=want.fc if caps.wwpn else (),
+                             uuid=want.uuid if caps.uuid else None,
+                             vlans=want.vlans if caps.vlans else ())
     await driver.apply(bmc, want)
     got = await driver.read(bmc)
     if got.macs[:len(want.macs)] != want.macs:
         raise StepFailed(f"{ctx.data['blade']}: virtual MACs read back {got.macs}, expected {want.macs}")
-    return {"identity": "virtual", "virtualMacs": list(want.macs)}
+    if want.uuid is not None and (got.uuid or "").lower() != want.uuid.lower():
+        raise StepFailed(f"{ctx.data['blade']}: system UUID reads back {got.uuid}, expected {want.uuid}")
+    done: dict[str, Any] = {"identity": "virtual", "virtualMacs": list(want.macs)}
+    if want.uuid is not None:
+        done["virtualUuid"] = want.uuid
+    return done
 
 
 async def clear_identity(ctx: StepContext) -> None:

@@ -51,3 +51,18 @@ def test_rejections_carry_a_reason() -> None:
 def test_no_requirements_accepts_any_spare() -> None:
     pl = place(Requirements(), [c("a", cpus=None, mem=None, nics=0)])
     assert pl.chosen == ("a",)
+
+
+def test_physical_blades_first_unless_the_pool_prefers_virtual_ones_or_neither() -> None:
+    # The VM slot fits best on resources, yet a physical blade that fits goes first (DESIGN §8).
+    blades = [c("vm-slot", 8, 64, virtual=True), c("phys-big", 64, 512)]
+    assert place(REQ, blades).chosen == ("phys-big", "vm-slot")
+    assert place(REQ, blades, prefer="virtual").chosen == ("vm-slot", "phys-big")
+    assert place(REQ, blades, prefer="any").chosen == ("vm-slot", "phys-big")    # best fit again
+
+
+def test_an_unknown_preference_is_refused_by_name() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="prefer 'cloud' is not one of physical, virtual, any"):
+        place(REQ, [c("a")], prefer="cloud")
