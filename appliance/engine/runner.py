@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import OperationalError
 
 from appliance.boot.tokens import BootKey
 from appliance.domain.states import FINAL_JOB_STATES, JOB_TRANSITIONS, JobState, transition
@@ -63,6 +64,7 @@ def _retryable(exc: BaseException) -> bool:
 
 Done = tuple[int, str, dict[str, Any] | None, dict[str, Any], list[tuple[str, str]]]
 _ADVANCE_BATCH = 64     # jobs' step transitions per transaction (group commit)
+_ADVANCE_TRIES = 3      # a batch the database aborted (deadlock victim) is tried this often
 
 # The statements of _advance, built once: a hundred jobs at once make a thousand of each.
 _J, _S = JobRow.__table__.c, JobStepRow.__table__.c
@@ -162,7 +164,13 @@ class Engine:
                 stop.set()
                 return
             waiting, self._waiting = self._waiting, {}
-            await self.call(self._renew_and_show, waiting)
+            try:
+                await self.call(self._renew_and_show, waiting)
+            except OperationalError as exc:
+                # A lock timeout or deadlock victim: the leases are still far from expiry, the
+                # next beat renews them; one failed beat must not stop every job.
+                log.warning("engine %s: lease renewal failed, retrying next beat: %s", self.owner, exc.orig)
+                self._waiting = {**waiting, **self._waiting}
             await _wait(stop, 1.0)
 
     async def _dispatch(self, stop: asyncio.Event) -> None:
@@ -183,7 +191,7 @@ class Engine:
     def _renew_and_show(self, waiting: dict[str, str]) -> None:
         with self.store.write() as s:
             repo.renew(s, self.owner, self.settings.lease_ttl)
-            for job_id, text in waiting.items():
+            for job_id, text in sorted(waiting.items()):
                 s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.lease_owner == self.owner,
                                                JobRow.state == JobState.RUNNING.value).values(waiting_for=text))
 
@@ -302,16 +310,22 @@ class Engine:
         """Several jobs' :meth:`_advance` in one transaction (group commit: a hundred jobs moving at
         once share commits), each in a savepoint of its own, so one job's error (a lost lease)
         undoes only its own work; results in order."""
-        out: list[Snapshot | BaseException] = []
+        # Rows are taken in job-id order, the order the heartbeat's renewal locks them in too:
+        # in any other order two transactions can each hold a row the other wants.
+        order = sorted(range(len(batch)), key=lambda i: batch[i][0])
+        out: dict[int, Snapshot | BaseException] = {}
         with self.store.write() as s:
             conn = s.connection()
-            for job_id, done in batch:
+            for i in order:
+                job_id, done = batch[i]
                 try:
                     with conn.begin_nested():
-                        out.append(self._advance_in(conn, job_id, done))
+                        out[i] = self._advance_in(conn, job_id, done)
+                except OperationalError:
+                    raise  # the database's own trouble (a deadlock victim): the batch is retried
                 except Exception as exc:  # handed back to that job's own caller
-                    out.append(exc)
-        return out
+                    out[i] = exc
+        return [out[i] for i in range(len(batch))]
 
     async def advance(self, job_id: str, done: Done | None = None) -> Snapshot:
         """:meth:`_advance`, queued with the other jobs' and written with them (group commit)."""
@@ -327,10 +341,21 @@ class Engine:
     async def _drain_advances(self) -> None:
         while self._advances:
             queued, self._advances = self._advances[:_ADVANCE_BATCH], self._advances[_ADVANCE_BATCH:]
-            try:
-                results = await self.call(self._advance_many, [(job, done) for job, done, _ in queued])
-            except Exception as exc:  # the transaction itself failed: every job of the batch hears it
-                results = [exc] * len(queued)
+            results: list[Snapshot | BaseException] = []
+            for attempt in range(_ADVANCE_TRIES):
+                try:
+                    results = await self.call(self._advance_many, [(job, done) for job, done, _ in queued])
+                    break
+                except OperationalError as exc:
+                    # The database chose this transaction as a deadlock victim (or timed out a
+                    # lock): nothing of it was written, so the whole batch is simply tried again.
+                    if attempt + 1 == _ADVANCE_TRIES:
+                        results = [exc] * len(queued)
+                    else:
+                        log.warning("engine %s: group commit retried: %s", self.owner, exc.orig)
+                except Exception as exc:  # the transaction itself failed: every job of the batch hears it
+                    results = [exc] * len(queued)
+                    break
             for (_, _, fut), result in zip(queued, results, strict=True):
                 if not fut.done():
                     fut.set_result(result)

@@ -139,8 +139,17 @@ def claim_many(session: Session, job_ids: list[str], owner: str, ttl: float) -> 
 
 
 def renew(session: Session, owner: str, ttl: float) -> int:
+    """Extend the leases of every unfinished job ``owner`` holds. The rows are locked in id
+    order first: the engine's group commit advances several jobs in one transaction in that
+    same order, and two writers taking the same rows in different orders deadlock (PostgreSQL
+    aborts one of them)."""
+    held = list(session.scalars(
+        select(JobRow.id).where(JobRow.lease_owner == owner, JobRow.state.in_(ACTIVE))
+        .order_by(JobRow.id).with_for_update()))
+    if not held:
+        return 0
     result = session.execute(
-        update(JobRow).where(JobRow.lease_owner == owner, JobRow.state.in_(ACTIVE))
+        update(JobRow).where(JobRow.id.in_(held), JobRow.lease_owner == owner, JobRow.state.in_(ACTIVE))
         .values(lease_expires_at=now() + timedelta(seconds=ttl))
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
