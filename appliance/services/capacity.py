@@ -30,7 +30,9 @@ class Capacity:
     tenants: dict[str, Tally]
 
     def public(self) -> dict[str, Any]:
-        return {"total": self.total.public() if self.total else None,
+        """The whole appliance's (or a tenant's own) blades, CPUs and memory, then the breakdowns."""
+        whole = self.total or next(iter(self.tenants.values()), None) or Tally()
+        return {**whole.public(),
                 "pools": [{"name": n, **t.public()} for n, t in self.pools.items()],
                 "chassis": [{"name": n, **t.public()} for n, t in self.chassis.items()],
                 "tenants": [{"name": n, **t.public()} for n, t in self.tenants.items()]}
