@@ -59,8 +59,14 @@ BOOT_STATE = obj(["blade", "device", "mode", "persistent"], blade=STR, device=ST
 MAINTENANCE = {"type": "object", "additionalProperties": False, "required": ["on"],
                "properties": {"on": {"type": "boolean"}, "reason": {"type": "string", "maxLength": 512}}}
 HEALTH = obj(["blade", "state"], blade=STR, state=STR, reason=NSTR)
-CAPACITY = obj(["spare", "stamped", "failed", "maintenance", "total", "byState"], spare=INT, stamped=INT, failed=INT,
-               maintenance=INT, total=INT, byState={"type": "object", "additionalProperties": INT})
+COUNTS = obj(["total", "spare", "committed", "inUse", "failed", "maintenance"], total=INT, spare=INT, committed=INT,
+             inUse=INT, failed=INT, maintenance=INT)
+TALLY = obj(["name", "blades", "cpus", "memoryGiB"], name=STR, blades=COUNTS, cpus=COUNTS, memoryGiB=COUNTS)
+CAPACITY = obj(["spare", "stamped", "failed", "maintenance", "total", "byState", "blades", "cpus", "memoryGiB",
+                "pools", "chassis", "tenants"], spare=INT, stamped=INT, failed=INT, maintenance=INT, total=INT,
+               byState={"type": "object", "additionalProperties": INT}, blades=COUNTS, cpus=COUNTS, memoryGiB=COUNTS,
+               pools={"type": "array", "items": TALLY}, chassis={"type": "array", "items": TALLY},
+               tenants={"type": "array", "items": TALLY})
 RACK = {"type": "array", "items": obj(["chassis", "blades"], chassis=STR, blades={"type": "array", "items": obj(
     ["name", "state"], name=STR, state=STR, slot=NINT, profile=NSTR, power=NSTR, health=NSTR, healthAge=NINT)})}
 

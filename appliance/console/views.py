@@ -451,6 +451,7 @@ def setup_console(app: web.Application) -> None:
 
     # Imported late: they build on this module.
     from appliance.console.access import setup_access_pages
+    from appliance.console.capacity import setup_capacity_pages
     from appliance.console.discovered import setup_discovered_pages
     from appliance.console.domains import setup_domain_pages
     from appliance.console.failover import setup_failover_pages
@@ -465,3 +466,4 @@ def setup_console(app: web.Application) -> None:
     setup_switch_pages(app)
     setup_access_pages(app)
     setup_discovered_pages(app)
+    setup_capacity_pages(app)

@@ -98,6 +98,9 @@ class StepContext:
     progress: Callable[[str], Awaitable[None]]
     checkpoint: Callable[[dict[str, Any]], Awaitable[None]]
     events: list[tuple[str, str]] = field(default_factory=list)
+    # Change records of hardware this step changed (appliance.store.changes.hardware), written
+    # with the step's completion.
+    changes: list[dict[str, Any]] = field(default_factory=list)
     # Kept by the engine for the job's run in this process (lost on restart): caches only.
     memo: dict[str, Any] = field(default_factory=dict)
 

@@ -29,7 +29,7 @@ from appliance.domain.states import FINAL_JOB_STATES, JOB_TRANSITIONS, JobState,
 from appliance.engine.leader import Leadership
 from appliance.engine.model import EngineSettings, HardwarePort, JobKind, StepContext, StepRetry
 from appliance.errors import AnvilError
-from appliance.store import Store
+from appliance.store import Store, changes
 from appliance.store.repos import jobs as repo
 from appliance.store.tables import JobEventRow, JobRow, JobStepRow
 
@@ -62,7 +62,8 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, AnvilError) and exc.retryable
 
 
-Done = tuple[int, str, dict[str, Any] | None, dict[str, Any], list[tuple[str, str]]]
+# (step index, step name, result, job data, events, hardware change records)
+Done = tuple[int, str, dict[str, Any] | None, dict[str, Any], list[tuple[str, str]], list[dict[str, Any]]]
 _ADVANCE_BATCH = 64     # jobs' step transitions per transaction (group commit)
 _ADVANCE_TRIES = 3      # a batch the database aborted (deadlock victim) is tried this often
 
@@ -283,8 +284,13 @@ class Engine:
             job = self._owned(s, job_id)
             job.data = {**job.data, **data}
 
-    def _context(self, snap: Snapshot) -> StepContext:
+    def _context(self, snap: Snapshot, step: str) -> StepContext:
         data = dict(snap.data)
+        ref = changes.JobStep(snap.id, snap.kind, step)
+
+        async def db(fn: Callable[[], T]) -> T:
+            # The step's writes are recorded as this job step's changes (appliance.store.changes).
+            return await self.db(changes.within(ref, fn))
 
         async def progress(text: str) -> None:
             # Shown to operators, not needed for recovery: written with the next heartbeat.
@@ -296,7 +302,7 @@ class Engine:
 
         memo = self._memos.setdefault(snap.id, {})
         return StepContext(job_id=snap.id, kind=snap.kind, params=snap.params, data=data, store=self.store, memo=memo,
-                           hw=self.hw, settings=self.settings, db=self.db, read=self.read, progress=progress,
+                           hw=self.hw, settings=self.settings, db=db, read=self.read, progress=progress,
                            checkpoint=checkpoint)
 
     def _advance(self, job_id: str, done: Done | None = None) -> Snapshot:
@@ -376,6 +382,9 @@ class Engine:
             conn.execute(_STEP_DONE, {"b_job": job_id, "b_idx": idx, "b_result": result, "b_now": now})
             data, index = {**done[3], **result}, idx + 1
             events += [{"kind": kind, "message": message, "data": None} for kind, message in done[4]]
+            if done[5]:
+                changes.write_queued(conn, {}, changes.JobStep(job_id, job.kind, name), done[5],
+                                     at=self.store.now())
             events.append({"kind": "step-done", "message": f"step {idx + 1}/{job.step_count} {name} done",
                            "data": {"step": name, "index": idx, "result": result}})
         if state in (JobState.PENDING, JobState.RUNNING, JobState.WAITING):
@@ -437,7 +446,7 @@ class Engine:
                 return
             idx = snap.step_index
             step = kind.steps[idx]
-            ctx = self._context(snap)
+            ctx = self._context(snap, step.name)
             try:
                 async with asyncio.timeout(step.timeout):
                     result = await step.run(ctx)
@@ -456,7 +465,7 @@ class Engine:
                 await self.call(self._begin_rollback, job_id, f"{step.name}: {error}", kind.rollback)
                 snap = await self.call(self._snapshot, job_id)
                 continue
-            snap = await self.advance(job_id, (idx, step.name, result, ctx.data, ctx.events))
+            snap = await self.advance(job_id, (idx, step.name, result, ctx.data, ctx.events, ctx.changes))
 
     async def _rollback(self, snap: Snapshot, kind: JobKind) -> None:
         last = min(snap.step_index, len(kind.steps) - 1)
@@ -468,7 +477,7 @@ class Engine:
                 continue
             for attempt in range(1, step.attempts + 1):
                 await self.call(self._start_step, snap.id, idx, step.name, rollback=True)
-                ctx = self._context(snap)
+                ctx = self._context(snap, f"undo {step.name}")
                 try:
                     async with asyncio.timeout(step.timeout):
                         await step.undo(ctx)
@@ -484,13 +493,17 @@ class Engine:
                     msg = f"undo of {step.name} failed: {error}; an operator must finish it"
                     await self.call(self._end, snap.id, JobState.FAILED, msg, error=msg)
                     return
-                await self.call(self._mark_undone, snap.id, idx, step.name, ctx.data)
+                await self.call(self._mark_undone, snap.id, idx, step.name, ctx.data, ctx.changes)
                 break
         await self.call(self._end, snap.id, JobState.ROLLED_BACK, f"{snap.kind} rolled back")
 
-    def _mark_undone(self, job_id: str, idx: int, name: str, data: dict[str, Any]) -> None:
+    def _mark_undone(self, job_id: str, idx: int, name: str, data: dict[str, Any],
+                     queued: list[dict[str, Any]]) -> None:
         with self.store.write() as s:
             job = self._owned(s, job_id)
+            if queued:
+                changes.write_queued(s.connection(), s.info, changes.JobStep(job_id, job.kind, f"undo {name}"),
+                                     queued, at=self.store.now())
             row = repo.steps(s, job_id)[idx]
             row.state, row.finished_at = "undone", repo.now()
             job.data = {**job.data, **data}

@@ -5,8 +5,9 @@ on a lock upgrade."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from appliance.statedir import private_sqlite
-from appliance.store import audit
+from appliance.store import audit, changes
 from appliance.store.audit_seal import AuditSeal
 from appliance.store.migrate import upgrade
+from appliance.store.tables import utcnow
 
 _IMMEDIATE = "anvil_sqlite_immediate"
 
@@ -57,22 +59,34 @@ def make_engine(url: str) -> Engine:
 
 class Store:
     """The database: ``read()`` and ``write()`` give short transactions. With a ``seal`` the
-    audit trail written through it is keyed and its signed head kept (appliance.store.audit_seal)."""
+    audit trail written through it is keyed and its signed head kept (appliance.store.audit_seal).
+    ``clock`` dates the change records (appliance.store.changes) and what is computed from them
+    (usage); tests inject one."""
 
-    def __init__(self, engine: Engine, *, seal: AuditSeal | None = None) -> None:
+    def __init__(self, engine: Engine, *, seal: AuditSeal | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.seal = seal
+        self.clock: Callable[[], datetime] = clock or utcnow
         self._read = sessionmaker(engine, expire_on_commit=False)
         writer = engine.execution_options(**{_IMMEDIATE: True}) if self.is_sqlite else engine
-        self._write = sessionmaker(writer, expire_on_commit=False, info={audit.SEAL: seal} if seal else None)
+        info: dict[str, Any] = {changes.CLOCK: self.now}
+        if seal:
+            info[audit.SEAL] = seal
+        self._write = sessionmaker(writer, expire_on_commit=False, info=info)
         audit.install(self._write)
+        changes.install(self._write)
         # SQLite takes one writer at a time, and a writer that finds the lock taken sleeps in
         # SQLite's busy handler (1, 2, 5 … 100 ms steps) however soon it is freed: under load
         # (a hundred assigns at once beside the engine) that, not the work, set the pace.
         # Writers of this process queue here instead and go the moment the lock is free;
         # other processes (the CLI, the boot role) still meet the busy handler, rarely.
         self._writers = threading.RLock() if self.is_sqlite else None
+
+    def now(self) -> datetime:
+        """The store's time (its clock's, which a test may replace)."""
+        return self.clock()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -93,9 +107,10 @@ class Store:
         self.engine.dispose()
 
 
-def open_store(url: str, *, migrate: bool = True, seal: AuditSeal | None = None) -> Store:
+def open_store(url: str, *, migrate: bool = True, seal: AuditSeal | None = None,
+               clock: Callable[[], datetime] | None = None) -> Store:
     """Open the store at ``url``, applying migrations first (the default)."""
     engine = make_engine(url)
     if migrate:
         upgrade(engine)
-    return Store(engine, seal=seal)
+    return Store(engine, seal=seal, clock=clock)

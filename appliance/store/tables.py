@@ -508,3 +508,29 @@ class BmcEventSubscriptionRow(Base):
     token_hash: Mapped[str] = mapped_column(String(64))       # sha256 hex of the bearer token
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_event_at: Mapped[datetime | None] = mapped_column()
+
+
+# --- change records (the CMDB feed, and the source of usage)
+
+
+class ChangeRow(Base):
+    """One change to a blade, profile, binding, VLAN, LUN grant, firmware or BIOS setting,
+    append-only (triggers refuse UPDATE and DELETE), written in the transaction of the change
+    itself (appliance.store.changes). ``name`` is the resource's key: a blade's name, a
+    profile's or binding's ``tenant/name``, a port's ``switch:port``, a LUN's ``target#lun``."""
+
+    __tablename__ = "change_records"
+    __table_args__ = (Index("ix_change_records_resource_name_id", "resource", "name", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    who: Mapped[str] = mapped_column(String(128))
+    resource: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(255))
+    tenant: Mapped[str | None] = mapped_column(String(63), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    job_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    step: Mapped[str | None] = mapped_column(String(64))

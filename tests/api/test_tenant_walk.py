@@ -73,7 +73,12 @@ RESOURCES = {
     "profiles": "profile", "templates": "template", "jobs": "job", "failovers": "failover", "pools": "pool",
     "blades": "blade", "identity-pools": "appliance", "failover-domains": "appliance", "users": "admin",
     "tokens": "admin", "switches": "admin", "failover": "blade", "discovered": "admin", "vm-hosts": "admin",
+    # No path parameter today; scoped by the caller's tenant (appliance.services.capacity / changes).
+    "capacity": "tenant-own", "usage": "tenant-own", "changes": "tenant-own",
 }
+# Console pages without a path parameter that show tenant data: each is read as acme and must
+# show nothing of globex (the walk below covers pages with a parameter).
+CONSOLE_PAGES = ("/", "/blades", "/capacity", "/profiles", "/jobs", "/audit", "/pools")
 
 
 def digest(store: Store) -> str:
@@ -187,6 +192,22 @@ async def test_lists_with_a_second_tenants_name_show_none_of_its_data(api: Api) 
         text = await resp.text()
         for secret in ("globex", "db-01", "g-tpl", "gpool", world.job):
             assert secret not in text, f"GET {op.path}?tenant=globex shows {secret!r}: {text[:300]}"
+
+
+async def test_usage_and_console_pages_without_parameters_show_none_of_a_second_tenants_data(api: Api) -> None:
+    world = build(api)
+    c, h = api.client, api.auth("acme-op")
+    resp = await c.get("/api/v1/usage", headers=h, params={"from": "2000-01-01", "to": "2100-01-01",
+                                                          "tenant": "globex", "format": "csv"})
+    assert resp.status == 200 and "globex" not in await resp.text()
+    UserService(api.store).add("ann", "password1", role="viewer", tenant="acme")
+    await login(c, "ann", "password1")
+    for path in CONSOLE_PAGES:
+        resp = await c.get(path, allow_redirects=False)
+        text = await resp.text()
+        assert resp.status == 200, path
+        for secret in ("globex", "db-01", "g-tpl", "gpool", world.job, "b02"):
+            assert secret not in text, f"console {path} shows {secret!r} to acme"
 
 
 async def test_pools_and_blades_of_a_second_tenant_are_not_placement_targets(api: Api) -> None:

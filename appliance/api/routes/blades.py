@@ -10,12 +10,14 @@ from aiohttp import web
 
 from appliance.api import schemas as sc
 from appliance.api.keys import HARDWARE, SETTINGS, STORE
-from appliance.api.spec import NAME, STR, Op, Param, body, caller, query, tenant_filter
+from appliance.api.spec import NAME, STR, Op, Param, body, caller, query, scope_of, tenant_filter
 from appliance.drivers.protocols import BootDevice, BootMode, BootSetting, PowerAction, Secret
 from appliance.secrets import SecretBox
 from appliance.services.audit import record_action
 from appliance.services.blades import BladeService, Enrollment, NicSpec
+from appliance.services.capacity import CapacityService
 from appliance.services.inventory import SORTS, BladeFilter, Inventory
+from appliance.services.scope import Scope
 from appliance.services.switches import SwitchService
 
 
@@ -123,7 +125,11 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def capacity(request: web.Request) -> web.Response:
-    return web.json_response(await asyncio.to_thread(Inventory(request.app[STORE]).capacity, tenant_filter(request)))
+    tenant = tenant_filter(request)
+    counts = await asyncio.to_thread(Inventory(request.app[STORE]).capacity, tenant)
+    detail = await asyncio.to_thread(CapacityService(request.app[STORE]).capacity,
+                                     Scope(tenant, scope_of(request).principal))
+    return web.json_response({**counts, **detail.public()})
 
 
 async def rack(request: web.Request) -> web.Response:
@@ -175,7 +181,8 @@ OPS = [
        params=(NAMEP,), body=sc.BOOT, responses={200: (OK, sc.BOOT_STATE)}),
     Op("GET", "/blades/{name}/health", health, "Read a blade's health from its BMC", "blades", params=(NAMEP,),
        responses={200: (OK, sc.HEALTH)}),
-    Op("GET", "/capacity", capacity, "Blades by state: spare, stamped, failed, maintenance", "blades",
+    Op("GET", "/capacity", capacity, "Blades by state, and blades, CPUs and memory per pool, chassis and tenant",
+       "blades",
        params=(Param("tenant", {"type": "string", "maxLength": 63}),), responses={200: (OK, sc.CAPACITY)}),
     Op("GET", "/rack", rack, "Blades by chassis and slot", "blades",
        params=(Param("tenant", {"type": "string", "maxLength": 63}),), responses={200: (OK, sc.RACK)}),

@@ -52,6 +52,7 @@ from appliance.errors import NotFound
 from appliance.services import placement
 from appliance.services.blade_pools import DEFAULT_POOL
 from appliance.services.profiles import ProfileService
+from appliance.store import changes
 from appliance.store.tables import BindingRow, BladeRow, JobEventRow
 
 NO_SPARE = placement.NO_SPARE
@@ -207,11 +208,22 @@ async def _port_plan(ctx: StepContext, *, park: bool) -> list[tuple[Any, PortCon
 async def set_vlans(ctx: StepContext) -> dict[str, Any]:
     plan = await _port_plan(ctx, park=False)
     await set_ports(ctx, plan)
+    _record_ports(ctx, plan, "set")
     return {"ports": [f"{p.switch}:{p.port}" for p, _ in plan]}
 
 
 async def park_vlans(ctx: StepContext) -> None:
-    await set_ports(ctx, await _port_plan(ctx, park=True))
+    plan = await _port_plan(ctx, park=True)
+    await set_ports(ctx, plan)
+    _record_ports(ctx, plan, "park")
+
+
+def _record_ports(ctx: StepContext, plan: list[tuple[Any, PortConfig]], action: str) -> None:
+    for port, want in plan:
+        changes.hardware(ctx, changes.VLAN, f"{port.switch}:{port.port}", action,
+                         {"native": want.native, "tagged": sorted(want.tagged), "up": want.up,
+                          "blade": ctx.data.get("blade"),
+                          "profile": None if action == "park" else f"{ctx.params['tenant']}/{ctx.params['profile']}"})
 
 
 def lun_ref(src: IscsiSource) -> LunRef:
@@ -265,6 +277,7 @@ async def grant_storage(ctx: StepContext) -> dict[str, Any]:
     for other in await storage.bindings(ref) - {initiator}:
         await storage.unbind(ref, other)
     await storage.bind(ref, initiator)
+    changes.hardware(ctx, changes.LUN, f"{src.target}#{src.lun}", "grant", {"initiators": [initiator]})
     return {"storage": f"{src.target} LUN {src.lun} open to {initiator} only"}
 
 
@@ -278,6 +291,7 @@ async def revoke_storage(ctx: StepContext) -> None:
     storage, src, initiator = plan
     if src.lun >= 1:
         await storage.unbind(lun_ref(src), initiator)
+        changes.hardware(ctx, changes.LUN, f"{src.target}#{src.lun}", "revoke", {"initiators": []})
 
 
 def virtual_identities(profile: Profile) -> VirtualIdentities:
