@@ -1,7 +1,7 @@
 """Change records: every change to a blade, profile, binding, VLAN, LUN grant, firmware or BIOS
 setting, append-only (the CMDB feed, and the source of usage)
 
-Revision ID: 0016
+Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-06 15:30:00
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision: str = '0016'
+revision: str = '0013'
 down_revision: str | None = '0012'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
