@@ -193,7 +193,7 @@ class Room:
 class Plan:
     add: int                          # new hosts to request
     release: tuple[str, ...]          # hosts to release: the pool is larger than its size
-    replace: tuple[str, ...]          # failed for good: released, each paired with a new host where one is added
+    replace: tuple[str, ...]          # failed for good: released, each paired with one of the new hosts
     waiting: str | None = None        # why the pool is not converging, for operators and the VM manager
 
     @property
@@ -209,29 +209,31 @@ def is_dead(h: HostView) -> bool:
 def reconcile(desired: int, hosts: Iterable[HostView], room: Room) -> Plan:
     """What to do so the pool holds ``desired`` hosts that are, or may become, ready.
 
-    Hosts that failed for good are replaced (released; new hosts take their place, within
-    ``room``). A pool larger than ``desired`` releases hosts not yet ready first, then the
-    newest ready ones, then recovering ones (a failover in progress) last. Never more new
-    hosts than ``room`` allows, so a crash between passes can never grow the pool beyond its
-    size: each pass counts what exists.
+    A host that failed for good is replaced: released once a new host is requested in its
+    place (within ``room``; until then it stays, failed), or released outright when the pool
+    no longer needs it. A pool larger than ``desired`` releases hosts not yet ready first,
+    then the newest ready ones, then recovering ones (a failover in progress) last. Never
+    more new hosts than ``room`` allows, so a crash between passes can never grow the pool
+    beyond its size: each pass counts what exists.
     """
     live = [h for h in hosts if h.state in LIVE_HOST_STATES]
-    dead = [h for h in live if is_dead(h)]
+    dead = sorted((h for h in live if is_dead(h)), key=lambda h: h.seq)
     counted = [h for h in live if not is_dead(h)]
-    release: tuple[str, ...] = ()
+    release: list[str] = []
     add, waiting = 0, None
-    if len(counted) > desired:
+    short = desired - len(counted)
+    if short < 0:
         def order(h: HostView) -> tuple[int, int]:
             rank = {HostState.REQUESTED: 0, HostState.READY: 1, HostState.FAILED: 2}[h.state]
             return rank, -h.seq
-        release = tuple(h.id for h in sorted(counted, key=order)[:len(counted) - desired])
-    elif len(counted) < desired:
-        short = desired - len(counted)
+        release = [h.id for h in sorted(counted, key=order)[:-short]]
+    elif short > 0:
         add = max(0, min(short, room.hosts, MAX_NEW_PER_PASS))
         if add < short and room.hosts < short:
             waiting = f"{short - add} more host(s) wanted: {room.why or 'no room'}"
-    return Plan(add=add, release=release, replace=tuple(h.id for h in sorted(dead, key=lambda h: h.seq)),
-                waiting=waiting)
+    needed = dead[:max(short, 0)]                 # each waits for a new host to take its place
+    release += [h.id for h in dead[len(needed):]]   # the pool no longer needs these
+    return Plan(add=add, release=tuple(release), replace=tuple(h.id for h in needed[:add]), waiting=waiting)
 
 
 def backoff_seconds(failures: int, *, first: float = 5.0, most: float = 300.0) -> float:

@@ -52,10 +52,22 @@ def test_released_and_releasing_hosts_do_not_count() -> None:
 
 def test_a_host_failed_for_good_is_replaced() -> None:
     plan = reconcile(2, [h(1, OK), h(2, F)], PLENTY)
-    assert plan.replace == ("h2",) and plan.add == 1
+    assert plan.replace == ("h2",) and plan.add == 1 and plan.release == ()
     # Not while a failover of it is open, nor while a job of it still runs.
     assert reconcile(2, [h(1, OK), h(2, F, recovering=True)], PLENTY).idle
     assert reconcile(2, [h(1, OK), h(2, F, job_active=True)], PLENTY).idle
+
+
+def test_a_failed_host_waits_for_its_replacement_unless_the_pool_no_longer_needs_it() -> None:
+    no_room = Room(0, "backing off")
+    plan = reconcile(2, [h(1, OK), h(2, F)], no_room)
+    assert plan.idle and plan.waiting == "1 more host(s) wanted: backing off"
+    plan = reconcile(1, [h(1, OK), h(2, F)], no_room)      # shrunk meanwhile: released, not replaced
+    assert (plan.release, plan.replace, plan.add) == (("h2",), (), 0)
+    plan = reconcile(3, [h(1, OK), h(2, F), h(3, F)], Room(1))
+    assert (plan.replace, plan.release, plan.add) == (("h2",), (), 1)   # h3 waits for the next room
+    plan = reconcile(2, [h(1, OK), h(2, F), h(3, F)], Room(1))
+    assert (plan.replace, plan.release, plan.add) == (("h2",), ("h3",), 1)   # one replacement is enough
 
 
 def test_shrinking_releases_hosts_not_yet_ready_then_the_newest_ready_and_recovering_last() -> None:
