@@ -8,7 +8,9 @@ every command goes to a remote appliance's API instead of the local store.
 from __future__ import annotations
 
 import re
+import time
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import click
@@ -103,6 +105,15 @@ class _Pools:
             self.remote.request("DELETE", self._path(name), query={"tenant": tenant})
             return
         self._local().delete(name, tenant=tenant)
+
+    def events(self, name: str, tenant: str | None, after: int, wait: int) -> dict[str, Any]:
+        if self.remote is not None:
+            return dict(self.remote.json("GET", self._path(name, "events"),
+                                         query={"tenant": tenant, "after": after, "wait": wait or None}))
+        page = self._local().feed(name, after=after, tenant=tenant)
+        if wait and not page["items"]:
+            time.sleep(1.0)      # the local store has no long poll: look again in a second
+        return page
 
     def set_quota(self, tenant: str, max_hosts: int | None) -> dict[str, Any]:
         if self.remote is not None:
@@ -311,6 +322,118 @@ def quota(ctx: CliContext, tenant: str, max_hosts: int | None, unlimited: bool) 
     got = _Pools(ctx).set_quota(tenant, None if unlimited else max_hosts)
     limit = "no quota" if got["maxHosts"] is None else f"quota {got['maxHosts']} hosts"
     click.echo(f"tenant {tenant}: {limit}; its pools hold {got['used']}")
+
+
+def _event_line(e: dict[str, Any]) -> str:
+    h = e["host"]
+    extra = "".join(f" {k}={e[k]}" for k in ("failover", "replacement", "reason") if e.get(k))
+    return (f"#{e['cursor']} {e['at'][:19]} {e['event']:<15} {h['name']} {h['id']} {h['state']} "
+            f"{h['blade'] or '-'}{extra}")
+
+
+@host_pool.command("events")
+@click.argument("name")
+@TENANT
+@click.option("--after", type=click.IntRange(0), default=0, show_default=True, help="Events after this cursor.")
+@click.option("--follow", is_flag=True, help="Keep printing new events (Ctrl-C stops).")
+@output_option()
+@pass_ctx
+def events(ctx: CliContext, name: str, tenant: str | None, after: int, follow: bool, fmt: str) -> None:
+    """A pool's events after a cursor (host.requested, ready, failed, replaced, released)."""
+    api = _Pools(ctx)
+    while True:
+        page = api.events(name, tenant, after, 30 if follow else 0)
+        if fmt == "table":
+            for e in page["items"]:
+                click.echo(_event_line(e))
+        elif page["items"] or not follow:
+            emit(page["items"], fmt)
+        after = page["cursor"]
+        if not follow and not page["more"]:
+            return
+
+
+def _hooks(ctx: CliContext) -> Any:
+    from appliance.services.host_webhooks import HostWebhookService
+
+    return HostWebhookService(ctx.store(), ctx.box())
+
+
+@host_pool.group("webhook")
+def webhook() -> None:
+    """Where a pool's events are POSTed, signed (X-Anvil-Signature), and each one's delivery log."""
+
+
+@webhook.command("add")
+@click.argument("name")
+@click.argument("url")
+@TENANT
+@click.option("--secret-file", type=click.Path(dir_okay=False, allow_dash=True), required=True,
+              help="File holding the HMAC secret that signs the bodies ('-' for stdin).")
+@click.option("--after", type=click.IntRange(0), default=None, help="Replay events after this cursor (default: "
+                                                                    "new events only).")
+@pass_ctx
+def webhook_add(ctx: CliContext, name: str, url: str, tenant: str | None, secret_file: str,
+                after: int | None) -> None:
+    """Send a pool's events to URL."""
+
+    from appliance.cli.failover import _read_secret
+
+    secret = _read_secret(Path(secret_file))
+    assert secret is not None
+    if ctx.remote is not None:
+        got = ctx.remote.json("POST", f"/host-pools/{urllib.parse.quote(name, safe='')}/webhooks",
+                              query={"tenant": tenant}, json_body={"url": url, "secret": secret.reveal(),
+                                                                   **({"after": after} if after is not None else {})})
+    else:
+        got = _hooks(ctx).add(name, url, secret, after=after, tenant=tenant).public()
+    click.echo(f"webhook #{got['id']} of host pool {name}: events after #{got['cursor']} go to {got['url']}")
+
+
+@webhook.command("list")
+@click.argument("name")
+@TENANT
+@output_option()
+@pass_ctx
+def webhook_list(ctx: CliContext, name: str, tenant: str | None, fmt: str) -> None:
+    """A pool's webhooks: where each is in the feed, deliveries, failures."""
+    if ctx.remote is not None:
+        rows = ctx.remote.json("GET", f"/host-pools/{urllib.parse.quote(name, safe='')}/webhooks",
+                               query={"tenant": tenant})["items"]
+    else:
+        rows = [w.public() for w in _hooks(ctx).list(name, tenant=tenant)]
+    emit(rows, fmt, columns=["id", "url", "cursor", "delivered", "failures", "givenUp", "nextAttemptAt"])
+
+
+@webhook.command("remove")
+@click.argument("name")
+@click.argument("webhook_id", type=click.IntRange(1))
+@TENANT
+@pass_ctx
+def webhook_remove(ctx: CliContext, name: str, webhook_id: int, tenant: str | None) -> None:
+    """Stop sending a pool's events to a webhook."""
+    if ctx.remote is not None:
+        ctx.remote.request("DELETE", f"/host-pools/{urllib.parse.quote(name, safe='')}/webhooks/{webhook_id}",
+                           query={"tenant": tenant})
+    else:
+        _hooks(ctx).remove(name, webhook_id, tenant=tenant)
+    click.echo(f"removed webhook #{webhook_id} of host pool {name}")
+
+
+@webhook.command("log")
+@click.argument("name")
+@click.argument("webhook_id", type=click.IntRange(1))
+@TENANT
+@output_option()
+@pass_ctx
+def webhook_log(ctx: CliContext, name: str, webhook_id: int, tenant: str | None, fmt: str) -> None:
+    """A webhook's delivery log, newest first: each try, its answer and how long it took."""
+    if ctx.remote is not None:
+        rows = ctx.remote.json("GET", f"/host-pools/{urllib.parse.quote(name, safe='')}/webhooks/{webhook_id}"
+                                      "/deliveries", query={"tenant": tenant})["items"]
+    else:
+        rows = _hooks(ctx).deliveries(name, webhook_id, tenant=tenant)
+    emit(rows, fmt, columns=["at", "event", "cursor", "attempt", "ok", "status", "error", "elapsedMs"])
 
 
 COMMANDS = [host_pool]

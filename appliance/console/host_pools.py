@@ -18,6 +18,7 @@ from appliance.api.keys import ENGINE, STORE
 from appliance.console.views import page, render, scope
 from appliance.domain.hostpool import Spread
 from appliance.errors import Issue, ValidationError
+from appliance.services.host_webhooks import HostWebhookService
 from appliance.services.hostpools import HostPoolService
 from appliance.services.profiles import TEMPLATE, ProfileService
 
@@ -80,8 +81,11 @@ async def host_pool(request: web.Request) -> web.Response:
     svc = _svc(request)
     info = await asyncio.to_thread(svc.get, name, tenant=tenant, scope=scope(request))
     hosts = await asyncio.to_thread(svc.hosts, name, tenant=tenant, scope=scope(request))
+    recent = await asyncio.to_thread(svc.recent, name, limit=EVENTS_SHOWN, tenant=tenant, scope=scope(request))
+    hooks = await asyncio.to_thread(HostWebhookService(request.app[STORE]).list, name, tenant=tenant,
+                                    scope=scope(request))
     return render(request, "host_pool.html", pool=info.public(), hosts=[h.public() for h in hosts],
-                  message=request.query.get("msg"))
+                  events=recent, webhooks=[w.public() for w in hooks], message=request.query.get("msg"))
 
 
 @page("operator", form=True)

@@ -35,11 +35,12 @@ from appliance.domain.states import transition
 from appliance.errors import Conflict, Issue, ValidationError
 from appliance.services import scope as lookup
 from appliance.services.blade_pools import DEFAULT_POOL
-from appliance.services.host_events import HostInfo, host_info, iso, last_cursor
+from appliance.services.host_events import HostInfo, events_after, feed_item, host_info, iso, last_cursor
 from appliance.services.scope import TEMPLATE, Scope
 from appliance.store import Store
 from appliance.store.audit import record
 from appliance.store.tables import (
+    HostEventRow,
     HostMetricRow,
     HostPoolDecisionRow,
     HostPoolRow,
@@ -321,6 +322,23 @@ class HostPoolService:
             if HostState(row.state) not in LIVE_HOST_STATES:
                 raise Conflict(f"host {row.name} is {row.state}; it reports nothing any more")
             s.merge(HostMetricRow(host_id=row.id, pool_id=pool.id, at=at, cpu=cpu, memory=memory, vms=vms))
+
+    def feed(self, name: str, *, after: int = 0, limit: int = 500, tenant: str | None = None,
+             scope: Scope = APPLIANCE) -> dict[str, Any]:
+        """The pool's events after cursor ``after`` (what ``GET .../events`` answers, without waiting)."""
+        with self._store.read() as s:
+            pool = lookup.host_pool_row(s, scope, name, tenant=tenant)
+            items = [feed_item(e) for e in events_after(s, pool.id, after, limit)]
+        return {"items": items, "cursor": items[-1]["cursor"] if items else after, "more": len(items) >= limit}
+
+    def recent(self, name: str, *, limit: int = 20, tenant: str | None = None,
+               scope: Scope = APPLIANCE) -> builtins.list[dict[str, Any]]:
+        """The pool's newest events, newest first."""
+        with self._store.read() as s:
+            pool = lookup.host_pool_row(s, scope, name, tenant=tenant)
+            rows = s.scalars(select(HostEventRow).where(HostEventRow.pool_id == pool.id)
+                             .order_by(HostEventRow.id.desc()).limit(limit))
+            return [feed_item(r) for r in rows]
 
     # -- quotas -------------------------------------------------------------------------------
     def set_quota(self, tenant: str, max_hosts: int | None) -> dict[str, Any]:

@@ -146,3 +146,58 @@ async def test_another_tenants_pool_answers_as_a_missing_one(api: Api) -> None:
     assert (await c.get("/api/v1/host-pools/west", headers=admin, params={"tenant": "globex"})).status == 200
     hint = await (await c.get("/api/v1/host-pools/west", headers=admin)).json()
     assert "west exists in tenant globex" in hint["detail"]
+
+
+async def test_the_feed_resumes_after_a_cursor_long_polls_and_streams(api: Api) -> None:
+    world(api)
+    c, h = api.client, api.auth("acme-op")
+    await c.post("/api/v1/host-pools", json={"name": "east", "template": "kvm", "size": 2}, headers=h)
+    empty = await (await c.get("/api/v1/host-pools/east/events", headers=h)).json()
+    assert empty == {"items": [], "cursor": 0, "more": False}
+    Reconciler(api.store).run_once()
+    feed = await (await c.get("/api/v1/host-pools/east/events", headers=h)).json()
+    assert [(e["event"], e["host"]["name"]) for e in feed["items"]] == [("host.requested", "east-001"),
+                                                                        ("host.requested", "east-002")]
+    first = feed["items"][0]["cursor"]
+    after = await (await c.get("/api/v1/host-pools/east/events", headers=h, params={"after": first})).json()
+    assert [e["host"]["name"] for e in after["items"]] == ["east-002"] and after["cursor"] == feed["cursor"]
+    page = await (await c.get("/api/v1/host-pools/east/events", headers=h, params={"limit": 1})).json()
+    assert page["more"] and len(page["items"]) == 1
+    # A long poll with nothing new answers empty after its wait; one with news answers at once.
+    quiet = await (await c.get("/api/v1/host-pools/east/events", headers=h,
+                               params={"after": feed["cursor"], "wait": 1})).json()
+    assert quiet == {"items": [], "cursor": feed["cursor"], "more": False}
+    # Server-sent events: resumes after Last-Event-ID, each event's id is its cursor.
+    async with c.get("/api/v1/host-pools/east/events", headers={**h, "Accept": "text/event-stream",
+                                                                 "Last-Event-ID": str(first)}) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+        seen = b""
+        for _ in range(50):
+            seen += await resp.content.readany()
+            if b"event: host.requested" in seen:
+                break
+    assert f"id: {feed['cursor']}\nevent: host.requested\n".encode() in seen and b"east-002" in seen
+    assert b"east-001" not in seen
+    bad = await c.get("/api/v1/host-pools/east/events", headers={**h, "Last-Event-ID": "x"})
+    assert bad.status == 400
+
+
+async def test_webhooks_are_added_with_a_write_only_secret_and_logged(api: Api) -> None:
+    world(api)
+    c, h = api.client, api.auth("acme-op")
+    await c.post("/api/v1/host-pools", json={"name": "east", "template": "kvm"}, headers=h)
+    bad = await c.post("/api/v1/host-pools/east/webhooks", json={"url": "ftp://x", "secret": "s" * 16}, headers=h)
+    assert bad.status == 400 and (await bad.json())["errors"][0]["path"] == "body.url"
+    made = await c.post("/api/v1/host-pools/east/webhooks",
+                        json={"url": "https://vm.example/hook", "secret": "s" * 20}, headers=h)
+    assert made.status == 201
+    hook = await made.json()
+    assert hook["secret"] == "***" and hook["cursor"] == 0 and "s" * 20 not in str(hook)
+    listed = await (await c.get("/api/v1/host-pools/east/webhooks", headers=h)).json()
+    assert [w["url"] for w in listed["items"]] == ["https://vm.example/hook"]
+    log = await c.get(f"/api/v1/host-pools/east/webhooks/{hook['id']}/deliveries", headers=h)
+    assert log.status == 200 and (await log.json())["items"] == []
+    assert (await c.get("/api/v1/host-pools/east/webhooks/999/deliveries", headers=h)).status == 404
+    assert (await c.get("/api/v1/host-pools/east/webhooks/x1/deliveries", headers=h)).status == 400
+    assert (await c.delete(f"/api/v1/host-pools/east/webhooks/{hook['id']}", headers=h)).status == 204
+    assert (await (await c.get("/api/v1/host-pools/east", headers=h)).json())["webhooks"] == 0

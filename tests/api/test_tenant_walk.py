@@ -154,6 +154,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/host-pools/{name}/hosts"): {"count": 1},
     ("POST", "/host-pools/{name}/hosts/{host}/metrics"): {"cpu": 50},
     ("PUT", "/host-quotas/{tenant}"): {"maxHosts": 1},
+    ("POST", "/host-pools/{name}/webhooks"): {"url": "http://127.0.0.1:9/hook", "secret": "s" * 20},
 }
 
 

@@ -63,6 +63,24 @@ def test_a_pool_of_the_example_kvm_template_is_created_grown_and_shown(anvil: An
     assert anvil("host-pool", "shrink", "kvm", "1").out.startswith("host pool default/kvm: size 1 (was 2)")
     assert anvil("host-pool", "scale", "kvm", "3").out.startswith("host pool default/kvm: size 3 (was")
     assert "will be released" in anvil("host-pool", "release", "kvm", hosts[0]["id"]).out
+    feed = anvil("host-pool", "events", "kvm").out.splitlines()
+    assert [line.split()[2:4] for line in feed] == [["host.requested", "kvm-001"], ["host.requested", "kvm-002"]]
+    assert anvil("host-pool", "events", "kvm", "--after", feed[0].split()[0][1:]).out.count("host.requested") == 1
+
+
+def test_webhooks_are_added_listed_and_removed_and_the_secret_never_shows(anvil: Anvil, tmp_path: Path) -> None:
+    _pools(anvil)
+    anvil("host-pool", "create", "kvm", "--template", "kvm-host")
+    secret = tmp_path / "hook.secret"
+    secret.write_text("a-secret-of-twenty-chars\n")
+    added = anvil("host-pool", "webhook", "add", "kvm", "https://vm.example/hook", "--secret-file", str(secret))
+    assert added.out.strip() == "webhook #1 of host pool kvm: events after #0 go to https://vm.example/hook"
+    listed = anvil("host-pool", "webhook", "list", "kvm", "-o", "json").out
+    assert json.loads(listed)[0]["url"] == "https://vm.example/hook" and "twenty" not in listed
+    assert "AT" in anvil("host-pool", "webhook", "log", "kvm", "1").out
+    assert anvil("host-pool", "webhook", "remove", "kvm", "1").out.strip() == "removed webhook #1 of host pool kvm"
+    res = anvil("host-pool", "webhook", "log", "kvm", "1", check=False)
+    assert res.code == 1 and "webhook '#1' not found" in res.err
 
 
 def test_refusals_are_one_line_and_change_nothing(anvil: Anvil) -> None:

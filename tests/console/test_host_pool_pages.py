@@ -24,6 +24,7 @@ async def test_an_operator_runs_a_pool_from_the_console(api: Api) -> None:
     Reconciler(api.store).run_once()
     shown = await (await c.get("/host-pools/acme/east")).text()
     assert "0 of 2 hosts ready" in shown and "east-001" in shown and "east-002" in shown
+    assert shown.count("<strong>host.requested</strong>") == 2 and "No webhook" in shown
     host = re.search(r'data-host="([0-9a-f-]{36})"', shown)
     assert host is not None
     sized = await c.post("/host-pools/acme/east/size", data={"size": "3", "csrf_token": csrf}, allow_redirects=False)

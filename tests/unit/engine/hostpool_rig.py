@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from appliance.drivers.protocols import Secret
 from appliance.engine.hostpools import HostPoolLoop
-from appliance.engine.runner import Engine
+from appliance.engine.runner import Engine, LeaderLoop
 from appliance.engine.steps import KINDS
 from appliance.secrets import SecretBox
 from appliance.services.blades import BladeService, Enrollment, NicSpec
@@ -68,9 +68,10 @@ def rig(store: Store, tmp: Path, chassis: dict[str, int] | None = None, *, small
 
 async def drive(store: Store, hw: FakeHardware, until: Callable[[], Any], *, timeout: float = 30.0,
                 clock: Callable[[], float] = time.time, boots: bool = True,
-                between: Callable[[], None] | None = None) -> Any:
-    """Run the engine with the reconcile loop until ``until()`` is truthy (blades boot as asked)."""
-    engine = Engine(store, hw, KINDS, settings=FAST, loops=(HostPoolLoop(store, interval=0.05, clock=clock).run,))
+                between: Callable[[], None] | None = None, loops: tuple[LeaderLoop, ...] = ()) -> Any:
+    """Run the engine with the reconcile loop (and ``loops``) until ``until()`` is truthy (blades boot as asked)."""
+    engine = Engine(store, hw, KINDS, settings=FAST,
+                    loops=(HostPoolLoop(store, interval=0.05, clock=clock).run, *loops))
     stop = asyncio.Event()
     task = asyncio.create_task(engine.run(stop))
     try:
