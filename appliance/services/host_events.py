@@ -6,7 +6,9 @@ did not happen). The event's id is the feed's resumable cursor; the webhooks' de
 worker (appliance.engine.host_delivery) and ``GET /host-pools/{name}/events`` read from it.
 
 An event carries the host as it was then: its stable id, its identity (UUID, MACs, IQN,
-management address) from the moment it was requested, its blade and state.
+management address) from the moment it was requested, its blade and state; and the
+cursor of the pool's event before it (``previous``), so a webhook receiver sees at once
+whether it missed one (and reads the feed from its own cursor).
 """
 
 from __future__ import annotations
@@ -66,8 +68,10 @@ def host_info(row: HostRow, pool: str) -> HostInfo:
 def append(s: Session, pool: HostPoolRow, host: HostRow, event: str, **extra: Any) -> HostEventRow:
     """Record ``event`` of ``host`` (as it is now, in this transaction) in ``pool``'s feed."""
     s.flush()    # the host's defaults (timestamps) are in place before it is copied
+    # ``previous``: the pool's event before this one, so a receiver can tell it missed none.
     row = HostEventRow(pool_id=pool.id, tenant=pool.tenant, host_id=host.id, event=event,
-                       data={"pool": pool.name, "host": host_info(host, pool.name).public(), **extra})
+                       data={"pool": pool.name, "previous": last_cursor(s, pool.id),
+                             "host": host_info(host, pool.name).public(), **extra})
     s.add(row)
     s.flush()
     return row

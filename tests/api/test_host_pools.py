@@ -159,6 +159,8 @@ async def test_the_feed_resumes_after_a_cursor_long_polls_and_streams(api: Api) 
     assert [(e["event"], e["host"]["name"]) for e in feed["items"]] == [("host.requested", "east-001"),
                                                                         ("host.requested", "east-002")]
     first = feed["items"][0]["cursor"]
+    # Each event names the pool's event before it: a webhook receiver can tell it missed one.
+    assert [e["previous"] for e in feed["items"]] == [0, first]
     after = await (await c.get("/api/v1/host-pools/east/events", headers=h, params={"after": first})).json()
     assert [e["host"]["name"] for e in after["items"]] == ["east-002"] and after["cursor"] == feed["cursor"]
     page = await (await c.get("/api/v1/host-pools/east/events", headers=h, params={"limit": 1})).json()

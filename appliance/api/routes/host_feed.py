@@ -163,9 +163,11 @@ async def deliveries(request: web.Request) -> web.Response:
 # -- the route table ----------------------------------------------------------------------------
 
 HOST = {"type": "object", "description": "the host as it was at the event (as GET .../hosts/{host})"}
-EVENT = obj(["cursor", "event", "at", "pool", "host"], cursor=INT, event={"enum": list(HOST_EVENTS)}, at=STR,
-            tenant=STR, pool=STR, host=HOST, failover=NINT, reason=NSTR, replacement=NSTR,
-            profileDeleted={"type": "boolean"})
+EVENT = obj(["cursor", "previous", "event", "at", "pool", "host"], cursor=INT,
+            previous={**INT, "description": "the pool's event before this one (0: none): a receiver whose last "
+                                            "cursor differs missed events, and reads the feed from it"},
+            event={"enum": list(HOST_EVENTS)}, at=STR, tenant=STR, pool=STR, host=HOST, failover=NINT, reason=NSTR,
+            replacement=NSTR, profileDeleted={"type": "boolean"})
 FEED = obj(["items", "cursor", "more"], items={"type": "array", "items": EVENT},
            cursor={**INT, "description": "pass it as after= (or Last-Event-ID) to read on"},
            more={"type": "boolean", "description": "limit reached: read again at once"})
