@@ -30,8 +30,18 @@ from appliance.api.keys import (
     USERS,
 )
 from appliance.api.offload import Offload
-from appliance.api.routes import (access, blades, discovered, failover, host_feed, host_pools, jobs, pools, profiles,
-                                   vm_hosts)
+from appliance.api.routes import (
+    access,
+    blades,
+    discovered,
+    failover,
+    host_feed,
+    host_pools,
+    jobs,
+    pools,
+    profiles,
+    vm_hosts,
+)
 from appliance.api.spec import Op, caller, document, register
 from appliance.config import Settings
 from appliance.engine.runner import Engine
