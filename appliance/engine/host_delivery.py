@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 CONCURRENCY = 16
 BATCH = 100                     # events read at once for one webhook
+RECORD_EVERY = 20               # delivered tries logged in one write
 _NAMESPACE = uuid.UUID("6f0c1c1e-5d3b-4b8e-9b1e-6e1d2a7f0a11")   # delivery ids of host events
 
 
@@ -94,15 +95,30 @@ class HostWebhookLoop:
             return events_after(s, pool, d.cursor, BATCH) if pool is not None else []
 
     async def _serve(self, engine: Engine, sender: WebhookSender, gate: asyncio.Semaphore, d: Due) -> None:
+        # The tries of a run are recorded together (one write per RECORD_EVERY events or the
+        # first failure): a write per event queued each send behind the engine's other writers,
+        # and a burst of 100 events took seconds. A crash before the write sends the run again
+        # with the same delivery ids, which receivers drop (as for any retry).
         async with gate:
+            run: list[tuple[HostEventRow, Outcome]] = []
             for ev in await engine.read(lambda: self._events(d)):
                 got = await sender.send(d.url, d.secret, ev.event, feed_item(ev),
                                         delivery=delivery_id(d.webhook, ev.id))
-                if not await engine.call(self._record, d.webhook, ev, got):
-                    return    # not delivered (backing off), or the webhook is gone
+                run.append((ev, got))
+                if not got.delivered or len(run) >= RECORD_EVERY:
+                    if not await engine.call(self._record, d.webhook, run):
+                        return    # not delivered (backing off), or the webhook is gone
+                    run = []
+            if run:
+                await engine.call(self._record, d.webhook, run)
 
-    def _record(self, webhook: int, ev: HostEventRow, got: Outcome) -> bool:
+    def _record(self, webhook: int, run: list[tuple[HostEventRow, Outcome]]) -> bool:
+        """Log a run of tries in order; False as soon as one was not delivered (or the webhook is gone)."""
         with self.store.write() as s:
-            return host_webhooks.record(s, webhook, event_id=ev.id, event=ev.event, delivery=got.delivery,
-                                        ok=got.delivered, status=got.status, error=got.error, elapsed=got.elapsed,
-                                        now=self.clock(), max_attempts=self.max_attempts, wait=self.backoff)
+            for ev, got in run:
+                if not host_webhooks.record(s, webhook, event_id=ev.id, event=ev.event, delivery=got.delivery,
+                                            ok=got.delivered, status=got.status, error=got.error,
+                                            elapsed=got.elapsed, now=self.clock(), max_attempts=self.max_attempts,
+                                            wait=self.backoff):
+                    return False
+            return True
