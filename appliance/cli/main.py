@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("appliance.cli.demo", "demo", "Start an emulated rack and the appliance; Ctrl-C stops both."),
     "failover": ("appliance.cli.failover", "failover",
                  "Failover domains, failover history, blade health and manual fence confirmation."),
+    "host-pool": ("appliance.cli.host_pool", "host_pool",
+                  "Pools of hypervisor hosts that VM managers grow and shrink."),
     "job": ("appliance.cli.job", "job", "Durable jobs: stamp, unstamp, failover."),
     "lab": ("appliance.cli.lab", "lab",
             "An emulated rack on this machine: BMC and switch emulators, enrolled in the inventory."),

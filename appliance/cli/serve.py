@@ -143,7 +143,11 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     engine = None
     monitor = None
     if role in ("all", "engine"):
-        engine = Engine(store, hardware, KINDS, settings=EngineSettings.from_settings(settings))
+        from appliance.engine.host_delivery import HostWebhookLoop
+        from appliance.engine.hostpools import HostPoolLoop
+
+        engine = Engine(store, hardware, KINDS, settings=EngineSettings.from_settings(settings),
+                        loops=(HostPoolLoop(store).run, HostWebhookLoop(store, box).run))
     if role in ("all", "engine", "monitor"):
         api_url = f"{'https' if ssl_ctx else 'http'}://{settings.api.listen}"
         monitor = Monitor(store, hardware, settings=monitor_settings(settings, api_url))

@@ -394,7 +394,7 @@ def _wake(request: web.Request) -> None:
 
 # -- jobs and audit ------------------------------------------------------------------
 
-JOB_KINDS = ("stamp", "unstamp", "failover")
+JOB_KINDS = ("stamp", "unstamp", "failover", "host-stamp", "host-release")
 JOB_STATES = ("pending", "running", "waiting", "succeeded", "failed", "rolling_back", "rolled_back", "cancelled")
 
 
@@ -455,6 +455,7 @@ def setup_console(app: web.Application) -> None:
     from appliance.console.discovered import setup_discovered_pages
     from appliance.console.domains import setup_domain_pages
     from appliance.console.failover import setup_failover_pages
+    from appliance.console.host_pools import setup_host_pool_pages
     from appliance.console.pools import setup_pool_pages
     from appliance.console.switches import setup_switch_pages
     from appliance.console.template_pages import setup_template_pages
@@ -467,3 +468,4 @@ def setup_console(app: web.Application) -> None:
     setup_access_pages(app)
     setup_discovered_pages(app)
     setup_capacity_pages(app)
+    setup_host_pool_pages(app)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
@@ -50,6 +50,9 @@ class Snapshot:
 
 
 FAILURES = "_failures"   # job.data key: failed tries per step index
+# What only the leader does beside driving jobs (the host pools' reconcile loop): run with the
+# leader's stop event, cancelled with it; a loop must handle its own errors.
+LeaderLoop = Callable[["Engine", asyncio.Event], Coroutine[Any, Any, None]]
 
 
 class LeaseLost(Exception):
@@ -92,8 +95,10 @@ _STEPS = select(_S.state, _S.attempts).where(_S.job_id == bindparam("b_job")).or
 
 class Engine:
     def __init__(self, store: Store, hw: HardwarePort, kinds: Mapping[str, JobKind], *,
-                 settings: EngineSettings | None = None, owner: str | None = None) -> None:
+                 settings: EngineSettings | None = None, owner: str | None = None,
+                 loops: Sequence[LeaderLoop] = ()) -> None:
         self.store = store
+        self.loops = tuple(loops)
         self.hw = hw
         self.kinds = dict(kinds)
         self.settings = settings or EngineSettings()
@@ -143,6 +148,8 @@ class Engine:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._heartbeat(stop))
                 tg.create_task(self._dispatch(stop))
+                for loop in self.loops:
+                    tg.create_task(loop(self, stop))
         finally:
             self.is_leader = False
             for task in list(self._tasks.values()):

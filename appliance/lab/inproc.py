@@ -30,6 +30,8 @@ from appliance.boot.http import setup as setup_boot
 from appliance.boot.peers import PeerCheck
 from appliance.boot.tokens import KEY_FILE, BootKey
 from appliance.drivers.protocols import Secret, StorageDriver
+from appliance.engine.host_delivery import HostWebhookLoop
+from appliance.engine.hostpools import HostPoolLoop
 from appliance.engine.model import EngineSettings
 from appliance.engine.runner import Engine
 from appliance.engine.steps import KINDS
@@ -104,8 +106,8 @@ class InprocRig:
             self.hw = Hardware(self.store, self.box, notifier=Notifier(self.store, self.box), storage=self.storage)
             # Engine and boot service in this process: one boot key, kept in the rig's folder.
             boot_key = BootKey.load(self.work / KEY_FILE)
-            self.engine = Engine(self.store, self.hw, KINDS,
-                                 settings=replace(self.engine_settings, boot_key=boot_key))
+            self.engine = Engine(self.store, self.hw, KINDS, settings=replace(self.engine_settings, boot_key=boot_key),
+                                 loops=(HostPoolLoop(self.store).run, HostWebhookLoop(self.store, self.box).run))
             if self.monitor_settings is not None:
                 wanted = replace(self.monitor_settings, event_base_url=self.boot_url if self.events else "")
                 self.monitor = Monitor(self.store, self.hw, settings=wanted)

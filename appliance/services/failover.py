@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from appliance.domain.failover import (
     FAILOVER_TRANSITIONS,
@@ -59,6 +59,7 @@ from appliance.errors import Conflict, Issue, NotFound, ValidationError
 from appliance.secrets import SecretBox
 from appliance.services import scope as lookup
 from appliance.services.blade_pools import DEFAULT_POOL
+from appliance.services.host_failover import on_failover
 from appliance.services.scope import Scope
 from appliance.store import Store
 from appliance.store.audit import current_actor, record
@@ -284,6 +285,7 @@ def open_record(s: Session, *, tenant: str, profile: str, reason: str, from_blad
         other = s.scalar(select(FailoverRow).where(FailoverRow.profile_id == prow.id, FailoverRow.state.in_(_OPEN)))
         which = f" (#{other.id}, {other.state})" if other else ""
         raise Conflict(f"profile {tenant}/{profile} already has an open failover{which}") from None
+    on_failover(s, row)     # a pool's host: host.failed, in this transaction
     log.info("failover #%s of %s/%s opened: %s", row.id, tenant, profile, reason,
              extra={"profile": f"{tenant}/{profile}", "blade": from_blade})
     return row
@@ -324,6 +326,9 @@ def advance_record(row: FailoverRow, state: FailoverState, *, event: str | None 
             append_event(row, name, detail=detail if detail is not None else reason, at=at)
         if state in FINAL_FAILOVER_STATES:
             row.finished_at = at or datetime.now(UTC)
+        session = object_session(row)
+        if session is not None:
+            on_failover(session, row)    # a pool's host keeps its id: host.ready again, or stays failed
 
 
 def _move_profile(row: ProfileRow, wanted: ProfileState) -> None:

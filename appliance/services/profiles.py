@@ -272,6 +272,12 @@ class ProfileService:
         with self._store.write() as s:
             return [self._instantiate(s, template, name, tenant=tenant, scope=scope) for name in names]
 
+    def instantiate_in(self, s: Session, template: str, name: str, *, tenant: str | None,
+                       scope: Scope = APPLIANCE) -> ProfileInfo:
+        """:meth:`instantiate` inside the caller's transaction (a host pool makes a host, its profile
+        and its job in one)."""
+        return self._instantiate(s, template, name, tenant=tenant, scope=scope)
+
     def _instantiate(self, s: Session, template: str, name: str, *, tenant: str | None, scope: Scope
                      ) -> ProfileInfo:
         trow = lookup.profile_row(s, scope, template, kind=TEMPLATE, tenant=tenant)

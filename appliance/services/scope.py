@@ -41,6 +41,8 @@ from appliance.store.tables import (
     BladePoolRow,
     BladeRow,
     FailoverRow,
+    HostPoolRow,
+    HostRow,
     JobRow,
     ProfileRow,
 )
@@ -211,6 +213,40 @@ def failover_row(s: Session, scope: Scope, failover_id: int) -> FailoverRow:
     row = s.get(FailoverRow, failover_id)
     if row is None or not scope.sees(row.tenant):
         raise NotFound("failover", f"#{failover_id}")
+    return row
+
+
+# -- host pools and their hosts ------------------------------------------------------------
+
+def host_pool_row(s: Session, scope: Scope, name: str, *, tenant: str | None = None,
+                  lock: bool = False) -> HostPoolRow:
+    """The host pool ``name`` of the caller's tenant (or ``tenant``, for an unscoped caller)."""
+    home = scope.home(tenant)
+    stmt = select(HostPoolRow).where(HostPoolRow.tenant == home, HostPoolRow.name == name)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = s.scalar(stmt)
+    if row is None:
+        hint = None
+        if scope.unscoped:
+            hint = elsewhere(name, sorted(s.scalars(select(HostPoolRow.tenant).where(
+                HostPoolRow.name == name, HostPoolRow.tenant != home))))
+        if hint is None and scope.sees(home):
+            hint = did_you_mean(close_names(name, s.scalars(select(HostPoolRow.name).where(
+                HostPoolRow.tenant == home).limit(SUGGEST_SCAN))))
+        raise NotFound("host pool", name, tenant=home, hint=hint)
+    return row
+
+
+def host_row(s: Session, pool: HostPoolRow, host: str, *, lock: bool = False) -> HostRow:
+    """A host of ``pool`` (already in the caller's sight) by its id, or by its name."""
+    stmt = select(HostRow).where(HostRow.pool_id == pool.id,
+                                 HostRow.id == host if len(host) == 36 else HostRow.name == host)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = s.scalars(stmt.order_by(HostRow.seq.desc())).first()
+    if row is None:
+        raise NotFound("host", host, hint=f"host pool {pool.name} has no such host")
     return row
 
 

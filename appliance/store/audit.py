@@ -42,10 +42,11 @@ _NEW_HEAD = "anvil.audit.new_head"  # session.info: the head to write once the c
 AUDITED = {
     "profiles": "profile", "identity_pools": "identity-pool", "blades": "blade", "switches": "switch",
     "blade_pools": "blade-pool", "api_tokens": "token", "users": "user", "jobs": "job",
+    "host_pools": "host-pool", "host_webhooks": "host-webhook", "host_quotas": "host-quota",
 }
 # Never copied into the trail, whatever the table.
 SECRET_COLUMNS = frozenset({"password_enc", "privacy_enc", "password_hash", "token_hash", "session_hash",
-                            "csrf_token"})
+                            "csrf_token", "secret_enc"})
 # Bookkeeping that changes with every write and says nothing about the change.
 NOISE_COLUMNS = frozenset({"updated_at", "failed_logins", "locked_until"})
 

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -534,3 +535,170 @@ class ChangeRow(Base):
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     job_id: Mapped[str | None] = mapped_column(String(36), index=True)
     step: Mapped[str | None] = mapped_column(String(64))
+
+
+# --- host pools: hypervisor hosts for VM managers (appliance.domain.hostpool)
+
+LIVE_HOST = text("state != 'released'")
+
+
+class HostPoolRow(Base):
+    """A tenant's pool of hosts stamped from one template; ``desired`` is what the engine's
+    reconcile loop converges to. ``policy`` (SLA growth) and ``policy_state`` are the JSON of
+    appliance.domain.hostpool_policy's values."""
+
+    __tablename__ = "host_pools"
+    __table_args__ = (UniqueConstraint("tenant", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63))
+    tenant: Mapped[str] = mapped_column(String(63))
+    template: Mapped[str] = mapped_column(String(63))
+    blade_pool: Mapped[str] = mapped_column(String(63), default="spares")
+    min_size: Mapped[int] = mapped_column(Integer, default=0)
+    max_size: Mapped[int] = mapped_column(Integer, default=100)
+    desired: Mapped[int] = mapped_column(Integer, default=0)
+    spread: Mapped[str] = mapped_column(String(16), default="chassis")
+    keep_profiles: Mapped[bool] = mapped_column(Boolean, default=False)
+    next_seq: Mapped[int] = mapped_column(Integer, default=1)
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    policy_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    failures: Mapped[int] = mapped_column(Integer, default=0)      # failed stamps in a row
+    backoff_until: Mapped[datetime | None]
+    waiting: Mapped[str | None] = mapped_column(Text)              # why the pool is not at its size
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class HostRow(Base):
+    """One host of a pool. ``id`` is the host's stable id for its whole life (failovers
+    keep it); ``identity`` is what it was given when requested (UUID, MACs, IQN). The row
+    stays after release, as history; one host per profile while not released."""
+
+    __tablename__ = "hosts"
+    __table_args__ = (
+        UniqueConstraint("pool_id", "seq"),
+        Index("ix_hosts_pool_id_state", "pool_id", "state"),
+        Index("uq_hosts_live_profile", "profile_id", unique=True, sqlite_where=LIVE_HOST,
+              postgresql_where=LIVE_HOST),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("host_pools.id", ondelete="CASCADE"))
+    tenant: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(63))                  # its profile's name
+    seq: Mapped[int] = mapped_column(Integer)
+    profile_id: Mapped[int | None] = mapped_column(ForeignKey("profiles.id", ondelete="SET NULL"))
+    state: Mapped[str] = mapped_column(String(16), default="requested", index=True)
+    blade: Mapped[str | None] = mapped_column(String(63))          # chosen, then running on
+    job_id: Mapped[str | None] = mapped_column(String(36))         # its latest stamp or release job
+    failover_id: Mapped[int | None] = mapped_column(Integer)       # the failover it is or was in
+    reason: Mapped[str | None] = mapped_column(Text)
+    identity: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    management_address: Mapped[str | None] = mapped_column(String(64))
+    keep_profile: Mapped[bool] = mapped_column(Boolean, default=False)
+    replaces: Mapped[str | None] = mapped_column(String(36))
+    replaced_by: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ready_at: Mapped[datetime | None]
+    released_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class HostEventRow(Base):
+    """What a pool's VM manager is told, in order; ``id`` is the feed's resumable cursor."""
+
+    __tablename__ = "host_events"
+    __table_args__ = (Index("ix_host_events_pool_id_id", "pool_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("host_pools.id", ondelete="CASCADE"))
+    tenant: Mapped[str] = mapped_column(String(63))
+    host_id: Mapped[str] = mapped_column(String(36))
+    event: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class HostWebhookRow(Base):
+    """A receiver of a pool's events, delivered in order: ``cursor`` is the last event handled
+    (delivered, or given up after the retries); the secret is stored as a Fernet token only."""
+
+    __tablename__ = "host_webhooks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("host_pools.id", ondelete="CASCADE"), index=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    url: Mapped[str] = mapped_column(String(2048))
+    secret_enc: Mapped[str] = mapped_column(Text)
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)     # failed tries of the event after the cursor
+    next_attempt_at: Mapped[datetime | None]
+    delivered: Mapped[int] = mapped_column(Integer, default=0)
+    given_up: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class HostDeliveryRow(Base):
+    """One try of delivering one event to one webhook (the webhook's delivery log)."""
+
+    __tablename__ = "host_deliveries"
+    __table_args__ = (Index("ix_host_deliveries_webhook_id_id", "webhook_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("host_webhooks.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    event: Mapped[str] = mapped_column(String(32))
+    delivery: Mapped[str] = mapped_column(String(36))
+    attempt: Mapped[int] = mapped_column(Integer)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(300))
+    elapsed_ms: Mapped[int] = mapped_column(Integer, default=0)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class HostMetricRow(Base):
+    """A host's newest utilisation report (what the SLA policy averages)."""
+
+    __tablename__ = "host_metrics"
+
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("host_pools.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    cpu: Mapped[float | None] = mapped_column(Float)
+    memory: Mapped[float | None] = mapped_column(Float)
+    vms: Mapped[int | None] = mapped_column(Integer)
+
+
+class HostPoolDecisionRow(Base):
+    """A change of a pool's size the SLA policy made (or wanted and could not), with its inputs."""
+
+    __tablename__ = "host_pool_decisions"
+    __table_args__ = (Index("ix_host_pool_decisions_pool_id_id", "pool_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("host_pools.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    action: Mapped[str] = mapped_column(String(16))
+    size_from: Mapped[int] = mapped_column(Integer)
+    size_to: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class HostQuotaRow(Base):
+    """The most hosts a tenant's pools may hold together (no row: no quota)."""
+
+    __tablename__ = "host_quotas"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63), unique=True)
+    max_hosts: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def name(self) -> str:     # what the audit trail names it by
+        return self.tenant

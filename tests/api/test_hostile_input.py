@@ -45,7 +45,8 @@ def no_tracebacks(caplog: pytest.LogCaptureFixture) -> AsyncIterator[None]:
 
 
 def _path(op_path: str) -> str:
-    return "/api/v1" + op_path.replace("{name}", "web-02").replace("{id}", "1")
+    return "/api/v1" + (op_path.replace("{name}", "web-02").replace("{id}", "1").replace("{host}", "h-1")
+                        .replace("{tenant}", "acme"))
 
 
 @pytest.mark.usefixtures("no_tracebacks")

@@ -22,6 +22,8 @@ from sqlalchemy import MetaData, select
 from appliance.api.app import all_ops
 from appliance.services.blade_pools import BladePoolService
 from appliance.services.failover import FailoverService
+from appliance.services.host_reconcile import Reconciler
+from appliance.services.hostpools import HostPoolService
 from appliance.services.jobs import JobService
 from appliance.services.profiles import ProfileService
 from appliance.services.users import UserService
@@ -59,10 +61,14 @@ def build(api: Api) -> World:
     svc.create_domain("prod")
     fo = svc.open_failover(tenant="globex", profile="db-01", reason="test", domain="prod")
     job = JobService(store).submit_release("db-01", tenant="globex", idempotency_key="globex-key")
+    # globex's host pool with one host requested (its profile g-hosts-001 and job), and its quota.
+    HostPoolService(store).create("g-hosts", template="g-tpl", tenant="globex", size=1)
+    HostPoolService(store).set_quota("globex", 5)
+    Reconciler(store).run_once()
     theirs = {"profile": "db-01", "template": "g-tpl", "job": job.id, "failover": str(fo.id), "pool": "gpool",
-              "blade": "b02", "tenant": "globex"}
+              "blade": "b02", "tenant": "globex", "hostpool": "g-hosts"}
     missing = {"profile": "zz-01", "template": "zz-tpl", "job": "00000000-0000-4000-8000-000000000000",
-               "failover": "987654", "pool": "zzpool", "blade": "b99", "tenant": "zzcorp"}
+               "failover": "987654", "pool": "zzpool", "blade": "b99", "tenant": "zzcorp", "hostpool": "zz-hosts"}
     return World(job.id, fo.id, theirs, missing)
 
 
@@ -75,6 +81,7 @@ RESOURCES = {
     "tokens": "admin", "switches": "admin", "failover": "blade", "discovered": "admin", "vm-hosts": "admin",
     # No path parameter today; scoped by the caller's tenant (appliance.services.capacity / changes).
     "capacity": "tenant-own", "usage": "tenant-own", "changes": "tenant-own",
+    "host-pools": "hostpool", "host-quotas": "admin",
 }
 # Console pages without a path parameter that show tenant data: each is read as acme and must
 # show nothing of globex (the walk below covers pages with a parameter).
@@ -147,6 +154,12 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/blades/{name}/maintenance"): {"on": True},
     ("PUT", "/users/{name}/password"): {"password": "longenough1"},
     ("PATCH", "/failover-domains/{name}"): {"description": "x"},
+    ("PATCH", "/host-pools/{name}"): {"min": 0},
+    ("PUT", "/host-pools/{name}/size"): {"size": 1},
+    ("POST", "/host-pools/{name}/hosts"): {"count": 1},
+    ("POST", "/host-pools/{name}/hosts/{host}/metrics"): {"cpu": 50},
+    ("PUT", "/host-quotas/{tenant}"): {"maxHosts": 1},
+    ("POST", "/host-pools/{name}/webhooks"): {"url": "http://127.0.0.1:9/hook", "secret": "s" * 20},
 }
 
 
@@ -190,7 +203,7 @@ async def test_lists_with_a_second_tenants_name_show_none_of_its_data(api: Api) 
         params = {"tenant": "globex"} if any(p.name == "tenant" for p in op.params) else {}
         resp = await c.get("/api/v1" + op.path, headers=h, params=params)
         text = await resp.text()
-        for secret in ("globex", "db-01", "g-tpl", "gpool", world.job):
+        for secret in ("globex", "db-01", "g-tpl", "gpool", "g-hosts", world.job):
             assert secret not in text, f"GET {op.path}?tenant=globex shows {secret!r}: {text[:300]}"
 
 
@@ -286,6 +299,9 @@ CONSOLE_FORMS: dict[str, dict[str, str]] = {
     "/users/{name}/password": {"password": "longenough1"},
     "/users/{name}/delete": {},
     "/tokens/{id}/revoke": {"name": "x"},
+    "/host-pools/{tenant}/{name}/size": {"size": "1"},
+    "/host-pools/{tenant}/{name}/hosts/{host}/release": {},
+    "/host-pools/{tenant}/{name}/delete": {},
 }
 
 
