@@ -55,6 +55,9 @@ def plan(want: Mapping[str, str], registry: BiosRegistry) -> tuple[dict[str, Bio
     problems: list[str] = []
     for name, text in want.items():
         attr = registry.attributes.get(name)
+        if attr is None and registry.any_name:
+            typed[name] = str(text)
+            continue
         if attr is None:
             problems.append(f"BIOS attribute {name!r} is unknown to this blade (per {registry.source})")
             continue

@@ -381,6 +381,7 @@ class BiosRegistry:
 
     attributes: Mapping[str, BiosAttribute]
     source: str
+    any_name: bool = False   # every name is taken as text (the fake driver's BIOS)
 
 
 @dataclass(frozen=True, slots=True)

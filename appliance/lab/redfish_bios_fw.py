@@ -45,9 +45,10 @@ _ON_OFF = ("Enabled", "Disabled")
 ATTRIBUTES: dict[str, tuple[str, tuple[str, ...], Any, bool, tuple[int, int] | None]] = {
     "BootMode": ("Enumeration", ("Uefi", "LegacyBios"), "Uefi", False, None),
     "ProcVirtualization": ("Enumeration", _ON_OFF, "Enabled", False, None),
-    "ProcHyperthreading": ("Enumeration", _ON_OFF, "Enabled", False, None),
+    "ProcHyperThreading": ("Enumeration", _ON_OFF, "Enabled", False, None),
+    "MemPatrolScrub": ("Enumeration", ("Standard", "Extended", "Disabled"), "Standard", False, None),
     "ProcTurboMode": ("Enumeration", _ON_OFF, "Enabled", False, None),
-    "SriovGlobalEnable": ("Enumeration", _ON_OFF, "Disabled", False, None),
+    "SriovGlobalEnable": ("Boolean", (), False, False, None),
     "PowerProfile": ("Enumeration", ("MaxPerf", "Balanced", "PowerSaving"), "Balanced", False, None),
     "NumaNodesPerSocket": ("Integer", (), 1, False, (1, 4)),
     "AdminPhone": ("String", (), "", False, None),
@@ -73,6 +74,8 @@ def check(attrs: dict[str, Any]) -> str | None:
         if kind == "Integer" and (not isinstance(value, int) or isinstance(value, bool)
                                   or (bounds and not bounds[0] <= value <= bounds[1])):
             return f"The value {value!r} for the property {name} is of a different type or out of range."
+        if kind == "Boolean" and not isinstance(value, bool):
+            return f"The value {value!r} for the property {name} is of a different type than the property can accept."
         if kind == "String" and not isinstance(value, str):
             return f"The value {value!r} for the property {name} is of a different type than the property can accept."
     return None

@@ -79,8 +79,8 @@ async def test_the_bmc_refuses_an_unknown_attribute_and_keeps_nothing(redfish_ra
 
 async def test_a_change_behind_the_appliance_is_read_at_once(redfish_rack: Rack, rf: RedfishDriver) -> None:
     bmc, expected = redfish_rack.take()
-    redfish_emulator.change_bios(redfish_rack.emulator, expected["uuid"], {"SriovGlobalEnable": "Enabled"})
-    assert (await rf.bios(bmc)).current["SriovGlobalEnable"] == "Enabled"
+    redfish_emulator.change_bios(redfish_rack.emulator, expected["uuid"], {"SriovGlobalEnable": True})
+    assert (await rf.bios(bmc)).current["SriovGlobalEnable"] is True
 
 
 @pytest.fixture
