@@ -106,3 +106,28 @@ async def test_an_ipmi_blade_fails_early_unless_the_profile_says_enforce_false(t
             assert "enforce: false" in check.result["bios"]
         finally:
             ipmi_emulator.stop(emu)
+
+
+async def test_a_changed_attribute_on_a_running_blade_is_drift_within_one_monitor_pass(tmp_path: Path) -> None:
+    from appliance.monitor.runner import MonitorSettings
+    from appliance.services.failover import FailoverService
+
+    # The monitor's own loop runs rarely here: the passes that count are the ones this test runs.
+    async with InprocRig(tmp_path, chassis=[1], engine=fast_engine(),
+                         monitor=MonitorSettings(interval=3600)) as rig:
+        assert rig.monitor is not None
+        info = await _run(rig, "bios-05", 5, "{ProcVirtualization: Disabled, ProcTurboMode: Enabled}", blade="b001")
+        assert info.state == "succeeded", info.error
+        clean = {v.blade: v for v in await rig.monitor.poll_once()}["b001"]
+        assert clean.ok and clean.drift == "", clean
+
+        b = rig.blade("b001")
+        redfish_emulator.change_bios(b.emulator, b.system, {"ProcVirtualization": "Enabled"})
+        drifted = {v.blade: v for v in await rig.monitor.poll_once()}["b001"]
+        want = "BIOS drift: ProcVirtualization=Enabled (profile acme/bios-05: Disabled)"
+        assert drifted.drift == want
+        assert drifted.ok, "drift is reported, it is not a failure (no failover)"
+        assert rig.monitor.drifts == {"b001": want}
+        # What the console shows: the blade's last monitor sample carries it.
+        latest = FailoverService(rig.store).health_history("b001", limit=1)[0]
+        assert latest.ok and want in latest.detail
