@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("appliance.cli.demo", "demo", "Start an emulated rack and the appliance; Ctrl-C stops both."),
     "failover": ("appliance.cli.failover", "failover",
                  "Failover domains, failover history, blade health and manual fence confirmation."),
+    "firmware": ("appliance.cli.firmware", "firmware",
+                 "Firmware baselines, each blade's compliance, and rolling firmware updates."),
     "job": ("appliance.cli.job", "job", "Durable jobs: stamp, unstamp, failover."),
     "lab": ("appliance.cli.lab", "lab",
             "An emulated rack on this machine: BMC and switch emulators, enrolled in the inventory."),

@@ -24,7 +24,7 @@ import yaml
 from appliance.drivers.protocols import FirmwareItem
 from appliance.errors import Issue, ValidationError
 
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -63,7 +63,7 @@ def parse(text: str, where: str) -> Baseline:
         raise ValidationError([Issue(where, "a baseline is a mapping with name and components")])
     issues: list[Issue] = []
     name = doc.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not NAME.match(name):
         issues.append(Issue(f"{where}: name", f"{name!r} is not a lowercase name"))
     for key in set(doc) - {"name", "components"}:
         issues.append(Issue(f"{where}: {key}", "unknown key (name, components)"))
@@ -118,3 +118,21 @@ def summary(findings: Iterable[Finding]) -> str:
 def as_dict(baseline: Baseline) -> dict[str, Any]:
     return {"name": baseline.name, "components": {c.name: {"version": c.version, "image": c.image,
                                                            "sha256": c.sha256} for c in baseline.components}}
+
+
+def from_dict(doc: Mapping[str, Any]) -> Baseline:
+    """The inverse of :func:`as_dict` (a baseline carried in a job's parameters)."""
+    comps = doc.get("components") or {}
+    return Baseline(str(doc["name"]), tuple(
+        Component(str(name), str(c["version"]), c.get("image"), c.get("sha256")) for name, c in comps.items()))
+
+
+def findings_dict(findings: Iterable[Finding]) -> dict[str, dict[str, Any]]:
+    """Findings as JSON: component -> {wanted, found, ok}."""
+    return {f.component: {"wanted": f.wanted, "found": f.found, "ok": f.ok} for f in findings}
+
+
+def updatable(baseline: Baseline, findings: Iterable[Finding]) -> list[Component]:
+    """The baseline's components that differ on the blade and that Anvil can flash (an image)."""
+    wrong = {f.component for f in findings if not f.ok}
+    return [c for c in baseline.components if c.name in wrong and c.image]

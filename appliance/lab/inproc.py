@@ -41,6 +41,7 @@ from appliance.monitor.notify import Notifier
 from appliance.monitor.runner import Monitor, MonitorSettings
 from appliance.secrets import SecretBox, ensure_key
 from appliance.services.blades import BladeService, Enrollment, NicSpec
+from appliance.services.firmware import baseline_dirs
 from appliance.services.hardware import Hardware
 from appliance.services.switches import SwitchService
 from appliance.store import Store, open_store
@@ -105,7 +106,9 @@ class InprocRig:
             # Engine and boot service in this process: one boot key, kept in the rig's folder.
             boot_key = BootKey.load(self.work / KEY_FILE)
             self.engine = Engine(self.store, self.hw, KINDS,
-                                 settings=replace(self.engine_settings, boot_key=boot_key))
+                                 settings=replace(self.engine_settings, boot_key=boot_key, boot_url=self.boot_url,
+                                                  images_dir=self.engine_settings.images_dir or self.work / "images",
+                                                  baselines=self.engine_settings.baselines or baseline_dirs(self.work)))
             if self.monitor_settings is not None:
                 wanted = replace(self.monitor_settings, event_base_url=self.boot_url if self.events else "")
                 self.monitor = Monitor(self.store, self.hw, settings=wanted)

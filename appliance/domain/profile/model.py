@@ -429,7 +429,11 @@ class Boot(_Model):
 
 
 class Firmware(_Model):
+    """The firmware baseline the blade must run (firmware/baselines/<baseline>.yaml); a blade that
+    does not comply is refused at stamp (``refuse``) or updated first (``update-first``)."""
+
     baseline: Baseline
+    policy: Literal["refuse", "update-first"] = "refuse"
 
 
 class Failover(_Model):

@@ -2,9 +2,11 @@
 
 from appliance.engine.model import JobKind
 from appliance.engine.steps.failover import FAILOVER
+from appliance.engine.steps.firmware import FIRMWARE_UPDATE
 from appliance.engine.steps.stamp import STAMP
 from appliance.engine.steps.unstamp import UNSTAMP
 
-KINDS: dict[str, JobKind] = {STAMP.name: STAMP, UNSTAMP.name: UNSTAMP, FAILOVER.name: FAILOVER}
+KINDS: dict[str, JobKind] = {STAMP.name: STAMP, UNSTAMP.name: UNSTAMP, FAILOVER.name: FAILOVER,
+                             FIRMWARE_UPDATE.name: FIRMWARE_UPDATE}
 
-__all__ = ["FAILOVER", "KINDS", "STAMP", "UNSTAMP"]
+__all__ = ["FAILOVER", "FIRMWARE_UPDATE", "KINDS", "STAMP", "UNSTAMP"]

@@ -1,6 +1,6 @@
 """Stamp: bind a profile to a spare blade and bring it up as that server.
 
-check-requirements → choose-blade → check-bios → allocate-identities → bind → set-vlans →
+check-requirements → choose-blade → check-bios → check-firmware → allocate-identities → bind → set-vlans →
 grant-storage → apply-identity → stage-bios → set-boot → power-on → await-boot → verify-bios
 → activate.
 A fatal error undoes the completed steps in reverse.
@@ -37,7 +37,7 @@ from appliance.drivers.protocols import (
     VirtualIdentities,
 )
 from appliance.engine.model import JobKind, NoSpareBlade, Step, StepContext, StepFailed
-from appliance.engine.steps import bios
+from appliance.engine.steps import bios, firmware
 from appliance.engine.steps.common import (
     blade_row,
     cabled_ports,
@@ -443,6 +443,7 @@ STAMP = JobKind(
         Step("check-requirements", check_requirements, attempts=1),
         Step("choose-blade", choose_blade, attempts=1),
         Step("check-bios", bios.check_bios),
+        Step("check-firmware", firmware.check_firmware, timeout=4 * 3600),
         Step("allocate-identities", allocate_identities),
         Step("bind", bind, undo=unbind, attempts=1),
         Step("set-vlans", set_vlans, undo=park_vlans),
