@@ -30,7 +30,7 @@ from appliance.api.keys import (
     USERS,
 )
 from appliance.api.offload import Offload
-from appliance.api.routes import access, blades, discovered, failover, jobs, pools, profiles, vm_hosts
+from appliance.api.routes import access, blades, discovered, failover, firmware, jobs, pools, profiles, vm_hosts
 from appliance.api.spec import Op, caller, document, register
 from appliance.config import Settings
 from appliance.engine.runner import Engine
@@ -97,7 +97,7 @@ def _meta_ops() -> list[Op]:
 def all_ops() -> list[Op]:
     """Every API operation: the router and the OpenAPI document are both built from this list."""
     return [*_meta_ops(), *blades.OPS, *profiles.OPS, *jobs.OPS, *pools.OPS, *access.OPS, *failover.OPS,
-            *discovered.OPS, *vm_hosts.OPS]
+            *discovered.OPS, *vm_hosts.OPS, *firmware.OPS]
 
 
 def setup_api(app: web.Application) -> None:

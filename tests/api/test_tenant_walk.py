@@ -73,6 +73,7 @@ RESOURCES = {
     "profiles": "profile", "templates": "template", "jobs": "job", "failovers": "failover", "pools": "pool",
     "blades": "blade", "identity-pools": "appliance", "failover-domains": "appliance", "users": "admin",
     "tokens": "admin", "switches": "admin", "failover": "blade", "discovered": "admin", "vm-hosts": "admin",
+    "firmware": "admin",
 }
 
 

@@ -171,3 +171,54 @@ async def test_a_stamp_with_update_first_flashes_the_blade_then_boots_it(tmp_pat
         assert (_version(rig, "b001", "BIOS"), _version(rig, "b001", "NIC")) == ("2.19.1", "22.31.6")
         # The flash came before the blade was powered on for the profile.
         assert redfish_emulator.power_history(rig.blade("b001").emulator), "the stamp booted the blade"
+
+
+async def test_the_api_shows_compliance_and_runs_an_update_job(tmp_path: Path) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from appliance.api.app import create_app
+    from appliance.config import load_settings
+    from appliance.services.tokens import TokenService
+
+    async with InprocRig(tmp_path, chassis=[2], engine=fast_engine(firmware_poll=0.1)) as rig:
+        _write_baseline(rig.work)
+        settings = load_settings(env={"ANVIL_STATE_DIR": str(rig.work), "ANVIL_CONFIG": str(tmp_path / "none.toml")})
+        tokens = TokenService(rig.store)
+        op, tenant_op = tokens.create("op", role="operator"), tokens.create("acme-op", role="operator", tenant="acme")
+        app = create_app(settings, rig.store, engine=rig.engine, hardware=rig.hw, console=False)
+        async with TestClient(TestServer(app)) as c:
+            auth, tenant = {"Authorization": f"Bearer {op}"}, {"Authorization": f"Bearer {tenant_op}"}
+            got = await c.get("/api/v1/firmware/compliance", params={"baseline": BASELINE}, headers=auth)
+            assert got.status == 200, await got.text()
+            before = await got.json()
+            assert (before["total"], before["compliant"]) == (2, 0)
+            assert before["items"][0]["components"]["BIOS"] == {"wanted": "2.19.1", "found": "1.0.0", "ok": False}
+
+            for bad, status, text in (({"baseline": "lab-2062", "blade": "b001"}, 404, "firmware baseline 'lab-2062' "
+                                       "not found; did you mean lab-2026?"),
+                                      ({"baseline": BASELINE, "blade": "b001", "wave": 0}, 400, "wave"),
+                                      ({"baseline": BASELINE, "blade": "b001", "pool": "spares"}, 409, "one of them")):
+                r = await c.post("/api/v1/firmware/updates", json=bad, headers=auth)
+                assert r.status == status and text in await r.text(), (bad, r.status, await r.text())
+            assert (await c.post("/api/v1/firmware/updates", json={"baseline": BASELINE, "blade": "b001"},
+                                 headers=tenant)).status == 403
+            assert (await c.get("/api/v1/firmware/compliance", params={"baseline": BASELINE},
+                                headers=tenant)).status == 403
+
+            r = await c.post("/api/v1/firmware/updates", json={"baseline": BASELINE, "blade": "b001"}, headers=auth)
+            assert r.status == 202, await r.text()
+            job = (await r.json())["id"]
+
+            async def final() -> dict | None:
+                info = await (await c.get(f"/api/v1/jobs/{job}", headers=auth)).json()
+                return info if info["state"] in FINAL else None
+            deadline = asyncio.get_running_loop().time() + 60
+            info = None
+            while info is None and asyncio.get_running_loop().time() < deadline:
+                info = await final()
+                await asyncio.sleep(0.2)
+            assert info is not None and info["state"] == "succeeded", info
+            after = await (await c.get("/api/v1/firmware/compliance", params={"baseline": BASELINE},
+                                       headers=auth)).json()
+            assert {i["blade"]: i["compliant"] for i in after["items"]} == {"b001": True, "b002": False}
+            assert _version(rig, "b002", "BIOS") == "1.0.0"
