@@ -27,11 +27,10 @@ from appliance.domain.suggest import close_names, did_you_mean
 from appliance.drivers.protocols import Bmc, BmcDriver, FirmwareDriver
 from appliance.errors import AnvilError, Conflict, Issue, NotFound, ValidationError
 from appliance.services import scope as lookup
+from appliance.services.inventory import COMPLIANCE_FACT
 from appliance.services.scope import Scope
 from appliance.store import Store
 from appliance.store.tables import BladeRow, JobRow
-
-COMPLIANCE_FACT = "firmwareCompliance"   # a blade's facts key: the last compliance read (console column)
 
 
 def baseline_dirs(state_dir: Path) -> tuple[Path, ...]:
@@ -148,14 +147,6 @@ def record(store: Store, results: Sequence[BladeCompliance]) -> None:
             r = by_name[row.name]
             row.facts = {**(row.facts or {}), COMPLIANCE_FACT: {
                 "baseline": r.baseline, "compliant": r.compliant, "summary": r.summary, "at": at}}
-
-
-def compliance_text(facts: dict[str, Any] | None) -> str:
-    """A blade list cell: ``rack-2026q4 ✓`` / ``rack-2026q4: BIOS 1.0.0 (want 2.19.1)`` / ``—``."""
-    got = (facts or {}).get(COMPLIANCE_FACT)
-    if not isinstance(got, dict):
-        return "—"
-    return f"{got.get('baseline')} ✓" if got.get("compliant") else f"{got.get('baseline')}: {got.get('summary')}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,7 +185,7 @@ async def test_the_api_shows_compliance_and_runs_an_update_job(tmp_path: Path) -
         settings = load_settings(env={"ANVIL_STATE_DIR": str(rig.work), "ANVIL_CONFIG": str(tmp_path / "none.toml")})
         tokens = TokenService(rig.store)
         op, tenant_op = tokens.create("op", role="operator"), tokens.create("acme-op", role="operator", tenant="acme")
-        app = create_app(settings, rig.store, engine=rig.engine, hardware=rig.hw, console=False)
+        app = create_app(settings, rig.store, engine=rig.engine, hardware=rig.hw)
         async with TestClient(TestServer(app)) as c:
             auth, tenant = {"Authorization": f"Bearer {op}"}, {"Authorization": f"Bearer {tenant_op}"}
             got = await c.get("/api/v1/firmware/compliance", params={"baseline": BASELINE}, headers=auth)
@@ -222,3 +222,18 @@ async def test_the_api_shows_compliance_and_runs_an_update_job(tmp_path: Path) -
                                        headers=auth)).json()
             assert {i["blade"]: i["compliant"] for i in after["items"]} == {"b001": True, "b002": False}
             assert _version(rig, "b002", "BIOS") == "1.0.0"
+
+            # The blade list (API and console) shows each blade's last reading.
+            listed = await (await c.get("/api/v1/blades", headers=auth)).json()
+            want = {"b001": "lab-2026 ✓", "b002": "lab-2026: BIOS 1.0.0 (want 2.19.1); NIC 1.0.0 (want 22.31.6)"}
+            assert {b["name"]: b["firmware"] for b in listed["items"]} == want
+            from appliance.services.users import UserService
+            from tests.console.test_console_forms import login
+
+            UserService(rig.store).add("ann", "password1", role="viewer")
+            await login(c, "ann", "password1")
+            page = await (await c.get("/blades")).text()
+            assert ">Firmware</th>" in page
+            for blade, cell in want.items():
+                row = page.split(f'data-blade="{blade}"', 1)[1].split("</tr>", 1)[0]
+                assert f">{cell}</td>" in row, row
