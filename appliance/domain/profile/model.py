@@ -429,11 +429,12 @@ class Boot(_Model):
 
 
 class Firmware(_Model):
-    """The firmware baseline the blade must run (firmware/baselines/<baseline>.yaml); a blade that
-    does not comply is refused at stamp (``refuse``) or updated first (``update-first``)."""
+    """The firmware baseline the blade should run (firmware/baselines/<baseline>.yaml). At stamp a
+    blade that does not comply is only reported (``report``, the default: the stamp goes on), refused
+    (``refuse``) or updated first (``update-first``)."""
 
     baseline: Baseline
-    policy: Literal["refuse", "update-first"] = "refuse"
+    policy: Literal["report", "refuse", "update-first"] = "report"
 
 
 class Failover(_Model):

@@ -12,7 +12,8 @@ Restart-safe: each blade's outcome and each started task are checkpointed under 
 instead of starting it again, and never redoes a finished blade.
 
 check-firmware (stamp, after check-bios, before any change): a blade that does not comply with
-the profile's ``firmware.baseline`` is refused, or updated first (``policy: update-first``).
+the profile's ``firmware.baseline`` is reported (``policy: report``, the default), refused
+(``refuse``) or updated first (``update-first``).
 """
 
 from __future__ import annotations
@@ -244,18 +245,25 @@ async def check_firmware(ctx: StepContext) -> dict[str, Any]:
     want = profile.spec.firmware
     if want is None:
         return {"firmware": "no baseline asked for"}
-    blade = ctx.data["blade"]
+    blade, enforce = ctx.data["blade"], want.policy != "report"
     try:
         baseline = await ctx.read(lambda: sfw.load_baseline(ctx.settings.baselines, want.baseline))
     except AnvilError as exc:
+        if not enforce:
+            return {"firmware": f"not checked: {exc}"}
         raise StepFailed(f"profile {ctx.params['profile']}: firmware: {exc}") from None
     found = await sfw.read_compliance(ctx.hw, blade, baseline)
     await ctx.db(lambda: sfw.record(ctx.store, [found]))
     if found.error:
+        if not enforce:
+            return {"firmware": f"not checked: blade {blade}: {found.error}"}
         raise StepFailed(f"profile {ctx.params['profile']} needs firmware baseline {baseline.name} but blade "
                          f"{blade} cannot say what it runs: {found.error}")
     if found.compliant:
         return {"firmware": f"blade {blade} complies with {baseline.name}"}
+    if not enforce:
+        return {"firmware": f"blade {blade} does not comply with {baseline.name}: {found.summary} "
+                            "(policy: report)"}
     if want.policy == "refuse":
         raise StepFailed(f"blade {blade} does not comply with firmware baseline {baseline.name}: {found.summary}; "
                          f"profile {ctx.params['profile']} says policy: refuse (update-first would update it)")

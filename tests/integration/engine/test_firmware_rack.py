@@ -128,7 +128,7 @@ async def test_a_rolling_wave_of_ten_blades_stops_at_its_failure_budget(tmp_path
         assert "10 of 10 blade(s) comply with lab-2026" in after, after
 
 
-async def _stamp(rig: InprocRig, name: str, policy: str) -> JobInfo:
+async def _stamp(rig: InprocRig, name: str, policy: str, n: int = 1) -> JobInfo:
     ProfileService(rig.store).import_document(f"""\
 apiVersion: anvil/v1
 kind: ServerProfile
@@ -137,8 +137,8 @@ spec:
   requirements: {{minCpus: 8, nics: 2}}
   identity:
     nics:
-      - {{name: eth0, mac: "02:f1:00:00:00:01", vlans: {{native: 100}}, pxe: true}}
-      - {{name: eth1, mac: "02:f1:00:00:00:02", vlans: {{native: 101}}}}
+      - {{name: eth0, mac: "02:f1:00:00:{n:02x}:01", vlans: {{native: 100}}, pxe: true}}
+      - {{name: eth1, mac: "02:f1:00:00:{n:02x}:02", vlans: {{native: 101}}}}
   boot: {{mode: uefi, source: {{type: image, kernel: lab/vmlinuz, initrd: lab/initrd.img}}}}
   firmware: {{baseline: {BASELINE}, policy: {policy}}}
 """)
@@ -158,6 +158,12 @@ async def test_a_stamp_refuses_a_non_compliant_blade_before_any_change(tmp_path:
         assert ran == ["check-requirements", "choose-blade", "check-bios", "check-firmware"], ran
         assert redfish_emulator.power_history(rig.blade("b001").emulator) == []
         assert _version(rig, "b001", "BIOS") == "1.0.0"
+        # policy: report (the default) records the finding and stamps.
+        info = await _stamp(rig, "fw-report", "report", n=2)
+        assert info.state == "succeeded", info.error
+        check = next(s for s in info.steps if s.name == "check-firmware")
+        assert check.result == {"firmware": "blade b001 does not comply with lab-2026: BIOS 1.0.0 (want 2.19.1); "
+                                            "NIC 1.0.0 (want 22.31.6) (policy: report)"}, check.result
 
 
 async def test_a_stamp_with_update_first_flashes_the_blade_then_boots_it(tmp_path: Path) -> None:
