@@ -36,6 +36,7 @@ from appliance.api.routes import (
     changes,
     discovered,
     failover,
+    firmware,
     host_feed,
     host_pools,
     jobs,
@@ -110,7 +111,8 @@ def _meta_ops() -> list[Op]:
 def all_ops() -> list[Op]:
     """Every API operation: the router and the OpenAPI document are both built from this list."""
     return [*_meta_ops(), *blades.OPS, *profiles.OPS, *jobs.OPS, *pools.OPS, *access.OPS, *failover.OPS,
-            *discovered.OPS, *vm_hosts.OPS, *changes.OPS, *usage.OPS, *host_pools.OPS, *host_feed.OPS]
+            *discovered.OPS, *vm_hosts.OPS, *changes.OPS, *usage.OPS, *host_pools.OPS, *host_feed.OPS,
+            *firmware.OPS]
 
 
 def setup_api(app: web.Application) -> None:

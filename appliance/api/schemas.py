@@ -30,7 +30,8 @@ BLADE = obj(["name", "state", "driver", "bmc"], name=STR, state=STR, driver=STR,
             power={**NSTR, "description": "power as the monitor last sampled it (null: no sample yet)"},
             health={**NSTR, "description": "the BMC's health rollup at that sample, or unreachable"},
             healthOk=nullable("boolean"), healthDetail=NSTR, healthAt=NSTR,
-            healthAge={**NINT, "description": "seconds since that sample"})
+            healthAge={**NINT, "description": "seconds since that sample"},
+            firmware={**NSTR, "description": "the last firmware compliance reading: BASELINE ✓, or what differs"})
 BLADE_DETAIL = {**BLADE, "properties": {**BLADE["properties"], "facts": OBJ, "username": STR, "password": STR}}
 ENROLL = {
     "type": "object", "additionalProperties": False, "required": ["name", "bmc", "username", "password"],

@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                  "Failover domains, failover history, blade health and manual fence confirmation."),
     "host-pool": ("appliance.cli.host_pool", "host_pool",
                   "Pools of hypervisor hosts that VM managers grow and shrink."),
+    "firmware": ("appliance.cli.firmware", "firmware",
+                 "Firmware baselines, each blade's compliance, and rolling firmware updates."),
     "job": ("appliance.cli.job", "job", "Durable jobs: stamp, unstamp, failover."),
     "lab": ("appliance.cli.lab", "lab",
             "An emulated rack on this machine: BMC and switch emulators, enrolled in the inventory."),

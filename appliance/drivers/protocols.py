@@ -352,3 +352,95 @@ class StorageDriver(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# ---- optional BMC capabilities: BIOS settings and firmware ------------------------------------
+
+BiosValue = str | int | bool
+
+
+@dataclass(frozen=True, slots=True)
+class BiosAttribute:
+    """One attribute a blade's BIOS knows, from its AttributeRegistry. ``kind`` is the
+    registry's Type (Enumeration, String, Integer, Boolean, Password); ``values`` the
+    allowed names of an Enumeration (empty: any)."""
+
+    name: str
+    kind: str = "String"
+    values: tuple[str, ...] = ()
+    read_only: bool = False
+    lower: int | None = None
+    upper: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BiosRegistry:
+    """The attributes a blade's BIOS knows. ``source`` says where they came from: the
+    AttributeRegistry's id, or ``current attributes`` when the service publishes no
+    registry (then the names are known, their allowed values are not)."""
+
+    attributes: Mapping[str, BiosAttribute]
+    source: str
+    any_name: bool = False   # every name is taken as text (the fake driver's BIOS)
+
+
+@dataclass(frozen=True, slots=True)
+class BiosSettings:
+    """The BIOS's attributes in effect (``current``) and those waiting for the next boot
+    (``pending``: only the ones that differ from current)."""
+
+    current: Mapping[str, BiosValue]
+    pending: Mapping[str, BiosValue] = field(default_factory=dict)
+    registry: str = ""
+
+
+@runtime_checkable
+class BiosDriver(Protocol):
+    """Optional: a BMC that sets BIOS attributes (Redfish ``Bios`` with ``@Redfish.Settings``).
+    Settings written are pending; the BIOS takes them at the blade's next boot."""
+
+    async def bios(self, bmc: Bmc) -> BiosSettings: ...
+
+    async def bios_registry(self, bmc: Bmc) -> BiosRegistry: ...
+
+    async def set_bios(self, bmc: Bmc, attributes: Mapping[str, BiosValue]) -> None:
+        """Stage ``attributes`` for the next boot (idempotent; BadSettings when refused)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FirmwareItem:
+    """One firmware component of a blade (Redfish SoftwareInventory). ``uri`` names it as an
+    update target; ``component`` is how baselines name it (e.g. ``BIOS``, ``BMC``)."""
+
+    component: str
+    version: str
+    uri: str = ""
+    name: str = ""
+    updateable: bool = False
+
+
+class UpdateState(StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateProgress:
+    state: UpdateState
+    message: str = ""
+
+
+@runtime_checkable
+class FirmwareDriver(Protocol):
+    """Optional: a BMC that reports and updates firmware (Redfish UpdateService)."""
+
+    async def firmware(self, bmc: Bmc) -> tuple[FirmwareItem, ...]: ...
+
+    async def start_update(self, bmc: Bmc, item: FirmwareItem, image_uri: str) -> str:
+        """Ask the BMC to fetch ``image_uri`` and flash ``item``; returns a handle for
+        :meth:`update_progress` (the BMC's task URI, or ``""`` when it finished at once)."""
+        ...
+
+    async def update_progress(self, bmc: Bmc, handle: str) -> UpdateProgress: ...

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from appliance.assets import asset_dir
 from appliance.boot.tokens import KEY_FILE, BootKey
 from appliance.config import Settings
 from appliance.drivers.protocols import Bmc, BmcDriver, StorageDriver, SwitchDriver, SwitchRef
@@ -74,6 +75,12 @@ class EngineSettings:
     # Boot tokens are derived with this key; the boot service must hold the same one (its
     # state-dir file). None: a key of this process only (an engine and boot service sharing it).
     boot_key: BootKey | None = None
+    # Firmware: the base URL BMCs fetch images from (boot HTTP), where baselines are, and how
+    # long one component's update may take on the BMC.
+    boot_url: str = ""
+    baselines: tuple[Path, ...] = ()
+    firmware_timeout: float = 1800.0
+    firmware_poll: float = 1.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineSettings:
@@ -81,7 +88,15 @@ class EngineSettings:
         return cls(parking_vlan=settings.network.parking_vlan, boot_timeout=settings.engine.boot_timeout,
                    images_dir=settings.images_dir, luns_dir=settings.luns_dir,
                    lun_size_mib=settings.storage.default_size_mib,
-                   boot_key=BootKey.load(settings.state_dir / KEY_FILE))
+                   boot_key=BootKey.load(settings.state_dir / KEY_FILE),
+                   boot_url=settings.boot.advertise_url or _listen_url(settings.boot.listen),
+                   baselines=(settings.state_dir / "firmware" / "baselines", asset_dir("firmware") / "baselines"))
+
+
+def _listen_url(listen: str) -> str:
+    """The boot HTTP URL from its listen address, when that is a concrete one (else advertise_url is needed)."""
+    host, _, port = listen.rpartition(":")
+    return "" if host in ("", "0.0.0.0", "::", "[::]") else f"http://{host}:{port}"
 
 
 @dataclass(slots=True)

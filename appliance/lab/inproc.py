@@ -43,6 +43,7 @@ from appliance.monitor.notify import Notifier
 from appliance.monitor.runner import Monitor, MonitorSettings
 from appliance.secrets import SecretBox, ensure_key
 from appliance.services.blades import BladeService, Enrollment, NicSpec
+from appliance.services.firmware import baseline_dirs
 from appliance.services.hardware import Hardware
 from appliance.services.switches import SwitchService
 from appliance.store import Store, open_store
@@ -106,7 +107,10 @@ class InprocRig:
             self.hw = Hardware(self.store, self.box, notifier=Notifier(self.store, self.box), storage=self.storage)
             # Engine and boot service in this process: one boot key, kept in the rig's folder.
             boot_key = BootKey.load(self.work / KEY_FILE)
-            self.engine = Engine(self.store, self.hw, KINDS, settings=replace(self.engine_settings, boot_key=boot_key),
+            self.engine = Engine(self.store, self.hw, KINDS,
+                                 settings=replace(self.engine_settings, boot_key=boot_key, boot_url=self.boot_url,
+                                                  images_dir=self.engine_settings.images_dir or self.work / "images",
+                                                  baselines=self.engine_settings.baselines or baseline_dirs(self.work)),
                                  loops=(HostPoolLoop(self.store).run, HostWebhookLoop(self.store, self.box).run))
             if self.monitor_settings is not None:
                 wanted = replace(self.monitor_settings, event_base_url=self.boot_url if self.events else "")

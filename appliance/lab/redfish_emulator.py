@@ -25,6 +25,9 @@ What this wrapper adds to sushy-tools 2.2 (whose fake driver lacks them):
   appended to ``<state dir>/power-history.jsonl`` (``{"t": epoch s, "system": uuid,
   "from": "Off", "to": "On"}``); a delayed change is stamped with the time it took effect.
   Tests read it (:func:`power_history`) to check what really ran, not what the store says.
+- BIOS (``Bios`` with pending ``@Redfish.Settings`` taken at the next power-on, and its
+  ``AttributeRegistry``) and firmware (``FirmwareInventory``, ``UpdateService.SimpleUpdate``
+  with Tasks): ``appliance.lab.redfish_bios_fw``.
 - A lab fault: ``POST /redfish/v1/Systems/<uuid>/Actions/Oem/AnvilLab.HangOs`` (:func:`hang_os`)
   hangs the blade's emulated OS: its heartbeats stop while the BMC still reads On.
 """
@@ -47,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.lab import procs, redfish_events
+from appliance.lab import procs, redfish_bios_fw, redfish_events
 from appliance.lab.emulated_os import BladeHooks, EmulatedOs
 
 HOST = "127.0.0.1"
@@ -214,6 +217,28 @@ def hang_os(emu: RedfishEmulator, system: dict[str, Any] | str) -> None:
         pass
 
 
+def _post(emu: RedfishEmulator, path: str, body: dict[str, Any]) -> None:
+    req = urllib.request.Request(emu.base_url + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    if emu.username:
+        token = base64.b64encode(f"{emu.username}:{emu.password}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(req, timeout=5):
+        pass
+
+
+def change_bios(emu: RedfishEmulator, system: dict[str, Any] | str, attributes: dict[str, Any]) -> None:
+    """Change BIOS attributes in effect at once, behind the appliance's back (a lab fault: drift)."""
+    uuid = system if isinstance(system, str) else system["uuid"]
+    _post(emu, f"/redfish/v1/Systems/{uuid}/BIOS/Actions/Oem/AnvilLab.ChangeAttributes", {"Attributes": attributes})
+
+
+def fail_next_update(emu: RedfishEmulator, system: dict[str, Any] | str) -> None:
+    """Make the next firmware update of ``system`` fail (a lab fault)."""
+    uuid = system if isinstance(system, str) else system["uuid"]
+    _post(emu, f"/redfish/v1/Systems/{uuid}/Actions/Oem/AnvilLab.FailNextUpdate", {})
+
+
 @dataclass(frozen=True, slots=True)
 class PowerChange:
     at: float        # epoch seconds, when the emulator's state changed
@@ -266,6 +291,10 @@ def _install(app: Any, fakedriver: Any, sushy_error: Any) -> None:  # pragma: no
         now = record.get("power_state")
         if was is None or now == was:
             return
+        if now == "On":
+            came_on = app.config.get("ANVIL_POWER_CAME_ON")
+            if came_on is not None:
+                came_on(self._get(record["uuid"]))
         applying = "power_state" in changes and "pending_power" in changes and changes["pending_power"] is None
         at = float(pending.get("apply_time") or time.time()) if applying else time.time()
         line = json.dumps({"t": at, "system": record["uuid"], "from": was, "to": now}) + "\n"
@@ -473,6 +502,8 @@ def _install(app: Any, fakedriver: Any, sushy_error: Any) -> None:  # pragma: no
             "@odata.id": path, "Name": name,
             "Members@odata.count": len(links), "Members": [{"@odata.id": p} for p in links],
         })
+
+    redfish_bios_fw.install(app, fake, system_of=system_of, error=error)
 
     @route("/redfish/v1/Systems/<identity>/Actions/Oem/AnvilLab.HangOs", methods=["POST"])
     def anvil_hang_os(identity: str) -> Any:

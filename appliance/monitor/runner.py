@@ -35,13 +35,15 @@ from sqlalchemy import func, select
 
 from appliance.boot.tokens import HEARTBEAT
 from appliance.config import Settings
+from appliance.domain import bios as dbios
 from appliance.domain.health import Detector, DetectorPolicy, Sample, observe
 from appliance.domain.health import Health as Reported
-from appliance.drivers.protocols import HealthState, PowerState
+from appliance.drivers.protocols import BiosDriver, Bmc, HealthState, PowerState
 from appliance.engine.model import HardwarePort
 from appliance.errors import AnvilError, Conflict
 from appliance.monitor.events import EventSubscriptions
-from appliance.monitor.webhook import FAILURE_DETECTED
+from appliance.monitor.notify import Notifier
+from appliance.monitor.webhook import BIOS_DRIFT, FAILURE_DETECTED
 from appliance.services.failover import FailoverService, HealthSample
 from appliance.services.jobs import JobService
 from appliance.store import Store
@@ -100,6 +102,7 @@ class Watched:
     domain: str | None = None
     heartbeat_age: float | None = None  # seconds since the agent's last beat (None: it sends none)
     address: str | None = None       # the profile's first IPv4 address, for the TCP probe
+    bios: tuple[tuple[str, str], ...] = ()   # the profile's BIOS settings, checked for drift
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,7 @@ class Verdict:
     power: str | None
     health: str | None
     detail: str
+    drift: str = ""   # BIOS attributes that differ from the profile's (not a failure: reported)
 
 
 class Monitor:
@@ -127,6 +131,7 @@ class Monitor:
         self.events = EventSubscriptions(store, hw, base) if base else None
         self._confirming: dict[str, asyncio.Task[None]] = {}
         self._breathed = 0.0
+        self.drifts: dict[str, str] = {}   # blade → the BIOS drift last reported
 
     async def _breathe(self) -> None:
         """Give the event loop a turn once ``BREATHE_EVERY`` of work went by without one: loops
@@ -293,12 +298,27 @@ class Monitor:
         by_blade = {v.blade: v for v in verdicts}
         await asyncio.to_thread(self._record, verdicts, source)
         notifier = self.hw.notifier()
+        self._report_drift(watched, verdicts, notifier)
         for w in declared:
             started = await asyncio.to_thread(self._start_failover, w, by_blade[w.blade].detail)
             if started is not None and notifier is not None and w.domain:
                 notifier.notify(w.domain, FAILURE_DETECTED, {"failover": started, "profile": w.profile,
                                                              "blade": w.blade, "reason": by_blade[w.blade].detail})
         return [w.blade for w in declared]
+
+    def _report_drift(self, watched: list[Watched], verdicts: list[Verdict], notifier: Notifier | None) -> None:
+        """Each new BIOS drift once (log, and the profile's failover-domain webhook); the sample's
+        detail carries it on every pass, which is what the console shows."""
+        for w, v in zip(watched, verdicts, strict=True):
+            if v.drift == self.drifts.get(w.blade, ""):
+                continue
+            if not v.drift:
+                self.drifts.pop(w.blade, None)
+                continue
+            self.drifts[w.blade] = v.drift
+            log.warning("blade %s: %s", w.blade, v.drift, extra={"blade": w.blade, "profile": w.profile})
+            if notifier is not None and w.domain:
+                notifier.notify(w.domain, BIOS_DRIFT, {"profile": w.profile, "blade": w.blade, "drift": v.drift})
 
     # ---- one pass ------------------------------------------------------------------------
 
@@ -328,9 +348,11 @@ class Monitor:
             if last is not None:
                 last = last if last.tzinfo else last.replace(tzinfo=UTC)
                 age = max(0.0, (now - last) / timedelta(seconds=1))
+            bios = dbios.wanted(((b.document or {}).get("spec") or {}).get("bios") or {})
             out.append(Watched(name, state, f"{b.tenant}/{b.name}", b.state,
                                bool(spec.get("domain")) and spec.get("policy", "n+1") != "none",
-                               str(spec.get("domain") or "") or None, age, _first_ipv4(b.document)))
+                               str(spec.get("domain") or "") or None, age, _first_ipv4(b.document),
+                               tuple((str(k), str(v)) for k, v in bios.items())))
         return out
 
     async def _probe(self, w: Watched) -> Verdict:
@@ -354,7 +376,26 @@ class Monitor:
             problem = await self._tcp_probe(w.address, self.settings.tcp_probe_port)
             if problem:
                 problems.append(problem)
-        return Verdict(w.blade, not problems, power.value, health.state.value, "; ".join(problems) or "ok")
+        drift = await self._bios_drift(w, driver, bmc) if running and w.bios else ""
+        detail = "; ".join(problems) or "ok"
+        return Verdict(w.blade, not problems, power.value, health.state.value,
+                       f"{detail}; {drift}" if drift else detail, drift)
+
+    async def _bios_drift(self, w: Watched, driver: object, bmc: Bmc) -> str:
+        """The profile's BIOS attributes the blade no longer holds ("" when none, or unknown)."""
+        if not isinstance(driver, BiosDriver):
+            return ""
+        try:
+            async with asyncio.timeout(self.settings.probe_timeout):
+                current = (await driver.bios(bmc)).current
+        except (AnvilError, TimeoutError) as exc:   # drift is a report, never a health failure
+            log.info("BIOS of %s not read for drift: %s", w.blade, exc, extra={"blade": w.blade})
+            return ""
+        wrong = dbios.differences(dict(w.bios), current)
+        if not wrong:
+            return ""
+        return "BIOS drift: " + ", ".join(f"{k}={found} (profile {w.profile}: {want})"
+                                          for k, (want, found) in sorted(wrong.items()))
 
     async def _tcp_probe(self, host: str, port: int) -> str | None:
         """The heartbeat's alternative for an OS without our agent: its service port answers."""

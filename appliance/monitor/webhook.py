@@ -63,6 +63,7 @@ TOLERANCE = 300.0
 FAILURE_DETECTED = "failure.detected"
 FAILOVER_STARTED = "failover.started"
 FAILOVER_FINISHED = "failover.finished"
+BIOS_DRIFT = "bios.drift"   # a running blade's BIOS no longer holds its profile's settings
 
 _RETRY_STATUS = frozenset({408, 425, 429})
 

@@ -27,6 +27,16 @@ from appliance.services.scope import Scope
 from appliance.store import Store
 from appliance.store.tables import BindingRow, BladeHealthRow, BladeNicRow, BladeRow, ProfileRow, SwitchRow
 
+COMPLIANCE_FACT = "firmwareCompliance"   # a blade's facts key: its last firmware compliance reading
+
+
+def firmware_cell(got: Any) -> str | None:
+    """A blade list cell from the last compliance reading: ``lab-2026 ✓`` or ``lab-2026: BIOS 1.0.0
+    (want 2.19.1)``; None when the blade was never checked."""
+    if not isinstance(got, dict):
+        return None
+    return f"{got.get('baseline')} ✓" if got.get("compliant") else f"{got.get('baseline')}: {got.get('summary')}"
+
 S = TypeVar("S", bound=Select)  # type: ignore[type-arg]
 
 CAPACITY_STATES = ("spare", "stamped", "failed", "maintenance")
@@ -171,7 +181,7 @@ class Inventory:
         sort = check_sort(sort)
         b = BladeRow
         cols = (b.id, b.name, b.state, b.driver, b.bmc_address, b.chassis, b.slot, b.cpus, b.memory_gib,
-                b.state_reason)
+                b.state_reason, b.facts[COMPLIANCE_FACT])
         live = _live() if f.joins_bindings or sort in ("profile", "tenant") else None
         with self._store.read() as s:
             count = select(func.count(b.id)).select_from(b)
@@ -201,12 +211,13 @@ class Inventory:
             bound = _bound(s, ids)
             health = latest_health(s, ids)
         items = []
-        for bid, name, state, driver, bmc, chassis, slot, cpus, mem, reason in rows:
+        for bid, name, state, driver, bmc, chassis, slot, cpus, mem, reason, compliance in rows:
             got = bound.get(bid)
             items.append({"name": name, "state": state, "driver": driver, "bmc": bmc, "chassis": chassis,
                           "slot": slot, "cpus": cpus, "memoryGiB": mem, "nics": nics[bid],
                           "profile": f"{got[0]}/{got[1]}" if got else None, "tenant": got[0] if got else None,
-                          "stateReason": reason, **health.get(bid, NO_HEALTH)})
+                          "stateReason": reason, "firmware": firmware_cell(compliance),
+                          **health.get(bid, NO_HEALTH)})
         return items, (rows[-1][1] if more and rows and sort == "name" else None), total
 
     def health_of(self, name: str) -> dict[str, Any]:

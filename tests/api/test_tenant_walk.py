@@ -82,6 +82,7 @@ RESOURCES = {
     # No path parameter today; scoped by the caller's tenant (appliance.services.capacity / changes).
     "capacity": "tenant-own", "usage": "tenant-own", "changes": "tenant-own",
     "host-pools": "hostpool", "host-quotas": "admin",
+    "firmware": "admin",
 }
 # Console pages without a path parameter that show tenant data: each is read as acme and must
 # show nothing of globex (the walk below covers pages with a parameter).

@@ -429,7 +429,12 @@ class Boot(_Model):
 
 
 class Firmware(_Model):
+    """The firmware baseline the blade should run (firmware/baselines/<baseline>.yaml). At stamp a
+    blade that does not comply is only reported (``report``, the default: the stamp goes on), refused
+    (``refuse``) or updated first (``update-first``)."""
+
     baseline: Baseline
+    policy: Literal["report", "refuse", "update-first"] = "report"
 
 
 class Failover(_Model):

@@ -11,11 +11,14 @@ first use (or given up front through ``blades``). Tests can:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from appliance.drivers.errors import BadSettings, BmcAuthFailed, DriverError, Unsupported
 from appliance.drivers.protocols import (
+    BiosRegistry,
+    BiosSettings,
+    BiosValue,
     BladeFacts,
     Bmc,
     BootDevice,
@@ -43,6 +46,8 @@ class FakeBlade:
                                                                     iscsi_initiator=True))
     identities: VirtualIdentities = field(default_factory=VirtualIdentities)
     password: str | None = None   # when set, other passwords get BmcAuthFailed
+    bios: dict[str, BiosValue] = field(default_factory=dict)
+    bios_pending: dict[str, BiosValue] = field(default_factory=dict)
 
 
 class FakeBmcDriver:
@@ -82,8 +87,15 @@ class FakeBmcDriver:
         if blade.password is not None and bmc.password.reveal() != blade.password:
             raise BmcAuthFailed(bmc.blade, DRIVER, op, "credentials refused")
         if blade.pending is not None and self._clock() >= blade.apply_at:
-            blade.power, blade.pending = blade.pending, None
+            self._power(blade, blade.pending)
         return blade
+
+    @staticmethod
+    def _power(blade: FakeBlade, want: PowerState) -> None:
+        if want is PowerState.ON and blade.power is PowerState.OFF and blade.bios_pending:
+            blade.bios.update(blade.bios_pending)   # the BIOS takes staged settings while booting
+            blade.bios_pending = {}
+        blade.power, blade.pending = want, None
 
     async def get_power(self, bmc: Bmc) -> PowerState:
         return self._enter(bmc, "get_power").power
@@ -98,7 +110,7 @@ class FakeBmcDriver:
         else:
             want = PowerState.ON if action is PowerAction.ON else PowerState.OFF
         if self.power_delay <= 0:
-            blade.power, blade.pending = want, None
+            self._power(blade, want)
         elif blade.power is not want:
             blade.pending, blade.apply_at = want, self._clock() + self.power_delay
 
@@ -134,6 +146,20 @@ class FakeBmcDriver:
         if not blade.caps.any:
             raise Unsupported(bmc.blade, DRIVER, "clear_identity", "no virtual identities")
         blade.identities = VirtualIdentities()
+
+    # BIOS: any attribute name is taken; staged ones apply at the next power-on.
+
+    async def bios(self, bmc: Bmc) -> BiosSettings:
+        blade = self._enter(bmc, "bios")
+        return BiosSettings(current=dict(blade.bios), pending=dict(blade.bios_pending), registry="fake")
+
+    async def bios_registry(self, bmc: Bmc) -> BiosRegistry:
+        self._enter(bmc, "bios_registry")
+        return BiosRegistry({}, "fake", any_name=True)
+
+    async def set_bios(self, bmc: Bmc, attributes: Mapping[str, BiosValue]) -> None:
+        blade = self._enter(bmc, "set_bios")
+        blade.bios_pending.update({k: v for k, v in attributes.items() if blade.bios.get(k) != v})
 
     async def close(self) -> None:
         self.closed = True

@@ -31,23 +31,31 @@ import logging
 import time
 from collections.abc import Mapping
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from appliance.drivers._blocking import BlockingRunner
 from appliance.drivers.errors import BadSettings, BmcFailure, Unsupported
 from appliance.drivers.protocols import (
+    BiosRegistry,
+    BiosSettings,
+    BiosValue,
     BladeFacts,
     Bmc,
     BootDevice,
     BootMode,
     BootSetting,
     EventSource,
+    FirmwareItem,
     Health,
     HealthState,
     IdentityCaps,
     PowerAction,
     PowerState,
+    UpdateProgress,
+    UpdateState,
     VirtualIdentities,
 )
+from appliance.drivers.redfish import bios as rbios
 from appliance.drivers.redfish import events
 from appliance.drivers.redfish import identity as ident
 from appliance.drivers.redfish import inventory as inv
@@ -86,6 +94,8 @@ class RedfishDriver:
         self._resets: dict[str, dict[str, Any]] = {}
         # The System document each power read got, per system URL, with when (see the docstring).
         self._recent: dict[str, tuple[float, dict[str, Any]]] = {}
+        # The BIOS AttributeRegistry per system URL, with the registry id it was read for.
+        self._registries: dict[str, tuple[str, BiosRegistry]] = {}
 
     async def _run(self, bmc: Bmc, op: str, fn: Any, *, retry: bool, budget: float = 1.0) -> Any:
         target = Target.parse(bmc.address, bmc.blade)
@@ -177,6 +187,47 @@ class RedfishDriver:
 
     async def clear(self, bmc: Bmc) -> None:
         await self.apply(bmc, VirtualIdentities())
+
+    # ---- BIOS and firmware (optional capabilities) -----------------------------
+
+    async def bios(self, bmc: Bmc) -> BiosSettings:
+        result: BiosSettings = await self._run(bmc, "bios", _bios, retry=True, budget=2)
+        return result
+
+    async def bios_registry(self, bmc: Bmc) -> BiosRegistry:
+        def fn(c: Connection, t: Target, b: str, o: str) -> BiosRegistry:
+            # A BIOS's registry is firmware: read once per system (a firmware update restarts Anvil's
+            # view of it only when the registry id the Bios names changes).
+            key = f"{t.base_url}{t.system_path}"
+            doc = _bios_doc(c, t, b, o)
+            name = str(doc.get("AttributeRegistry") or "")
+            known = self._registries.get(key)
+            if known is not None and known[0] == name:
+                return known[1]
+            registry = _registry(c, b, o, name, rbios.attributes(doc))
+            self._registries[key] = (name, registry)
+            return registry
+
+        result: BiosRegistry = await self._run(bmc, "bios_registry", fn, retry=True, budget=3)
+        return result
+
+    async def set_bios(self, bmc: Bmc, attributes: Mapping[str, BiosValue]) -> None:
+        await self._run(bmc, "set_bios", lambda c, t, b, o: _set_bios(c, t, b, o, attributes), retry=True, budget=2)
+
+    async def firmware(self, bmc: Bmc) -> tuple[FirmwareItem, ...]:
+        result: tuple[FirmwareItem, ...] = await self._run(bmc, "firmware", _firmware, retry=True, budget=3)
+        return result
+
+    async def start_update(self, bmc: Bmc, item: FirmwareItem, image_uri: str) -> str:
+        result: str = await self._run(bmc, "start_update",
+                                      lambda c, t, b, o: _start_update(c, t, b, o, item, image_uri),
+                                      retry=False, budget=3)
+        return result
+
+    async def update_progress(self, bmc: Bmc, handle: str) -> UpdateProgress:
+        result: UpdateProgress = await self._run(bmc, "update_progress",
+                                                 lambda c, t, b, o: _update_progress(c, b, o, handle), retry=True)
+        return result
 
     # ---- events ------------------------------------------------------------
 
@@ -407,3 +458,100 @@ def _apply(conn: Connection, target: Target, blade: str, op: str, ids: VirtualId
     for path, body in patches:
         reply = conn.request("PATCH", path, blade, op, body)
         raise_for_status(reply, blade, op, f"PATCH {path}")
+
+
+# ---- BIOS and firmware ------------------------------------------------------------
+
+
+def _bios_doc(conn: Connection, target: Target, blade: str, op: str) -> dict[str, Any]:
+    path = link(_system(conn, target, blade, op), "Bios")
+    if not path:
+        raise Unsupported(blade, DRIVER, op, "the system has no Bios resource: BIOS settings cannot be set here")
+    return conn.get(path, blade, op)
+
+
+def _bios(conn: Connection, target: Target, blade: str, op: str) -> BiosSettings:
+    doc = _bios_doc(conn, target, blade, op)
+    current = rbios.attributes(doc)
+    staged: dict[str, BiosValue] = {}
+    path = rbios.settings_path(doc)
+    if path:
+        try:
+            staged = rbios.attributes(conn.get(path, blade, op))
+        except Unsupported:
+            staged = {}
+    return BiosSettings(current=current, pending=rbios.pending(current, staged),
+                        registry=str(doc.get("AttributeRegistry") or ""))
+
+
+def _registry(conn: Connection, blade: str, op: str, name: str, current: Mapping[str, BiosValue]) -> BiosRegistry:
+    """The AttributeRegistry ``name`` from the service's Registries, else the current attributes."""
+    if name:
+        try:
+            root = conn.get("/redfish/v1/", blade, op)
+            files = [body for _, body in _members(conn, root, "Registries", blade, op)]
+            uri = rbios.registry_location(files, name)
+            if uri:
+                registry = rbios.registry_from_doc(conn.get(uri, blade, op))
+                if registry.attributes:
+                    return registry
+        except Unsupported:
+            pass
+    return rbios.registry_from_current(current)
+
+
+def _set_bios(conn: Connection, target: Target, blade: str, op: str, attributes: Mapping[str, BiosValue]) -> None:
+    doc = _bios_doc(conn, target, blade, op)
+    # DSP0266: a resource with @Redfish.Settings takes changes through its settings object; one
+    # without it applies them in place (still at the next boot, as a BIOS does).
+    path = rbios.settings_path(doc) or str(doc.get("@odata.id") or link(_system(conn, target, blade, op), "Bios"))
+    reply = conn.request("PATCH", path, blade, op, {"Attributes": dict(attributes)})
+    raise_for_status(reply, blade, op, f"PATCH {path} Attributes")
+
+
+def _update_service(conn: Connection, blade: str, op: str) -> dict[str, Any]:
+    path = link(conn.get("/redfish/v1/", blade, op), "UpdateService")
+    if not path:
+        raise Unsupported(blade, DRIVER, op, "the service has no UpdateService")
+    return conn.get(path, blade, op)
+
+
+def _firmware(conn: Connection, target: Target, blade: str, op: str) -> tuple[FirmwareItem, ...]:
+    service = _update_service(conn, blade, op)
+    return rbios.firmware_items(_members(conn, service, "FirmwareInventory", blade, op), target.system_path)
+
+
+def _start_update(conn: Connection, target: Target, blade: str, op: str, item: FirmwareItem, image_uri: str) -> str:
+    service = _update_service(conn, blade, op)
+    action = (service.get("Actions") or {}).get("#UpdateService.SimpleUpdate") or {}
+    url = action.get("target")
+    if not url:
+        raise Unsupported(blade, DRIVER, op, "UpdateService has no SimpleUpdate action")
+    body: dict[str, Any] = {"ImageURI": image_uri, "TransferProtocol": image_uri.split(":", 1)[0].upper()}
+    if item.uri:
+        body["Targets"] = [item.uri]
+    reply = conn.request("POST", str(url), blade, op, body)
+    raise_for_status(reply, blade, op, f"POST {url} ImageURI={image_uri}")
+    location = reply.headers.get("location") or ""
+    if not location and isinstance(reply.body.get("@odata.id"), str) and "Task" in reply.body["@odata.id"]:
+        location = str(reply.body["@odata.id"])
+    # A Location may be absolute; keep the path (the connection has the base URL).
+    return urlsplit(location).path if "://" in location else location
+
+
+_TASK_DONE = frozenset({"Completed"})
+_TASK_FAILED = frozenset({"Exception", "Killed", "Cancelled", "Interrupted"})
+
+
+def _update_progress(conn: Connection, blade: str, op: str, handle: str) -> UpdateProgress:
+    if not handle:
+        return UpdateProgress(UpdateState.DONE, "the BMC finished the update at once")
+    task = conn.get(handle, blade, op)
+    state = str(task.get("TaskState") or "")
+    messages = [str(m.get("Message")) for m in task.get("Messages") or [] if isinstance(m, dict) and m.get("Message")]
+    text = "; ".join(messages) or f"task {state}"
+    if state in _TASK_DONE and task.get("TaskStatus") in (None, "OK", "Warning"):
+        return UpdateProgress(UpdateState.DONE, text)
+    if state in _TASK_FAILED or (state in _TASK_DONE and task.get("TaskStatus") == "Critical"):
+        return UpdateProgress(UpdateState.FAILED, text)
+    return UpdateProgress(UpdateState.RUNNING, text)

@@ -2,11 +2,13 @@
 
 from appliance.engine.model import JobKind
 from appliance.engine.steps.failover import FAILOVER
+from appliance.engine.steps.firmware import FIRMWARE_UPDATE
 from appliance.engine.steps.host import HOST_RELEASE, HOST_STAMP
 from appliance.engine.steps.stamp import STAMP
 from appliance.engine.steps.unstamp import UNSTAMP
 
 KINDS: dict[str, JobKind] = {STAMP.name: STAMP, UNSTAMP.name: UNSTAMP, FAILOVER.name: FAILOVER,
-                             HOST_STAMP.name: HOST_STAMP, HOST_RELEASE.name: HOST_RELEASE}
+                             HOST_STAMP.name: HOST_STAMP, HOST_RELEASE.name: HOST_RELEASE,
+                             FIRMWARE_UPDATE.name: FIRMWARE_UPDATE}
 
-__all__ = ["FAILOVER", "HOST_RELEASE", "HOST_STAMP", "KINDS", "STAMP", "UNSTAMP"]
+__all__ = ["FAILOVER", "FIRMWARE_UPDATE", "HOST_RELEASE", "HOST_STAMP", "KINDS", "STAMP", "UNSTAMP"]

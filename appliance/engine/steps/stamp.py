@@ -1,7 +1,8 @@
 """Stamp: bind a profile to a spare blade and bring it up as that server.
 
-check-requirements → choose-blade → allocate-identities → bind → set-vlans →
-grant-storage → apply-identity → set-boot → power-on → await-boot → activate.
+check-requirements → choose-blade → check-bios → check-firmware → allocate-identities → bind → set-vlans →
+grant-storage → apply-identity → stage-bios → set-boot → power-on → await-boot → verify-bios
+→ activate.
 A fatal error undoes the completed steps in reverse.
 """
 
@@ -36,6 +37,7 @@ from appliance.drivers.protocols import (
     VirtualIdentities,
 )
 from appliance.engine.model import JobKind, NoSpareBlade, Step, StepContext, StepFailed
+from appliance.engine.steps import bios, firmware
 from appliance.engine.steps.common import (
     blade_row,
     cabled_ports,
@@ -454,14 +456,18 @@ STAMP = JobKind(
     steps=(
         Step("check-requirements", check_requirements, attempts=1),
         Step("choose-blade", choose_blade, attempts=1),
+        Step("check-bios", bios.check_bios),
+        Step("check-firmware", firmware.check_firmware, timeout=4 * 3600),
         Step("allocate-identities", allocate_identities),
         Step("bind", bind, undo=unbind, attempts=1),
         Step("set-vlans", set_vlans, undo=park_vlans),
         Step("grant-storage", grant_storage, undo=revoke_storage),
         Step("apply-identity", apply_identity, undo=clear_identity),
+        Step("stage-bios", bios.stage_bios),
         Step("set-boot", set_boot),
         Step("power-on", power_on, undo=power_off_undo, timeout=180),
         Step("await-boot", await_boot, timeout=600),
+        Step("verify-bios", bios.verify_bios),
         Step("activate", activate),
     ),
 )

@@ -106,7 +106,7 @@ async def test_set_boot_issues_a_token_and_the_signal_completes_the_job(store: S
     await run_until_idle(engine(store, FakeHardware(), tmp_path))
     info = JobService(store).get(job.id)
     assert info.state == "succeeded", info.error
-    assert info.steps[-2].result["booted"] == "callback"
+    assert next(s for s in info.steps if s.name == "await-boot").result["booted"] == "callback"
     with store.read() as s:
         assert s.scalars(select(BootTokenRow).where(BootTokenRow.kind == "boot")).first() is not None
 
@@ -121,7 +121,7 @@ async def test_local_boot_needs_no_signal(store: Store, tmp_path: Path) -> None:
     await run_until_idle(engine(store, FakeHardware(), tmp_path, boot_timeout=0.3), boots=False)
     info = JobService(store).get(job.id)
     assert info.state == "succeeded", info.error
-    assert info.steps[-2].result["booted"].startswith("power-on")
+    assert next(s for s in info.steps if s.name == "await-boot").result["booted"].startswith("power-on")
 
 
 async def test_iscsi_stamp_grants_only_its_initiator_and_release_revokes(store: Store, tmp_path: Path) -> None:
@@ -153,7 +153,7 @@ async def test_sanboot_completes_when_the_initiator_logs_in(store: Store, tmp_pa
     await run_until_idle(engine(store, hw, tmp_path, boot_timeout=2.0), boots=False)
     info = JobService(store).get(job.id)
     assert info.state == "succeeded", info.error
-    assert info.steps[-2].result["booted"] == "initiator login"
+    assert next(s for s in info.steps if s.name == "await-boot").result["booted"] == "initiator login"
 
 
 async def test_lun_zero_is_refused_with_a_reason(store: Store, tmp_path: Path) -> None:
