@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from appliance.domain.identities import parse_mac, parse_wwn
+from appliance.domain.identities import parse_mac, parse_uuid, parse_wwn
 from appliance.domain.names import NAME_RE
 from appliance.drivers.protocols import BladeFacts, Bmc, Secret
 from appliance.errors import Conflict, Issue, NotFound, ValidationError
@@ -56,6 +56,8 @@ class Enrollment:
     slot: int | None = None
     nics: tuple[NicSpec, ...] = ()
     facts: dict[str, Any] = field(default_factory=dict)
+    uuid: str | None = None                  # chosen by the client (else a random one)
+    maintenance_reason: str | None = None    # enrolled in maintenance, held out of placement
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,12 @@ def _validate(req: Enrollment) -> tuple[str, list[NicSpec], list[Issue]]:
         driver = req.driver or by_scheme
     except ValueError as exc:
         issues.append(Issue("bmc", str(exc)))
+    if req.uuid is not None:
+        try:
+            if parse_uuid(req.uuid) != req.uuid.lower():
+                raise ValueError(f"{req.uuid!r} is not a UUID in its canonical form (8-4-4-4-12 hex digits)")
+        except ValueError as exc:
+            issues.append(Issue("uuid", str(exc)))
     if not req.username:
         issues.append(Issue("username", "is required"))
     if not req.password.reveal():
@@ -233,34 +241,45 @@ class BladeService:
         self._box = box
 
     def enroll(self, req: Enrollment) -> BladeInfo:
+        with self._store.write() as s:
+            return _info(s, self.enroll_in(s, req))
+
+    def enroll_in(self, s: Session, req: Enrollment) -> BladeRow:
+        """:meth:`enroll` inside the caller's transaction (which may add to it); the new row.
+
+        A blade is enrolled spare, or in maintenance with ``req.maintenance_reason`` (held out
+        of placement from its first moment)."""
         driver, nics, issues = _validate(req)
         if issues:
             raise ValidationError(issues, source=f"blade {req.name}")
-        with self._store.write() as s:
-            if s.scalar(select(BladeRow.id).where(BladeRow.name == req.name)) is not None:
-                raise Conflict(f"blade {req.name!r} is already enrolled")
-            row = BladeRow(name=req.name, bmc_address=req.bmc, driver=driver, username=req.username,
-                           password_enc=self._box.encrypt(req.password), verify_tls=req.verify_tls, state="spare",
-                           chassis=req.chassis, slot=req.slot, cpus=req.cpus, memory_gib=req.memory_gib,
-                           facts=dict(req.facts))
-            s.add(row)
+        if s.scalar(select(BladeRow.id).where(BladeRow.name == req.name)) is not None:
+            raise Conflict(f"blade {req.name!r} is already enrolled")
+        uuid = req.uuid.lower() if req.uuid else None
+        if uuid is not None and s.scalar(select(BladeRow.id).where(BladeRow.uuid == uuid)) is not None:
+            raise Conflict(f"a blade with UUID {uuid} is already enrolled")
+        row = BladeRow(name=req.name, bmc_address=req.bmc, driver=driver, username=req.username,
+                       password_enc=self._box.encrypt(req.password), verify_tls=req.verify_tls,
+                       state="maintenance" if req.maintenance_reason else "spare",
+                       state_reason=req.maintenance_reason, chassis=req.chassis, slot=req.slot, cpus=req.cpus,
+                       memory_gib=req.memory_gib, facts=dict(req.facts), **({"uuid": uuid} if uuid else {}))
+        s.add(row)
+        s.flush()
+        for pos, nic in enumerate(nics):
+            switch_id = None
+            if nic.switch is not None:
+                switch_id = s.scalar(select(SwitchRow.id).where(SwitchRow.name == nic.switch))
+                if switch_id is None:
+                    raise ValidationError([Issue(f"nics[{pos}].switch", f"switch {nic.switch!r} is not enrolled")])
+            s.add(BladeNicRow(blade_id=row.id, position=pos, name=nic.name, mac=nic.mac, switch_id=switch_id,
+                              port=nic.port))
+        try:
             s.flush()
-            for pos, nic in enumerate(nics):
-                switch_id = None
-                if nic.switch is not None:
-                    switch_id = s.scalar(select(SwitchRow.id).where(SwitchRow.name == nic.switch))
-                    if switch_id is None:
-                        raise ValidationError([Issue(f"nics[{pos}].switch", f"switch {nic.switch!r} is not enrolled")])
-                s.add(BladeNicRow(blade_id=row.id, position=pos, name=nic.name, mac=nic.mac, switch_id=switch_id,
-                                  port=nic.port))
-            try:
-                s.flush()
-            except IntegrityError:
-                raise Conflict(
-                    f"blade {req.name!r}: a NIC MAC or switch port is already used by another blade"
-                ) from None
-            log.info("enrolled blade %s (%s)", req.name, driver)
-            return _info(s, row)
+        except IntegrityError:
+            raise Conflict(
+                f"blade {req.name!r}: a NIC MAC or switch port is already used by another blade"
+            ) from None
+        log.info("enrolled blade %s (%s)", req.name, driver)
+        return row
 
     def get(self, name: str) -> BladeInfo:
         with self._store.read() as s:

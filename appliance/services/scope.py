@@ -37,6 +37,7 @@ from appliance.domain.suggest import close_names, did_you_mean, elsewhere
 from appliance.errors import IdempotencyMismatch, NotFound
 from appliance.store.tables import (
     BindingRow,
+    BladeNicRow,
     BladePoolMemberRow,
     BladePoolRow,
     BladeRow,
@@ -137,6 +138,34 @@ def blade_row(s: Session, scope: Scope, name: str) -> BladeRow:
     if row is None:
         raise NotFound("blade", name, hint=blade_hint(s, scope, name))
     return row
+
+
+UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def blade_row_by_ident(s: Session, scope: Scope, ident: str) -> BladeRow:
+    """The blade named by its UUID or by its name (as Bare Metal API clients name nodes); a
+    tenant sees only the blades bound to its profiles. NotFound (without a hint) otherwise."""
+    column = BladeRow.uuid if UUID_TEXT.fullmatch(ident) else BladeRow.name
+    stmt = select(BladeRow).where(column == (ident.lower() if column is BladeRow.uuid else ident))
+    if scope.tenant is not None:
+        stmt = stmt.where(BladeRow.id.in_(_tenant_blades(scope.tenant)))
+    row = s.scalar(stmt)
+    if row is None:
+        raise NotFound("blade", ident)
+    return row
+
+
+def nic_row(s: Session, scope: Scope, mac: str) -> tuple[BladeNicRow, BladeRow]:
+    """The NIC with burned-in MAC ``mac`` and its blade, when the caller sees that blade."""
+    stmt = (select(BladeNicRow, BladeRow).join(BladeRow, BladeRow.id == BladeNicRow.blade_id)
+            .where(BladeNicRow.mac == mac.lower()))
+    if scope.tenant is not None:
+        stmt = stmt.where(BladeRow.id.in_(_tenant_blades(scope.tenant)))
+    got = s.execute(stmt).first()
+    if got is None:
+        raise NotFound("NIC", mac)
+    return got[0], got[1]
 
 
 def blade_hint(s: Session, scope: Scope, name: str) -> str | None:
