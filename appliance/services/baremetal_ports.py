@@ -141,8 +141,8 @@ class PortService:
             if taken is not None:
                 raise Conflict(f"MAC {mac} is already a NIC of blade {taken!r}" if scope.sees(None)
                                else f"MAC {mac} is already in use")
-            position = (s.scalar(select(func.max(BladeNicRow.position)).where(BladeNicRow.blade_id == blade.id))
-                        or -1) + 1
+            last = s.scalar(select(func.max(BladeNicRow.position)).where(BladeNicRow.blade_id == blade.id))
+            position = 0 if last is None else last + 1
             names = set(s.scalars(select(BladeNicRow.name).where(BladeNicRow.blade_id == blade.id)))
             name = next(f"eth{k}" for k in range(position, position + len(names) + 1) if f"eth{k}" not in names)
             nic = BladeNicRow(blade_id=blade.id, position=position, name=name, mac=mac, switch_id=switch_id, port=port)
@@ -150,7 +150,8 @@ class PortService:
             try:
                 s.flush()
             except IntegrityError:
-                raise Conflict(f"MAC {mac} or port {port} of switch {switch} is already in use") from None
+                raise Conflict(f"MAC {mac}, or port {port} of switch {switch}, is already in use" if switch
+                               else f"MAC {mac} is already in use") from None
             log.info("bare metal API: NIC %s (%s) added to blade %s", name, mac, blade.name,
                      extra={"blade": blade.name})
             return _record(nic, blade, switch)

@@ -101,9 +101,7 @@ async def anything_else(request: web.Request) -> web.Response:
 N = "/v1/nodes/{node}"
 ROUTES: list[Route] = [
     Route("GET", "", root, "API root: versions", public=True),
-    Route("GET", "/", root, "API root: versions", public=True),
     Route("GET", "/v1", v1, "Version 1: resources and microversions", public=True),
-    Route("GET", "/v1/", v1, "Version 1: resources and microversions", public=True),
     Route("GET", "/v1/nodes", nodes.list_nodes, "List nodes"),
     Route("GET", "/v1/nodes/detail", nodes.list_detail, "List nodes with every field"),
     Route("POST", "/v1/nodes", nodes.create_node, "Enrol a blade as a node", role="admin", appliance_wide=True),

@@ -127,5 +127,10 @@ async def _serve(route: Route, request: web.Request) -> web.Response:
 
 
 def register(app: web.Application, routes: list[Route]) -> None:
+    """Each route with and without a trailing slash: Ironic's clients send both (``/v1/ports/?node=``)."""
+    paths = {(r.method, r.full_path) for r in routes}
     for route in routes:
         app.router.add_route(route.method, route.full_path, _wrap(route))
+        slashed = route.full_path + "/"
+        if "{tail" not in route.path and not route.full_path.endswith("/") and (route.method, slashed) not in paths:
+            app.router.add_route(route.method, slashed, _wrap(route))
