@@ -27,6 +27,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from appliance.domain.states import BLADE_TRANSITIONS, BladeState, transition
+from appliance.drivers.protocols import BladeFacts
 from appliance.engine.steps import KINDS
 from appliance.errors import Conflict, NotFound, ValidationError
 from appliance.secrets import SecretBox
@@ -260,11 +261,12 @@ class BaremetalService:
             return records(s, [blade])[0]
 
     def set_hold(self, scope: Scope, ident: str, new: str | None, *, expect: frozenset[str | None],
-                 error: str | None = None, clear_job: bool = False) -> NodeRecord:
+                 error: str | None = None, clear_job: bool = False, facts: BladeFacts | None = None) -> NodeRecord:
         """Move the node's hold from one of ``expect`` (None: not held) to ``new`` in one
         transaction; Conflict when it is elsewhere by now (another request won) or bound to a
         profile. Holding a spare blade puts it into maintenance (:data:`HOLD_REASON`); ending the
-        hold returns it to the spares unless an admin's maintenance holds it."""
+        hold returns it to the spares unless an admin's maintenance holds it. ``facts`` (an
+        inspection's) go into the inventory in the same transaction."""
         with self._store.write() as s:
             blade = lookup.blade_row_by_ident(s, scope, ident)
             if s.scalar(select(BindingRow.id).where(BindingRow.blade_id == blade.id, BindingRow.state == "live")):
@@ -282,6 +284,8 @@ class BaremetalService:
                 blade.state = transition(BLADE_TRANSITIONS, BladeState.SPARE, BladeState.MAINTENANCE,
                                          what=f"blade {blade.name}").value
                 blade.state_reason = HOLD_REASON
+            if facts is not None:
+                BladeService(self._store, self._box).apply_facts_in(s, blade, facts)
             edge.hold, edge.hold_since = new, _now()
             edge.last_error = error
             edge.provision_updated_at = _now()
@@ -316,17 +320,11 @@ class BaremetalService:
             s.flush()
             return records(s, [blade])[0]
 
-    def record_job(self, scope: Scope, ident: str, job_id: str | None, *, profile_id: int | None = None,
-                   made_profile: bool = False, instance_info: dict[str, Any] | None = None) -> None:
-        """Remember the deploy or undeploy just submitted for the node (its state follows the job)."""
+    def record_job(self, scope: Scope, ident: str, job_id: str | None, *, instance_info: dict[str, Any] | None = None
+                   ) -> None:
+        """Remember (or forget, None) the node's last deploy or undeploy: its state follows that job."""
         with self._store.write() as s:
-            blade = lookup.blade_row_by_ident(s, scope, ident)
-            edge = _edge(s, blade.id)
-            edge.job_id, edge.last_error, edge.provision_updated_at = job_id, None, _now()
-            if profile_id is not None:
-                edge.profile_id, edge.made_profile = profile_id, made_profile
-            if instance_info is not None:
-                edge.instance_info = instance_info
+            note_job(s, lookup.blade_row_by_ident(s, scope, ident).id, job_id, instance_info=instance_info)
 
     def delete(self, scope: Scope, ident: str) -> None:
         """Delete the blade (BladeService.delete's rules) and a profile made for it, if unassigned."""
@@ -341,6 +339,17 @@ class BaremetalService:
             # In use again, or gone already: then it is not the node's to delete any more.
             with contextlib.suppress(Conflict, NotFound):
                 ProfileService(self._store).delete(PROFILE, made_name[0], made_name[1])
+
+
+def note_job(s: Session, blade_id: int, job_id: str | None, *, profile_id: int | None = None,
+             made_profile: bool = False, instance_info: dict[str, Any] | None = None) -> None:
+    """In the caller's transaction (the one that creates the job): the node's state follows ``job_id``."""
+    edge = _edge(s, blade_id)
+    edge.job_id, edge.last_error, edge.provision_updated_at = job_id, None, _now()
+    if profile_id is not None:
+        edge.profile_id, edge.made_profile = profile_id, made_profile
+    if instance_info is not None:
+        edge.instance_info = instance_info
 
 
 def _edge(s: Session, blade_id: int) -> BaremetalNodeRow:

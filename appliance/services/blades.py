@@ -362,45 +362,50 @@ class BladeService:
         The blade's own NICs never clash with it. A MAC enrolled on another blade is a Conflict
         naming that blade; an unusable MAC a ValidationError naming the NIC; either writes nothing.
         """
+        with self._store.write() as s:
+            return _info(s, self.apply_facts_in(s, self._row(s, name), found))
+
+    def apply_facts_in(self, s: Session, row: BladeRow, found: BladeFacts) -> BladeRow:
+        """:meth:`apply_facts` inside the caller's transaction."""
+        name = row.name
         nics, issues = _inspected_nics(found)
         if issues:
             raise ValidationError(issues, source=f"inspection of blade {name}")
-        with self._store.write() as s:
-            row = self._row(s, name)
-            if nics:
-                _check_not_elsewhere(s, name, row.id, nics)
-            # A blade's CPUs, as placement's minCpus counts them, are its logical CPUs (hardware
-            # threads: what a hypervisor or OS schedules); the BMC's processor count is sockets on
-            # real servers (2 on a 112-thread server), kept as facts.sockets.
-            if found.threads is not None or found.cpus is not None:
-                row.cpus = found.threads if found.threads is not None else found.cpus
-            if found.memory_gib is not None:
-                row.memory_gib = found.memory_gib
-            facts = dict(row.facts)
-            if found.hbas:
-                facts["hbas"] = [{"name": h.name, "wwpn": h.wwpn, "wwnn": h.wwnn} for h in found.hbas]
-            if found.firmware:
-                facts["firmware"] = dict(found.firmware)
-            for key, value in (("systemUuid", found.system_uuid), ("model", found.model), ("serial", found.serial),
-                               ("threads", found.threads), ("sockets", found.cpus)):
-                if value:
-                    facts[key] = value
-            if nics:
-                current = {n.mac: n.current for n in nics if n.current and n.current != n.mac}
-                if current:
-                    facts["currentMacs"] = current
-                else:
-                    facts.pop("currentMacs", None)
+        if nics:
+            _check_not_elsewhere(s, name, row.id, nics)
+        # A blade's CPUs, as placement's minCpus counts them, are its logical CPUs (hardware
+        # threads: what a hypervisor or OS schedules); the BMC's processor count is sockets on
+        # real servers (2 on a 112-thread server), kept as facts.sockets.
+        if found.threads is not None or found.cpus is not None:
+            row.cpus = found.threads if found.threads is not None else found.cpus
+        if found.memory_gib is not None:
+            row.memory_gib = found.memory_gib
+        facts = dict(row.facts)
+        if found.hbas:
+            facts["hbas"] = [{"name": h.name, "wwpn": h.wwpn, "wwnn": h.wwnn} for h in found.hbas]
+        if found.firmware:
+            facts["firmware"] = dict(found.firmware)
+        for key, value in (("systemUuid", found.system_uuid), ("model", found.model), ("serial", found.serial),
+                           ("threads", found.threads), ("sockets", found.cpus)):
+            if value:
+                facts[key] = value
+        if nics:
+            current = {n.mac: n.current for n in nics if n.current and n.current != n.mac}
+            if current:
+                facts["currentMacs"] = current
+            else:
+                facts.pop("currentMacs", None)
+        if facts != row.facts:
             row.facts = facts
-            if nics:
-                _replace_nics(s, row.id, nics)
-                try:
-                    s.flush()
-                except IntegrityError:
-                    raise Conflict(f"blade {name!r}: an inspected NIC MAC was enrolled on another blade meanwhile; "
-                                   "inspect again") from None
-            log.info("inspected blade %s", name, extra={"blade": name})
-            return _info(s, row)
+        if nics:
+            _replace_nics(s, row.id, nics)
+            try:
+                s.flush()
+            except IntegrityError:
+                raise Conflict(f"blade {name!r}: an inspected NIC MAC was enrolled on another blade meanwhile; "
+                               "inspect again") from None
+        log.info("inspected blade %s", name, extra={"blade": name})
+        return row
 
     @staticmethod
     def _row(session: Session, name: str) -> BladeRow:

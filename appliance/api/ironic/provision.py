@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.orm import Session
 
 from appliance.api.ironic import deploy, edge
 from appliance.api.ironic.errors import IronicError, NotImplementedHere
@@ -37,14 +38,13 @@ from appliance.api.ironic.nodes import live_power, render, service
 from appliance.api.ironic.states import ALIASES, REFUSED, VERBS, provision
 from appliance.api.keys import ENGINE, HARDWARE, SETTINGS, STORE
 from appliance.api.spec import Forbidden, caller, scope_of
-from appliance.drivers.protocols import PowerAction, PowerState
+from appliance.drivers.protocols import BladeFacts, PowerAction, PowerState
 from appliance.errors import AnvilError
-from appliance.secrets import SecretBox
-from appliance.services.baremetal import BaremetalService, NodeRecord
-from appliance.services.blades import BladeService
+from appliance.services.baremetal import BaremetalService, NodeRecord, note_job
 from appliance.services.jobs import JobService
 from appliance.services.profiles import ProfileService
 from appliance.services.scope import Scope
+from appliance.store.tables import JobRow
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +80,18 @@ def _locked(r: NodeRecord, state: str | None) -> IronicError:
 
 
 async def _run(request: web.Request, r: NodeRecord, doing: str, then: str, failed: str,
-               work: Callable[[], Awaitable[None]]) -> None:
+               work: Callable[[], Awaitable[BladeFacts | None]]) -> None:
     """Hold the node in ``doing`` now; run ``work`` beside the request; then hold it in ``then``
-    (None: available), or in ``failed`` with the error."""
+    (None: available) with the facts it read, or in ``failed`` with the error."""
     svc, scope = service(request), scope_of(request)
     before = r.held
     await asyncio.to_thread(svc.set_hold, scope, r.uuid, doing, expect=frozenset({before}))
 
     async def job() -> None:
-        outcome, error = (None if then == "available" else then), None
+        outcome, error, facts = (None if then == "available" else then), None, None
         try:
             async with asyncio.timeout(WORK_TIMEOUT):
-                await work()
+                facts = await work()
         except asyncio.CancelledError:
             # The appliance is stopping: back where it was, so the client can simply ask again.
             await asyncio.to_thread(svc.set_hold, scope, r.uuid, before, expect=frozenset({doing}))
@@ -99,27 +99,29 @@ async def _run(request: web.Request, r: NodeRecord, doing: str, then: str, faile
         except (AnvilError, TimeoutError) as exc:
             outcome, error = failed, str(exc) or f"{doing} took longer than {WORK_TIMEOUT:g} s"
         try:
-            await asyncio.to_thread(svc.set_hold, scope, r.uuid, outcome, expect=frozenset({doing}), error=error)
+            await asyncio.to_thread(svc.set_hold, scope, r.uuid, outcome, expect=frozenset({doing}), error=error,
+                                    facts=facts if error is None else None)
         except AnvilError:
             log.warning("bare metal API: node %s left %s meanwhile", r.name, doing, exc_info=True)
 
     request.app[WORK].start(f"baremetal {doing} {r.name}", job())
 
 
-def _inspect(request: web.Request, r: NodeRecord, *, verify: bool) -> Callable[[], Awaitable[None]]:
-    async def work() -> None:
+def _inspect(request: web.Request, r: NodeRecord, *, verify: bool) -> Callable[[], Awaitable[BladeFacts | None]]:
+    """Read the blade's facts (after its power state, which verifies the BMC's credentials); they are
+    written with the hold that ends the work, in one transaction."""
+    async def work() -> BladeFacts | None:
         driver, bmc = await asyncio.to_thread(request.app[HARDWARE].bmc, r.name)
         if verify:
             await driver.get_power(bmc)
-        facts = await driver.facts(bmc)
-        box = SecretBox(request.app[SETTINGS].secrets_key_path)
-        await asyncio.to_thread(BladeService(request.app[STORE], box).apply_facts, r.name, facts)
+        return await driver.facts(bmc)
     return work
 
 
-def _power_off(request: web.Request, r: NodeRecord) -> Callable[[], Awaitable[None]]:
-    async def work() -> None:
+def _power_off(request: web.Request, r: NodeRecord) -> Callable[[], Awaitable[BladeFacts | None]]:
+    async def work() -> BladeFacts | None:
         await _confirm(request, r.name, PowerState.OFF, PowerAction.OFF)
+        return None
     return work
 
 
@@ -145,10 +147,11 @@ async def _deploy(request: web.Request, r: NodeRecord, body: dict[str, Any]) -> 
     made_id = None
     if wanted.made is not None:
         made_id = await asyncio.to_thread(_save_made, store, wanted.made)
-    info = await asyncio.to_thread(JobService(store).submit_assign, wanted.profile, tenant=wanted.tenant,
-                                   blade=r.name, created_by=caller(request).who, scope=scope)
-    await asyncio.to_thread(service(request).record_job, scope, r.uuid, info.id, profile_id=made_id,
-                            made_profile=made_id is not None)
+    def remember(s: Session, job: JobRow) -> None:
+        note_job(s, r.id, job.id, profile_id=made_id, made_profile=made_id is not None)
+
+    await asyncio.to_thread(JobService(store).submit_assign, wanted.profile, tenant=wanted.tenant, blade=r.name,
+                            created_by=caller(request).who, scope=scope, then=remember)
     _wake(request)
 
 
@@ -182,10 +185,13 @@ async def _undeploy(request: web.Request, r: NodeRecord, state: str | None) -> N
         await asyncio.to_thread(svc.record_job, scope, r.uuid, None)
         return
     tenant, name = r.profile
-    info = await asyncio.to_thread(JobService(request.app[STORE]).submit_release, name, tenant=tenant,
-                                   created_by=caller(request).who, scope=scope)
-    # Ironic forgets instance_info once a node is torn down; the next deploy names what to stamp.
-    await asyncio.to_thread(svc.record_job, scope, r.uuid, info.id, instance_info={})
+
+    def remember(s: Session, job: JobRow) -> None:
+        # Ironic forgets instance_info once a node is torn down; the next deploy names what to stamp.
+        note_job(s, r.id, job.id, instance_info={})
+
+    await asyncio.to_thread(JobService(request.app[STORE]).submit_release, name, tenant=tenant,
+                            created_by=caller(request).who, scope=scope, then=remember)
     _wake(request)
 
 
