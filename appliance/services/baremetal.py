@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from appliance.domain.states import BLADE_TRANSITIONS, BladeState, transition
 from appliance.drivers.protocols import BladeFacts
 from appliance.engine.steps import KINDS
-from appliance.errors import Conflict, NotFound, ValidationError
+from appliance.errors import Conflict, NotFound
 from appliance.secrets import SecretBox
 from appliance.services import scope as lookup
 from appliance.services.blades import BladeService, Enrollment
@@ -176,12 +176,6 @@ def records(s: Session, blades: list[BladeRow]) -> list[NodeRecord]:
     return out
 
 
-def _visible(stmt: Select[Any], scope: Scope) -> Select[Any]:
-    if scope.tenant is not None:
-        stmt = stmt.where(BladeRow.id.in_(lookup._tenant_blades(scope.tenant)))
-    return stmt
-
-
 class BaremetalService:
     def __init__(self, store: Store, box: SecretBox) -> None:
         self._store = store
@@ -201,11 +195,11 @@ class BaremetalService:
         (a UUID or name in sight); ``keep`` filters on what only records tell. Returns the page
         and whether more may follow."""
         if sort_key not in SORT_KEYS:
-            raise ValidationError([])   # the API checks first; this is a guard
+            raise ValueError(f"sort_key {sort_key!r} is not one of {SORT_KEYS}")
         column = getattr(BladeRow, sort_key)
         desc = sort_dir == "desc"
         with self._store.read() as s:
-            stmt = _visible(select(BladeRow), scope)
+            stmt = lookup.blades_in_sight(select(BladeRow), scope)
             if driver is not None:
                 stmt = stmt.where(BladeRow.driver == driver)
             if associated is not None:

@@ -99,8 +99,7 @@ class PortService:
         with self._store.read() as s:
             stmt = (select(BladeNicRow, BladeRow, SwitchRow.name).join(BladeRow, BladeRow.id == BladeNicRow.blade_id)
                     .outerjoin(SwitchRow, SwitchRow.id == BladeNicRow.switch_id))
-            if scope.tenant is not None:
-                stmt = stmt.where(BladeRow.id.in_(lookup._tenant_blades(scope.tenant)))
+            stmt = lookup.blades_in_sight(stmt, scope)
             if node is not None:
                 stmt = stmt.where(BladeRow.id == lookup.blade_row_by_ident(s, scope, node).id)
             if address is not None:

@@ -27,8 +27,9 @@ deploy / active           a stamp of the profile ``instance_info.anvil_profile``
 undeploy / deleted        a release: deleting → cleaning → available
 maintenance               Anvil maintenance with an admin's reason; a failed or fenced blade reads as
                           maintenance with ``fault``
-power states              read from the BMC (show; a list shows the monitor's last reading), set
-                          through the driver (power on, power off, rebooting, soft power off)
+power states              set through the driver (power on, power off, rebooting, soft power off);
+                          a show reads the BMC, a list the monitor's last reading (or ``power on``
+                          for a blade stamped since)
 instance_uuid, owner      the live profile's UUID and tenant
 port                      a blade NIC (by burned-in MAC); ``local_link_connection`` is its cabling
 driver                    an installed BMC driver

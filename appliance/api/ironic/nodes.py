@@ -10,6 +10,7 @@ Fields later versions added are left out below the version that added them.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -99,8 +100,7 @@ def instance_uuid(r: NodeRecord) -> str | None:
         return None
     if r.profile_uuid:
         return r.profile_uuid
-    import uuid
-
+    # A profile whose identity has no UUID: a stable one from its tenant and name.
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"anvil:profile:{r.profile[0]}/{r.profile[1]}"))
 
 
@@ -286,14 +286,12 @@ async def create_node(request: web.Request) -> web.Response:
         raise IronicError(400, f"unknown or read-only field(s): {', '.join(unknown)}")
     if not isinstance(body.get("driver"), str):
         raise IronicError(400, "driver is required (see GET /baremetal/v1/drivers)")
-    uuid = body.get("uuid")
-    if uuid is not None and not isinstance(uuid, str):
+    node_uuid = body.get("uuid")
+    if node_uuid is not None and not isinstance(node_uuid, str):
         raise IronicError(400, "uuid must be a string")
     name = body.get("name")
-    if name is None:
-        import uuid as _uuid
-
-        name = f"node-{(uuid or str(_uuid.uuid4()))[:8].lower()}"
+    if name is None:   # Ironic's nodes may be nameless; a blade is not
+        name = f"node-{(node_uuid or str(uuid.uuid4()))[:8].lower()}"
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise IronicError(400, f"name {name!r} is not an Anvil blade name (1-63 lowercase letters, digits or '-', "
                                "starting and ending with a letter or digit)")
@@ -301,7 +299,7 @@ async def create_node(request: web.Request) -> web.Response:
     cpus, memory_gib, props = split_properties(_dict(body, "properties"))
     req = Enrollment(name=name, bmc=bmc.address, username=bmc.username, password=Secret(bmc.password),
                      driver=bmc.driver, verify_tls=bmc.verify_tls, cpus=cpus, memory_gib=memory_gib,
-                     uuid=uuid.lower() if uuid else None)
+                     uuid=node_uuid.lower() if node_uuid else None)
     # From 1.11 a node starts in enroll (its BMC not yet checked); before, available at once.
     hold = "enroll" if edge.at_least(request, 11) else None
     r = await asyncio.to_thread(service(request).enroll, req, hold=hold, fields=NodeFields(
