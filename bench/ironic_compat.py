@@ -151,10 +151,11 @@ async def wait_nodes(c: Client, names: set[str], want: str, timeout: float) -> f
 
 
 async def ironic_api_run(c: Client, nodes: list[dict[str, Any]], ports: list[dict[str, Any]],
-                         timeout: float, spy: Callable[[str], Any] = lambda _: contextlib.nullcontext()
-                         ) -> dict[str, float]:
+                         timeout: float, spy: Callable[[str], Any] = lambda _: contextlib.nullcontext(),
+                         cpu: Callable[[], float] = lambda: 0.0) -> dict[str, float]:
     """The peer's phases through Ironic's API (Anvil's /baremetal/v1 or Ironic itself); ``spy(phase)``
-    samples each phase apart (py-spy) when asked."""
+    samples each phase apart (py-spy) when asked; ``cpu()`` is the server's CPU seconds so far
+    (a phase's CPU is steadier than its wall time on a shared machine)."""
     names = {n["name"] for n in nodes}
     out: dict[str, float] = {}
     emp = spy("emp")
@@ -175,11 +176,13 @@ async def ironic_api_run(c: Client, nodes: list[dict[str, Any]], ports: list[dic
     emp.__exit__(None, None, None)
     with spy("deploy"):
         out["deploy_started"] = time.time()
+        c0 = cpu()
         t = time.monotonic()
         await c.fan([("PUT", f"/v1/nodes/{n}/states/provision", {"target": "active"}) for n in names])
         out["deploy_submit_s"] = time.monotonic() - t
         await wait_nodes(c, names, "active", timeout)
         out["deploy_s"] = time.monotonic() - t
+        out["deploy_cpu_s"] = cpu() - c0
     with spy("undeploy"):
         t = time.monotonic()
         await c.fan([("PUT", f"/v1/nodes/{n}/states/provision", {"target": "deleted"}) for n in names])
@@ -205,7 +208,7 @@ async def wait_jobs(c: Client, ids: set[str], timeout: float) -> float:
 
 
 async def anvil_api_run(c: Client, blades: list[dict[str, Any]], pairs: list[tuple[str, str]],
-                        timeout: float) -> dict[str, float]:
+                        timeout: float, cpu: Callable[[], float] = lambda: 0.0) -> dict[str, float]:
     """The same phases through /api/v1: enrol, assign each profile to its blade, release."""
     out: dict[str, float] = {}
     t0 = time.monotonic()
@@ -215,6 +218,7 @@ async def anvil_api_run(c: Client, blades: list[dict[str, Any]], pairs: list[tup
         t = time.monotonic()
         if phase == "deploy":
             out["deploy_started"] = time.time()
+        c0 = cpu()
         ids: list[str] = []
 
         async def submit(profile: str, blade: str, action: str = action, ids: list[str] = ids) -> None:
@@ -225,6 +229,7 @@ async def anvil_api_run(c: Client, blades: list[dict[str, Any]], pairs: list[tup
         await asyncio.gather(*(submit(p, b) for p, b in pairs))
         await wait_jobs(c, set(ids), timeout)
         out[f"{phase}_s"] = time.monotonic() - t
+        out[f"{phase}_cpu_s"] = cpu() - c0
     return out
 
 
@@ -315,14 +320,14 @@ async def anvil_run(args: argparse.Namespace, work: Path, path: str, hardware: s
                     body.update(driver="fake-hardware", properties={"cpus": 32, "memory_mb": 262144})
                 nodes.append(body)
             async with Client(app.url + "/baremetal", token=app.token(), ssl_ctx=app.ssl_context()) as c:
-                phases = await ironic_api_run(c, nodes, ports, args.timeout, spy)
+                phases = await ironic_api_run(c, nodes, ports, args.timeout, spy, app.cpu)
         else:
             blades = [rack.enrollment(b) for b in rack.blades] if rack else [
                 {"name": nm, "bmc": f"fake://{nm}", "driver": "fake", "username": "bench", "password": "bench",
                  "cpus": 32, "memoryGiB": 256} for nm in names]
             async with Client(app.url, token=app.token(), bearer=True, ssl_ctx=app.ssl_context()) as c:
                 phases = await anvil_api_run(c, blades, [(f"p{i + 1:03d}", nm) for i, nm in enumerate(names)],
-                                             args.timeout)
+                                             args.timeout, app.cpu)
         cpu = app.cpu() - cpu0
         server = server_deploy_wall(app, phases["deploy_started"])
         return {"system": "anvil", "path": path, "hardware": hardware, "n": n, "start_s": round(start_s, 2),
@@ -354,7 +359,7 @@ async def ironic_run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 files.append(str(s.file))
             return s
         async with Client(peer.url) as c:
-            phases = await ironic_api_run(c, nodes, [], args.timeout, spy)
+            phases = await ironic_api_run(c, nodes, [], args.timeout, spy, peer.cpu)
             cpu = peer.cpu() - cpu0
             load = await pages_while(c, "/v1/nodes", ironic_next, args.clients,
                                      deploy_round(c, {n["name"]: n["instance_info"] for n in nodes}, args.timeout,
@@ -489,14 +494,15 @@ def report(out: dict[str, Any]) -> list[str]:
                                           "../shared/lab/peer-ironic.md (default config, N=100, two runs)"),
              "",
              f"  {'run':<26}{'enroll':>8}{'manage':>8}{'provide':>9}{'E+M+P':>8}{'deploy':>8}{'(server)':>9}"
-             f"{'undeploy':>10}{'CPU s':>7}"]
+             f"{'undeploy':>10}{'CPU s':>7}{'deploy CPU s':>14}"]
     for r in out["runs"] + ([peer] if peer else []):
         label = "ironic fake-hardware" if r["system"] == "ironic" else f"anvil {r['path']} {r['hardware']}"
         lines.append(f"  {label:<26}{r['enroll_s']:>8.2f}{r.get('manage_s', 0):>8.2f}{r.get('provide_s', 0):>9.2f}"
                      f"{r['emp_s']:>8.2f}{r['deploy_s']:>8.2f}{_fmt(r.get('deploy_server_s')).rstrip(' s'):>9}"
-                     f"{r['undeploy_s']:>10.2f}{r['cpu_s']:>7.1f}")
+                     f"{r['undeploy_s']:>10.2f}{r['cpu_s']:>7.1f}{_fmt(r.get('deploy_cpu_s')).rstrip(' s'):>14}")
     lines.append("  (/api/v1 has no manage/provide: an enrolled blade is a spare at once; deploy = request -> all "
-                 "active as the client saw it, (server) = to the last stamp job's finish)")
+                 "active as the client saw it, (server) = to the last stamp job's finish; CPU s = the server's, "
+                 "whole run and deploy phase)")
     load = out.get("load")
     if load:
         lines += ["", f"  list page latency under load: {load['fill']} more blades in the store (fake driver, "
