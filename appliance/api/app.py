@@ -1,10 +1,11 @@
 """The aiohttp application factory: auth on every /api/v1 route from the first one.
 
 Unauthenticated: ``/healthz`` and ``/boot/...`` (what PXE clients fetch; no secrets),
-and the console's login page and static files. ``/events/redfish/{sid}`` takes BMC
-events and checks the subscription's own bearer token (appliance.monitor.events). An API call carries a bearer token,
-or the console's session cookie plus its CSRF token in ``X-CSRF-Token`` for
-anything but GET/HEAD. Every change a request makes is audited as its caller
+and the console's login page and static files. ``/baremetal`` (the Ironic-compatible Bare Metal
+API, appliance.api.ironic) checks tokens itself (``X-Auth-Token``), all but its version documents.
+``/events/redfish/{sid}`` takes BMC events and checks the subscription's own bearer token
+(appliance.monitor.events). An API call carries a bearer token, or the console's session cookie
+plus its CSRF token in ``X-CSRF-Token`` for anything but GET/HEAD. Every change a request makes is audited as its caller
 (``user:NAME`` or ``token:NAME``) from the peer address.
 """
 
@@ -18,6 +19,7 @@ from appliance import __version__
 from appliance.api.auth import api_principal
 from appliance.api.errors import error_middleware
 from appliance.api.hardening import setup_headers
+from appliance.api.ironic import setup_ironic
 from appliance.api.keys import (
     ENGINE,
     HARDWARE,
@@ -156,6 +158,7 @@ def create_app(settings: Settings, store: Store, *, engine: Engine | None = None
         # BMCs post here with their subscription's token, checked by the route itself.
         setup_event_route(app, monitor.events, monitor.on_event)
     setup_api(app)
+    setup_ironic(app)
     setup_hardware(app)
     if console:
         from appliance.console import setup_console

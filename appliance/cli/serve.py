@@ -151,7 +151,8 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     if role in ("all", "engine", "monitor"):
         api_url = f"{'https' if ssl_ctx else 'http'}://{settings.api.listen}"
         monitor = Monitor(store, hardware, settings=monitor_settings(settings, api_url))
-    runner = app_runner(create_app(settings, store, engine=engine, monitor=monitor))
+    # One Hardware for every role: one set of BMC sessions, and one view of the in-process fake driver.
+    runner = app_runner(create_app(settings, store, engine=engine, monitor=monitor, hardware=hardware))
     await runner.setup()
     boot = None
     try:

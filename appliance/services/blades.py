@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from appliance.domain.identities import parse_mac, parse_wwn
+from appliance.domain.identities import parse_mac, parse_uuid, parse_wwn
 from appliance.domain.names import NAME_RE
 from appliance.drivers.protocols import BladeFacts, Bmc, Secret
 from appliance.errors import Conflict, Issue, NotFound, ValidationError
@@ -56,6 +56,8 @@ class Enrollment:
     slot: int | None = None
     nics: tuple[NicSpec, ...] = ()
     facts: dict[str, Any] = field(default_factory=dict)
+    uuid: str | None = None                  # chosen by the client (else a random one)
+    maintenance_reason: str | None = None    # enrolled in maintenance, held out of placement
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,12 @@ def _validate(req: Enrollment) -> tuple[str, list[NicSpec], list[Issue]]:
         driver = req.driver or by_scheme
     except ValueError as exc:
         issues.append(Issue("bmc", str(exc)))
+    if req.uuid is not None:
+        try:
+            if parse_uuid(req.uuid) != req.uuid.lower():
+                raise ValueError(f"{req.uuid!r} is not a UUID in its canonical form (8-4-4-4-12 hex digits)")
+        except ValueError as exc:
+            issues.append(Issue("uuid", str(exc)))
     if not req.username:
         issues.append(Issue("username", "is required"))
     if not req.password.reveal():
@@ -233,34 +241,45 @@ class BladeService:
         self._box = box
 
     def enroll(self, req: Enrollment) -> BladeInfo:
+        with self._store.write() as s:
+            return _info(s, self.enroll_in(s, req))
+
+    def enroll_in(self, s: Session, req: Enrollment) -> BladeRow:
+        """:meth:`enroll` inside the caller's transaction (which may add to it); the new row.
+
+        A blade is enrolled spare, or in maintenance with ``req.maintenance_reason`` (held out
+        of placement from its first moment)."""
         driver, nics, issues = _validate(req)
         if issues:
             raise ValidationError(issues, source=f"blade {req.name}")
-        with self._store.write() as s:
-            if s.scalar(select(BladeRow.id).where(BladeRow.name == req.name)) is not None:
-                raise Conflict(f"blade {req.name!r} is already enrolled")
-            row = BladeRow(name=req.name, bmc_address=req.bmc, driver=driver, username=req.username,
-                           password_enc=self._box.encrypt(req.password), verify_tls=req.verify_tls, state="spare",
-                           chassis=req.chassis, slot=req.slot, cpus=req.cpus, memory_gib=req.memory_gib,
-                           facts=dict(req.facts))
-            s.add(row)
+        if s.scalar(select(BladeRow.id).where(BladeRow.name == req.name)) is not None:
+            raise Conflict(f"blade {req.name!r} is already enrolled")
+        uuid = req.uuid.lower() if req.uuid else None
+        if uuid is not None and s.scalar(select(BladeRow.id).where(BladeRow.uuid == uuid)) is not None:
+            raise Conflict(f"a blade with UUID {uuid} is already enrolled")
+        row = BladeRow(name=req.name, bmc_address=req.bmc, driver=driver, username=req.username,
+                       password_enc=self._box.encrypt(req.password), verify_tls=req.verify_tls,
+                       state="maintenance" if req.maintenance_reason else "spare",
+                       state_reason=req.maintenance_reason, chassis=req.chassis, slot=req.slot, cpus=req.cpus,
+                       memory_gib=req.memory_gib, facts=dict(req.facts), **({"uuid": uuid} if uuid else {}))
+        s.add(row)
+        s.flush()
+        for pos, nic in enumerate(nics):
+            switch_id = None
+            if nic.switch is not None:
+                switch_id = s.scalar(select(SwitchRow.id).where(SwitchRow.name == nic.switch))
+                if switch_id is None:
+                    raise ValidationError([Issue(f"nics[{pos}].switch", f"switch {nic.switch!r} is not enrolled")])
+            s.add(BladeNicRow(blade_id=row.id, position=pos, name=nic.name, mac=nic.mac, switch_id=switch_id,
+                              port=nic.port))
+        try:
             s.flush()
-            for pos, nic in enumerate(nics):
-                switch_id = None
-                if nic.switch is not None:
-                    switch_id = s.scalar(select(SwitchRow.id).where(SwitchRow.name == nic.switch))
-                    if switch_id is None:
-                        raise ValidationError([Issue(f"nics[{pos}].switch", f"switch {nic.switch!r} is not enrolled")])
-                s.add(BladeNicRow(blade_id=row.id, position=pos, name=nic.name, mac=nic.mac, switch_id=switch_id,
-                                  port=nic.port))
-            try:
-                s.flush()
-            except IntegrityError:
-                raise Conflict(
-                    f"blade {req.name!r}: a NIC MAC or switch port is already used by another blade"
-                ) from None
-            log.info("enrolled blade %s (%s)", req.name, driver)
-            return _info(s, row)
+        except IntegrityError:
+            raise Conflict(
+                f"blade {req.name!r}: a NIC MAC or switch port is already used by another blade"
+            ) from None
+        log.info("enrolled blade %s (%s)", req.name, driver)
+        return row
 
     def get(self, name: str) -> BladeInfo:
         with self._store.read() as s:
@@ -343,45 +362,50 @@ class BladeService:
         The blade's own NICs never clash with it. A MAC enrolled on another blade is a Conflict
         naming that blade; an unusable MAC a ValidationError naming the NIC; either writes nothing.
         """
+        with self._store.write() as s:
+            return _info(s, self.apply_facts_in(s, self._row(s, name), found))
+
+    def apply_facts_in(self, s: Session, row: BladeRow, found: BladeFacts) -> BladeRow:
+        """:meth:`apply_facts` inside the caller's transaction."""
+        name = row.name
         nics, issues = _inspected_nics(found)
         if issues:
             raise ValidationError(issues, source=f"inspection of blade {name}")
-        with self._store.write() as s:
-            row = self._row(s, name)
-            if nics:
-                _check_not_elsewhere(s, name, row.id, nics)
-            # A blade's CPUs, as placement's minCpus counts them, are its logical CPUs (hardware
-            # threads: what a hypervisor or OS schedules); the BMC's processor count is sockets on
-            # real servers (2 on a 112-thread server), kept as facts.sockets.
-            if found.threads is not None or found.cpus is not None:
-                row.cpus = found.threads if found.threads is not None else found.cpus
-            if found.memory_gib is not None:
-                row.memory_gib = found.memory_gib
-            facts = dict(row.facts)
-            if found.hbas:
-                facts["hbas"] = [{"name": h.name, "wwpn": h.wwpn, "wwnn": h.wwnn} for h in found.hbas]
-            if found.firmware:
-                facts["firmware"] = dict(found.firmware)
-            for key, value in (("systemUuid", found.system_uuid), ("model", found.model), ("serial", found.serial),
-                               ("threads", found.threads), ("sockets", found.cpus)):
-                if value:
-                    facts[key] = value
-            if nics:
-                current = {n.mac: n.current for n in nics if n.current and n.current != n.mac}
-                if current:
-                    facts["currentMacs"] = current
-                else:
-                    facts.pop("currentMacs", None)
+        if nics:
+            _check_not_elsewhere(s, name, row.id, nics)
+        # A blade's CPUs, as placement's minCpus counts them, are its logical CPUs (hardware
+        # threads: what a hypervisor or OS schedules); the BMC's processor count is sockets on
+        # real servers (2 on a 112-thread server), kept as facts.sockets.
+        if found.threads is not None or found.cpus is not None:
+            row.cpus = found.threads if found.threads is not None else found.cpus
+        if found.memory_gib is not None:
+            row.memory_gib = found.memory_gib
+        facts = dict(row.facts)
+        if found.hbas:
+            facts["hbas"] = [{"name": h.name, "wwpn": h.wwpn, "wwnn": h.wwnn} for h in found.hbas]
+        if found.firmware:
+            facts["firmware"] = dict(found.firmware)
+        for key, value in (("systemUuid", found.system_uuid), ("model", found.model), ("serial", found.serial),
+                           ("threads", found.threads), ("sockets", found.cpus)):
+            if value:
+                facts[key] = value
+        if nics:
+            current = {n.mac: n.current for n in nics if n.current and n.current != n.mac}
+            if current:
+                facts["currentMacs"] = current
+            else:
+                facts.pop("currentMacs", None)
+        if facts != row.facts:
             row.facts = facts
-            if nics:
-                _replace_nics(s, row.id, nics)
-                try:
-                    s.flush()
-                except IntegrityError:
-                    raise Conflict(f"blade {name!r}: an inspected NIC MAC was enrolled on another blade meanwhile; "
-                                   "inspect again") from None
-            log.info("inspected blade %s", name, extra={"blade": name})
-            return _info(s, row)
+        if nics:
+            _replace_nics(s, row.id, nics)
+            try:
+                s.flush()
+            except IntegrityError:
+                raise Conflict(f"blade {name!r}: an inspected NIC MAC was enrolled on another blade meanwhile; "
+                               "inspect again") from None
+        log.info("inspected blade %s", name, extra={"blade": name})
+        return row
 
     @staticmethod
     def _row(session: Session, name: str) -> BladeRow:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
 
 from appliance.domain.placement import Placement
 from appliance.domain.profile import from_dict
@@ -25,6 +27,7 @@ from appliance.store.tables import BindingRow, BladeRow, FailoverDomainRow, JobR
 
 # The CLI's local admin, and the engine and monitor: the whole appliance.
 APPLIANCE = Scope.appliance()
+Then = Callable[[Session, JobRow], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +105,11 @@ class JobService:
 
     def submit_assign(self, profile: str, *, tenant: str | None = None, blade: str | None = None,
                       pool: str | None = None, idempotency_key: str | None = None,
-                      created_by: str | None = None, scope: Scope = APPLIANCE) -> JobInfo:
+                      created_by: str | None = None, scope: Scope = APPLIANCE, then: Then | None = None) -> JobInfo:
         """Submit a stamp of ``profile`` (in ``scope``'s tenant, or ``tenant`` for an unscoped caller).
-        A pool or blade must be in the scope's sight (NotFound otherwise, as for a missing one)."""
+        A pool or blade must be in the scope's sight (NotFound otherwise, as for a missing one).
+        ``then(session, job)`` runs in the same transaction once a new job is created (a caller's
+        own record of it is then written with the job, or not at all)."""
         if blade and pool:
             raise Conflict("give --blade or --pool, not both")
         home = scope.home(tenant)
@@ -128,10 +133,13 @@ class JobService:
                               step_names=STAMP.step_names,
                               idempotency_key=lookup.idempotency_digest(scope, idempotency_key)
                               if idempotency_key else None, request_hash=fingerprint, created_by=created_by)
+            if then is not None:
+                then(s, job)
             return _info(s, job)
 
     def submit_release(self, profile: str, *, tenant: str | None = None, idempotency_key: str | None = None,
-                       created_by: str | None = None, scope: Scope = APPLIANCE) -> JobInfo:
+                       created_by: str | None = None, scope: Scope = APPLIANCE, then: Then | None = None
+                       ) -> JobInfo:
         home = scope.home(tenant)
         fingerprint = lookup.request_digest("release", profile=profile, tenant=home)
         with self._store.write() as s:
@@ -146,6 +154,8 @@ class JobService:
                               step_names=UNSTAMP.step_names,
                               idempotency_key=lookup.idempotency_digest(scope, idempotency_key)
                               if idempotency_key else None, request_hash=fingerprint, created_by=created_by)
+            if then is not None:
+                then(s, job)
             return _info(s, job)
 
     def submit_failover(self, profile: str, *, tenant: str = "default", reason: str,

@@ -28,15 +28,16 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from appliance.domain.suggest import close_names, did_you_mean, elsewhere
 from appliance.errors import IdempotencyMismatch, NotFound
 from appliance.store.tables import (
     BindingRow,
+    BladeNicRow,
     BladePoolMemberRow,
     BladePoolRow,
     BladeRow,
@@ -130,6 +131,14 @@ def _tenant_blades(tenant: str) -> Any:
             .where(BindingRow.state == "live", ProfileRow.tenant == tenant))
 
 
+SelectT = TypeVar("SelectT", bound=Select)  # type: ignore[type-arg]
+
+
+def blades_in_sight(stmt: SelectT, scope: Scope) -> SelectT:
+    """``stmt`` (a select over blades) narrowed to the blades ``scope`` sees."""
+    return stmt if scope.tenant is None else stmt.where(BladeRow.id.in_(_tenant_blades(scope.tenant)))
+
+
 def blade_row(s: Session, scope: Scope, name: str) -> BladeRow:
     """The blade ``name``; a tenant sees only the blades bound to its profiles."""
     stmt = select(BladeRow).where(BladeRow.name == name)
@@ -139,6 +148,29 @@ def blade_row(s: Session, scope: Scope, name: str) -> BladeRow:
     if row is None:
         raise NotFound("blade", name, hint=blade_hint(s, scope, name))
     return row
+
+
+UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def blade_row_by_ident(s: Session, scope: Scope, ident: str) -> BladeRow:
+    """The blade named by its UUID or by its name (as Bare Metal API clients name nodes); a
+    tenant sees only the blades bound to its profiles. NotFound (without a hint) otherwise."""
+    column = BladeRow.uuid if UUID_TEXT.fullmatch(ident) else BladeRow.name
+    row = s.scalar(blades_in_sight(select(BladeRow).where(
+        column == (ident.lower() if column is BladeRow.uuid else ident)), scope))
+    if row is None:
+        raise NotFound("blade", ident)
+    return row
+
+
+def nic_row(s: Session, scope: Scope, mac: str) -> tuple[BladeNicRow, BladeRow]:
+    """The NIC with burned-in MAC ``mac`` and its blade, when the caller sees that blade."""
+    got = s.execute(blades_in_sight(select(BladeNicRow, BladeRow).join(BladeRow, BladeRow.id == BladeNicRow.blade_id)
+                                    .where(BladeNicRow.mac == mac.lower()), scope)).first()
+    if got is None:
+        raise NotFound("NIC", mac)
+    return got[0], got[1]
 
 
 def blade_hint(s: Session, scope: Scope, name: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from uuid import uuid4
 
 from sqlalchemy import (
     JSON,
@@ -105,11 +106,17 @@ class SwitchRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+def new_uuid() -> str:
+    return str(uuid4())
+
+
 class BladeRow(Base):
     __tablename__ = "blades"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
+    # Stable for the blade's life (the Bare Metal API's node UUID); a client may choose it at enrolment.
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
     bmc_address: Mapped[str] = mapped_column(String(512))
     driver: Mapped[str] = mapped_column(String(32))
     username: Mapped[str] = mapped_column(String(255))
@@ -125,6 +132,30 @@ class BladeRow(Base):
     last_failed_at: Mapped[datetime | None]
     state_reason: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class BaremetalNodeRow(Base):
+    """What the Bare Metal (Ironic-compatible) API keeps about a blade beyond Anvil's own model
+    (appliance.api.ironic): the state the API holds a blade in while it is not available
+    (``hold``: enroll, verifying, manageable, inspecting, inspect failed, cleaning, clean failed;
+    the blade itself is then in maintenance), the client's free-form fields, and the last deploy
+    or undeploy asked through the API. A blade without a row is simply available or in use."""
+
+    __tablename__ = "baremetal_nodes"
+
+    blade_id: Mapped[int] = mapped_column(ForeignKey("blades.id", ondelete="CASCADE"), primary_key=True)
+    hold: Mapped[str | None] = mapped_column(String(16))
+    hold_since: Mapped[datetime | None]
+    extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    instance_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    properties: Mapped[dict[str, Any]] = mapped_column(default=dict)    # those Anvil has no column for
+    driver_info: Mapped[dict[str, Any]] = mapped_column(default=dict)   # keys Anvil does not use; no secrets
+    last_error: Mapped[str | None] = mapped_column(Text)
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    profile_id: Mapped[int | None] = mapped_column(ForeignKey("profiles.id", ondelete="SET NULL"))
+    made_profile: Mapped[bool] = mapped_column(Boolean, default=False)  # profile_id was made for this node
+    provision_updated_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

@@ -20,6 +20,8 @@ from aiohttp import web
 from sqlalchemy import MetaData, select
 
 from appliance.api.app import all_ops
+from appliance.api.ironic import ROUTES as BAREMETAL_ROUTES
+from appliance.services.baremetal_ports import port_uuid
 from appliance.services.blade_pools import BladePoolService
 from appliance.services.failover import FailoverService
 from appliance.services.host_reconcile import Reconciler
@@ -28,7 +30,7 @@ from appliance.services.jobs import JobService
 from appliance.services.profiles import ProfileService
 from appliance.services.users import UserService
 from appliance.store import Store
-from appliance.store.tables import AuditRow
+from appliance.store.tables import AuditRow, BladeRow
 from tests.api.conftest import Api, profile_doc
 from tests.console.test_console_forms import login
 
@@ -311,7 +313,7 @@ def console_routes(app: web.Application) -> list[tuple[str, str]]:
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
         path = info.get("formatter") or info.get("path") or ""
-        if not path or path.startswith(("/api/", "/boot/", "/static", "/events/")) or "{" not in path:
+        if not path or path.startswith(("/api/", "/boot/", "/static", "/events/", "/baremetal")) or "{" not in path:
             continue
         if route.method in ("GET", "POST"):
             out.append((route.method, path))
@@ -359,3 +361,87 @@ async def test_every_console_page_and_form_answers_a_second_tenants_names_as_if_
                             allow_redirects=False)
         pages.append((resp.status, (await resp.text()).replace(pool, "P")))
     assert pages[0] == pages[1] and pages[0][0] == 404
+
+
+# -- the Bare Metal (Ironic-compatible) API ------------------------------------------------------
+
+# Segment after /baremetal/v1 → what its {node}/{port}/{driver} names. Drivers are the appliance's
+# (the same list for every caller); "{tail}" is the catch-all that answers 501/404 for everything else.
+BAREMETAL = {"nodes": "node", "ports": "port", "drivers": "appliance", "{tail:.*}": "anything"}
+BAREMETAL_BODIES: dict[tuple[str, str], Any] = {
+    ("PATCH", "/v1/nodes/{node}"): [{"op": "add", "path": "/extra/x", "value": 1}],
+    ("PUT", "/v1/nodes/{node}/states/provision"): {"target": "undeploy"},
+    ("PUT", "/v1/nodes/{node}/states/power"): {"target": "power off"},
+    ("PUT", "/v1/nodes/{node}/maintenance"): {"reason": "x"},
+}
+IRONIC = {"X-OpenStack-Ironic-API-Version": "latest"}
+
+
+def baremetal_kind(path: str) -> str:
+    segment = path.removeprefix("/v1").strip("/").split("/")[0]
+    if segment not in BAREMETAL:
+        pytest.fail(f"Bare Metal API route {path} is not classified for the two-tenant walk: add its first segment "
+                    f"{segment!r} to BAREMETAL in {__file__}")
+    return BAREMETAL[segment]
+
+
+def baremetal_values(api: Api) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """globex's node (b02, by name and by UUID) and its NIC's port; look-alikes that exist nowhere."""
+    with api.store.read() as s:
+        b02 = s.scalar(select(BladeRow.uuid).where(BladeRow.name == "b02"))
+    assert b02 is not None
+    ghost = "00000000-0000-4000-8000-0000000000b9"
+    theirs = {"node": ["b02", b02], "port": [port_uuid(b02, "aa:00:00:00:00:02")],
+              "anything": ["v1/nodes/b02/vifs", f"v1/nodes/{b02}/bios"]}
+    missing = {"node": ["b99", ghost], "port": [port_uuid(ghost, "aa:00:00:00:00:99")],
+               "anything": ["v1/nodes/b99/vifs", f"v1/nodes/{ghost}/bios"]}
+    return theirs, missing
+
+
+@pytest.mark.parametrize("who", ["acme-op", "acme-viewer"])
+async def test_every_baremetal_route_answers_a_second_tenants_nodes_as_if_they_did_not_exist(
+        api: Api, who: str) -> None:
+    build(api)
+    theirs, missing = baremetal_values(api)
+    c = api.client
+    headers = {**IRONIC, "X-Auth-Token": api.tokens[who]}
+    walked = 0
+    for route in BAREMETAL_ROUTES:
+        if "{" not in route.path:
+            continue
+        kind = baremetal_kind(route.path)
+        if kind == "appliance":
+            continue    # the appliance's drivers: the same for every caller
+        methods = ["GET", "PUT", "DELETE"] if route.method == "*" else [route.method]
+        for method in methods:
+            for mine, other in zip(theirs[kind], missing[kind], strict=True):
+                path = re.sub(r"{[^}]+}", mine, route.full_path)
+                ghost = re.sub(r"{[^}]+}", other, route.full_path)
+                body = BAREMETAL_BODIES.get((method, route.path))
+                before, entries = digest(api.store), audit_count(api.store)
+                got = []
+                for p in (path, ghost):
+                    resp = await c.request(method, p, headers=headers, json=body)
+                    got.append((resp.status, await resp.text()))
+                (s1, t1), (s2, t2) = got
+                assert s1 == s2 and s1 >= 400, f"{method} {route.path}: {s1} for globex's {mine!r}, {s2} for missing"
+                assert t1.replace(mine, "<V>") == t2.replace(other, "<V>"), f"{method} {route.path}: bodies differ"
+                assert "globex" not in t1 and "db-01" not in t1, f"{method} {route.path}: {t1[:200]}"
+                assert digest(api.store) == before and audit_count(api.store) == entries, f"{method} {route.path}"
+                walked += 1
+    assert walked >= 15
+
+
+async def test_baremetal_lists_show_none_of_a_second_tenants_nodes_or_ports(api: Api) -> None:
+    world = build(api)
+    theirs, _ = baremetal_values(api)
+    headers = {**IRONIC, "X-Auth-Token": api.tokens["acme-op"]}
+    for route in BAREMETAL_ROUTES:
+        if route.method != "GET" or "{" in route.path:
+            continue
+        resp = await api.client.get(route.full_path, headers=headers)
+        text = await resp.text()
+        assert resp.status == 200, route.path
+        for secret in ("globex", "db-01", "b02", theirs["node"][1], theirs["port"][0], "aa:00:00:00:00:02",
+                       world.job):
+            assert secret not in text, f"GET {route.full_path} shows {secret!r}: {text[:300]}"

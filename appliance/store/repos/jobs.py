@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -63,10 +63,12 @@ def create(session: Session, *, kind: str, subject: str, profile_id: int | None,
         )
         which = f" ({running.kind} job {running.id})" if running else ""
         raise Conflict(f"{subject} already has a job in progress{which}") from None
-    for idx, name in enumerate(step_names):
-        session.add(JobStepRow(job_id=job.id, idx=idx, name=name, state="pending", attempts=0))
-    session.add(JobEventRow(job_id=job.id, kind="submitted", message=f"{kind} {subject} submitted"))
-    session.flush()
+    # Bulk inserts, not eleven ORM objects through the unit of work: this runs in the request's
+    # write transaction, and under SQLite every other writer (the engine included) waits for it.
+    session.execute(insert(JobStepRow), [{"job_id": job.id, "idx": idx, "name": name, "state": "pending",
+                                          "attempts": 0} for idx, name in enumerate(step_names)])
+    session.execute(insert(JobEventRow), [{"job_id": job.id, "kind": "submitted",
+                                           "message": f"{kind} {subject} submitted"}])
     return job
 
 
