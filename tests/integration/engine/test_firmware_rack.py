@@ -309,3 +309,46 @@ spec:
         assert code == 0, (out, err)
         assert (_version(rig, other, "BIOS"), _version(rig, other, "NIC")) == ("2.19.1", "22.31.6")
         assert _version(rig, "b003", "BIOS") == "1.0.0", "b003 is not in the pool"
+
+
+async def test_a_wave_stopped_mid_flash_resumes_without_flashing_anything_twice(tmp_path: Path) -> None:
+    """The engine is stopped while the first group's flashes run on the BMCs, and a new engine
+    takes the job over: it polls the tasks already started instead of starting them again."""
+    from appliance.services import firmware as sfw
+
+    async with InprocRig(tmp_path, chassis=[4], engine=fast_engine(firmware_poll=0.1), update_seconds=3.0) as rig:
+        _write_baseline(rig.work)
+        emu = rig.blade("b001").emulator
+        baseline = sfw.load_baseline(sfw.baseline_dirs(rig.work), BASELINE)
+        job = sfw.submit_update(rig.store, baseline, sfw.targets(rig.store, pool="spares"), wave=2)
+        assert rig.engine is not None
+        rig.engine.wake()
+        jobs = JobService(rig.store)
+
+        def flashing() -> JobInfo | None:
+            # Stopped once a started task is checkpointed (a stop between the BMC's answer and the
+            # checkpoint would start that component again: that gap is the BMC call itself).
+            info = jobs.get(job.id)
+            started = redfish_emulator.update_history(emu)
+            return info if started and any(k.startswith("fwTask:") for k in info.data) else None
+        await rig.until("a flash under way", flashing, 60, every=0.05)
+        await rig.stop_engine()
+        with rig.store.read() as s:
+            held = {r.name for r in s.query(BladeRow) if r.state == "maintenance"}
+        assert held == {"b001", "b002"}, held       # the first group, held while flashed
+        # Back while the BMCs still run the tasks (3 s each): the versions they report are the old
+        # ones, so only the checkpointed task says the flash is under way.
+        assert any(redfish_emulator.get_json(emu, f"/redfish/v1/TaskService/Tasks/{t}")["TaskState"] == "Running"
+                   for t in ("anvil-1", "anvil-2"))
+        rig.start_engine()
+
+        info = await rig.until("job final", lambda: (lambda i: i if i.state in FINAL else None)(jobs.get(job.id)), 90)
+        assert info.state == "succeeded", info.error
+        calls = redfish_emulator.update_history(emu)
+        by_blade = {b.system["uuid"]: b.name for b in rig.blades}
+        flashed = sorted((by_blade[c.system], c.component) for c in calls)
+        assert flashed == sorted((f"b{i:03d}", comp) for i in range(1, 5) for comp in ("BIOS", "NIC")), flashed
+        for i in range(1, 5):
+            assert (_version(rig, f"b{i:03d}", "BIOS"), _version(rig, f"b{i:03d}", "NIC")) == ("2.19.1", "22.31.6")
+        with rig.store.read() as s:
+            assert {r.name: r.state for r in s.query(BladeRow)} == {f"b{i:03d}": "spare" for i in range(1, 5)}
