@@ -101,10 +101,17 @@ IDENTITY_POOL_NEW = {"type": "object", "additionalProperties": False, "required"
                                     "start": {"type": "string", "maxLength": 255},
                                     "end": {"type": "string", "maxLength": 255}, "prefix": NSTR}}
 BLADE_POOL = obj(["name", "blades", "available"], name=STR, tenant=NSTR, description=STR,
-                 blades={"type": "array", "items": STR}, available=INT)
+                 blades={"type": "array", "items": STR}, available=INT, firmwareBaseline=NSTR, firmwarePolicy=NSTR)
 BLADE_POOL_NEW = {"type": "object", "additionalProperties": False, "required": ["name"], "properties": {
     "name": NAME, "tenant": nullable("string", maxLength=63), "description": {"type": "string", "maxLength": 255},
-    "blades": {"type": "array", "items": {"type": "string", "maxLength": 63}, "maxItems": 10000}}}
+    "blades": {"type": "array", "items": {"type": "string", "maxLength": 63}, "maxItems": 10000},
+    "firmwareBaseline": {**nullable("string", maxLength=63), "description": "checked by a stamp onto the pool's "
+                         "blades when the profile names none; firmware compliance/update of the pool default to it"},
+    "firmwarePolicy": {**nullable("string"), "enum": ["report", "refuse", "update-first", None],
+                       "description": "what that stamp does with a blade that does not comply (default: report)"}}}
+_POOL_FIELDS: dict[str, Any] = BLADE_POOL_NEW["properties"]  # type: ignore[assignment]
+BLADE_POOL_FIRMWARE = {"type": "object", "additionalProperties": False, "required": ["firmwareBaseline"],
+                       "properties": {k: _POOL_FIELDS[k] for k in ("firmwareBaseline", "firmwarePolicy")}}
 SWITCH = obj(["name", "driver", "address"], name=STR, driver=STR, address=STR, username=STR, password=NSTR,
              privacy=NSTR, cabled=INT, cables={"type": "array", "items": OBJ}, createdAt=STR)
 

@@ -38,8 +38,9 @@ def baselines(ctx: CliContext, fmt: str) -> None:
     emit(rows, fmt, columns=["name", "components"])
 
 
-def _local_compliance(ctx: CliContext, baseline: str, blade: str | None, pool: str | None) -> list[dict[str, Any]]:
-    b = sfw.load_baseline(_dirs(ctx), baseline)
+def _local_compliance(ctx: CliContext, baseline: str | None, blade: str | None,
+                      pool: str | None) -> list[dict[str, Any]]:
+    b = sfw.load_baseline(_dirs(ctx), sfw.baseline_name(ctx.store(), baseline, pool))
     target = sfw.targets(ctx.store(), blade=blade, pool=pool)
 
     async def run() -> list[sfw.BladeCompliance]:
@@ -55,12 +56,13 @@ def _local_compliance(ctx: CliContext, baseline: str, blade: str | None, pool: s
 
 
 @firmware.command("compliance")
-@click.option("--baseline", required=True, help="The baseline (firmware/baselines/NAME.yaml).")
+@click.option("--baseline", default=None, help="The baseline (firmware/baselines/NAME.yaml); default: the "
+              "one --pool names.")
 @click.option("--blade", default=None, help="A blade, or several separated by commas.")
 @click.option("--pool", default=None, help="Every blade of this blade pool (spares: every blade).")
 @output_option()
 @pass_ctx
-def compliance(ctx: CliContext, baseline: str, blade: str | None, pool: str | None, fmt: str) -> None:
+def compliance(ctx: CliContext, baseline: str | None, blade: str | None, pool: str | None, fmt: str) -> None:
     """Each blade's firmware against a baseline, read from its BMC (Redfish FirmwareInventory)."""
     if not blade and not pool:
         pool = "spares"
@@ -72,7 +74,8 @@ def compliance(ctx: CliContext, baseline: str, blade: str | None, pool: str | No
     emit(items, fmt, columns=COLUMNS)
     if fmt == "table":
         good = sum(1 for i in items if i["compliant"])
-        click.echo(f"{good} of {len(items)} blade(s) comply with {baseline}")
+        named = baseline or (items[0]["baseline"] if items else "the pool's baseline")
+        click.echo(f"{good} of {len(items)} blade(s) comply with {named}")
 
 
 def _step_result(info: JobInfo, name: str) -> dict[str, Any]:
@@ -93,7 +96,7 @@ def outcome_rows(info: JobInfo) -> list[dict[str, Any]]:
 
 
 @firmware.command("update")
-@click.option("--baseline", required=True, help="The baseline to bring the blades to.")
+@click.option("--baseline", default=None, help="The baseline to bring the blades to; default: the one --pool names.")
 @click.option("--blade", default=None, help="A blade, or several separated by commas.")
 @click.option("--pool", default=None, help="Every blade of this blade pool (spares: every blade).")
 @click.option("--wave", type=click.IntRange(1, 64), default=1, show_default=True,
@@ -102,7 +105,7 @@ def outcome_rows(info: JobInfo) -> list[dict[str, Any]]:
               help="Failed blades tolerated; once more fail, the wave stops and the rest are skipped.")
 @click.option("--no-wait", is_flag=True, help="Submit the job and return.")
 @pass_ctx
-def update(ctx: CliContext, baseline: str, blade: str | None, pool: str | None, wave: int, budget: int,
+def update(ctx: CliContext, baseline: str | None, blade: str | None, pool: str | None, wave: int, budget: int,
            no_wait: bool) -> None:
     """Update blades to a baseline: a durable job, one blade or a rolling wave with a failure budget."""
     if ctx.remote is not None:
@@ -112,7 +115,7 @@ def update(ctx: CliContext, baseline: str, blade: str | None, pool: str | None, 
             "baseline": baseline, "blade": blade, "pool": pool, "wave": wave, "failureBudget": budget}))
         source: Any = ctx.remote
     else:
-        b = sfw.load_baseline(_dirs(ctx), baseline)
+        b = sfw.load_baseline(_dirs(ctx), sfw.baseline_name(ctx.store(), baseline, pool))
         info = sfw.submit_update(ctx.store(), b, sfw.targets(ctx.store(), blade=blade, pool=pool), wave=wave,
                                  budget=budget, created_by=local_who())
         source = JobService(ctx.store())

@@ -45,7 +45,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "template": ("appliance.cli.template", "template", "Profile templates: identities left as pool:<name>."),
     "token": ("appliance.cli.user", "token", "Bearer tokens for the API."),
     "usage": ("appliance.cli.metering", "usage",
-              "Blade-hours per profile and tenant in [--from, --to), from the binding change records."),
+              "Blade-hours per profile, tenant and host pool in [--from, --to), from the binding change records."),
     "user": ("appliance.cli.user", "user", "Local users of the console and API."),
     "vm-host": ("appliance.cli.vm_host", "vm_host",
                 "VM hosts: libvirt hosts whose domain slots are blades (driver libvirt)."),

@@ -49,7 +49,7 @@ def capacity(ctx: CliContext, fmt: str) -> None:
               show_default=True, help="Output format.")
 @pass_ctx
 def usage(ctx: CliContext, start: str, end: str, tenant: str | None, fmt: str) -> None:
-    """Blade-hours per profile and tenant in [--from, --to), from the binding change records."""
+    """Blade-hours per profile, tenant and host pool in [--from, --to), from the binding change records."""
     from appliance.services.changes import ChangeService, parse_time
 
     if ctx.remote is not None:
@@ -72,6 +72,8 @@ def usage(ctx: CliContext, start: str, end: str, tenant: str | None, fmt: str) -
              "seconds": f"{p['bladeSeconds']:g}"} for p in report["profiles"]]
     rows += [{"tenant": t["tenant"], "profile": "(tenant total)", "hours": f"{t['bladeHours']:.4f}",
               "seconds": f"{t['bladeSeconds']:g}"} for t in report["tenants"]]
+    rows += [{"tenant": h["tenant"], "profile": f"(host pool {h['hostPool']})", "hours": f"{h['bladeHours']:.4f}",
+              "seconds": f"{h['bladeSeconds']:g}"} for h in report.get("hostPools") or ()]
     emit(rows, "table", columns=["tenant", "profile", "hours", "seconds"])
 
 

@@ -26,6 +26,8 @@ from appliance.errors import Issue, ValidationError
 
 NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# What a stamp does with a blade that does not comply: record it, refuse the blade, or update it first.
+POLICIES = ("report", "refuse", "update-first")
 
 
 @dataclass(frozen=True, slots=True)

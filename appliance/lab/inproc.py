@@ -68,7 +68,8 @@ class InprocRig:
     def __init__(self, work: Path, *, chassis: list[int], enroll: int | None = None,
                  power_delay: tuple[float, float] = (0.0, 0.2), delays: dict[int, tuple[float, float]] | None = None,
                  engine: EngineSettings | None = None, monitor: MonitorSettings | None = None,
-                 events: bool = False, switch: str = "snmp", storage: StorageDriver | None = None) -> None:
+                 events: bool = False, switch: str = "snmp", storage: StorageDriver | None = None,
+                 update_seconds: float | None = None) -> None:
         if switch not in ("snmp", "ovs"):
             raise ValueError(f"unknown rig switch {switch!r} (snmp or ovs)")
         self.work = work
@@ -86,6 +87,7 @@ class InprocRig:
         self.switch: SnmpSwitch | None = None
         self.ovs: OvsSwitch | None = None
         self.storage = storage
+        self.update_seconds = update_seconds   # how long an emulated firmware update runs
         self.store: Store = open_store(f"sqlite:///{work / 'anvil.db'}")
         key = work / "secrets.key"
         ensure_key(key)
@@ -94,6 +96,8 @@ class InprocRig:
         self.engine: Engine | None = None
         self.monitor: Monitor | None = None
         self._stop = asyncio.Event()
+        self._engine_stop = asyncio.Event()   # the engine alone, for restart_engine()
+        self._engine_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._boot_runner: web.AppRunner | None = None
 
@@ -107,11 +111,8 @@ class InprocRig:
             self.hw = Hardware(self.store, self.box, notifier=Notifier(self.store, self.box), storage=self.storage)
             # Engine and boot service in this process: one boot key, kept in the rig's folder.
             boot_key = BootKey.load(self.work / KEY_FILE)
-            self.engine = Engine(self.store, self.hw, KINDS,
-                                 settings=replace(self.engine_settings, boot_key=boot_key, boot_url=self.boot_url,
-                                                  images_dir=self.engine_settings.images_dir or self.work / "images",
-                                                  baselines=self.engine_settings.baselines or baseline_dirs(self.work)),
-                                 loops=(HostPoolLoop(self.store).run, HostWebhookLoop(self.store, self.box).run))
+            self._boot_key = boot_key
+            self.engine = self._new_engine()
             if self.monitor_settings is not None:
                 wanted = replace(self.monitor_settings, event_base_url=self.boot_url if self.events else "")
                 self.monitor = Monitor(self.store, self.hw, settings=wanted)
@@ -126,7 +127,7 @@ class InprocRig:
             await web.TCPSite(self._boot_runner, "127.0.0.1", boot_port).start()
             await asyncio.to_thread(self._start_emulators)
             await asyncio.to_thread(self.enroll, self.to_enroll)
-            self._tasks.append(asyncio.create_task(self.engine.run(self._stop), name="engine"))
+            self._engine_task = asyncio.create_task(self.engine.run(self._engine_stop), name="engine")
             if self.monitor is not None:
                 self._tasks.append(asyncio.create_task(self.monitor.run(self._stop), name="monitor"))
         except BaseException:
@@ -134,8 +135,33 @@ class InprocRig:
             raise
         return self
 
+    def _new_engine(self) -> Engine:
+        assert self.hw is not None
+        return Engine(self.store, self.hw, KINDS,
+                      settings=replace(self.engine_settings, boot_key=self._boot_key, boot_url=self.boot_url,
+                                       images_dir=self.engine_settings.images_dir or self.work / "images",
+                                       baselines=self.engine_settings.baselines or baseline_dirs(self.work)),
+                      loops=(HostPoolLoop(self.store).run, HostWebhookLoop(self.store, self.box).run))
+
+    async def stop_engine(self) -> None:
+        """Stop the engine where it is: its running steps are cancelled mid-way (the emulators,
+        boot service and monitor go on), as when the appliance's engine dies."""
+        self._engine_stop.set()
+        if self._engine_task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._engine_task, 30)
+        self._engine_task = None
+
+    def start_engine(self) -> None:
+        """A new engine (a new leader) on the same store; it takes over unfinished jobs."""
+        assert self._engine_task is None, "the engine is running"
+        self._engine_stop = asyncio.Event()
+        self.engine = self._new_engine()
+        self._engine_task = asyncio.create_task(self.engine.run(self._engine_stop), name="engine")
+
     async def __aexit__(self, *exc: object) -> None:
         self._stop.set()
+        await self.stop_engine()
         for task in self._tasks:
             with contextlib.suppress(Exception, asyncio.CancelledError):  # shutting down, whatever happened
                 await asyncio.wait_for(task, 30)
@@ -177,7 +203,7 @@ class InprocRig:
             emu = redfish_emulator.start_redfish(
                 self.work / f"redfish-{c}", procs.free_tcp_port(), systems,
                 power_delay=self.delays.get(c, self.power_delay), username="admin", password=self.password,
-                boot_url=self.boot_url)
+                boot_url=self.boot_url, update_seconds=self.update_seconds)
             for system in systems:
                 n += 1
                 self.blades.append(RigBlade(f"b{n:03d}", c, system, emu))

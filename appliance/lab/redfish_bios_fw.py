@@ -22,7 +22,8 @@ attributes, and its SimpleUpdate only bumps a BIOS version), so the lab serves:
   Systems/<id>/Actions/Oem/AnvilLab.FailNextUpdate`` makes that system's next update fail.
 
 State lives in the fake driver's store (``anvil_bios``, ``anvil_bios_pending``,
-``anvil_firmware``, ``anvil_fail_update``), so it persists like power does.
+``anvil_firmware``, ``anvil_fail_update``), so it persists like power does. Every SimpleUpdate
+taken is appended to ``update-history.jsonl`` in the state directory (tests count flashes by it).
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+UPDATE_HISTORY = "update-history.jsonl"   # one line per SimpleUpdate taken, in the state dir
 REGISTRY_ID = "AnvilLabBiosRegistry.v1_0_0"
 REGISTRY_FILE = f"/redfish/v1/Registries/{REGISTRY_ID}"
 REGISTRY_DOC = f"{REGISTRY_FILE}/Registry"
@@ -298,7 +301,11 @@ def install(app: Any, fake: Any, *, system_of: Callable[[str], dict[str, Any]],
         system, component = split_item(item.rsplit("/", 1)[1])
         tid = f"anvil-{next(task_ids)}"
         path = f"/redfish/v1/TaskService/Tasks/{tid}"
+        line = json.dumps({"t": time.time(), "system": system["uuid"], "component": component,
+                           "image": body["ImageURI"]}) + "\n"
         with lock:
+            with open(Path(app.config["SUSHY_EMULATOR_STATE_DIR"]) / UPDATE_HISTORY, "a") as f:
+                f.write(line)
             tasks[tid] = {"@odata.type": "#Task.v1_4_3.Task", "@odata.id": path, "Id": tid, "Name": "Update",
                           "TaskState": "Running", "TaskStatus": "OK", "PercentComplete": 0,
                           "StartTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "Messages": []}

@@ -55,6 +55,7 @@ from appliance.lab.emulated_os import BladeHooks, EmulatedOs
 
 HOST = "127.0.0.1"
 POWER_HISTORY = "power-history.jsonl"
+UPDATE_HISTORY = redfish_bios_fw.UPDATE_HISTORY
 _MAC = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
 _WWN = re.compile(r"^([0-9a-fA-F]{2}:){7}[0-9a-fA-F]{2}$")
 
@@ -117,6 +118,7 @@ def write_config(
     username: str | None,
     password: str | None,
     boot_url: str | None = None,
+    update_seconds: float | None = None,
 ) -> Path:
     """Write the sushy-tools config (and bcrypt htpasswd, rounds=4) into a fresh ``dir``."""
     import bcrypt  # comes with sushy-tools (htpasswd); only needed on the lab side
@@ -133,6 +135,7 @@ def write_config(
         f"SUSHY_EMULATOR_FAKE_SYSTEMS = {systems!r}",
         f"ANVIL_POWER_DELAY = {tuple(power_delay) if power_delay is not None else None!r}",
         f"ANVIL_BOOT_URL = {boot_url!r}",
+        f"ANVIL_UPDATE_SECONDS = {update_seconds!r}",
     ]
     if username is not None and password is not None:
         # rounds=4: bcrypt is checked on every request (rounds=12 costs ~240 ms each).
@@ -154,13 +157,15 @@ def start_redfish(
     password: str | None = "password",
     ready_timeout: float = 20.0,
     boot_url: str | None = None,
+    update_seconds: float | None = None,
 ) -> RedfishEmulator:
     """Start one emulator process on 127.0.0.1:``port``; returns when it answers.
 
     ``boot_url``: the boot service the blades' emulated OS boots from (none: blades only power on).
+    ``update_seconds``: how long a firmware update task runs (none: the lab's default).
     """
     conf = write_config(dir, port, systems, power_delay=power_delay, username=username, password=password,
-                        boot_url=boot_url)
+                        boot_url=boot_url, update_seconds=update_seconds)
     proc = procs.start(
         [sys.executable, "-m", "appliance.lab.redfish_emulator", "--config", str(conf)],
         dir / "emulator.log",
@@ -237,6 +242,24 @@ def fail_next_update(emu: RedfishEmulator, system: dict[str, Any] | str) -> None
     """Make the next firmware update of ``system`` fail (a lab fault)."""
     uuid = system if isinstance(system, str) else system["uuid"]
     _post(emu, f"/redfish/v1/Systems/{uuid}/Actions/Oem/AnvilLab.FailNextUpdate", {})
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateCall:
+    at: float        # epoch seconds, when the emulator took the SimpleUpdate
+    system: str      # uuid
+    component: str
+    image: str
+
+
+def update_history(emu: RedfishEmulator) -> list[UpdateCall]:
+    """Every SimpleUpdate the emulator accepted, oldest first (what a test counts flashes by)."""
+    try:
+        lines = (emu.state_dir / UPDATE_HISTORY).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    calls = [json.loads(line) for line in lines if line.strip()]
+    return [UpdateCall(float(c["t"]), str(c["system"]), str(c["component"]), str(c["image"])) for c in calls]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ from appliance.domain.usage import BindingChange, Usage, blade_time, by_tenant, 
 from appliance.errors import Issue, ValidationError
 from appliance.store import Store
 from appliance.store.changes import BINDING, KINDS
-from appliance.store.tables import BindingRow, BladeRow, ChangeRow, ProfileRow
+from appliance.store.tables import BindingRow, BladeRow, ChangeRow, HostPoolRow, HostRow, ProfileRow
 
 _BATCH = 1000
 
@@ -106,13 +106,17 @@ class UsageReport:
     end: datetime
     profiles: list[Usage]
     tenants: dict[str, float]
+    # "tenant/pool" -> blade-seconds of the pool's hosts' profiles (a host's row outlives its release)
+    host_pools: dict[str, float] = field(default_factory=dict)
 
     def public(self) -> dict[str, Any]:
         return {"from": self.start.isoformat(), "to": self.end.isoformat(),
                 "profiles": [{"profile": u.profile, "tenant": u.tenant, "bladeSeconds": u.seconds,
                               "bladeHours": round(u.hours, 6)} for u in self.profiles],
                 "tenants": [{"tenant": t, "bladeSeconds": sec, "bladeHours": round(sec / 3600, 6)}
-                            for t, sec in self.tenants.items()]}
+                            for t, sec in self.tenants.items()],
+                "hostPools": [{"hostPool": key.split("/", 1)[1], "tenant": key.split("/", 1)[0], "bladeSeconds": sec,
+                               "bladeHours": round(sec / 3600, 6)} for key, sec in self.host_pools.items()]}
 
     def csv(self) -> str:
         out = io.StringIO()
@@ -123,7 +127,17 @@ class UsageReport:
             w.writerow(["profile", u.tenant, u.profile, *span, f"{u.seconds:g}", f"{u.hours:.6f}"])
         for t, sec in self.tenants.items():
             w.writerow(["tenant", t, "", *span, f"{sec:g}", f"{sec / 3600:.6f}"])
+        for key, sec in self.host_pools.items():   # the pool's name in the profile column
+            w.writerow(["host-pool", key.split("/", 1)[0], key, *span, f"{sec:g}", f"{sec / 3600:.6f}"])
         return out.getvalue()
+
+
+def _host_pools_of(s: Session, tenant: str | None) -> dict[str, str]:
+    """profile (``tenant/name``) -> host pool (``tenant/pool``) of every host ever requested."""
+    stmt = select(HostRow.tenant, HostRow.name, HostPoolRow.name).join(HostPoolRow, HostPoolRow.id == HostRow.pool_id)
+    if tenant is not None:
+        stmt = stmt.where(HostRow.tenant == tenant)
+    return {f"{t}/{profile}": f"{t}/{pool}" for t, profile, pool in s.execute(stmt)}
 
 
 class ChangeService:
@@ -169,4 +183,9 @@ class ChangeService:
         cap = min(end, aware(self._store.now()))
         with self._store.read() as s:
             found = blade_time(_binding_changes(s, tenant=tenant, until=end), start, max(cap, start))
-        return UsageReport(start, end, found, by_tenant(found))
+            pools = _host_pools_of(s, tenant)
+        per_pool: dict[str, float] = {}
+        for u in found:
+            if u.profile in pools:
+                per_pool[pools[u.profile]] = per_pool.get(pools[u.profile], 0.0) + u.seconds
+        return UsageReport(start, end, found, by_tenant(found), dict(sorted(per_pool.items())))

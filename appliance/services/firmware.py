@@ -56,6 +56,21 @@ def load_baseline(dirs: Sequence[Path], name: str) -> fw.Baseline:
     raise NotFound("firmware baseline", name, hint=did_you_mean(close_names(name, baseline_names(dirs))))
 
 
+def baseline_name(store: Store, baseline: str | None, pool: str | None) -> str:
+    """The baseline asked for, else the one blade pool ``pool`` names; ValidationError when neither says."""
+    from appliance.services.blade_pools import pool_firmware
+
+    if baseline:
+        return baseline
+    if not pool:
+        raise ValidationError([Issue("baseline", "give a baseline (or a blade pool that names one)")])
+    with store.read() as s:
+        named = pool_firmware(s, pool)
+    if named is None:
+        raise ValidationError([Issue("baseline", f"blade pool {pool} names no firmware baseline: give one")])
+    return named.baseline
+
+
 class ImageProblem(AnvilError):
     """A baseline's image is missing or does not match its checksum: nothing is offered to a BMC."""
 

@@ -313,6 +313,10 @@ class BladePoolRow(Base):
     description: Mapped[str] = mapped_column(String(255), default="")
     # Which blades placement tries first: physical (VM slots last, the default), virtual, or any.
     prefer: Mapped[str] = mapped_column(String(8), default="physical", server_default="physical")
+    # The firmware baseline a stamp onto one of its blades checks when the profile names none,
+    # and how (report, refuse, update-first); no baseline: nothing is checked.
+    firmware_baseline: Mapped[str | None] = mapped_column(String(63))
+    firmware_policy: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -157,6 +157,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/blades/{name}/maintenance"): {"on": True},
     ("PUT", "/users/{name}/password"): {"password": "longenough1"},
     ("PATCH", "/failover-domains/{name}"): {"description": "x"},
+    ("PUT", "/pools/{name}/firmware"): {"firmwareBaseline": None},
     ("PATCH", "/host-pools/{name}"): {"min": 0},
     ("PUT", "/host-pools/{name}/size"): {"size": 1},
     ("POST", "/host-pools/{name}/hosts"): {"count": 1},

@@ -19,8 +19,8 @@ from appliance.services import firmware as sfw
 
 COMPLIANCE = obj(["blade", "baseline", "compliant", "summary", "components"], blade=STR, baseline=STR,
                  compliant={"type": "boolean"}, summary=STR, error=NSTR, components=OBJ)
-UPDATE = {"type": "object", "additionalProperties": False, "required": ["baseline"], "properties": {
-    "baseline": {"type": "string", "minLength": 1, "maxLength": 63},
+UPDATE = {"type": "object", "additionalProperties": False, "properties": {
+    "baseline": nullable("string", minLength=1, maxLength=63, description="default: the one the pool names"),
     "blade": nullable("string", maxLength=1000, description="a blade, or several separated by commas"),
     "pool": nullable("string", maxLength=63, description="every blade of this blade pool (spares: every blade)"),
     "wave": {"type": "integer", "minimum": 1, "maximum": 64, "description": "blades updated at once"},
@@ -30,9 +30,10 @@ UPDATE = {"type": "object", "additionalProperties": False, "required": ["baselin
 
 async def compliance(request: web.Request) -> web.Response:
     store, dirs = request.app[STORE], sfw.baseline_dirs(request.app[SETTINGS].state_dir)
-    baseline = await asyncio.to_thread(sfw.load_baseline, dirs, query(request, "baseline"))
     blade, pool = query(request, "blade"), query(request, "pool")
     pool = pool or (None if blade else "spares")
+    name = await asyncio.to_thread(sfw.baseline_name, store, query(request, "baseline"), pool)
+    baseline = await asyncio.to_thread(sfw.load_baseline, dirs, name)
     target = await asyncio.to_thread(partial(sfw.targets, store, blade=blade, pool=pool))
     hw = request.app[HARDWARE]
     await asyncio.to_thread(hw.prefetch, list(target.blades))
@@ -46,7 +47,8 @@ async def compliance(request: web.Request) -> web.Response:
 async def submit_update(request: web.Request) -> web.Response:
     b = body(request) or {}
     store, dirs = request.app[STORE], sfw.baseline_dirs(request.app[SETTINGS].state_dir)
-    baseline = await asyncio.to_thread(sfw.load_baseline, dirs, b["baseline"])
+    name = await asyncio.to_thread(sfw.baseline_name, store, b.get("baseline"), b.get("pool"))
+    baseline = await asyncio.to_thread(sfw.load_baseline, dirs, name)
     target = await asyncio.to_thread(partial(sfw.targets, store, blade=b.get("blade"), pool=b.get("pool")))
     info = await asyncio.to_thread(partial(sfw.submit_update, store, baseline, target, wave=b.get("wave") or 1,
                                            budget=b.get("failureBudget") or 0, created_by=caller(request).who))
@@ -61,7 +63,8 @@ async def submit_update(request: web.Request) -> web.Response:
 OPS = [
     Op("GET", "/firmware/compliance", compliance, "Each blade's firmware against a baseline, read from its BMC",
        "firmware", appliance_wide=True, params=(
-           Param("baseline", {"type": "string", "minLength": 1, "maxLength": 63}, required=True),
+           Param("baseline", {"type": "string", "minLength": 1, "maxLength": 63},
+                 description="default: the one the pool names"),
            Param("blade", {"type": "string", "maxLength": 1000}, description="a blade, or several separated by commas"),
            Param("pool", {"type": "string", "maxLength": 63}, description="a blade pool (default: spares, every "
                  "blade)")),

@@ -9,9 +9,10 @@ from typing import Any
 from aiohttp import web
 
 from appliance.api import schemas as sc
-from appliance.api.keys import STORE
+from appliance.api.keys import SETTINGS, STORE
 from appliance.api.spec import Op, Param, body, scope_of
 from appliance.services.blade_pools import BladePoolInfo, BladePoolService
+from appliance.services.firmware import baseline_dirs
 from appliance.services.pools import PoolInfo, PoolService
 
 
@@ -21,7 +22,7 @@ def _ipool(p: PoolInfo) -> dict[str, Any]:
 
 def _bpool(p: BladePoolInfo) -> dict[str, Any]:
     return {"name": p.name, "tenant": p.tenant, "description": p.description, "blades": list(p.blades),
-            "available": p.available}
+            "available": p.available, "firmwareBaseline": p.firmware_baseline, "firmwarePolicy": p.firmware_policy}
 
 
 async def list_identity_pools(request: web.Request) -> web.Response:
@@ -63,10 +64,20 @@ async def create_blade_pool(request: web.Request) -> web.Response:
     svc = BladePoolService(request.app[STORE])
 
     def run() -> BladePoolInfo:
-        info = svc.create(b["name"], tenant=b.get("tenant"), description=b.get("description", ""))
+        info = svc.create(b["name"], tenant=b.get("tenant"), description=b.get("description", ""),
+                          firmware_baseline=b.get("firmwareBaseline"), firmware_policy=b.get("firmwarePolicy"),
+                          baselines=baseline_dirs(request.app[SETTINGS].state_dir))
         return svc.add(info.name, tuple(b["blades"])) if b.get("blades") else info
 
     return web.json_response(_bpool(await asyncio.to_thread(run)), status=201)
+
+
+async def set_blade_pool_firmware(request: web.Request) -> web.Response:
+    b = body(request)
+    info = await asyncio.to_thread(BladePoolService(request.app[STORE]).set_firmware, request.match_info["name"],
+                                   b.get("firmwareBaseline"), b.get("firmwarePolicy"),
+                                   baselines=baseline_dirs(request.app[SETTINGS].state_dir))
+    return web.json_response(_bpool(info))
 
 
 async def delete_blade_pool(request: web.Request) -> web.Response:
@@ -91,6 +102,9 @@ OPS = [
        body=sc.BLADE_POOL_NEW, responses={201: ("Created", sc.BLADE_POOL)}),
     Op("GET", "/pools/{name}", get_blade_pool, "Show a blade pool", "pools", params=(NAMEP,),
        responses={200: ("OK", sc.BLADE_POOL)}),
+    Op("PUT", "/pools/{name}/firmware", set_blade_pool_firmware, "Name a blade pool's firmware baseline and "
+       "policy (null: none)", "pools", role="admin", appliance_wide=True, params=(NAMEP,),
+       body=sc.BLADE_POOL_FIRMWARE, responses={200: ("OK", sc.BLADE_POOL)}),
     Op("DELETE", "/pools/{name}", delete_blade_pool, "Delete a blade pool", "pools", role="admin",
        appliance_wide=True, params=(NAMEP,), responses={204: ("Deleted", {})}),
 ]

@@ -1,4 +1,4 @@
-"""Usage: blade-hours per profile and tenant over a time range, from the binding change records
+"""Usage: blade-hours per profile, tenant and host pool over a time range, from the binding change records
 (appliance.services.changes), as JSON or CSV. A tenant-scoped caller gets its own only."""
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ async def get_usage(request: web.Request) -> web.Response:
 
 WHEN = {"type": "string", "minLength": 1, "maxLength": 64}
 OPS = [
-    Op("GET", "/usage", get_usage, "Blade-hours per profile and tenant in [from, to) (CSV with format=csv)", "usage",
+    Op("GET", "/usage", get_usage, "Blade-hours per profile, tenant and host pool in [from, to) (CSV with "
+       "format=csv)", "usage",
        params=(Param("from", WHEN, required=True, description="RFC 3339 date-time (or a date), inclusive"),
                Param("to", WHEN, required=True, description="RFC 3339 date-time (or a date), exclusive"),
                Param("tenant", {"type": "string", "maxLength": 63}),

@@ -29,6 +29,7 @@ from appliance.engine.model import JobKind, Step, StepContext, StepFailed
 from appliance.engine.steps.common import blade_row, load_profile, move_blade
 from appliance.errors import AnvilError
 from appliance.services import firmware as sfw
+from appliance.services.blade_pools import PoolFirmware
 from appliance.store import changes as change_records
 
 UPDATED, FAILED, SKIPPED, COMPLIANT, UPDATING = "updated", "failed", "skipped", "compliant", "updating"
@@ -243,33 +244,61 @@ FIRMWARE_UPDATE = JobKind(
 
 # ---- the stamp's check -------------------------------------------------------------------------
 
+def _pool_baseline(ctx: StepContext, blade: str) -> PoolFirmware | None:
+    """The baseline of the pool the stamp chose from, else of the pools ``blade`` is in; StepFailed
+    when those pools disagree (the stamp cannot tell which one applies)."""
+    from appliance.services.blade_pools import DEFAULT_POOL, blade_firmware, pool_firmware
+
+    with ctx.store.read() as s:
+        pool = ctx.params.get("pool") or DEFAULT_POOL
+        if pool != DEFAULT_POOL:
+            named = pool_firmware(s, pool)
+            if named is not None:
+                return named
+        found = blade_firmware(s, blade)
+    if len({(f.baseline, f.policy) for f in found}) > 1:
+        raise StepFailed(f"blade {blade} is in blade pools naming different firmware: " + ", ".join(
+            f"{f.pool} ({f.baseline}, {f.policy})" for f in found) + "; assign from one of them (--pool) or "
+            "name a baseline in the profile")
+    return found[0] if found else None
+
+
 async def check_firmware(ctx: StepContext) -> dict[str, Any]:
     profile = await load_profile(ctx)
+    blade = ctx.data["blade"]
     want = profile.spec.firmware
-    if want is None:
-        return {"firmware": "no baseline asked for"}
-    blade, enforce = ctx.data["blade"], want.policy != "report"
+    whose = f"profile {ctx.params['profile']}"
+    name: str
+    policy: str
+    if want is not None:
+        name, policy = want.baseline, want.policy
+    else:
+        pooled = await ctx.read(lambda: _pool_baseline(ctx, blade))
+        if pooled is None:
+            return {"firmware": "no baseline asked for"}
+        name, policy, whose = pooled.baseline, pooled.policy, f"blade pool {pooled.pool}"
+    enforce = policy != "report"
     try:
-        baseline = await ctx.read(lambda: sfw.load_baseline(ctx.settings.baselines, want.baseline))
+        baseline = await ctx.read(lambda: sfw.load_baseline(ctx.settings.baselines, name))
     except AnvilError as exc:
         if not enforce:
             return {"firmware": f"not checked: {exc}"}
-        raise StepFailed(f"profile {ctx.params['profile']}: firmware: {exc}") from None
+        raise StepFailed(f"{whose}: firmware: {exc}") from None
     found = await sfw.read_compliance(ctx.hw, blade, baseline)
     await ctx.db(lambda: sfw.record(ctx.store, [found]))
     if found.error:
         if not enforce:
             return {"firmware": f"not checked: blade {blade}: {found.error}"}
-        raise StepFailed(f"profile {ctx.params['profile']} needs firmware baseline {baseline.name} but blade "
+        raise StepFailed(f"{whose} needs firmware baseline {baseline.name} but blade "
                          f"{blade} cannot say what it runs: {found.error}")
     if found.compliant:
         return {"firmware": f"blade {blade} complies with {baseline.name}"}
     if not enforce:
         return {"firmware": f"blade {blade} does not comply with {baseline.name}: {found.summary} "
                             "(policy: report)"}
-    if want.policy == "refuse":
+    if policy == "refuse":
         raise StepFailed(f"blade {blade} does not comply with firmware baseline {baseline.name}: {found.summary}; "
-                         f"profile {ctx.params['profile']} says policy: refuse (update-first would update it)")
+                         f"{whose} says policy: refuse (update-first would update it)")
     detail = await update_blade(ctx, blade, baseline)
     await ctx.db(lambda: sfw.record(ctx.store, [sfw.BladeCompliance(blade, baseline.name, tuple(
         fw.Finding(c.name, c.version, c.version) for c in baseline.components))]))

@@ -250,3 +250,105 @@ async def test_the_api_shows_compliance_and_runs_an_update_job(tmp_path: Path) -
             for blade, cell in want.items():
                 row = page.split(f'data-blade="{blade}"', 1)[1].split("</tr>", 1)[0]
                 assert f">{cell}</td>" in row, row
+
+
+async def test_a_blade_pool_names_the_baseline_its_stamps_and_updates_use(tmp_path: Path) -> None:
+    async with InprocRig(tmp_path, chassis=[3], engine=fast_engine(firmware_poll=0.1)) as rig:
+        _write_baseline(rig.work)
+        code, out, err = await _anvil(rig.work, "blade-pool", "create", "fwp", "--firmware-baseline", "lab-2062")
+        assert code != 0 and "firmware baseline 'lab-2062' not found; did you mean lab-2026?" in err, (out, err)
+        for args in (("blade-pool", "create", "fwp", "--firmware-baseline", BASELINE, "--firmware-policy", "refuse"),
+                     ("blade-pool", "add", "fwp", "b001", "b002")):
+            code, out, err = await _anvil(rig.work, *args)
+            assert code == 0, err
+        code, out, err = await _anvil(rig.work, "firmware", "compliance", "--pool", "fwp")
+        assert code == 0, err
+        assert sorted(_rows(out)) == ["b001", "b002"] and "0 of 2 blade(s) comply with lab-2026" in out, out
+        code, out, err = await _anvil(rig.work, "firmware", "compliance")
+        assert code != 0 and "blade pool spares names no firmware baseline" in err, err
+
+        # A profile naming no baseline, stamped from the pool: the pool's baseline and policy apply.
+        jobs = JobService(rig.store)
+
+        async def stamp(name: str, n: int) -> JobInfo:
+            ProfileService(rig.store).import_document(f"""\
+apiVersion: anvil/v1
+kind: ServerProfile
+metadata: {{name: {name}, tenant: acme}}
+spec:
+  requirements: {{minCpus: 8, nics: 2}}
+  identity:
+    nics:
+      - {{name: eth0, mac: "02:f2:00:00:{n:02x}:01", vlans: {{native: 100}}, pxe: true}}
+      - {{name: eth1, mac: "02:f2:00:00:{n:02x}:02", vlans: {{native: 101}}}}
+  boot: {{mode: uefi, source: {{type: image, kernel: lab/vmlinuz, initrd: lab/initrd.img}}}}
+""")
+            job = jobs.submit_assign(name, tenant="acme", pool="fwp")
+            return await rig.until(f"{name} final",
+                                   lambda: (lambda i: i if i.state in FINAL else None)(jobs.get(job.id)), 90)
+
+        info = await stamp("pool-refuse", 1)
+        assert info.state in ("failed", "rolled_back"), info.state
+        assert "does not comply with firmware baseline lab-2026" in (info.error or "") and \
+            "blade pool fwp says policy: refuse" in (info.error or ""), info.error
+        assert all(_version(rig, b, "BIOS") == "1.0.0" for b in ("b001", "b002"))
+
+        code, out, err = await _anvil(rig.work, "blade-pool", "firmware", "fwp", BASELINE, "--policy", "update-first")
+        assert code == 0 and "firmware baseline lab-2026 (policy update-first)" in out, (out, err)
+        info = await stamp("pool-update", 2)
+        assert info.state == "succeeded", info.error
+        chosen = next(s for s in info.steps if s.name == "choose-blade").result["blade"]
+        other = ({"b001", "b002"} - {chosen}).pop()
+        check = next(s for s in info.steps if s.name == "check-firmware")
+        assert check.result == {"firmware": f"blade {chosen} updated to lab-2026: BIOS 1.0.0 -> 2.19.1, "
+                                            "NIC 1.0.0 -> 22.31.6"}, check.result
+        assert (_version(rig, chosen, "BIOS"), _version(rig, other, "BIOS")) == ("2.19.1", "1.0.0")
+
+        # An update of the pool without --baseline: the pool's (the stamped blade holds a profile: skipped).
+        code, out, err = await _anvil(rig.work, "firmware", "update", "--pool", "fwp")
+        assert code == 0, (out, err)
+        assert (_version(rig, other, "BIOS"), _version(rig, other, "NIC")) == ("2.19.1", "22.31.6")
+        assert _version(rig, "b003", "BIOS") == "1.0.0", "b003 is not in the pool"
+
+
+async def test_a_wave_stopped_mid_flash_resumes_without_flashing_anything_twice(tmp_path: Path) -> None:
+    """The engine is stopped while the first group's flashes run on the BMCs, and a new engine
+    takes the job over: it polls the tasks already started instead of starting them again."""
+    from appliance.services import firmware as sfw
+
+    async with InprocRig(tmp_path, chassis=[4], engine=fast_engine(firmware_poll=0.1), update_seconds=3.0) as rig:
+        _write_baseline(rig.work)
+        emu = rig.blade("b001").emulator
+        baseline = sfw.load_baseline(sfw.baseline_dirs(rig.work), BASELINE)
+        job = sfw.submit_update(rig.store, baseline, sfw.targets(rig.store, pool="spares"), wave=2)
+        assert rig.engine is not None
+        rig.engine.wake()
+        jobs = JobService(rig.store)
+
+        def flashing() -> JobInfo | None:
+            # Stopped once a started task is checkpointed (a stop between the BMC's answer and the
+            # checkpoint would start that component again: that gap is the BMC call itself).
+            info = jobs.get(job.id)
+            started = redfish_emulator.update_history(emu)
+            return info if started and any(k.startswith("fwTask:") for k in info.data) else None
+        await rig.until("a flash under way", flashing, 60, every=0.05)
+        await rig.stop_engine()
+        with rig.store.read() as s:
+            held = {r.name for r in s.query(BladeRow) if r.state == "maintenance"}
+        assert held == {"b001", "b002"}, held       # the first group, held while flashed
+        # Back while the BMCs still run the tasks (3 s each): the versions they report are the old
+        # ones, so only the checkpointed task says the flash is under way.
+        assert any(redfish_emulator.get_json(emu, f"/redfish/v1/TaskService/Tasks/{t}")["TaskState"] == "Running"
+                   for t in ("anvil-1", "anvil-2"))
+        rig.start_engine()
+
+        info = await rig.until("job final", lambda: (lambda i: i if i.state in FINAL else None)(jobs.get(job.id)), 90)
+        assert info.state == "succeeded", info.error
+        calls = redfish_emulator.update_history(emu)
+        by_blade = {b.system["uuid"]: b.name for b in rig.blades}
+        flashed = sorted((by_blade[c.system], c.component) for c in calls)
+        assert flashed == sorted((f"b{i:03d}", comp) for i in range(1, 5) for comp in ("BIOS", "NIC")), flashed
+        for i in range(1, 5):
+            assert (_version(rig, f"b{i:03d}", "BIOS"), _version(rig, f"b{i:03d}", "NIC")) == ("2.19.1", "22.31.6")
+        with rig.store.read() as s:
+            assert {r.name: r.state for r in s.query(BladeRow)} == {f"b{i:03d}": "spare" for i in range(1, 5)}

@@ -226,3 +226,39 @@ def test_change_records_are_append_only(store: Store, tmp_path: Path) -> None:
         s.execute(update(ChangeRow).values(who="mallory"))
     with store.read() as s:
         assert set(s.scalars(select(ChangeRow.who))) == {"appliance"}
+
+
+async def test_usage_per_host_pool_sums_its_hosts_profiles_to_the_second(
+        store: Store, tmp_path: Path, day: Clock) -> None:
+    from appliance.store.tables import HostPoolRow, HostRow
+
+    _rack(store, tmp_path)
+    for name, tenant, n in (("kvm-1", "acme", 1), ("kvm-2", "acme", 2), ("web-01", "acme", 3)):
+        _profile(store, name, tenant, n)
+    # The pool's hosts, as the host pool service keeps them (a released host's row stays as history).
+    with store.write() as s:
+        pool = HostPoolRow(name="kvm", tenant="acme", template="kvm-tpl")
+        s.add(pool)
+        s.flush()
+        for seq, prof in enumerate(("kvm-1", "kvm-2"), 1):
+            s.add(HostRow(id=f"00000000-0000-4000-8000-00000000000{seq}", pool_id=pool.id, tenant="acme",
+                          name=prof, seq=seq, state="ready"))
+    hw, jobs = FakeHardware(), JobService(store)
+    day.at(0)
+    jobs.submit_assign("kvm-1", tenant="acme", blade="b01")
+    jobs.submit_assign("web-01", tenant="acme", blade="b03")
+    await _run(store, hw)
+    day.at(2, 0, 15)
+    jobs.submit_assign("kvm-2", tenant="acme", blade="b02")
+    await _run(store, hw)
+    day.at(5)
+    jobs.submit_release("kvm-1", tenant="acme")
+    await _run(store, hw)
+    day.at(10)
+
+    report = ChangeService(store).usage(T0, T0 + timedelta(hours=8))
+    assert report.host_pools == {"acme/kvm": 5 * 3600 + (8 * 3600 - (2 * 3600 + 15))}   # web-01 is no host
+    assert report.public()["hostPools"] == [{"hostPool": "kvm", "tenant": "acme", "bladeSeconds": 39585.0,
+                                             "bladeHours": round(39585 / 3600, 6)}]
+    assert "host-pool,acme,acme/kvm," in report.csv()
+    assert ChangeService(store).usage(T0, T0 + timedelta(hours=8), tenant="ops").host_pools == {}
