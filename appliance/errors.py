@@ -13,6 +13,7 @@ context needed to act on it, and says whether retrying can help::
     ├── PoolExhausted          an identity pool has no free identity left
     ├── SecretsError           the secrets key is missing, unreadable or wrong
     ├── ListenError            a service cannot listen on its address (taken, not allowed)
+    ├── BackupError            a backup archive cannot be written or restored
     └── DriverError            hardware access failed (see appliance.drivers.errors)
 
 HTTP status mapping lives only at the API edge (appliance/api/errors.py).
@@ -126,3 +127,7 @@ class ErrorContext:
     job: str | None = None
     step: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+
+
+class BackupError(AnvilError):
+    """A backup archive cannot be written or restored (wrong passphrase, damaged, not fresh)."""

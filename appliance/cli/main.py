@@ -19,6 +19,8 @@ from appliance.cli.errors import bug, report
 # tests/cli/test_config_and_help.py checks these lines against each command's own docstring.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "audit": ("appliance.cli.audit", "audit", "The append-only, hash-chained record of every change."),
+    "backup": ("appliance.cli.backup", "backup",
+               "Write the whole appliance to one encrypted archive: store, secrets key, audit head, TLS, config."),
     "blade": ("appliance.cli.blade", "blade", "Physical blades and their BMCs."),
     "blade-pool": ("appliance.cli.blade_pool", "blade_pool",
                    "Blade pools that profiles are assigned from (`spares` holds every blade)."),
@@ -39,6 +41,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
             "An emulated rack on this machine: BMC and switch emulators, enrolled in the inventory."),
     "pool": ("appliance.cli.pool", "pool", "Identity pools: ranges of MACs, WWPNs, WWNNs, UUIDs or IQNs."),
     "profile": ("appliance.cli.profile", "profile", "Server profiles: the portable identity of a server."),
+    "restore": ("appliance.cli.backup", "restore",
+                "Bring an appliance back from `anvil backup`'s archive, into a fresh state directory."),
     "serve": ("appliance.cli.serve", "serve", "Run the appliance."),
     "switch": ("appliance.cli.switch", "switch",
                "Network switches, the cabling of blade NICs to their ports, and port VLANs."),
@@ -47,6 +51,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "usage": ("appliance.cli.metering", "usage",
               "Blade-hours per profile, tenant and host pool in [--from, --to), from the binding change records."),
     "user": ("appliance.cli.user", "user", "Local users of the console and API."),
+    "version": ("appliance.cli.backup", "version", "This Anvil's version and its store's schema revision."),
     "vm-host": ("appliance.cli.vm_host", "vm_host",
                 "VM hosts: libvirt hosts whose domain slots are blades (driver libvirt)."),
 }

@@ -16,6 +16,7 @@ import click
 from appliance.cli.context import CliContext, pass_ctx
 from appliance.config import Settings
 from appliance.errors import ListenError
+from appliance.sdnotify import SystemdNotifier
 
 if TYPE_CHECKING:
     from appliance.boot.role import BootServices
@@ -76,11 +77,17 @@ async def run_boot_role(ctx: CliContext, ready_file: str | None) -> None:
     _log_levels(settings)
     stop = _stop_event()
     boot = await start_boot_services(settings, ctx.unsealed_store())
+    notifier = SystemdNotifier()
+    watchdog = asyncio.create_task(notifier.watchdog(stop), name="watchdog")
     try:
         click.echo(f"anvil: {boot.describe()} (state {settings.state_dir})")
         _write_ready(ready_file, boot.http_url or "")
+        notifier.ready(boot.describe())
         await stop.wait()
     finally:
+        stop.set()
+        notifier.stopping()
+        await watchdog
         await boot.close()
 
 
@@ -88,8 +95,9 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
                         on_ready: Callable[[str, str], None] | None = None, role: str = "all") -> None:
     """Serve until SIGINT or SIGTERM. ``on_ready(url, token_file)`` runs once listening.
 
-    Role ``all`` runs the API, the engine and the boot services in this process; ``api``,
-    ``engine`` or ``boot`` runs one of them.
+    Role ``all`` runs the API, the engine, the monitor and the boot services in this process;
+    ``control`` all but the boot services (systemd/anvil.service, beside anvil-boot.service);
+    ``api``, ``engine``, ``monitor`` or ``boot`` runs one of them.
     """
     if role == "boot":
         await run_boot_role(ctx, ready_file)
@@ -142,13 +150,13 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     hardware = Hardware(store, box, storage=storage_driver(settings), notifier=Notifier(store, box))
     engine = None
     monitor = None
-    if role in ("all", "engine"):
+    if role in ("all", "control", "engine"):
         from appliance.engine.host_delivery import HostWebhookLoop
         from appliance.engine.hostpools import HostPoolLoop
 
         engine = Engine(store, hardware, KINDS, settings=EngineSettings.from_settings(settings),
                         loops=(HostPoolLoop(store).run, HostWebhookLoop(store, box).run))
-    if role in ("all", "engine", "monitor"):
+    if role in ("all", "control", "engine", "monitor"):
         api_url = f"{'https' if ssl_ctx else 'http'}://{settings.api.listen}"
         monitor = Monitor(store, hardware, settings=monitor_settings(settings, api_url))
     # One Hardware for every role: one set of BMC sessions, and one view of the in-process fake driver.
@@ -176,12 +184,17 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
         on_ready(f"{scheme}://{settings.api.listen}", str(token_file))
     _write_ready(ready_file, f"{scheme}://{settings.api.listen}")
     stop = _stop_event()
+    notifier = SystemdNotifier()
+    watchdog = asyncio.create_task(notifier.watchdog(stop), name="watchdog")
     engine_task = asyncio.create_task(engine.run(stop), name="engine") if engine else None
     monitor_task = asyncio.create_task(monitor.run(stop), name="monitor") if monitor else None
+    notifier.ready(f"role {role}: API and console on {scheme}://{settings.api.listen}")
     try:
         await stop.wait()
     finally:
         stop.set()
+        notifier.stopping()
+        await watchdog
         if engine_task is not None:
             await engine_task
         if monitor_task is not None:
@@ -193,7 +206,7 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
 
 
 @click.command("serve")
-@click.option("--role", type=click.Choice(["all", "api", "engine", "boot", "monitor"]), default="all",
+@click.option("--role", type=click.Choice(["all", "control", "api", "engine", "boot", "monitor"]), default="all",
               show_default=True, help="Run one role alone (for the systemd units) or all of them.")
 @click.option("--insecure-http", is_flag=True, help="Serve plain HTTP (loopback addresses only).")
 @click.option("--ready-file", default=None, hidden=True, help="Write the URL here once listening (tests).")
@@ -206,7 +219,11 @@ def serve(ctx: CliContext, role: str, insecure_http: bool, ready_file: str | Non
     [boot]), e.g. inside the provisioning network's namespace:
       ip netns exec NS anvil serve --role boot --config PATH
     It needs no API token and never reads the secrets key. The health monitor runs with
-    the engine (all, engine), or alone (--role monitor)."""
+    the engine (all, control, engine), or alone (--role monitor). --role control is all
+    but the boot services (systemd/anvil.service beside anvil-boot.service).
+
+    Under systemd (Type=notify) it reports READY=1 once listening, STOPPING=1 on SIGTERM,
+    and pings the watchdog from the event loop when WatchdogSec= is set."""
     # The appliance's own work (the engine) is nobody's change; each request sets its caller.
     from appliance.store.audit import set_actor
 

@@ -29,6 +29,7 @@ from appliance.services.profiles import PROFILE, PROFILE_SORTS, ProfileService
 from appliance.services.scope import Scope
 from appliance.services.users import AddressThrottle, LoginThrottled, Principal
 from appliance.store.audit import Actor, acting_as
+from appliance.store.migrate import HEAD as SCHEMA
 
 HERE = Path(__file__).resolve().parent
 LOGIN_CSRF = "anvil_login_csrf"
@@ -47,7 +48,7 @@ def render(request: web.Request, template: str, status: int = 200, **ctx: Any) -
     env = request.app[JINJA]
     user = request.get(USER)
     html = env.get_template(template).render(
-        user=user, csrf=request.get(CSRF_TOKEN, ""), path=request.path, version=__version__,
+        user=user, csrf=request.get(CSRF_TOKEN, ""), path=request.path, version=__version__, schema=SCHEMA,
         can_operate=bool(user and user.allows("operator")),
         can_admin=bool(user and user.allows("admin") and user.tenant is None), **ctx)
     resp = web.Response(text=html, content_type="text/html", status=status)

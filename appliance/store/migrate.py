@@ -2,10 +2,18 @@
 
 Alembic is imported only when the schema is behind ``HEAD`` (most starts are
 not), which keeps every CLI call fast. A test checks HEAD against the scripts.
+
+An upgrade is all or nothing: every pending migration runs in one transaction (PostgreSQL
+and SQLite both roll DDL back), so a failing one leaves the store at the revision it had,
+usable by the version that made it. A SQLite store is also copied first, with SQLite's
+online backup, to ``anvil.db.before-<revision>`` beside it: the way back to the previous
+version even after a successful upgrade.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,11 +27,11 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 HEAD = "0016"
 
 
-def alembic_config() -> Config:
+def alembic_config(scripts: Path = MIGRATIONS) -> Config:
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("script_location", str(scripts))
     return cfg
 
 
@@ -35,13 +43,35 @@ def current_revision(engine: Engine) -> str | None:
         return None
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision``. Concurrent starters serialise on the database."""
-    if revision == "head" and current_revision(engine) == HEAD:
+def backup_sqlite(engine: Engine, revision: str) -> Path | None:
+    """Copy a SQLite file store to ``<file>.before-<revision>`` (once per revision); its path."""
+    db = engine.url.database
+    if engine.dialect.name != "sqlite" or not db or db == ":memory:":
+        return None
+    target = Path(f"{db}.before-{revision}")
+    if target.exists():
+        return target
+    part = target.with_name(target.name + ".part")
+    part.unlink(missing_ok=True)
+    part.touch(mode=0o600)
+    with closing(sqlite3.connect(db)) as src, closing(sqlite3.connect(part)) as dst:
+        src.backup(dst)
+    part.replace(target)
+    return target
+
+
+def upgrade(engine: Engine, revision: str = "head", *, scripts: Path = MIGRATIONS) -> None:
+    """Bring the schema to ``revision``. Concurrent starters serialise on the database.
+
+    ``scripts`` is the migrations directory (tests inject a failing migration there)."""
+    found = current_revision(engine)
+    if revision == "head" and scripts == MIGRATIONS and found == HEAD:
         return
     from alembic import command
 
+    if found is not None and found != revision:
+        backup_sqlite(engine, found)
     with engine.begin() as conn:
-        cfg = alembic_config()
+        cfg = alembic_config(scripts)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
