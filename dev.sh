@@ -20,6 +20,7 @@ APT_PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients  # VM hosts: a libvirtd the lab starts itself
   libvirt-dev pkg-config gcc python3-dev # libvirt-python (the [libvirt] extra) builds against them
   nginx-light wrk                        # the boot-serving benchmark's peer and load generator
+  prometheus                             # a real Prometheus scrapes /metrics in a test
 )
 
 SUDO=""
