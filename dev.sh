@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 ROOT=$(pwd)
 
 APT_PACKAGES=(
-  python3-venv ca-certificates
+  python3-venv ca-certificates curl     # curl: the README's /metrics example
   postgresql postgresql-contrib          # the store's tests run against PostgreSQL too
   iproute2 openvswitch-switch            # the emulated rack's OVS switch and its namespaces
   iputils-ping ethtool tcpdump           # checking and watching the lab's networks

@@ -160,6 +160,15 @@ scrape_configs:
             assert {r["metric"]["call"] for r in calls} >= {"set_power"}, calls
             assert _query(base, "anvil_engine_leader == 1") and _query(base, "anvil_engine_leader_known == 1")
             assert _query(base, 'anvil_db_pool_connections{state="size"}')
+            # The sample dashboard's every query is valid PromQL here; its step panel shows the stamps.
+            dashboard = json.loads((REPO / "examples" / "grafana" / "anvil.json").read_text())
+            for panel in dashboard["panels"]:
+                for target in panel.get("targets", []):
+                    expr = target["expr"].replace("$job", "anvil")
+                    _query(base, expr)
+                    if panel["title"] == "Step duration p95 (done)":   # rate() needs two scrapes since the stamps
+                        _until("the dashboard's step panel", lambda e=expr: [
+                            r for r in _query(base, e) if r["metric"]["step"] == "power-on"], 10, prom)
             anonymous = _targets(base)["anonymous"]
             assert anonymous["health"] == "down" and "401" in anonymous["lastError"], anonymous
         finally:
