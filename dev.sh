@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 ROOT=$(pwd)
 
 APT_PACKAGES=(
-  python3-venv ca-certificates
+  python3-venv ca-certificates curl     # curl: the README's /metrics example
   postgresql postgresql-contrib          # the store's tests run against PostgreSQL too
   iproute2 openvswitch-switch            # the emulated rack's OVS switch and its namespaces
   iputils-ping ethtool tcpdump           # checking and watching the lab's networks
@@ -20,6 +20,7 @@ APT_PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients  # VM hosts: a libvirtd the lab starts itself
   libvirt-dev pkg-config gcc python3-dev # libvirt-python (the [libvirt] extra) builds against them
   nginx-light wrk                        # the boot-serving benchmark's peer and load generator
+  prometheus                             # a real Prometheus scrapes /metrics in a test
 )
 
 SUDO=""

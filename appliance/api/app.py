@@ -1,12 +1,14 @@
 """The aiohttp application factory: auth on every /api/v1 route from the first one.
 
-Unauthenticated: ``/healthz`` and ``/boot/...`` (what PXE clients fetch; no secrets),
+Unauthenticated: ``/healthz``, ``/readyz`` and ``/boot/...`` (what PXE clients fetch; no secrets),
 and the console's login page and static files. ``/baremetal`` (the Ironic-compatible Bare Metal
 API, appliance.api.ironic) checks tokens itself (``X-Auth-Token``), all but its version documents.
 ``/events/redfish/{sid}`` takes BMC events and checks the subscription's own bearer token
 (appliance.monitor.events). An API call carries a bearer token, or the console's session cookie
-plus its CSRF token in ``X-CSRF-Token`` for anything but GET/HEAD. Every change a request makes is audited as its caller
-(``user:NAME`` or ``token:NAME``) from the peer address.
+plus its CSRF token in ``X-CSRF-Token`` for anything but GET/HEAD. ``/metrics`` (the alias of
+``/api/v1/metrics`` where Prometheus looks by default) is authenticated like the API. Every
+change a request makes is audited as its caller (``user:NAME`` or ``token:NAME``) from the peer
+address.
 """
 
 from __future__ import annotations
@@ -23,15 +25,18 @@ from appliance.api.ironic import setup_ironic
 from appliance.api.keys import (
     ENGINE,
     HARDWARE,
+    METRICS,
     OFFLOAD,
     OPENAPI,
     PRINCIPAL,
+    READINESS,
     SETTINGS,
     STORE,
     TOKENS,
     USERS,
 )
 from appliance.api.offload import Offload
+from appliance.api.readiness import Readiness, readiness
 from appliance.api.routes import (
     access,
     blades,
@@ -42,14 +47,17 @@ from appliance.api.routes import (
     host_feed,
     host_pools,
     jobs,
+    metrics,
     pools,
     profiles,
     usage,
     vm_hosts,
 )
-from appliance.api.spec import Op, caller, document, register
+from appliance.api.spec import Op, caller, document, register, register_alias
 from appliance.config import Settings
+from appliance.engine.leader import leader_alive
 from appliance.engine.runner import Engine
+from appliance.metrics import Metrics, Sources
 from appliance.monitor.events import setup_event_route
 from appliance.monitor.runner import Monitor
 from appliance.secrets import SecretBox, ensure_key
@@ -58,9 +66,11 @@ from appliance.services.tokens import TokenService
 from appliance.services.users import UserService
 from appliance.store import Store
 from appliance.store.audit import Actor, acting_as
+from appliance.store.stats import job_counts, pool_use
 
 PUBLIC_PREFIXES = ("/boot/", "/static/")
-PUBLIC_PATHS = frozenset({"/healthz"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+API_ALIASES = frozenset({"/metrics"})   # outside /api/ but authenticated like it
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -68,7 +78,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     path = request.path
-    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or not path.startswith("/api/"):
+    if path not in API_ALIASES and (path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+                                    or not path.startswith("/api/")):
         return await handler(request)   # the console checks its own session (appliance.console)
     got = await api_principal(request)
     if isinstance(got, web.Response):
@@ -89,6 +100,11 @@ async def healthz(request: web.Request) -> web.Response:
     status = 200 if db == "ok" else 503
     return web.json_response({"status": "ok" if status == 200 else "degraded", "store": db,
                               "version": __version__}, status=status)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ok, body = await readiness(request.app[STORE], request.app[READINESS])
+    return web.json_response({**body, "version": __version__}, status=200 if ok else 503)
 
 
 async def api_root(request: web.Request) -> web.Response:
@@ -114,13 +130,14 @@ def all_ops() -> list[Op]:
     """Every API operation: the router and the OpenAPI document are both built from this list."""
     return [*_meta_ops(), *blades.OPS, *profiles.OPS, *jobs.OPS, *pools.OPS, *access.OPS, *failover.OPS,
             *discovered.OPS, *vm_hosts.OPS, *changes.OPS, *usage.OPS, *host_pools.OPS, *host_feed.OPS,
-            *firmware.OPS]
+            *firmware.OPS, *metrics.OPS]
 
 
 def setup_api(app: web.Application) -> None:
     ops = all_ops()
     app[OPENAPI] = document(ops)
     register(app, ops)
+    register_alias(app, "/metrics", metrics.OPS[0])
 
 
 def setup_hardware(app: web.Application) -> None:
@@ -139,8 +156,20 @@ async def _close_offload(app: web.Application) -> None:
     app[OFFLOAD].close()
 
 
+def _sources(store: Store, engine: Engine | None) -> Sources:
+    """What a scrape reads: jobs by kind and state, the pool, the lease; the leader gauge only in a
+    process that runs an engine."""
+    return Sources(jobs=lambda: job_counts(store), pool=lambda: pool_use(store),
+                   leader_here=(lambda: engine.is_leader) if engine is not None else None,
+                   leader_known=lambda: leader_alive(store))
+
+
 def create_app(settings: Settings, store: Store, *, engine: Engine | None = None, console: bool = True,
-               hardware: Hardware | None = None, monitor: Monitor | None = None) -> web.Application:
+               hardware: Hardware | None = None, monitor: Monitor | None = None,
+               metrics: Metrics | None = None, ready: Readiness | None = None) -> web.Application:
+    """The API app. ``metrics``: this appliance's registry (a new one when None: never the client
+    library's global default, several apps share a process in tests); ``ready``: what /readyz
+    checks beyond the store."""
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=2 * 1024 * 1024)
     setup_headers(app)
     app[SETTINGS] = settings
@@ -153,7 +182,11 @@ def create_app(settings: Settings, store: Store, *, engine: Engine | None = None
         app[ENGINE] = engine
     if hardware is not None:
         app[HARDWARE] = hardware
+    app[METRICS] = metrics = metrics or Metrics()
+    metrics.watch(_sources(store, engine))
+    app[READINESS] = ready or Readiness()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     if monitor is not None and monitor.events is not None:
         # BMCs post here with their subscription's token, checked by the route itself.
         setup_event_route(app, monitor.events, monitor.on_event)

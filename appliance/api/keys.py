@@ -5,8 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from appliance.api.offload import Offload
+from appliance.api.readiness import Readiness
 from appliance.config import Settings
 from appliance.engine.runner import Engine
+from appliance.metrics import Metrics
 from appliance.services.hardware import Hardware
 from appliance.services.tokens import TokenService
 from appliance.services.users import Principal, UserService
@@ -25,3 +27,5 @@ QUERY = web.RequestKey("query", dict)        # checked and converted query param
 BODY = web.RequestKey("body", object)        # the checked JSON body, or the raw bytes of a document
 BODY_TYPE = web.RequestKey("body_type", str)
 SESSION_COOKIE = "anvil_session"
+METRICS = web.AppKey("metrics", Metrics)         # this appliance's own registry (appliance.metrics)
+READINESS = web.AppKey("readiness", Readiness)   # what /readyz checks beyond the store

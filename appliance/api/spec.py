@@ -209,6 +209,12 @@ def register(app: web.Application, ops: Iterable[Op]) -> None:
         app.router.add_route(op.method, op.full_path, _wrap(op, op.params), name=op.operation_id)
 
 
+def register_alias(app: web.Application, path: str, op: Op) -> None:
+    """``op`` at a second path outside /api/v1, with the same checks (the caller must still be
+    authenticated by the app's middleware for that path)."""
+    app.router.add_route(op.method, path, _wrap(op, op.params))
+
+
 # -- the document ----------------------------------------------------------------
 
 PROBLEM_SCHEMA: dict[str, Any] = {

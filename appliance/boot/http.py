@@ -40,10 +40,12 @@ from appliance.boot.ipxe import (
     normalize_uuid,
     serve_scripts,
 )
+from appliance.boot.metered import boot_metrics
 from appliance.boot.peers import PeerCheck, is_loopback_listen
 from appliance.boot.tokens import KEY_FILE, BootKey, find_attempt, quiet_enough, spend
 from appliance.config import Settings
 from appliance.errors import ValidationError
+from appliance.metrics import Metrics
 from appliance.services.discovered import MAX_RECORDS, bounded_facts, record
 from appliance.store import Store, open_store
 from appliance.store.tables import (
@@ -411,9 +413,12 @@ def base_url_for(listen: str) -> str | None:
     return f"http://{host}:{port}"
 
 
-def create_boot_app(settings: Settings, *, store: Store | None = None) -> web.Application:
-    """The boot role's own app: /boot only, the store opened here (and closed on cleanup)."""
-    app = web.Application(client_max_size=256 * 1024)
+def create_boot_app(settings: Settings, *, store: Store | None = None,
+                    metrics: Metrics | None = None) -> web.Application:
+    """The boot role's own app: /boot only, the store opened here (and closed on cleanup);
+    its requests counted in ``metrics`` when given (the appliance's /metrics)."""
+    app = web.Application(client_max_size=256 * 1024,
+                          middlewares=[boot_metrics(metrics)] if metrics is not None else [])
     setup_headers(app)
     own = store is None
     st = store if store is not None else open_store(settings.store_url)

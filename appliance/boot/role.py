@@ -44,6 +44,7 @@ from appliance.boot.http import base_url_for, create_boot_app
 from appliance.boot.tftp import TftpService, install_binaries
 from appliance.config import Settings
 from appliance.errors import AnvilError, ListenError
+from appliance.metrics import Metrics
 from appliance.store import Store
 
 log = logging.getLogger(__name__)
@@ -133,9 +134,9 @@ class BootServices:
             self._runner = None
 
 
-async def _start_http(settings: Settings, store: Store, out: BootServices) -> None:
+async def _start_http(settings: Settings, store: Store, out: BootServices, metrics: Metrics | None) -> None:
     host, port = _split(settings.boot.listen)
-    runner = app_runner(create_boot_app(settings, store=store))
+    runner = app_runner(create_boot_app(settings, store=store, metrics=metrics))
     await runner.setup()
     out._runner = runner
     try:
@@ -189,7 +190,8 @@ async def _start_dhcp(settings: Settings, store: Store, out: BootServices, watch
 
 
 async def start_boot_services(settings: Settings, store: Store, *, http: bool = True, tftp: bool | None = None,
-                              dhcp: bool | None = None, watch_interval: float = 1.0) -> BootServices:
+                              dhcp: bool | None = None, watch_interval: float = 1.0,
+                              metrics: Metrics | None = None) -> BootServices:
     """Start the boot services; ``tftp``/``dhcp`` None means "as configured" (``boot.tftp_listen``,
     ``boot.dhcp``). Raises BootServiceError, with nothing left running."""
     want_tftp = bool(settings.boot.tftp_listen) if tftp is None else tftp
@@ -201,7 +203,7 @@ async def start_boot_services(settings: Settings, store: Store, *, http: bool = 
     out = BootServices()
     try:
         if http:
-            await _start_http(settings, store, out)
+            await _start_http(settings, store, out, metrics)
         if want_tftp:
             await _start_tftp(settings, out)
         if want_dhcp:

@@ -20,6 +20,7 @@ from appliance.sdnotify import SystemdNotifier
 
 if TYPE_CHECKING:
     from appliance.boot.role import BootServices
+    from appliance.metrics import Metrics
     from appliance.store import Store
 
 log = logging.getLogger(__name__)
@@ -54,19 +55,19 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-async def _boot_beside_api(settings: Settings, store: Store) -> BootServices:
+async def _boot_beside_api(settings: Settings, store: Store, metrics: Metrics) -> BootServices:
     """Role ``all``: the boot services too. The default boot HTTP address being taken (another
     appliance or test on this machine) costs only boot HTTP; an address given in the
     configuration, TFTP and DHCP are never skipped."""
     from appliance.boot.role import BootServiceError, start_boot_services
 
     try:
-        return await start_boot_services(settings, store)
+        return await start_boot_services(settings, store, metrics=metrics)
     except BootServiceError as exc:
         if exc.service != "http" or "listen" in settings.boot.model_fields_set:
             raise
         click.echo(f"anvil: warning: {exc}; serving no boot HTTP", err=True)
-        return await start_boot_services(settings, store, http=False)
+        return await start_boot_services(settings, store, http=False, metrics=metrics)
 
 
 async def run_boot_role(ctx: CliContext, ready_file: str | None) -> None:
@@ -107,10 +108,12 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
 
     from appliance.api.app import create_app
     from appliance.api.hardening import app_runner
+    from appliance.api.readiness import Readiness
     from appliance.api.tls import ensure_self_signed, server_context
     from appliance.engine.model import EngineSettings
     from appliance.engine.runner import Engine
     from appliance.engine.steps import KINDS
+    from appliance.metrics import Metrics
     from appliance.monitor.notify import Notifier
     from appliance.monitor.runner import Monitor, monitor_settings
     from appliance.secrets import SecretBox, ensure_key
@@ -147,7 +150,13 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     elif not _is_loopback(host):
         raise click.UsageError(f"plain HTTP is allowed on loopback only, not on {host}")
     box = SecretBox(settings.secrets_key_path)
-    hardware = Hardware(store, box, storage=storage_driver(settings), notifier=Notifier(store, box))
+    # One registry for every role in this process, served at /metrics (appliance.metrics).
+    metrics = Metrics()
+    # /readyz checks boot HTTP where this process serves it (role all, below), or where the
+    # configuration says blades reach a boot role running elsewhere.
+    ready = Readiness(boot_url=settings.boot.advertise_url if role != "all" else None)
+    hardware = Hardware(store, box, storage=storage_driver(settings), notifier=Notifier(store, box),
+                        metrics=metrics)
     engine = None
     monitor = None
     if role in ("all", "control", "engine"):
@@ -155,12 +164,13 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
         from appliance.engine.hostpools import HostPoolLoop
 
         engine = Engine(store, hardware, KINDS, settings=EngineSettings.from_settings(settings),
-                        loops=(HostPoolLoop(store).run, HostWebhookLoop(store, box).run))
+                        loops=(HostPoolLoop(store).run, HostWebhookLoop(store, box).run), metrics=metrics)
     if role in ("all", "control", "engine", "monitor"):
         api_url = f"{'https' if ssl_ctx else 'http'}://{settings.api.listen}"
-        monitor = Monitor(store, hardware, settings=monitor_settings(settings, api_url))
+        monitor = Monitor(store, hardware, settings=monitor_settings(settings, api_url), metrics=metrics)
     # One Hardware for every role: one set of BMC sessions, and one view of the in-process fake driver.
-    runner = app_runner(create_app(settings, store, engine=engine, monitor=monitor, hardware=hardware))
+    runner = app_runner(create_app(settings, store, engine=engine, monitor=monitor, hardware=hardware,
+                                   metrics=metrics, ready=ready))
     await runner.setup()
     boot = None
     try:
@@ -171,7 +181,8 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
             raise ListenError("the API and console", settings.api.listen, "api.listen", "ANVIL_API_LISTEN",
                               exc) from None
         if role == "all":
-            boot = await _boot_beside_api(settings, store)
+            boot = await _boot_beside_api(settings, store, metrics)
+            ready.boot_url = boot.http_url and f"http://{settings.boot.listen}"
     except BaseException:
         await hardware.close()
         await runner.cleanup()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -29,6 +30,7 @@ from appliance.domain.states import FINAL_JOB_STATES, JOB_TRANSITIONS, JobState,
 from appliance.engine.leader import Leadership
 from appliance.engine.model import EngineSettings, HardwarePort, JobKind, StepContext, StepRetry
 from appliance.errors import AnvilError
+from appliance.metrics import Metrics
 from appliance.store import Store, changes
 from appliance.store.repos import jobs as repo
 from appliance.store.tables import JobEventRow, JobRow, JobStepRow
@@ -96,8 +98,9 @@ _STEPS = select(_S.state, _S.attempts).where(_S.job_id == bindparam("b_job")).or
 class Engine:
     def __init__(self, store: Store, hw: HardwarePort, kinds: Mapping[str, JobKind], *,
                  settings: EngineSettings | None = None, owner: str | None = None,
-                 loops: Sequence[LeaderLoop] = ()) -> None:
+                 loops: Sequence[LeaderLoop] = (), metrics: Metrics | None = None) -> None:
         self.store = store
+        self.metrics = metrics or Metrics()
         self.loops = tuple(loops)
         self.hw = hw
         self.kinds = dict(kinds)
@@ -115,6 +118,7 @@ class Engine:
         self._memos: dict[str, dict[str, Any]] = {}   # job id -> what its steps keep between them (in memory)
         self._wake = asyncio.Event()
         self.is_leader = False
+        self._lost = False
 
     # -- plumbing ----------------------------------------------------------
     async def db(self, fn: Callable[[], T]) -> T:
@@ -143,6 +147,7 @@ class Engine:
             if stop.is_set():
                 return
             self.is_leader = True
+            self.metrics.leadership.labels("acquired").inc()
             freed = await self.db(lambda: self._in_write(lambda s: repo.release_others(s, self.owner)))
             log.info("engine leader %s; took over %d unfinished jobs", self.owner, freed)
             async with asyncio.TaskGroup() as tg:
@@ -151,6 +156,8 @@ class Engine:
                 for loop in self.loops:
                     tg.create_task(loop(self, stop))
         finally:
+            if self.is_leader:
+                self.metrics.leadership.labels("lost" if not stop.is_set() or self._lost else "released").inc()
             self.is_leader = False
             for task in list(self._tasks.values()):
                 task.cancel()
@@ -169,6 +176,7 @@ class Engine:
             ok = await self.db(self.leadership.renew)
             if not ok:
                 log.error("engine %s lost leadership; stopping", self.owner)
+                self._lost = True
                 stop.set()
                 return
             waiting, self._waiting = self._waiting, {}
@@ -446,25 +454,31 @@ class Engine:
         snap = await self.advance(job_id)
         while True:
             if snap.state in FINAL_JOB_STATES:
+                self.metrics.jobs_finished.labels(snap.kind, snap.state.value).inc()
                 return
             kind = self.kinds[snap.kind]
             if snap.state is JobState.ROLLING_BACK:
-                await self._rollback(snap, kind)
+                final = await self._rollback(snap, kind)
+                self.metrics.jobs_finished.labels(snap.kind, final.value).inc()
                 return
             idx = snap.step_index
             step = kind.steps[idx]
             ctx = self._context(snap, step.name)
+            timer = self.metrics.steps
+            began = time.perf_counter()
             try:
                 async with asyncio.timeout(step.timeout):
                     result = await step.run(ctx)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every error is recorded; the kind of error decides what follows
+                took = time.perf_counter() - began
                 error = _describe(exc, step.timeout)
                 if not isinstance(exc, AnvilError | TimeoutError):
                     log.exception("job %s step %s: unexpected error", job_id, step.name)
                 delay = await self.call(self._step_failure, job_id, idx, step.name, error,
                                         retryable=_retryable(exc), budget=step.attempts)
+                timer.labels(snap.kind, step.name, "failed" if delay is None else "retry").observe(took)
                 if delay is not None:
                     await asyncio.sleep(delay)
                     snap = await self.advance(job_id)
@@ -472,9 +486,11 @@ class Engine:
                 await self.call(self._begin_rollback, job_id, f"{step.name}: {error}", kind.rollback)
                 snap = await self.call(self._snapshot, job_id)
                 continue
+            timer.labels(snap.kind, step.name, "done").observe(time.perf_counter() - began)
             snap = await self.advance(job_id, (idx, step.name, result, ctx.data, ctx.events, ctx.changes))
 
-    async def _rollback(self, snap: Snapshot, kind: JobKind) -> None:
+    async def _rollback(self, snap: Snapshot, kind: JobKind) -> JobState:
+        """Undo the steps done, newest first; the job's final state."""
         last = min(snap.step_index, len(kind.steps) - 1)
         for idx in range(last, -1, -1):
             step = kind.steps[idx]
@@ -485,12 +501,15 @@ class Engine:
             for attempt in range(1, step.attempts + 1):
                 await self.call(self._start_step, snap.id, idx, step.name, rollback=True)
                 ctx = self._context(snap, f"undo {step.name}")
+                began = time.perf_counter()
                 try:
                     async with asyncio.timeout(step.timeout):
                         await step.undo(ctx)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    self.metrics.steps.labels(snap.kind, step.name, "undo_failed").observe(
+                        time.perf_counter() - began)
                     error = _describe(exc, step.timeout)
                     if _retryable(exc) and attempt < step.attempts:
                         delay = self.settings.retry_backoff[min(attempt, len(self.settings.retry_backoff)) - 1]
@@ -499,10 +518,12 @@ class Engine:
                         continue
                     msg = f"undo of {step.name} failed: {error}; an operator must finish it"
                     await self.call(self._end, snap.id, JobState.FAILED, msg, error=msg)
-                    return
+                    return JobState.FAILED
+                self.metrics.steps.labels(snap.kind, step.name, "undone").observe(time.perf_counter() - began)
                 await self.call(self._mark_undone, snap.id, idx, step.name, ctx.data, ctx.changes)
                 break
         await self.call(self._end, snap.id, JobState.ROLLED_BACK, f"{snap.kind} rolled back")
+        return JobState.ROLLED_BACK
 
     def _mark_undone(self, job_id: str, idx: int, name: str, data: dict[str, Any],
                      queued: list[dict[str, Any]]) -> None:

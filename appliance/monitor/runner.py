@@ -41,6 +41,7 @@ from appliance.domain.health import Health as Reported
 from appliance.drivers.protocols import BiosDriver, Bmc, HealthState, PowerState
 from appliance.engine.model import HardwarePort
 from appliance.errors import AnvilError, Conflict
+from appliance.metrics import Metrics
 from appliance.monitor.events import EventSubscriptions
 from appliance.monitor.notify import Notifier
 from appliance.monitor.webhook import BIOS_DRIFT, FAILURE_DETECTED
@@ -117,8 +118,9 @@ class Verdict:
 
 class Monitor:
     def __init__(self, store: Store, hw: HardwarePort, *, settings: MonitorSettings | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, metrics: Metrics | None = None) -> None:
         self.store = store
+        self.metrics = metrics or Metrics()
         self.hw = hw
         self.settings = settings or MonitorSettings()
         self.clock = clock
@@ -154,10 +156,13 @@ class Monitor:
     async def _poll_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             began = self.clock()
+            timed = time.perf_counter()
             try:
                 await self.poll_once()
             except Exception:  # the monitor must outlive any one bad pass
                 log.exception("monitor pass failed")
+                self.metrics.monitor_pass_errors.inc()
+            self.metrics.monitor_pass.observe(time.perf_counter() - timed)
             wait = max(0.0, self.settings.interval - (self.clock() - began))
             try:
                 async with asyncio.timeout(wait):
@@ -423,12 +428,14 @@ class Monitor:
             failover_id, job = self.jobs.submit_failover(name, tenant=tenant, reason=f"{w.blade}: {detail}",
                                                          from_blade=w.blade)
         except Conflict as exc:   # already failing over, or another job holds the profile
+            self.metrics.failovers.labels("refused").inc()
             said = str(exc)
             if self._refused.get(w.blade) != said:   # once per reason, not once per poll
                 self._refused[w.blade] = said
                 log.info("no failover started for %s: %s", w.profile, said)
             return None
         self._refused.pop(w.blade, None)
+        self.metrics.failovers.labels("started").inc()
         self.started.append((w.profile, w.blade))
         log.warning("failover #%s of %s started (job %s): %s", failover_id, w.profile, job.id, detail,
                     extra={"blade": w.blade, "profile": w.profile})

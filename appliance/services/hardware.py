@@ -13,10 +13,12 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from typing import cast
 
 from appliance.config import Settings
 from appliance.drivers import registry
 from appliance.drivers.protocols import Bmc, BmcDriver, StorageDriver, SwitchDriver, SwitchRef
+from appliance.metrics import MeteredBmc, Metrics
 from appliance.monitor.notify import Notifier
 from appliance.secrets import SecretBox
 from appliance.services.blades import BladeService
@@ -70,7 +72,9 @@ class Hardware:
 
     def __init__(self, store: Store, box: SecretBox, *, ttl: float = 5.0,
                  clock: Callable[[], float] = time.monotonic, storage: StorageDriver | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, metrics: Metrics | None = None) -> None:
+        # Every BMC driver handed out is timed here, at the Protocol boundary (appliance.metrics).
+        self.metrics = metrics or Metrics()
         self._storage = storage
         self._notifier = notifier
         self._blades = BladeService(store, box)
@@ -92,7 +96,7 @@ class Hardware:
             self._bmc_cache[blade] = (now, name, bmc)
         driver = self._bmc_drivers.get(name)
         if driver is None:
-            driver = self._bmc_drivers[name] = registry.create(name)
+            driver = self._bmc_drivers[name] = cast(BmcDriver, MeteredBmc(registry.create(name), name, self.metrics))
         return driver, bmc
 
     def prefetch(self, blades: list[str]) -> None:
