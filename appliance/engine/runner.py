@@ -148,7 +148,15 @@ class Engine:
                 return
             self.is_leader = True
             self.metrics.leadership.labels("acquired").inc()
-            freed = await self.db(lambda: self._in_write(lambda s: repo.release_others(s, self.owner)))
+            freed = 0
+            for attempt in range(_ADVANCE_TRIES):
+                try:
+                    freed = await self.db(lambda: self._in_write(lambda s: repo.release_others(s, self.owner)))
+                    break
+                except OperationalError as exc:   # a deadlock victim: nothing was written, try again
+                    if attempt + 1 == _ADVANCE_TRIES:
+                        raise
+                    log.warning("engine %s: taking over leases retried: %s", self.owner, exc.orig)
             log.info("engine leader %s; took over %d unfinished jobs", self.owner, freed)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._heartbeat(stop))
@@ -196,7 +204,12 @@ class Engine:
                 ids = await self.read(lambda: self._read(
                     lambda s: repo.runnable_ids(s, self.owner, set(self._tasks),
                                                 self.settings.max_jobs - len(self._tasks))))
-                for job_id in await self.call(self._claim, ids):
+                try:
+                    claimed = await self.call(self._claim, ids)
+                except OperationalError as exc:   # a deadlock victim: the next round claims them
+                    log.warning("engine %s: claim retried next round: %s", self.owner, exc.orig)
+                    claimed = []
+                for job_id in claimed:
                     self._tasks[job_id] = asyncio.create_task(self._drive_task(job_id), name=f"job-{job_id}")
             waiter = asyncio.create_task(self._wake.wait())
             stopper = asyncio.create_task(stop.wait())

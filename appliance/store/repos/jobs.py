@@ -130,6 +130,7 @@ def claim_many(session: Session, job_ids: list[str], owner: str, ttl: float) -> 
     statement; returns the ids now held."""
     if not job_ids:
         return []
+    _lock_in_order(session, JobRow.id.in_(job_ids))
     session.execute(
         update(JobRow)
         .where(JobRow.id.in_(job_ids), JobRow.state.in_(ACTIVE),
@@ -140,14 +141,20 @@ def claim_many(session: Session, job_ids: list[str], owner: str, ttl: float) -> 
                                                         JobRow.state.in_(ACTIVE))))
 
 
+def _lock_in_order(session: Session, *where: Any) -> list[str]:
+    """Lock the job rows matching ``where`` in id order (a no-op on SQLite, whose writers are
+    serialised) and return their ids. Every statement that changes several jobs' rows takes
+    them this way first, as the engine's group commit advances them: writers taking the same
+    rows in different orders deadlock, and PostgreSQL aborts one of them."""
+    return list(session.scalars(select(JobRow.id).where(*where).order_by(JobRow.id).with_for_update()))
+
+
 def renew(session: Session, owner: str, ttl: float) -> int:
     """Extend the leases of every unfinished job ``owner`` holds. The rows are locked in id
     order first: the engine's group commit advances several jobs in one transaction in that
     same order, and two writers taking the same rows in different orders deadlock (PostgreSQL
     aborts one of them)."""
-    held = list(session.scalars(
-        select(JobRow.id).where(JobRow.lease_owner == owner, JobRow.state.in_(ACTIVE))
-        .order_by(JobRow.id).with_for_update()))
+    held = _lock_in_order(session, JobRow.lease_owner == owner, JobRow.state.in_(ACTIVE))
     if not held:
         return 0
     result = session.execute(
@@ -159,6 +166,7 @@ def renew(session: Session, owner: str, ttl: float) -> int:
 
 def release_others(session: Session, owner: str) -> int:
     """Free the leases of every unfinished job not held by ``owner`` (a new leader takes over)."""
+    _lock_in_order(session, JobRow.state.in_(ACTIVE), JobRow.lease_owner.is_not(None), JobRow.lease_owner != owner)
     result = session.execute(
         update(JobRow).where(JobRow.state.in_(ACTIVE), JobRow.lease_owner.is_not(None), JobRow.lease_owner != owner)
         .values(lease_owner=None, lease_expires_at=None)
