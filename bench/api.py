@@ -51,6 +51,7 @@ from appliance.lab import procs
 from appliance.secrets import SecretBox, ensure_key
 from appliance.store import open_store
 from appliance.store.tables import BindingRow, BladeHealthRow, BladeNicRow, BladeRow, ProfileRow
+from profiles import bench_profile
 
 TARGET_P99_MS = 100.0
 
@@ -186,18 +187,6 @@ async def run(url: str, token: str, blades: int, limit: int, walkers: list[int],
 
 # ---- the user's path: HTTPS, every role, shipped defaults, 100 stamps running --------------------
 
-STAMP_PROFILE = """\
-apiVersion: anvil/v1
-kind: ServerProfile
-metadata: {{name: {name}, tenant: bench}}
-spec:
-  requirements: {{minCpus: 8, minMemoryGiB: 32, nics: 2}}
-  identity:
-    nics:
-      - {{name: eth0, mac: "02:c0:00:00:{n:02x}:01", vlans: {{native: 100, tagged: [200]}}, pxe: true}}
-      - {{name: eth1, mac: "02:c0:00:00:{n:02x}:02", vlans: {{native: 101}}}}
-  boot: {{mode: uefi, source: {{type: image, kernel: lab/vmlinuz, initrd: lab/initrd.img}}}}
-"""
 
 
 async def walk_until(rest: userpath.Rest, limit: int, stop: asyncio.Event,
@@ -250,7 +239,7 @@ async def run_tls(args: argparse.Namespace, app: userpath.Appliance, rack: userp
         await userpath.enroll(rest, (rack.enrollment(b) for b in rack.blades))
         await rest.call("POST", "/api/v1/pools", {"name": "rack", "blades": [b.name for b in rack.blades]})
         names = [f"s{i:03d}" for i in range(1, len(rack.blades) + 1)]
-        await userpath.import_profiles(rest, (STAMP_PROFILE.format(name=n, n=i) for i, n in enumerate(names, 1)))
+        await userpath.import_profiles(rest, (bench_profile(n, i, prefix="c0") for i, n in enumerate(names, 1)))
         assert rest.session is not None
         await walk(rest.session, rest.base, args.limit, [])   # warm-up, not measured
         samples: list[tuple[float, float]] = []

@@ -56,6 +56,7 @@ from sqlalchemy import func, select
 from appliance.drivers.protocols import Secret
 from appliance.secrets import SecretBox, ensure_key
 from appliance.store.tables import JobRow
+from profiles import bench_profile
 
 CLIENTS = 16
 POLL = 0.1
@@ -67,17 +68,6 @@ kind: ServerProfile
 metadata: {{name: {name}, tenant: bench}}
 spec:
   boot: {{mode: uefi, source: {{type: local}}}}
-"""
-RACK_PROFILE = """apiVersion: anvil/v1
-kind: ServerProfile
-metadata: {{name: {name}, tenant: bench}}
-spec:
-  requirements: {{minCpus: 8, minMemoryGiB: 32, nics: 2}}
-  identity:
-    nics:
-      - {{name: eth0, mac: "02:c1:00:00:{n:02x}:01", vlans: {{native: 100, tagged: [200]}}, pxe: true}}
-      - {{name: eth1, mac: "02:c1:00:00:{n:02x}:02", vlans: {{native: 101}}}}
-  boot: {{mode: uefi, source: {{type: image, kernel: lab/vmlinuz, initrd: lab/initrd.img}}}}
 """
 
 
@@ -290,9 +280,9 @@ async def anvil_run(args: argparse.Namespace, work: Path, path: str, hardware: s
         app.start()
         start_s = time.monotonic() - t_start
         async with Client(app.url, token=app.token(), bearer=True, ssl_ctx=app.ssl_context()) as rest:
-            template = RACK_PROFILE if rack else FAKE_PROFILE
-            await userpath.import_profiles(rest_like(rest), (template.format(name=f"p{i:03d}", n=i)
-                                                             for i in range(1, n + 1)))
+            docs = (bench_profile(f"p{i:03d}", i, prefix="c1") if rack else FAKE_PROFILE.format(name=f"p{i:03d}")
+                    for i in range(1, n + 1))
+            await userpath.import_profiles(rest_like(rest), docs)
             if rack is not None:
                 rack.enroll_switch(app)
         names = [rack.blades[i].name if rack else f"n{i + 1:03d}" for i in range(n)]

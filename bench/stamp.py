@@ -50,6 +50,7 @@ from appliance.services.jobs import JobService
 from appliance.services.profiles import ProfileService
 from appliance.store import Store
 from appliance.store.tables import JobRow, JobStepRow
+from profiles import bench_profile
 
 POWER_DELAY = (0.0, 0.2)
 TARGET_PER_BLADE = 2.0      # DESIGN §5
@@ -57,18 +58,6 @@ TARGET_100_WALL = 15.0
 IRONIC_100_WALL = (16.8, 18.7)   # ../shared/lab/peer-ironic.md: 100 nodes, fake-hardware, enroll → active
 ACTIVE = [s.value for s in ACTIVE_JOB_STATES]
 
-PROFILE = """\
-apiVersion: anvil/v1
-kind: ServerProfile
-metadata: {{name: {name}, tenant: bench}}
-spec:
-  requirements: {{minCpus: 8, minMemoryGiB: 32, nics: 2}}
-  identity:
-    nics:
-      - {{name: eth0, mac: "02:b0:00:{hi:02x}:{lo:02x}:01", vlans: {{native: 100, tagged: [200]}}, pxe: true}}
-      - {{name: eth1, mac: "02:b0:00:{hi:02x}:{lo:02x}:02", vlans: {{native: 101}}}}
-  boot: {{mode: uefi, source: {{type: image, kernel: lab/vmlinuz, initrd: lab/initrd.img}}}}
-"""
 
 
 def _aware(t: datetime) -> datetime:
@@ -160,7 +149,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             for _ in range(n):
                 serial += 1
                 name = f"p{serial:04d}"
-                profiles.import_document(PROFILE.format(name=name, hi=serial >> 8, lo=serial & 0xFF))
+                profiles.import_document(bench_profile(name, serial, prefix="b0"))
                 names.append(name)
             prof = cProfile.Profile() if args.profile and n == max(sizes) and not label else None
             if prof is not None:
@@ -231,18 +220,6 @@ def _report(out: dict[str, Any]) -> list[str]:
 
 # ---- the user's path: a real `anvil serve` (shipped defaults), REST over TLS ----------------------
 
-FAKE_PROFILE = """\
-apiVersion: anvil/v1
-kind: ServerProfile
-metadata: {{name: {name}, tenant: bench}}
-spec:
-  requirements: {{minCpus: 8, minMemoryGiB: 32, nics: 2}}
-  identity:
-    nics:
-      - {{name: eth0, mac: "02:b0:00:{hi:02x}:{lo:02x}:01", vlans: {{native: 100, tagged: [200]}}, pxe: true}}
-      - {{name: eth1, mac: "02:b0:00:{hi:02x}:{lo:02x}:02", vlans: {{native: 101}}}}
-  boot: {{mode: uefi, source: {{type: local}}}}
-"""
 TARGET_100_FAKE = 3.5   # DESIGN §5: 100 at once through the REST API, fake BMC driver
 REST_CLIENTS = 16       # connections the client submits over, as the Ironic peer's 16 client threads
 
@@ -327,14 +304,13 @@ async def _rest_run(args: argparse.Namespace, work: Path, app: userpath.Applianc
             await userpath.enroll(rest, (rack.enrollment(b) for b in rack.blades))
         else:
             await userpath.enroll(rest, (_fake_enrollment(i) for i in range(1, blades + 1)))
-        template = FAKE_PROFILE if rack is None else PROFILE
         serial = 0
         plan = [(True, cold)] + [(False, n) for n in sizes]
         docs: list[list[str]] = []
         for _, n in plan:
             names = [f"p{serial + k + 1:04d}" for k in range(n)]
             serial += n
-            await userpath.import_profiles(rest, (template.format(name=nm, hi=int(nm[1:]) >> 8, lo=int(nm[1:]) & 0xFF)
+            await userpath.import_profiles(rest, (bench_profile(nm, int(nm[1:]), prefix="b0", image=rack is not None)
                                                   for nm in names))
             docs.append(names)
         setup_s = time.monotonic() - t_setup
