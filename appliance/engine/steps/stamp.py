@@ -54,6 +54,7 @@ from appliance.errors import NotFound
 from appliance.services import placement
 from appliance.services.blade_pools import DEFAULT_POOL
 from appliance.services.profiles import ProfileService
+from appliance.sites.lease import HeldElsewhere, check_stampable
 from appliance.store import changes
 from appliance.store.tables import BindingRow, BladeRow, JobEventRow
 
@@ -83,6 +84,10 @@ async def check_requirements(ctx: StepContext) -> dict[str, Any]:
                 raise StepFailed(f"profile {row.name} is already bound to blade {blade.name if blade else '?'}")
             if row.state not in (ProfileState.UNASSIGNED, ProfileState.FAILED, ProfileState.STAMPING):
                 raise StepFailed(f"profile {row.name} is {row.state}")
+            try:
+                check_stampable(row)
+            except HeldElsewhere as exc:
+                raise StepFailed(str(exc)) from None
             req = requirements(from_dict(row.document))
             return {"requirements": {"minCpus": req.min_cpus, "minMemoryGiB": req.min_memory_gib, "nics": req.nics}}
     return await ctx.read(_check)
@@ -140,6 +145,10 @@ async def bind(ctx: StepContext) -> dict[str, Any]:
                     blade = s.get(BladeRow, mine.blade_id)
                     assert blade is not None
                     return {"blade": blade.name, "generation": mine.generation}
+                try:   # again here, in the transaction that binds: a lease taken meanwhile is seen
+                    check_stampable(prow)
+                except HeldElsewhere as exc:
+                    raise StepFailed(str(exc)) from None
                 brow = blade_row(s, wanted)
                 if live_binding(s, blade_id=brow.id) is None and brow.state == BladeState.SPARE:
                     try:
