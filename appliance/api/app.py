@@ -42,6 +42,7 @@ from appliance.api.routes import (
     blades,
     changes,
     discovered,
+    dr,
     failover,
     firmware,
     host_feed,
@@ -130,7 +131,7 @@ def all_ops() -> list[Op]:
     """Every API operation: the router and the OpenAPI document are both built from this list."""
     return [*_meta_ops(), *blades.OPS, *profiles.OPS, *jobs.OPS, *pools.OPS, *access.OPS, *failover.OPS,
             *discovered.OPS, *vm_hosts.OPS, *changes.OPS, *usage.OPS, *host_pools.OPS, *host_feed.OPS,
-            *firmware.OPS, *metrics.OPS]
+            *firmware.OPS, *metrics.OPS, *dr.OPS]
 
 
 def setup_api(app: web.Application) -> None:

@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                 "Change records of blades, profiles, bindings, VLANs, LUN grants, firmware and BIOS, oldest first."),
     "config": ("appliance.cli.config_cmd", "config", "The effective configuration."),
     "demo": ("appliance.cli.demo", "demo", "Start an emulated rack and the appliance; Ctrl-C stops both."),
+    "dr": ("appliance.cli.dr", "dr",
+           "Disaster recovery: plans, rehearsals, activation and failback at the recovery site."),
     "failover": ("appliance.cli.failover", "failover",
                  "Failover domains, failover history, blade health and manual fence confirmation."),
     "host-pool": ("appliance.cli.host_pool", "host_pool",

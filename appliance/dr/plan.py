@@ -53,6 +53,8 @@ _DEP_RE = re.compile(r"^\s*(\S+)\s+before\s+(\S+)\s*$")
 _GLOB_RE = re.compile(r"^[A-Za-z0-9*?\[\]!/._-]{1,127}$")
 
 Vlan = Annotated[int, Strict(), Field(ge=VLAN_MIN, le=VLAN_MAX)]
+# A map's key: an integer in YAML, a string once stored as JSON (whose keys are strings).
+VlanKey = Annotated[int, Field(ge=VLAN_MIN, le=VLAN_MAX)]
 
 
 def _glob(value: str) -> str:
@@ -120,8 +122,8 @@ class Spec(_Model):
     recoverySite: Name
     profiles: tuple[Selector, ...] = Field(min_length=1)
     pools: tuple[PoolRule, ...] = ()
-    vlans: dict[Vlan, Vlan] = Field(default_factory=dict)
-    rehearsalVlans: dict[Vlan, Vlan] = Field(default_factory=dict)
+    vlans: dict[VlanKey, Vlan] = Field(default_factory=dict)
+    rehearsalVlans: dict[VlanKey, Vlan] = Field(default_factory=dict)
     storage: tuple[StorageRule, ...] = ()
     priorities: dict[Glob, Annotated[int, Strict(), Field(ge=-1000, le=1000)]] = Field(default_factory=dict)
     dependencies: tuple[Annotated[str, Strict()], ...] = ()
@@ -233,7 +235,7 @@ def from_dict(data: Any, *, source: str | None = None, parking_vlan: int = DEFAU
         raise ValidationError(issues, source=source)
     s = doc.spec
     return Plan(doc.metadata.name, s.recoverySite, s.profiles, s.pools, dict(s.vlans), dict(s.rehearsalVlans),
-                s.storage, dict(s.priorities), tuple(deps), doc.model_dump(mode="json", exclude_defaults=False))
+                s.storage, dict(s.priorities), tuple(deps), doc.model_dump(mode="json", exclude_none=True))
 
 
 def _check(spec: Spec, parking: int) -> list[Issue]:
@@ -325,12 +327,7 @@ def waves(plan: Plan, chosen: Sequence[Member]) -> list[list[Member]]:
     profiles of a cycle; a dependency on a profile outside ``chosen`` is ignored (it is not
     recovered by this plan, so nothing here can wait for it)."""
     by_key = {m.key: m for m in chosen}
-    after: dict[str, set[str]] = {k: set() for k in by_key}      # key -> keys it waits for
-    for dep in plan.dependencies:
-        firsts = [m.key for m in chosen if _matches(dep.first, m)]
-        thens = [m.key for m in chosen if _matches(dep.then, m)]
-        for t in thens:
-            after[t].update(f for f in firsts if f != t)
+    after = waits_for(plan, chosen)
     cycle = _find_cycle(after)
     if cycle:
         raise CycleError(cycle)
@@ -343,6 +340,17 @@ def waves(plan: Plan, chosen: Sequence[Member]) -> list[list[Member]]:
         out.append(wave)
         done.update(m.key for m in wave)
     return out
+
+
+def waits_for(plan: Plan, chosen: Sequence[Member]) -> dict[str, set[str]]:
+    """tenant/name -> the tenant/names among ``chosen`` that must be up before it."""
+    after: dict[str, set[str]] = {m.key: set() for m in chosen}
+    for dep in plan.dependencies:
+        firsts = [m.key for m in chosen if _matches(dep.first, m)]
+        for m in chosen:
+            if _matches(dep.then, m):
+                after[m.key].update(f for f in firsts if f != m.key)
+    return after
 
 
 def _find_cycle(after: Mapping[str, set[str]]) -> list[str]:

@@ -843,3 +843,64 @@ class ReplicationAppliedRow(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
     applied_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DrPlanRow(Base):
+    """A DR plan (appliance.dr.plan). ``origin_site`` is NULL for a plan made here (this site is its
+    primary) and names the primary for a plan replicated here (this site recovers it)."""
+
+    __tablename__ = "dr_plans"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    recovery_site: Mapped[str] = mapped_column(String(63))
+    origin_site: Mapped[str | None] = mapped_column(String(63))
+    document: Mapped[dict[str, Any]]
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DrRunRow(Base):
+    """One rehearsal, activation or failback of a plan at this site, kept as its record (auditors
+    read the last successful rehearsal). ``detail`` keeps what the run must undo (the documents
+    an activation replaced)."""
+
+    __tablename__ = "dr_runs"
+    __table_args__ = (Index("ix_dr_runs_plan_started", "plan", "started_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    plan: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(16))          # rehearsal | activation | failback
+    state: Mapped[str] = mapped_column(String(16), default="running")   # running | succeeded | failed
+    job_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    primary_lost: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    rto_seconds: Mapped[float | None] = mapped_column(Float)
+    profiles: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class DrRunProfileRow(Base):
+    """One profile of a run: where it came up and how long after the run started (its RTO)."""
+
+    __tablename__ = "dr_run_profiles"
+    __table_args__ = (UniqueConstraint("run_id", "tenant", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("dr_runs.id", ondelete="CASCADE"), index=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(63))
+    stamped_as: Mapped[str] = mapped_column(String(63))    # the clone's name in a rehearsal
+    wave: Mapped[int] = mapped_column(Integer, default=0)
+    pool: Mapped[str | None] = mapped_column(String(63))
+    blade: Mapped[str | None] = mapped_column(String(63))
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    state: Mapped[str] = mapped_column(String(16), default="pending")   # pending | up | failed | torn-down
+    rto_seconds: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)

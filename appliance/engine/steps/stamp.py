@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -260,14 +261,19 @@ def _disk(ctx: StepContext, src: IscsiSource) -> DiskSpec:
     luns = ctx.settings.luns_dir
     if luns is None:
         raise StepFailed("no LUN directory is configured for the storage driver")
-    name = re.sub(r"[^a-z0-9.-]+", "_", src.target.lower())
     seed = None
     if src.image:
         if ctx.settings.images_dir is None:
             raise StepFailed(f"boot LUN image {src.image}: no images directory is configured")
         seed = ctx.settings.images_dir / src.image
     size_mib = src.sizeMiB or ctx.settings.lun_size_mib
-    return DiskSpec(path=luns / f"{name}-lun{src.lun}.img", size=size_mib * 1024 * 1024, seed=seed)
+    return DiskSpec(path=backing_path(luns, src.target, src.lun), size=size_mib * 1024 * 1024, seed=seed)
+
+
+def backing_path(luns: Path, target: str, lun: int) -> Path:
+    """Where the storage driver keeps the backing file of ``target``'s ``lun`` (DR copies replicas there)."""
+    name = re.sub(r"[^a-z0-9.-]+", "_", target.lower())
+    return luns / f"{name}-lun{lun}.img"
 
 
 async def grant_storage(ctx: StepContext) -> dict[str, Any]:

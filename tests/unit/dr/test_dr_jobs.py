@@ -1,0 +1,235 @@
+"""DR jobs with the engine and fake hardware at two in-process sites (the two-appliance
+integration test proves them over HTTPS against the emulated racks).
+
+Site A holds the profiles live; site B holds their replicas (site lease "a") and the plan
+replicated from A. The recovery site's calls of its primary go straight to A's functions here
+(appliance.dr.primary), in place of the pinned HTTPS client."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from appliance.dr import jobs as dr_jobs
+from appliance.dr import primary, remote, runs
+from appliance.dr.service import PlanService
+from appliance.drivers.protocols import PowerState
+from appliance.errors import Conflict, ValidationError
+from appliance.secrets import SecretBox
+from appliance.services.jobs import JobService
+from appliance.sites.lease import HeldElsewhere
+from appliance.store import Store, open_store
+from appliance.store.audit import Actor, acting_as
+from appliance.store.tables import (
+    AuditRow,
+    BindingRow,
+    BladeRow,
+    DrPlanRow,
+    IdentityRow,
+    JobRow,
+    LocalSiteRow,
+    ProfileRow,
+)
+from tests.unit.engine.fakes import FakeHardware, add_profile, make_engine, rack, signal_boots
+
+PLAN = """
+apiVersion: anvil/v1
+kind: DrPlan
+metadata: {name: prod}
+spec:
+  recoverySite: b
+  profiles: [{tenant: acme}]
+  vlans: {100: 1100, 101: 1101, 200: 1200}
+  rehearsalVlans: {100: 2100, 101: 2101, 200: 2200}
+  priorities: {"db-*": 10}
+  dependencies: ["db-01 before web-*"]
+"""
+NAMES = ["db-01", "web-01", "web-02"]
+
+
+class Hw(FakeHardware):
+    def __init__(self, box: SecretBox) -> None:
+        super().__init__()
+        self.box = box
+
+
+def _site(tmp: Path, name: str) -> tuple[Store, Hw]:
+    d = tmp / name
+    d.mkdir()
+    store = open_store(f"sqlite:///{d / 'anvil.db'}")
+    rack(store, d, blades=4)
+    for i, n in enumerate(NAMES, 1):
+        add_profile(store, n, i)
+    with store.write() as s:
+        s.add(LocalSiteRow(name=name))
+    return store, Hw(SecretBox(d / "secrets.key"))
+
+
+def _replicate(a: Store, b: Store) -> None:
+    """What replication leaves at B: the profiles held by A, the plan from A."""
+    with b.write() as s:
+        for row in s.scalars(select(ProfileRow)):
+            row.site_lease = "a"
+        with a.read() as sa:
+            plan = sa.scalar(select(DrPlanRow))
+            assert plan is not None
+            s.add(DrPlanRow(name=plan.name, recovery_site=plan.recovery_site, origin_site="a",
+                            document=plan.document, version=plan.version))
+
+
+async def _drive(sites: list[tuple[Store, Hw]], store: Store, job_id: str, *, timeout: float = 60.0) -> str:
+    """Run an engine at each site (a new one: an engine runs once) until ``job_id`` ends."""
+    engines = [make_engine(st, hw) for st, hw in sites]
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(e.run(stop)) for e in engines]
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                await asyncio.sleep(0.05)
+                for e in engines:
+                    signal_boots(e.store)
+                with store.read() as s:
+                    job = s.get(JobRow, job_id)
+                    assert job is not None
+                    if job.state in ("succeeded", "failed", "rolled_back", "cancelled"):
+                        return job.state + (f": {job.error}" if job.error else "")
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+def _live(store: Store) -> dict[str, str]:
+    with store.read() as s:
+        rows = s.execute(select(ProfileRow.name, BladeRow.name).join(BindingRow, BindingRow.profile_id == ProfileRow.id)
+                         .join(BladeRow, BladeRow.id == BindingRow.blade_id).where(BindingRow.state == "live"))
+        return {r[0]: r[1] for r in rows}
+
+
+@pytest.fixture
+def sites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    a, hw_a = _site(tmp_path, "a")
+    b, hw_b = _site(tmp_path, "b")
+    PlanService(a).create(PLAN)
+    _replicate(a, b)
+
+    async def call(store: Store, box: SecretBox, site: str, path: str, body: Any = None) -> Any:
+        assert site == "a" and store is b
+        name = path.split("/")[-2]
+        if path.endswith("/fence"):
+            return await asyncio.to_thread(primary.fence, a, name, body["site"])
+        if path.endswith("/return"):
+            return await asyncio.to_thread(primary.give_back, a, name, body["site"])
+        return {"site": "a", "ok": True}
+    monkeypatch.setattr(remote, "call", call)
+    monkeypatch.setattr(dr_jobs, "POLL", 0.05)
+    monkeypatch.setattr(dr_jobs, "PRIMARY_POLL", 0.05)
+    yield a, hw_a, b, hw_b
+    a.close()
+    b.close()
+
+
+async def _stamp_all(store: Store, hw: Hw) -> None:
+    ids = [JobService(store).submit_assign(n, tenant="acme").id for n in NAMES]
+    assert await _drive([(store, hw)], store, ids[-1]) == "succeeded"
+    assert len(_live(store)) == len(NAMES)
+
+
+def test_a_plan_made_at_a_is_refused_there_for_rehearsal_and_shows_its_waves(sites: Any) -> None:
+    a, _, b, _ = sites
+    with pytest.raises(Conflict, match="runs at its recovery site b"):
+        runs.submit(a, "rehearsal", "prod")
+    info = PlanService(b).get("prod")
+    assert info.origin_site == "a"
+    assert info.waves == (("acme/db-01",), ("acme/web-01", "acme/web-02"))
+
+
+def test_activation_without_primary_needs_a_reason(sites: Any) -> None:
+    _, _, b, _ = sites
+    with pytest.raises(ValidationError, match="reason"):
+        runs.submit(b, "activation", "prod", primary_lost=True, reason=" ")
+    with pytest.raises(Conflict, match="not active here"):
+        runs.submit(b, "failback", "prod")
+
+
+async def test_a_rehearsal_brings_clones_up_on_rehearsal_vlans_reports_rto_and_tears_down(sites: Any) -> None:
+    a, hw_a, b, hw_b = sites
+    await _stamp_all(a, hw_a)
+    live_a = _live(a)
+    run = runs.submit(b, "rehearsal", "prod", created_by="local:test")
+    assert run.job_id is not None
+    state = await _drive([(b, hw_b)], b, run.job_id)
+    assert state == "succeeded"
+    info = PlanService(b).runs("prod")[0]
+    assert info.state == "succeeded" and info.rto_seconds is not None and info.rto_seconds > 0
+    rtos = {p.name: p.rto_seconds for p in info.profiles}
+    assert set(rtos) == set(NAMES) and all(v is not None and v > 0 for v in rtos.values())
+    assert rtos["db-01"] < min(rtos["web-01"], rtos["web-02"])       # the dependency came up first
+    assert all(p.state == "torn-down" and p.blade and p.stamped_as.endswith(f"-rh-{run.id[:8]}")
+               for p in info.profiles)
+    # The switch saw only rehearsal VLANs for the clones, then the parking VLAN.
+    natives = {c.native for _, c in hw_b.sw.calls}
+    assert {2100, 2101} <= natives and not natives & {100, 101, 1100, 1101}
+    # Torn down: no clone, no identity of a clone, nothing live at B; A untouched; B's replicas still A's.
+    assert _live(b) == {} and _live(a) == live_a
+    with b.read() as s:
+        assert sorted(s.scalars(select(ProfileRow.name))) == NAMES
+        assert set(s.scalars(select(ProfileRow.site_lease))) == {"a"}
+        assert not [v for v in s.scalars(select(IdentityRow.value)) if v.startswith("0a:")]
+    last = PlanService(b).last_success("prod")
+    assert last is not None and last.id == run.id
+
+
+async def test_activation_fences_a_then_stamps_at_b_and_failback_returns_them(sites: Any) -> None:
+    a, hw_a, b, hw_b = sites
+    await _stamp_all(a, hw_a)
+    blades_a = _live(a)
+    run = runs.submit(b, "activation", "prod", created_by="local:test")
+    assert run.job_id is not None
+    assert await _drive([(a, hw_a), (b, hw_b)], b, run.job_id) == "succeeded"
+    # A: every blade the profiles ran on is off, the lease is B's, and A refuses to stamp them.
+    assert _live(a) == {}
+    assert all(hw_a.bmcs.blade(f"fake://{blade}").power is PowerState.OFF for blade in blades_a.values())
+    with a.read() as s:
+        assert set(s.scalars(select(ProfileRow.site_lease))) == {"b"}
+    with pytest.raises(HeldElsewhere):
+        JobService(a).submit_assign("db-01", tenant="acme")
+    # B: all live with the VLAN map applied, the lease held here.
+    assert set(_live(b)) == set(NAMES)
+    assert {1100, 1101} <= {c.native for _, c in hw_b.sw.calls}
+    with b.read() as s:
+        assert set(s.scalars(select(ProfileRow.site_lease))) == {None}
+        doc = s.scalar(select(ProfileRow.document).where(ProfileRow.name == "db-01"))
+        assert doc["spec"]["identity"]["nics"][0]["vlans"] == {"native": 1100, "tagged": [1200]}
+    with pytest.raises(Conflict, match="active here already"):
+        runs.submit(b, "activation", "prod")
+
+    back = runs.submit(b, "failback", "prod", created_by="local:test")
+    assert back.job_id is not None
+    assert await _drive([(a, hw_a), (b, hw_b)], b, back.job_id) == "succeeded"
+    assert _live(b) == {} and set(_live(a)) == set(NAMES)
+    with a.read() as s:
+        assert set(s.scalars(select(ProfileRow.site_lease))) == {None}
+    with b.read() as s:
+        assert set(s.scalars(select(ProfileRow.site_lease))) == {"a"}
+        doc = s.scalar(select(ProfileRow.document).where(ProfileRow.name == "db-01"))
+        assert doc["spec"]["identity"]["nics"][0]["vlans"] == {"native": 100, "tagged": [200]}
+
+
+async def test_activation_with_the_primary_lost_is_audited_and_skips_the_fence(sites: Any) -> None:
+    a, _hw_a, b, hw_b = sites
+    with acting_as(Actor("local:alice", "cli")):
+        run = runs.submit(b, "activation", "prod", created_by="local:alice", primary_lost=True,
+                          reason="site A flooded")
+    assert run.job_id is not None
+    assert await _drive([(b, hw_b)], b, run.job_id) == "succeeded"
+    assert set(_live(b)) == set(NAMES)
+    with b.read() as s:
+        entry = s.scalar(select(AuditRow).where(AuditRow.action == "dr.primary-lost"))
+        assert entry is not None and entry.who == "local:alice"
+        assert entry.after is not None and entry.after["reason"] == "site A flooded"
+    with a.read() as s:       # nobody asked A anything
+        assert set(s.scalars(select(ProfileRow.site_lease))) == {None}
