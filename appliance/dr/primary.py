@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from appliance.domain.states import ACTIVE_JOB_STATES, JobState
+from appliance.domain.states import ACTIVE_JOB_STATES, JobState, ProfileState
 from appliance.dr import plan as plans
 from appliance.dr.service import APPLIANCE, candidates, load, plan_row
 from appliance.engine.steps.common import live_binding
@@ -177,12 +177,13 @@ def _return_one(store: Store, jobs: JobService, run_id: str, m: plans.Member, cr
         if prow is None:
             return {"profile": m.key, "state": "failed", "error": "the profile no longer exists here"}
         binding = live_binding(s, profile_id=prow.id)
-        if binding is not None:
+        active = _active_job(s, prow.id)
+        if binding is not None and active is None and prow.state == ProfileState.ACTIVE.value:
             blade = s.get(BladeRow, binding.blade_id)
             return {"profile": m.key, "state": "up", "blade": blade.name if blade else None}
-        active = _active_job(s, prow.id)
-        if active is not None:
-            return {"profile": m.key, "state": "stamping", "job": active.id}
+        if active is not None or binding is not None:
+            # bound but not up yet (a live binding comes before power-on and boot)
+            return {"profile": m.key, "state": "stamping", "job": active.id if active else None}
     try:
         info = jobs.submit_assign(m.name, tenant=m.tenant, idempotency_key=f"dr-return:{run_id}:{m.key}",
                                   created_by=created_by)

@@ -22,7 +22,7 @@ from appliance.services.scope import Scope
 from appliance.store import Store
 from appliance.store.audit import record
 from appliance.store.repos import jobs as repo
-from appliance.store.tables import DrRunRow, JobRow
+from appliance.store.tables import DrRunRow, JobRow, LocalSiteRow
 
 KIND_OF = {"rehearsal": DR_REHEARSE, "activation": DR_ACTIVATE, "failback": DR_FAILBACK}
 MAX_REASON = 1000
@@ -61,6 +61,9 @@ def submit(store: Store, kind: str, plan: str, *, created_by: str | None = None,
         if row.origin_site is None:
             raise Conflict(f"dr plan {plan} was made at this site: {kind} runs at its recovery site "
                            f"{row.recovery_site}")
+        here = s.scalar(select(LocalSiteRow.name).limit(1))
+        if here is not None and here != row.recovery_site:
+            raise Conflict(f"dr plan {plan} recovers at site {row.recovery_site}, not at this site ({here})")
         busy = s.scalar(select(DrRunRow).where(DrRunRow.plan == plan, DrRunRow.state == "running"))
         if busy is not None:
             job = s.get(JobRow, busy.job_id) if busy.job_id else None
