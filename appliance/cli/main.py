@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "restore": ("appliance.cli.backup", "restore",
                 "Bring an appliance back from `anvil backup`'s archive, into a fresh state directory."),
     "serve": ("appliance.cli.serve", "serve", "Run the appliance."),
+    "site": ("appliance.cli.site", "site", "Paired sites (peer appliances) and the replication of profiles to them."),
     "switch": ("appliance.cli.switch", "switch",
                "Network switches, the cabling of blade NICs to their ports, and port VLANs."),
     "template": ("appliance.cli.template", "template", "Profile templates: identities left as pool:<name>."),

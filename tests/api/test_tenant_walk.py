@@ -85,6 +85,7 @@ RESOURCES = {
     "capacity": "tenant-own", "usage": "tenant-own", "changes": "tenant-own",
     "host-pools": "hostpool", "host-quotas": "admin",
     "firmware": "admin",
+    "sites": "admin",     # paired sites: the appliance's; DR tokens' routes have no path parameter
     # DR plans span tenants: every /dr route is refused to a tenant-scoped caller.
     "dr": "admin",
 }
