@@ -265,14 +265,13 @@ async def fence_primary(ctx: StepContext) -> dict[str, Any]:
     if ctx.params.get("primary_lost"):
         ctx.note(f"primary declared lost by {ctx.params.get('by')}: {ctx.params.get('reason')}")
         return {"fence": "skipped: primary declared lost"}
-    site = remote.local_site(ctx.store)
-    if site is None:
+    if remote.local_site(ctx.store) is None:
         raise StepFailed("this appliance has no site name (pair it with `anvil site pair` first)")
     origin = ctx.data["origin"]
     path = remote.FENCE.format(plan=ctx.params["plan"])
     box = _box(ctx)
     while True:
-        answer = await remote.call(ctx.store, box, origin, path, {"site": site})
+        answer = await remote.call(ctx.store, box, origin, path, {})
         state = answer.get("state") if isinstance(answer, dict) else None
         if state == "fenced":
             profiles = answer.get("profiles", [])
@@ -514,12 +513,11 @@ async def hand_back(ctx: StepContext) -> dict[str, Any]:
 
 async def return_primary(ctx: StepContext) -> dict[str, Any]:
     """Ask the primary to stamp its profiles again; poll until it says returned."""
-    site = remote.local_site(ctx.store)
     origin = ctx.data["origin"]
     path = remote.RETURN.format(plan=ctx.params["plan"])
     box = _box(ctx)
     while True:
-        answer = await remote.call(ctx.store, box, origin, path, {"site": site})
+        answer = await remote.call(ctx.store, box, origin, path, {})
         state = answer.get("state") if isinstance(answer, dict) else None
         profiles = answer.get("profiles", []) if isinstance(answer, dict) else []
         if state == "returned":

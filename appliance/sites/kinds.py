@@ -178,4 +178,6 @@ BUILTIN = (
 
 def default_registry() -> Registry:
     """Every kind that replicates. DR plans add theirs here (``.with_kind(...)``)."""
-    return Registry(BUILTIN)
+    from appliance.dr.replication import DR_PLAN
+
+    return Registry(BUILTIN).with_kind(DR_PLAN)

@@ -14,14 +14,12 @@ from appliance.api.schemas import OBJ, obj
 from appliance.api.spec import STR, Op, Param, body, caller, query, scope_of
 from appliance.dr import primary, remote, runs
 from appliance.dr.service import PlanService, RunInfo
-from appliance.errors import Issue, ValidationError
 from appliance.sites.peer import PeerRefused, PeerUnreachable
 
 YAML_TYPES = ("application/yaml", "text/yaml")
 NAMEP = Param("name", {"type": "string", "maxLength": 63}, where="path", required=True)
 RUN = obj(["id", "plan", "kind", "state"], id=STR, plan=STR, kind=STR, state=STR)
-SITE_BODY = {"type": "object", "additionalProperties": False, "required": ["site"],
-             "properties": {"site": {"type": "string", "minLength": 1, "maxLength": 63}}}
+EMPTY = {"type": "object", "additionalProperties": False, "properties": {}}
 ACTIVATE = {"type": "object", "additionalProperties": False, "properties": {
     "primaryLost": {"type": "boolean"}, "reason": {"type": "string", "maxLength": 1000}}}
 
@@ -101,17 +99,18 @@ async def report(request: web.Request) -> web.Response:
                               "lastSuccessfulRehearsal": last.public() if last else None})
 
 
-def _site(request: web.Request) -> str:
-    b = body(request)
-    site = b.get("site") if isinstance(b, dict) else None
-    if not isinstance(site, str):
-        raise ValidationError([Issue("body.site", "is required")])
-    return site
+async def _site(request: web.Request) -> str:
+    """The calling site, by the DR token it called with (never by what it says)."""
+    from appliance.sites.service import SiteService
+
+    svc = SiteService(request.app[STORE], request.app[HARDWARE].box)
+    info = await asyncio.to_thread(svc.by_token, caller(request).id)
+    return info.name
 
 
 async def fence(request: web.Request) -> web.Response:
-    out = await asyncio.to_thread(primary.fence, request.app[STORE], request.match_info["name"], _site(request),
-                                  created_by=caller(request).who)
+    out = await asyncio.to_thread(primary.fence, request.app[STORE], request.match_info["name"],
+                                  await _site(request), created_by=caller(request).who)
     engine = request.app.get(ENGINE)
     if engine is not None:
         engine.wake()
@@ -120,7 +119,7 @@ async def fence(request: web.Request) -> web.Response:
 
 async def give_back(request: web.Request) -> web.Response:
     out = await asyncio.to_thread(primary.give_back, request.app[STORE], request.match_info["name"],
-                                  _site(request), created_by=caller(request).who)
+                                  await _site(request), created_by=caller(request).who)
     engine = request.app.get(ENGINE)
     if engine is not None:
         engine.wake()
@@ -156,11 +155,11 @@ OPS = [
                Param("kind", {"enum": ["rehearsal", "activation", "failback", "fence"]})),
        responses={200: ("OK", OBJ)}),
     Op("POST", "/dr/plans/{name}/fence", fence, "Recovery site → primary: fence the plan's profiles and hand their "
-       "lease to the site (idempotent; poll until fenced)", "dr", role="admin", appliance_wide=True,
-       params=(NAMEP,), body=SITE_BODY, responses={200: ("The fence's state", OBJ)}),
+       "lease to the calling site (its DR token; idempotent: poll until fenced)", "dr", role="site",
+       params=(NAMEP,), body=EMPTY, body_required=False, responses={200: ("The fence's state", OBJ)}),
     Op("POST", "/dr/plans/{name}/return", give_back, "Recovery site → primary: take the lease back and stamp the "
-       "fenced profiles again (idempotent; poll until returned)", "dr", role="admin", appliance_wide=True,
-       params=(NAMEP,), body=SITE_BODY, responses={200: ("The return's state", OBJ)}),
-    Op("GET", "/dr/ping", ping, "This site's name: a recovery site checks its primary answers", "dr",
-       responses={200: ("OK", OBJ)}),
+       "fenced profiles again (the calling site's DR token; idempotent: poll until returned)", "dr",
+       role="site", params=(NAMEP,), body=EMPTY, body_required=False, responses={200: ("The return's state", OBJ)}),
+    Op("GET", "/dr/ping", ping, "This site's name: a recovery site checks its primary answers (DR token)", "dr",
+       role="site", responses={200: ("OK", OBJ)}),
 ]

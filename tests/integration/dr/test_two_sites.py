@@ -1,7 +1,8 @@
 """Site DR with two appliances on one machine (issue 16's done-when): two state dirs, two API
 ports (HTTPS, the primary's certificate pinned by the recovery site), two emulated racks.
 
-Site A runs 20 profiles; site B holds their replicas and the plan. Then, with a watcher thread
+The sites pair as an operator pairs them (`anvil site pair-code` / `anvil site pair`), and A's 20
+profiles and its plan replicate to B. Then, with a watcher thread
 polling both racks' BMCs throughout (Redfish, raw) and the recovery site's switch:
 a rehearsal brings all 20 up at B as clones on the rehearsal VLANs (read back from B's switch
 while they run), reports RTO per profile and tears down, A's 20 untouched; an activation with A
@@ -13,6 +14,7 @@ a powered-on blade at both sites at once.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -21,11 +23,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from appliance.drivers.protocols import Secret
-from appliance.secrets import SecretBox
 from appliance.services.profiles import ProfileService
-from appliance.sites.peer import fingerprint_of_pem
-from appliance.store.tables import BindingRow, DrPlanRow, LocalSiteRow, ProfileRow, SiteRow
+from appliance.store.tables import BindingRow, DrPlanRow, ProfileRow
 from tests.integration.engine.rig import PROFILE, Anvil, Lab, Serve, profile_macs
 
 N = 20
@@ -110,31 +109,31 @@ class Watcher(threading.Thread):
 
 
 def _pair(a: Site, b: Site) -> None:
-    """B knows A as a paired site: its URL, its certificate pinned, a token A accepts.
+    """As an operator pairs them: B prints a one-time code, A pairs with it (A replicates to B),
+    each side pins the other's certificate and holds a DR token for the other."""
+    out = b.anvil("site", "pair-code", "--as", "b").out
+    code, fp = re.search(r"code:\s+(\S+)", out), re.search(r"fingerprint:\s+(\S+)", out)
+    assert code and fp, out
+    got = a.anvil("site", "pair", "b", "--url", b.serve.url, "--code", code.group(1), "--fingerprint", fp.group(1),
+                  "--as", "a", "--our-url", a.serve.url)
+    assert "paired with site b" in got.out
 
-    Written into B's store directly, as `anvil site pair` leaves it (the pairing command comes with
-    the sites work on its own branch); replication is emulated likewise: B holds A's profiles
-    (site lease "a") and A's plan."""
-    pem = (a.anvil.state_dir / "tls" / "cert.pem").read_text()
-    box = SecretBox(b.anvil.state_dir / "secrets.key")
-    store_a, store_b = a.anvil.store(), b.anvil.store()
+
+def _replicated(b: Site, timeout: float = 300) -> None:
+    """Until B holds A's 20 profiles (lease "a") and the plan, as replication applied them."""
+    store = b.anvil.store()
     try:
-        with store_a.write() as s:
-            s.add(LocalSiteRow(name="a"))
-            plan = s.scalar(select(DrPlanRow))
-            assert plan is not None
-            doc, version = plan.document, plan.version
-        with store_b.write() as s:
-            s.add(LocalSiteRow(name="b"))
-            s.add(SiteRow(name="a", url=a.serve.url, cert_fingerprint=fingerprint_of_pem(pem), cert_pem=pem,
-                          token_enc=box.encrypt(Secret(a.serve.token())), key_enc=box.encrypt(Secret("k" * 32)),
-                          state="paired"))
-            s.add(DrPlanRow(name="prod", recovery_site="b", origin_site="a", document=doc, version=version))
-            for row in s.scalars(select(ProfileRow)):
-                row.site_lease = "a"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with store.read() as s:
+                held = set(s.scalars(select(ProfileRow.name).where(ProfileRow.site_lease == "a")))
+                plan = s.scalar(select(DrPlanRow.origin_site).where(DrPlanRow.name == "prod"))
+            if held == set(NAMES) and plan == "a":
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"not replicated in {timeout:g} s: {len(held)} profiles, plan from {plan}")
     finally:
-        store_a.close()
-        store_b.close()
+        store.close()
 
 
 def _import(site: Site) -> None:
@@ -193,13 +192,13 @@ def two_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, 
     try:
         a.lab.up(N)
         b.lab.up(N)
-        for site in (a, b):
-            _import(site)
+        _import(a)
         (tmp / "plan.yaml").write_text(PLAN)
         a.anvil("dr", "plan", "create", str(tmp / "plan.yaml"))
         a.serve.start(timeout=60)
         b.serve.start(timeout=60)
         _pair(a, b)
+        _replicated(b)
         yield a, b
     finally:
         for site in (a, b):

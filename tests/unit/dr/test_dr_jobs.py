@@ -120,9 +120,9 @@ def sites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         assert site == "a" and store is b
         name = path.split("/")[-2]
         if path.endswith("/fence"):
-            return await asyncio.to_thread(primary.fence, a, name, body["site"])
+            return await asyncio.to_thread(primary.fence, a, name, "b")
         if path.endswith("/return"):
-            return await asyncio.to_thread(primary.give_back, a, name, body["site"])
+            return await asyncio.to_thread(primary.give_back, a, name, "b")
         return {"site": "a", "ok": True}
     monkeypatch.setattr(remote, "call", call)
     monkeypatch.setattr(dr_jobs, "POLL", 0.05)
