@@ -233,3 +233,33 @@ async def test_activation_with_the_primary_lost_is_audited_and_skips_the_fence(s
         assert entry.after is not None and entry.after["reason"] == "site A flooded"
     with a.read() as s:       # nobody asked A anything
         assert set(s.scalars(select(ProfileRow.site_lease))) == {None}
+
+
+async def test_an_activation_whose_engine_stops_mid_recovery_resumes_and_stamps_each_profile_once(
+        sites: Any) -> None:
+    _, _, b, hw_b = sites
+    run = runs.submit(b, "activation", "prod", created_by="local:test", primary_lost=True, reason="drill")
+    assert run.job_id is not None
+    first = make_engine(b, hw_b)
+    stop = asyncio.Event()
+    task = asyncio.create_task(first.run(stop))
+    try:
+        async with asyncio.timeout(60):
+            while True:        # until the recovery has submitted its first stamp, then the engine is gone
+                await asyncio.sleep(0.02)
+                with b.read() as s:
+                    if s.scalar(select(JobRow.id).where(JobRow.kind == "stamp")) is not None:
+                        break
+    finally:
+        stop.set()
+        await task
+    with b.read() as s:
+        job = s.get(JobRow, run.job_id)
+        assert job is not None and job.state not in ("succeeded", "failed")
+    assert await _drive([(b, hw_b)], b, run.job_id) == "succeeded"
+    assert set(_live(b)) == set(NAMES)
+    with b.read() as s:
+        stamps = list(s.scalars(select(JobRow.subject).where(JobRow.kind == "stamp")))
+    assert sorted(stamps) == sorted(f"profile acme/{n}" for n in NAMES)     # once each
+    info = PlanService(b).runs("prod")[0]
+    assert info.state == "succeeded" and all(p.state == "up" and p.rto_seconds for p in info.profiles)
