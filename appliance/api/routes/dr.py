@@ -9,11 +9,12 @@ from typing import Any
 
 from aiohttp import web
 
-from appliance.api.keys import ENGINE, HARDWARE, STORE
+from appliance.api.keys import ENGINE, SETTINGS, STORE
 from appliance.api.schemas import OBJ, obj
 from appliance.api.spec import STR, Op, Param, body, caller, query, scope_of
 from appliance.dr import primary, remote, runs
 from appliance.dr.service import PlanService, RunInfo
+from appliance.secrets import SecretBox
 from appliance.sites.peer import PeerRefused, PeerUnreachable
 
 YAML_TYPES = ("application/yaml", "text/yaml")
@@ -71,7 +72,8 @@ def _starter(kind: str) -> Any:
         b = b if isinstance(b, dict) else {}
         lost, reason = bool(b.get("primaryLost")), b.get("reason")
         if kind == "activation" and not lost:
-            await primary_reachable(store, request.app[HARDWARE].box, name)
+            box = await asyncio.to_thread(SecretBox, request.app[SETTINGS].secrets_key_path)
+            await primary_reachable(store, box, name)
         info = await asyncio.to_thread(runs.submit, store, kind, name, created_by=caller(request).who,
                                        primary_lost=lost, reason=reason, scope=scope_of(request))
         return _accepted(request, info)
@@ -103,7 +105,8 @@ async def _site(request: web.Request) -> str:
     """The calling site, by the DR token it called with (never by what it says)."""
     from appliance.sites.service import SiteService
 
-    svc = SiteService(request.app[STORE], request.app[HARDWARE].box)
+    box = await asyncio.to_thread(SecretBox, request.app[SETTINGS].secrets_key_path)
+    svc = SiteService(request.app[STORE], box)
     info = await asyncio.to_thread(svc.by_token, caller(request).id)
     return info.name
 

@@ -18,6 +18,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -54,22 +55,43 @@ class Site:
         self.serve = Serve(self.anvil, tls=True)
         self.systems: list[str] = []
 
+        self._functions: dict[str, list[str]] = {}    # system → its Ethernet function URLs (fixed)
+        self._pool = ThreadPoolExecutor(8)
+
+    def _function_urls(self, system_url: str) -> list[str]:
+        """The system's Ethernet NetworkDeviceFunctions, found once by following the links."""
+        if system_url not in self._functions:
+            root = system_url.split("/redfish/")[0]
+            get = self.lab.get
+            urls = []
+            for iface in get(root + get(system_url)["NetworkInterfaces"]["@odata.id"])["Members"]:
+                for member in get(root + get(root + iface["@odata.id"])["NetworkDeviceFunctions"]["@odata.id"])[
+                        "Members"]:
+                    if "Ethernet" in get(root + member["@odata.id"]):
+                        urls.append(root + member["@odata.id"])
+            self._functions[system_url] = urls
+        return self._functions[system_url]
+
+    def _macs(self, system_url: str) -> set[str]:
+        return {self.lab.get(u)["Ethernet"]["MACAddress"].lower() for u in self._function_urls(system_url)}
+
     def on_macs(self) -> dict[str, set[str]]:
-        """Powered-on blade → the MACs its NetworkDeviceFunctions carry, read from the BMCs."""
-        out: dict[str, set[str]] = {}
-        for system_url in self.systems:
-            if self.lab.system(system_url).get("PowerState") == "On":
-                out[system_url] = {e["MACAddress"].lower() for e in self.lab.ethernet_functions(system_url)}
-        return out
+        """Powered-on blade → the MACs its NetworkDeviceFunctions carry, read from the BMCs (in parallel)."""
+        on = [u for u, yes in zip(self.systems, self._pool.map(self.is_on, self.systems), strict=True) if yes]
+        return dict(zip(on, self._pool.map(self._macs, on), strict=True))
 
     def is_on(self, system_url: str) -> bool:
         return self.lab.system(system_url).get("PowerState") == "On"
 
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
 
 class Watcher(threading.Thread):
     """Polls both racks until stopped: a profile MAC on a powered-on blade at A and at B at once is
-    a violation (confirmed by reading A's blade again after B's: on before and after, so on
-    throughout). Also samples B's switch ports of powered-on blades: their native VLANs."""
+    a violation. B is read first, then A; a suspect is confirmed by reading B's blade again after
+    A's (on at B before and after A's read, so on throughout it). Also samples B's switch ports
+    of powered-on blades: their native VLANs."""
 
     def __init__(self, a: Site, b: Site, b_ports: dict[str, list[tuple[str, str]]]) -> None:
         super().__init__(daemon=True)
@@ -88,23 +110,25 @@ class Watcher(threading.Thread):
                 self.sample()
             except Exception as exc:     # an emulator busy for a moment: counted, not fatal
                 self.errors.append(repr(exc)[:200])
-            self.stop.wait(0.2)
+            self.stop.wait(0.1)
         self.b_store.close()
 
     def sample(self) -> None:
-        a_on = self.a.on_macs()
         b_on = self.b.on_macs()
-        a_profiles = {PROFILE_MACS[m]: url for url, macs in a_on.items() for m in macs if m in PROFILE_MACS}
-        for url, macs in b_on.items():
-            for m in macs & set(PROFILE_MACS):
-                name = PROFILE_MACS[m]
-                if name in a_profiles and self.a.is_on(a_profiles[name]):
-                    self.violations.append(f"{name} live at A ({a_profiles[name]}) and at B ({url})")
-        ports = [p for url, _ in b_on.items() for p in self.b_ports.get(url, [])]
+        # B's ports first too: rehearsal clones stay up for seconds only.
+        ports = [p for url in b_on for p in self.b_ports.get(url, [])]
         if ports:
             for cfg in self.b.lab.read_ports(self.b_store, ports).values():
                 if cfg.native is not None:
                     self.b_natives.add(cfg.native)
+        a_on = self.a.on_macs()
+        a_profiles = {PROFILE_MACS[m]: url for url, macs in a_on.items() for m in macs if m in PROFILE_MACS}
+        for url, macs in b_on.items():
+            for m in macs & set(PROFILE_MACS):
+                name = PROFILE_MACS[m]
+                # On at B before A's read and again after it: on at B while A showed it on.
+                if name in a_profiles and self.b.is_on(url):
+                    self.violations.append(f"{name} live at A ({a_profiles[name]}) and at B ({url})")
         self.samples += 1
 
 
@@ -205,6 +229,7 @@ def two_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, 
             site.serve.stop()
         for site in (a, b):
             site.lab.down()
+            site.close()
 
 
 def test_rehearse_activate_fail_back_and_lose_the_primary_never_live_at_both_sites(
@@ -230,7 +255,7 @@ def test_rehearse_activate_fail_back_and_lose_the_primary_never_live_at_both_sit
         report = b.anvil("dr", "report", "prod").out
         assert "last successful rehearsal:" in report and "none" not in report.splitlines()[0]
         assert report.count("torn-down") == N
-        assert {40, 500} <= watcher.b_natives, watcher.b_natives
+        assert {40, 500} <= watcher.b_natives, (watcher.b_natives, watcher.samples, watcher.errors[-3:])
         assert not watcher.b_natives & {100, 101, 300, 310}
         assert _live(b) == set() and not b.on_macs()
         assert _live(a) == set(NAMES) and a.on_macs() == a_on_before        # A untouched
