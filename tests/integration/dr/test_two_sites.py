@@ -28,6 +28,7 @@ from appliance.services.profiles import ProfileService
 from appliance.store.tables import BindingRow, DrPlanRow, ProfileRow
 from tests.integration.engine.rig import PROFILE, Anvil, Lab, Serve, profile_macs
 
+pytestmark = pytest.mark.timeout(1800)   # two racks of 20, two appliances, five DR runs on a shared 2-core machine
 N = 20
 NAMES = [f"db-{i:02d}" if i <= 2 else f"web-{i:02d}" for i in range(1, N + 1)]
 # VLANs the lab's switch knows (appliance.lab.rack): B's production VLANs 300, 310, 311; rehearsal 40, 500, 312.

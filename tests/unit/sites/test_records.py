@@ -67,12 +67,14 @@ def test_parse_names_what_is_wrong() -> None:
 
 def test_the_registry_is_pluggable_and_refuses_a_kind_twice() -> None:
     reg = default_registry()
-    assert reg.names == ("identity_pool", "template", "failover_domain", "profile")
-    plan = RecordKind("dr_plan", lambda s: {}, lambda s, c, k, d: None)
-    more = reg.with_kind(plan)
-    assert more.get("dr_plan") is plan and reg.get("dr_plan") is None
+    assert reg.names == ("identity_pool", "template", "failover_domain", "profile", "dr_plan")
+    extra = RecordKind("example", lambda s: {}, lambda s, c, k, d: None)
+    more = reg.with_kind(extra)
+    assert more.get("example") is extra and reg.get("example") is None
     with pytest.raises(ValueError, match="repeat"):
-        Registry((plan, plan))
+        Registry((extra, extra))
+    with pytest.raises(ValueError, match="repeat"):
+        reg.with_kind(RecordKind("dr_plan", lambda s: {}, lambda s, c, k, d: None))
 
 
 # -- sender and receiver on two stores --------------------------------------------------
