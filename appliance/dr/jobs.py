@@ -432,7 +432,7 @@ def _skip(ctx: StepContext, e: dict[str, Any], why: str) -> None:
 async def resolve_active(ctx: StepContext) -> dict[str, Any]:
     """The plan's last successful activation here: its profiles and the documents it replaced."""
     def _do() -> dict[str, Any]:
-        with ctx.store.read() as s:
+        with ctx.store.write() as s:
             prow, _ = _plan(s, ctx)
             act = s.scalar(select(DrRunRow).where(DrRunRow.plan == prow.name, DrRunRow.kind == "activation",
                                                   DrRunRow.state == "succeeded")
@@ -443,8 +443,16 @@ async def resolve_active(ctx: StepContext) -> dict[str, Any]:
                                   .order_by(DrRunProfileRow.wave)))
             entries = [{"key": f"{r.tenant}/{r.name}", "tenant": r.tenant, "name": r.name, "as": r.name,
                         "wave": r.wave} for r in rows]
+            run = _run(s, ctx)
+            have = {(r.tenant, r.name) for r in
+                    s.scalars(select(DrRunProfileRow).where(DrRunProfileRow.run_id == run.id))}
+            for r in rows:
+                if (r.tenant, r.name) not in have:
+                    s.add(DrRunProfileRow(run_id=run.id, tenant=r.tenant, name=r.name, stamped_as=r.name,
+                                          wave=r.wave, pool=None, state="pending"))
+            run.profiles = len(entries)
             return {"entries": entries, "origin": prow.origin_site, "activation": act.id}
-    return await ctx.read(_do)
+    return await ctx.db(_do)
 
 
 def _release(jobs: Any, e: dict[str, Any], key: str) -> None:
@@ -550,9 +558,12 @@ async def report(ctx: StepContext) -> dict[str, Any]:
 
 
 async def close_failback(ctx: StepContext) -> dict[str, Any]:
+    """Close the run: every profile is back at the primary (its return said so)."""
     def _do() -> dict[str, Any]:
         with ctx.store.write() as s:
             run = _run(s, ctx)
+            for r in s.scalars(select(DrRunProfileRow).where(DrRunProfileRow.run_id == run.id)):
+                r.state = "returned"
             run.state, run.finished_at = "succeeded", datetime.now(UTC)
             run.profiles = len(ctx.data["entries"])
             run.rto_seconds = round((run.finished_at - _aware(run.started_at)).total_seconds(), 3)

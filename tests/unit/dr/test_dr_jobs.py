@@ -211,6 +211,9 @@ async def test_activation_fences_a_then_stamps_at_b_and_failback_returns_them(si
     assert back.job_id is not None
     assert await _drive([(a, hw_a), (b, hw_b)], b, back.job_id) == "succeeded"
     assert _live(b) == {} and set(_live(a)) == set(NAMES)
+    fb = PlanService(b).runs("prod", kind="failback")[0]
+    assert fb.state == "succeeded" and sorted(p.name for p in fb.profiles) == sorted(NAMES)
+    assert {p.state for p in fb.profiles} == {"returned"}
     with a.read() as s:
         assert set(s.scalars(select(ProfileRow.site_lease))) == {None}
     with b.read() as s:
