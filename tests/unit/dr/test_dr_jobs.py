@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from appliance.dr import jobs as dr_jobs
 from appliance.dr import primary, remote, runs
+from appliance.dr.plan import parse as parse_plan
 from appliance.dr.service import PlanService
 from appliance.drivers.protocols import PowerState
 from appliance.errors import Conflict, ValidationError
@@ -266,3 +267,99 @@ async def test_an_activation_whose_engine_stops_mid_recovery_resumes_and_stamps_
     assert sorted(stamps) == sorted(f"profile acme/{n}" for n in NAMES)     # once each
     info = PlanService(b).runs("prod")[0]
     assert info.state == "succeeded" and all(p.state == "up" and p.rto_seconds for p in info.profiles)
+
+
+ISCSI = """\
+apiVersion: anvil/v1
+kind: ServerProfile
+metadata: {name: san-01, tenant: acme}
+spec:
+  requirements: {nics: 2}
+  identity:
+    iscsiInitiator: iqn.2026-11.io.anvil:san-01
+    nics:
+      - {name: eth0, mac: "02:a0:00:00:09:01", vlans: {native: 100}, pxe: true}
+  boot: {mode: uefi, source: {type: iscsi, portal: "10.77.0.1:3260", target: "iqn.2026-11.io.anvil.san:san-01",
+                              lun: 1}}
+"""
+SAN_PLAN = """
+apiVersion: anvil/v1
+kind: DrPlan
+metadata: {name: san}
+spec:
+  recoverySite: b
+  profiles: [{tenant: acme}]
+  vlans: {100: 1100}
+  rehearsalVlans: {100: 2100}
+  storage:
+    - target: iqn.2026-11.io.anvil.san:san-01
+      lun: 1
+      replica: {name: san-01-r, portal: "10.78.0.1:3260", target: "iqn.2026-11.io.anvil.b:san-01", lun: 1}
+      copyFrom: COPY_FROM
+"""
+
+
+async def test_lun_replicas_are_copied_for_an_activation_and_a_rehearsal_gets_its_own_copy(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from appliance.engine.runner import Engine
+    from appliance.engine.steps import KINDS
+    from appliance.engine.steps.stamp import backing_path
+    from tests.unit.engine.fakes import FAST
+
+    b = open_store(f"sqlite:///{tmp_path / 'b.db'}")
+    try:
+        rack(b, tmp_path, blades=2)
+        luns, primary_lun = tmp_path / "luns", tmp_path / "a-san-01-lun1.img"
+        primary_lun.write_bytes(b"MARKER-AT-A".ljust(4096, b"\0"))
+        from appliance.services.profiles import ProfileService
+
+        ProfileService(b).import_document(ISCSI)
+        doc = parse_plan(SAN_PLAN.replace("COPY_FROM", str(primary_lun)))
+        with b.write() as s:
+            s.add(LocalSiteRow(name="b"))
+            s.add(DrPlanRow(name="san", recovery_site="b", origin_site="a", document=doc.document))
+            for row in s.scalars(select(ProfileRow)):
+                row.site_lease = "a"
+        hw = Hw(SecretBox(tmp_path / "secrets.key"))
+        settings = replace(FAST, luns_dir=luns)
+
+        async def drive(job_id: str) -> str:
+            engine = Engine(b, hw, KINDS, settings=settings)
+            stop = asyncio.Event()
+            task = asyncio.create_task(engine.run(stop))
+            copies_seen: set[str] = set()
+            try:
+                async with asyncio.timeout(60):
+                    while True:
+                        await asyncio.sleep(0.02)
+                        signal_boots(b)
+                        if luns.exists():
+                            copies_seen.update(p.name for p in luns.glob("*.img"))
+                        with b.read() as s:
+                            job = s.get(JobRow, job_id)
+                            assert job is not None
+                            if job.state in ("succeeded", "failed", "rolled_back"):
+                                return job.state + "|" + ",".join(sorted(copies_seen))
+            finally:
+                stop.set()
+                await task
+
+        run = runs.submit(b, "rehearsal", "san")
+        assert run.job_id is not None
+        state, _, seen = (await drive(run.job_id)).partition("|")
+        rehearsal_copy = backing_path(luns, f"iqn.2026-11.io.anvil.b:san-01.rh-{run.id.replace('-', '')[:8]}", 1)
+        assert state == "succeeded" and rehearsal_copy.name in seen.split(",")
+        assert not rehearsal_copy.exists()                   # torn down with the rehearsal
+        replica = backing_path(luns, "iqn.2026-11.io.anvil.b:san-01", 1)
+        assert not replica.exists()                          # a rehearsal never writes the replica
+
+        run = runs.submit(b, "activation", "san", primary_lost=True, reason="drill")
+        assert run.job_id is not None
+        assert (await drive(run.job_id)).startswith("succeeded")
+        assert replica.read_bytes().startswith(b"MARKER-AT-A")
+        with b.read() as s:
+            src = s.scalar(select(ProfileRow.document))["spec"]["boot"]["source"]
+        assert (src["portal"], src["target"], src["lun"]) == ("10.78.0.1:3260", "iqn.2026-11.io.anvil.b:san-01", 1)
+    finally:
+        b.close()
