@@ -53,7 +53,7 @@ kind: DrPlan
 metadata: {{name: {name}}}
 spec:
   recoverySite: bench-b
-  profiles: [{{tenant: bench}}]
+  profiles: [{{tenant: {tenant}}}]
   vlans: {{100: 100, 101: 101, 200: 200}}
   rehearsalVlans: {{100: 10, 101: 20, 200: 30}}
   dependencies: ["{first} before r*"]
@@ -69,14 +69,14 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-def _replicated(store: Store, names: list[str], plan_name: str, first: str, serial0: int) -> None:
-    """The primary's profiles and plan as replication leaves them here."""
+def _replicated(store: Store, names: list[str], tenant: str, plan_name: str, first: str, serial0: int) -> None:
+    """The primary's profiles (a tenant per round) and plan as replication leaves them here."""
     profiles = ProfileService(store)
     for i, name in enumerate(names, serial0):
-        profiles.import_document(bench_profile(name, i, prefix="d0"))
-    plan = parse(PLAN.format(name=plan_name, first=first))
+        profiles.import_document(bench_profile(name, i, prefix="d0").replace("tenant: bench", f"tenant: {tenant}"))
+    plan = parse(PLAN.format(name=plan_name, first=first, tenant=tenant))
     with store.write() as s:
-        for row in s.scalars(select(ProfileRow).where(ProfileRow.name.in_(names))):
+        for row in s.scalars(select(ProfileRow).where(ProfileRow.tenant == tenant)):
             row.site_lease = "bench-a"
         s.add(DrPlanRow(name=plan.name, recovery_site="bench-b", origin_site="bench-a", document=plan.document))
 
@@ -85,7 +85,7 @@ async def _round(rig: InprocRig, n: int, serial0: int, timeout: float) -> dict[s
     db = max(1, n // 10)
     names = [f"db{i:03d}" for i in range(db)] + [f"r{i:03d}" for i in range(n - db)]
     plan_name = f"bench-{n}"
-    await asyncio.to_thread(_replicated, rig.store, names, plan_name, "db*", serial0)
+    await asyncio.to_thread(_replicated, rig.store, names, f"bench{n}", plan_name, "db*", serial0)
     t0 = time.monotonic()
     run = await asyncio.to_thread(runs.submit, rig.store, "rehearsal", plan_name, created_by="bench")
     assert rig.engine is not None and run.job_id is not None
