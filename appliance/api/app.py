@@ -42,6 +42,7 @@ from appliance.api.routes import (
     blades,
     changes,
     discovered,
+    dr,
     failover,
     firmware,
     host_feed,
@@ -50,6 +51,7 @@ from appliance.api.routes import (
     metrics,
     pools,
     profiles,
+    sites,
     usage,
     vm_hosts,
 )
@@ -69,7 +71,7 @@ from appliance.store.audit import Actor, acting_as
 from appliance.store.stats import job_counts, pool_use
 
 PUBLIC_PREFIXES = ("/boot/", "/static/")
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/sites/pairing"})   # pairing: the code is the credential
 API_ALIASES = frozenset({"/metrics"})   # outside /api/ but authenticated like it
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -130,7 +132,7 @@ def all_ops() -> list[Op]:
     """Every API operation: the router and the OpenAPI document are both built from this list."""
     return [*_meta_ops(), *blades.OPS, *profiles.OPS, *jobs.OPS, *pools.OPS, *access.OPS, *failover.OPS,
             *discovered.OPS, *vm_hosts.OPS, *changes.OPS, *usage.OPS, *host_pools.OPS, *host_feed.OPS,
-            *firmware.OPS, *metrics.OPS]
+            *firmware.OPS, *metrics.OPS, *sites.OPS, *dr.OPS]
 
 
 def setup_api(app: web.Application) -> None:

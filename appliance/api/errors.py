@@ -22,10 +22,14 @@ def to_problem(exc: AnvilError) -> web.Response:
     from appliance.api.offload import Busy
     from appliance.api.spec import Forbidden, UnsupportedMediaType
     from appliance.services.users import LoginThrottled
+    from appliance.sites.records import RecordRefused
 
     if isinstance(exc, ValidationError):
         return problem(400, "Invalid input", str(exc),
                        errors=[{"path": i.path, "reason": i.reason, "line": i.line} for i in exc.issues])
+    if isinstance(exc, RecordRefused):   # the sender resumes after lastApplied
+        return problem(403 if exc.reason == "site" else 409, "Record refused", str(exc), reason=exc.reason,
+                       lastApplied=exc.last_applied)
     if isinstance(exc, Forbidden):
         return problem(403, "Forbidden", str(exc))
     if isinstance(exc, NotFound):

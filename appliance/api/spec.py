@@ -27,6 +27,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PREFIX = "/api/v1"
 JSON = "application/json"
 PROBLEM = "application/problem+json"
+SITE_ROLE = "site"     # a paired site's DR token (appliance.sites.service)
 
 
 class Forbidden(AnvilError):
@@ -57,7 +58,7 @@ class Op:
     handler: Handler
     summary: str
     tag: str
-    role: str = "viewer"                    # least role: viewer | operator | admin
+    role: str = "viewer"                    # least role: viewer | operator | admin; or site (DR tokens only)
     appliance_wide: bool = False            # an appliance-level change: no tenant-scoped caller
     params: tuple[Param, ...] = ()
     body: dict[str, Any] | None = None      # JSON Schema of a JSON body
@@ -66,6 +67,7 @@ class Op:
     responses: dict[int, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # status → (description, schema)
     response_types: dict[int, tuple[str, ...]] = field(default_factory=dict)         # extra media types
     stream: str | None = None               # a streamed media type (text/event-stream)
+    public: bool = False                    # no bearer: the body carries its credential (site pairing)
 
     @property
     def full_path(self) -> str:
@@ -142,10 +144,19 @@ def _wrap(op: Op, params: Sequence[Param]) -> Handler:
     known = {p.name for p in qparams}
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        principal = caller(request)
-        if not principal.allows(op.role):
+        principal = None if op.public else caller(request)
+        if principal is None:
+            pass   # its own credential is in the body (app.PUBLIC_PATHS lists it)
+        elif op.role == SITE_ROLE or principal.role == SITE_ROLE:
+            # A paired site's DR token calls the DR routes and nothing else; nobody else calls those.
+            if principal.role != op.role:
+                raise Forbidden(f"{op.method} {op.path} is a route for paired sites' DR tokens only"
+                                if op.role == SITE_ROLE else
+                                f"a site's DR token may call only DR and replication routes, not "
+                                f"{op.method} {op.path}")
+        elif not principal.allows(op.role):
             raise Forbidden(f"{op.method} {op.path} needs the {op.role} role (you are {principal.role})")
-        if op.appliance_wide and principal.tenant is not None:
+        if op.appliance_wide and principal is not None and principal.tenant is not None:
             raise Forbidden(f"{op.method} {op.path} changes the whole appliance; a tenant-scoped "
                             f"{principal.kind} may not")
         issues: list[Issue] = []
@@ -244,6 +255,9 @@ def document(ops: Sequence[Op]) -> dict[str, Any]:
                            for p in params],
             "responses": {},
         }
+        if op.public:
+            item["security"] = []
+            item["description"] = "No bearer token: the body carries a one-time credential."
         if op.body is not None or op.body_types:
             content: dict[str, Any] = {}
             if op.body is not None:

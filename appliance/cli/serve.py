@@ -162,9 +162,12 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     if role in ("all", "control", "engine"):
         from appliance.engine.host_delivery import HostWebhookLoop
         from appliance.engine.hostpools import HostPoolLoop
+        from appliance.sites.kinds import default_registry
+        from appliance.sites.replication import ReplicationLoop
 
         engine = Engine(store, hardware, KINDS, settings=EngineSettings.from_settings(settings),
-                        loops=(HostPoolLoop(store).run, HostWebhookLoop(store, box).run), metrics=metrics)
+                        loops=(HostPoolLoop(store).run, HostWebhookLoop(store, box).run,
+                               ReplicationLoop(store, box, default_registry()).run), metrics=metrics)
     if role in ("all", "control", "engine", "monitor"):
         api_url = f"{'https' if ssl_ctx else 'http'}://{settings.api.listen}"
         monitor = Monitor(store, hardware, settings=monitor_settings(settings, api_url), metrics=metrics)

@@ -458,6 +458,7 @@ def setup_console(app: web.Application) -> None:
     from appliance.console.failover import setup_failover_pages
     from appliance.console.host_pools import setup_host_pool_pages
     from appliance.console.pools import setup_pool_pages
+    from appliance.console.sites import setup_site_pages
     from appliance.console.switches import setup_switch_pages
     from appliance.console.template_pages import setup_template_pages
 
@@ -470,3 +471,4 @@ def setup_console(app: web.Application) -> None:
     setup_discovered_pages(app)
     setup_capacity_pages(app)
     setup_host_pool_pages(app)
+    setup_site_pages(app)

@@ -75,6 +75,7 @@ class Hardware:
                  notifier: Notifier | None = None, metrics: Metrics | None = None) -> None:
         # Every BMC driver handed out is timed here, at the Protocol boundary (appliance.metrics).
         self.metrics = metrics or Metrics()
+        self.box = box          # DR jobs decrypt a paired site's token with it (appliance.dr.remote)
         self._storage = storage
         self._notifier = notifier
         self._blades = BladeService(store, box)

@@ -21,6 +21,7 @@ from appliance.services.blade_pools import DEFAULT_POOL
 from appliance.services.failover import open_record
 from appliance.services.placement import dry_run
 from appliance.services.scope import Scope
+from appliance.sites.lease import check_stampable
 from appliance.store import Store
 from appliance.store.repos import jobs as repo
 from appliance.store.tables import BindingRow, BladeRow, FailoverDomainRow, JobRow, ProfileRow
@@ -125,6 +126,7 @@ class JobService:
             if bound is not None:
                 b = s.get(BladeRow, bound.blade_id)
                 raise Conflict(f"profile {home}/{profile} is already assigned to blade {b.name if b else '?'}")
+            check_stampable(prow)
             if blade is not None:
                 lookup.blade_row(s, scope, blade)
             job = repo.create(s, kind=STAMP.name, subject=f"profile {home}/{profile}", profile_id=prow.id,

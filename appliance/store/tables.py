@@ -53,6 +53,10 @@ class ProfileRow(Base):
     name: Mapped[str] = mapped_column(String(63))
     document: Mapped[dict[str, Any]]
     state: Mapped[str] = mapped_column(String(32), default="unassigned")
+    # NULL: this site holds the profile and may stamp it. Otherwise the name of the paired site
+    # where it is owned or live (a replica from there, or one whose lease DR activation moved
+    # away): this site refuses to stamp it (appliance.sites.lease).
+    site_lease: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -737,3 +741,166 @@ class HostQuotaRow(Base):
     @property
     def name(self) -> str:     # what the audit trail names it by
         return self.tenant
+
+
+# --- sites: paired peer appliances and replication to them (appliance.sites)
+
+
+class LocalSiteRow(Base):
+    """This appliance's own site name (one row, set when it first pairs)."""
+
+    __tablename__ = "local_site"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SitePairCodeRow(Base):
+    """A one-time pairing code this site printed (`anvil site pair-code`), stored as its SHA-256."""
+
+    __tablename__ = "site_pair_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class SiteRow(Base):
+    """A paired peer appliance. Its certificate is pinned (SHA-256 of the DER); ``token_enc`` is the
+    DR token it gave us (Fernet, like BMC passwords), ``their_token_id`` the api_tokens row of the
+    DR token we gave it; ``key_enc`` the HMAC key records between us are signed with.
+
+    Replication cursors: ``outbox_seq`` the last record queued for it, ``acked_seq`` the last it
+    acknowledged (the sender advances it only on an ack); ``inbox_seq`` the last record from it
+    applied here (written in the transaction that applies the record), ``inbox_at`` when, and
+    ``inbox_record_at`` when that record was made at its origin (the lag)."""
+
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    cert_fingerprint: Mapped[str] = mapped_column(String(64))    # sha256 hex of the DER
+    cert_pem: Mapped[str] = mapped_column(Text)
+    token_enc: Mapped[str] = mapped_column(Text)
+    their_token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id", ondelete="SET NULL"))
+    key_enc: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="paired")
+    push: Mapped[bool] = mapped_column(Boolean, default=False)   # we replicate our records to it
+    outbox_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    acked_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    inbox_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    inbox_at: Mapped[datetime | None]
+    inbox_record_at: Mapped[datetime | None]
+    inbox_last: Mapped[str | None] = mapped_column(String(300))  # "kind key" of the last record applied
+    last_contact_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ReplicationOutboxRow(Base):
+    """A signed record queued for a peer, in stream order (``seq``); deleted once acknowledged."""
+
+    __tablename__ = "replication_outbox"
+    __table_args__ = (UniqueConstraint("site_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(255))
+    op: Mapped[str] = mapped_column(String(8))                   # put | delete
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    sig: Mapped[str] = mapped_column(String(64))
+
+
+class ReplicationSentRow(Base):
+    """Sender side: the digest of each record last queued for a peer (what the next scan diffs against)."""
+
+    __tablename__ = "replication_sent"
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class ReplicationAppliedRow(Base):
+    """Receiver side: the last version (stream seq) applied per peer, kind and key; a row here also
+    marks the object as a replica of that peer's."""
+
+    __tablename__ = "replication_applied"
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    applied_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DrPlanRow(Base):
+    """A DR plan (appliance.dr.plan). ``origin_site`` is NULL for a plan made here (this site is its
+    primary) and names the primary for a plan replicated here (this site recovers it)."""
+
+    __tablename__ = "dr_plans"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    recovery_site: Mapped[str] = mapped_column(String(63))
+    origin_site: Mapped[str | None] = mapped_column(String(63))
+    document: Mapped[dict[str, Any]]
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DrRunRow(Base):
+    """One rehearsal, activation or failback of a plan at this site, kept as its record (auditors
+    read the last successful rehearsal). ``detail`` keeps what the run must undo (the documents
+    an activation replaced)."""
+
+    __tablename__ = "dr_runs"
+    __table_args__ = (Index("ix_dr_runs_plan_started", "plan", "started_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    plan: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(16))          # rehearsal | activation | failback
+    state: Mapped[str] = mapped_column(String(16), default="running")   # running | succeeded | failed
+    job_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    primary_lost: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    rto_seconds: Mapped[float | None] = mapped_column(Float)
+    profiles: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class DrRunProfileRow(Base):
+    """One profile of a run: where it came up and how long after the run started (its RTO)."""
+
+    __tablename__ = "dr_run_profiles"
+    __table_args__ = (UniqueConstraint("run_id", "tenant", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("dr_runs.id", ondelete="CASCADE"), index=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(63))
+    stamped_as: Mapped[str] = mapped_column(String(63))    # the clone's name in a rehearsal
+    wave: Mapped[int] = mapped_column(Integer, default=0)
+    pool: Mapped[str | None] = mapped_column(String(63))
+    blade: Mapped[str | None] = mapped_column(String(63))
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    state: Mapped[str] = mapped_column(String(16), default="pending")   # pending | up | failed | torn-down
+    rto_seconds: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)

@@ -85,6 +85,9 @@ RESOURCES = {
     "capacity": "tenant-own", "usage": "tenant-own", "changes": "tenant-own",
     "host-pools": "hostpool", "host-quotas": "admin",
     "firmware": "admin",
+    "sites": "admin",     # paired sites: the appliance's; DR tokens' routes have no path parameter
+    # DR plans span tenants: every /dr route is refused to a tenant-scoped caller.
+    "dr": "admin",
 }
 # Console pages without a path parameter that show tenant data: each is read as acme and must
 # show nothing of globex (the walk below covers pages with a parameter).

@@ -11,4 +11,9 @@ KINDS: dict[str, JobKind] = {STAMP.name: STAMP, UNSTAMP.name: UNSTAMP, FAILOVER.
                              HOST_STAMP.name: HOST_STAMP, HOST_RELEASE.name: HOST_RELEASE,
                              FIRMWARE_UPDATE.name: FIRMWARE_UPDATE}
 
+# DR jobs live with the rest of DR (appliance.dr); imported last, as they use the stamp modules above.
+from appliance.dr.jobs import KINDS as _DR_KINDS  # noqa: E402
+
+KINDS.update(_DR_KINDS)
+
 __all__ = ["FAILOVER", "FIRMWARE_UPDATE", "HOST_RELEASE", "HOST_STAMP", "KINDS", "STAMP", "UNSTAMP"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -54,6 +55,7 @@ from appliance.errors import NotFound
 from appliance.services import placement
 from appliance.services.blade_pools import DEFAULT_POOL
 from appliance.services.profiles import ProfileService
+from appliance.sites.lease import HeldElsewhere, check_stampable
 from appliance.store import changes
 from appliance.store.tables import BindingRow, BladeRow, JobEventRow
 
@@ -83,6 +85,10 @@ async def check_requirements(ctx: StepContext) -> dict[str, Any]:
                 raise StepFailed(f"profile {row.name} is already bound to blade {blade.name if blade else '?'}")
             if row.state not in (ProfileState.UNASSIGNED, ProfileState.FAILED, ProfileState.STAMPING):
                 raise StepFailed(f"profile {row.name} is {row.state}")
+            try:
+                check_stampable(row)
+            except HeldElsewhere as exc:
+                raise StepFailed(str(exc)) from None
             req = requirements(from_dict(row.document))
             return {"requirements": {"minCpus": req.min_cpus, "minMemoryGiB": req.min_memory_gib, "nics": req.nics}}
     return await ctx.read(_check)
@@ -140,6 +146,10 @@ async def bind(ctx: StepContext) -> dict[str, Any]:
                     blade = s.get(BladeRow, mine.blade_id)
                     assert blade is not None
                     return {"blade": blade.name, "generation": mine.generation}
+                try:   # again here, in the transaction that binds: a lease taken meanwhile is seen
+                    check_stampable(prow)
+                except HeldElsewhere as exc:
+                    raise StepFailed(str(exc)) from None
                 brow = blade_row(s, wanted)
                 if live_binding(s, blade_id=brow.id) is None and brow.state == BladeState.SPARE:
                     try:
@@ -251,14 +261,19 @@ def _disk(ctx: StepContext, src: IscsiSource) -> DiskSpec:
     luns = ctx.settings.luns_dir
     if luns is None:
         raise StepFailed("no LUN directory is configured for the storage driver")
-    name = re.sub(r"[^a-z0-9.-]+", "_", src.target.lower())
     seed = None
     if src.image:
         if ctx.settings.images_dir is None:
             raise StepFailed(f"boot LUN image {src.image}: no images directory is configured")
         seed = ctx.settings.images_dir / src.image
     size_mib = src.sizeMiB or ctx.settings.lun_size_mib
-    return DiskSpec(path=luns / f"{name}-lun{src.lun}.img", size=size_mib * 1024 * 1024, seed=seed)
+    return DiskSpec(path=backing_path(luns, src.target, src.lun), size=size_mib * 1024 * 1024, seed=seed)
+
+
+def backing_path(luns: Path, target: str, lun: int) -> Path:
+    """Where the storage driver keeps the backing file of ``target``'s ``lun`` (DR copies replicas there)."""
+    name = re.sub(r"[^a-z0-9.-]+", "_", target.lower())
+    return luns / f"{name}-lun{lun}.img"
 
 
 async def grant_storage(ctx: StepContext) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -104,8 +105,9 @@ class Anvil:
 class Serve:
     """``anvil serve --insecure-http`` in the background, started, stopped and killed by PID."""
 
-    def __init__(self, anvil: Anvil) -> None:
+    def __init__(self, anvil: Anvil, *, tls: bool = False) -> None:
         self.anvil = anvil
+        self.tls = tls        # HTTPS with the state dir's self-signed certificate (site peers pin it)
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.log_path = anvil.tmp / "serve.log"
@@ -121,7 +123,8 @@ class Serve:
             log.write(f"\n==== start {self.starts + 1} ====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "appliance", "serve", "--insecure-http", "--ready-file", str(ready)],
+                [sys.executable, "-m", "appliance", "serve", *([] if self.tls else ["--insecure-http"]),
+                 "--ready-file", str(ready)],
                 env=self.anvil.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.starts += 1
         if not wait:
@@ -175,8 +178,10 @@ class Serve:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method, headers={
             "Authorization": f"Bearer {self.token()}", "Content-Type": "application/json"})
+        # The test reads its own appliance: a self-signed certificate is expected, not checked.
+        ctx = ssl._create_unverified_context() if self.url.startswith("https") else None
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
                 return resp.status, resp.headers.get("Content-Type", ""), json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, exc.headers.get("Content-Type", ""), json.loads(exc.read())
