@@ -79,6 +79,23 @@ def _value(rows: list[dict[str, Any]]) -> float:
     return float(rows[0]["value"][1])
 
 
+async def _unreachable_bmc(up: ModuleType, app: Any) -> None:
+    """A Redfish blade whose BMC does not answer (a closed loopback port), asked for its power:
+    the driver's error is what anvil_bmc_call_errors_total counts."""
+    closed = procs.free_tcp_port()
+    async with up.Rest(app, connections=1) as rest:
+        await rest.call("POST", "/api/v1/blades", {
+            "name": "gone", "bmc": f"redfish+http://127.0.0.1:{closed}/redfish/v1/Systems/1", "driver": "redfish",
+            "username": "u", "password": "p", "cpus": 4, "memoryGiB": 8, "chassis": "c9", "slot": 1,
+            "nics": [{"name": "eth0", "mac": "aa:cc:00:00:99:00"}]})
+        try:
+            await rest.call("GET", "/api/v1/blades/gone/power")
+        except RuntimeError as exc:
+            assert "502" in str(exc) and "connection refused" in str(exc), exc
+        else:
+            raise AssertionError("a closed port answered a power read")
+
+
 async def _stamp(up: ModuleType, app: Any) -> list[str]:
     async with up.Rest(app, connections=4) as rest:
         await up.enroll(rest, (_blade(i) for i in range(1, STAMPS + 1)))
@@ -160,6 +177,14 @@ def _exercise_and_check(up: ModuleType, app: Any, prom: Any, boot_url: str, tftp
     assert "power-on" in quantiles and 0 < quantiles["power-on"]["p50"] <= quantiles["power-on"]["p99"], quantiles
     calls = q('anvil_bmc_call_duration_seconds_count{job="anvil",driver="fake"}')
     assert {r["metric"]["call"] for r in calls} >= {"set_power"}, calls
+    asyncio.run(_unreachable_bmc(up, app))
+    errors = prom.until("the power read's error counted", lambda: [
+        r for r in q('anvil_bmc_call_errors_total{job="anvil-metrics"}') if r["metric"]["call"] == "get_power"], 10)
+    assert {(r["metric"]["driver"], r["metric"]["error"]) for r in errors} == {("redfish", "BmcUnreachable")}, errors
+    # (the monitor's event subscription to that BMC fails too, and is counted under its own call)
+    assert {r["metric"]["driver"] for r in q('anvil_bmc_call_errors_total{job="anvil-metrics"}')} == {"redfish"}
+    assert _value(q('anvil_bmc_call_duration_seconds_count{job="anvil-metrics",driver="redfish",'
+                    'call="get_power"}')) >= 1
     prom.until("monitor passes timed", lambda: _value(q(
         'anvil_monitor_pass_duration_seconds_count{job="anvil-metrics"}')) >= 2, 20)
     assert _value(q('anvil_failovers_total{job="anvil-metrics",outcome="started"}')) == 0
