@@ -211,5 +211,9 @@ def _exercise_and_check(up: ModuleType, app: Any, prom: Any, boot_url: str, tftp
             if panel["title"] == "Step duration p95 (done)":   # rate() needs two scrapes since the stamps
                 prom.until("the dashboard's step panel", lambda e=expr: [
                     r for r in q(e) if r["metric"]["step"] == "power-on"], 10)
+            if panel["title"] == "TFTP reads per minute" and (IPXE_SOURCE / "ipxe.efi").is_file():
+                boot_expr = target["expr"].replace("$job", "anvil-boot")
+                prom.until("the dashboard's TFTP panel over the boot role", lambda e=boot_expr: [
+                    r for r in q(e) if r["metric"]["file"] == "ipxe.efi"], 10)
     anonymous = prom.targets_by_job()["anonymous"]
     assert anonymous["health"] == "down" and "401" in anonymous["lastError"], anonymous
