@@ -176,6 +176,21 @@ class EngineSection(_Section):
                                 description="seconds from power-on to the boot signal before a stamp fails")
 
 
+class MetricsSection(_Section):
+    """Prometheus text on listens of their own, without authentication (like node_exporter): loopback
+    by default; bind them to a management address to expose them. Empty: none."""
+
+    listen: str = Field("127.0.0.1:9464", description="/metrics of the API, engine and monitor roles "
+                                                     "(HOST:PORT; empty: none)")
+    boot_listen: str = Field("127.0.0.1:9465", description="/metrics of a `serve --role boot` process "
+                                                          "(HOST:PORT; empty: none)")
+
+    @field_validator("listen", "boot_listen")
+    @classmethod
+    def _check(cls, v: str) -> str:
+        return _listen(v) if v else v
+
+
 class Settings(_Section):
     """The effective configuration. Paths are absolute after :func:`load_settings`."""
 
@@ -189,6 +204,7 @@ class Settings(_Section):
     storage: StorageSettings = StorageSettings()
     engine: EngineSection = EngineSection()
     monitor: MonitorSection = MonitorSection()
+    metrics: MetricsSection = MetricsSection()
     config_file: Path | None = Field(None, description="the file these settings were read from")
 
     @property
@@ -256,6 +272,7 @@ def default_config_path(env: Mapping[str, str]) -> Path:
 _SECTIONS: dict[str, type[_Section]] = {
     "store": StoreSettings, "api": ApiSettings, "boot": BootSettings, "network": NetworkSettings,
     "storage": StorageSettings, "engine": EngineSection, "monitor": MonitorSection,
+    "metrics": MetricsSection,
 }
 
 

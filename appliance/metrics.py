@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -101,34 +105,55 @@ class StateCollector(Collector):
 
 
 class Metrics:
-    """Every metric of one appliance process, in its own registry."""
+    """Every metric of one appliance process, in its own registry.
 
-    def __init__(self) -> None:
+    ``boot_only``: a ``serve --role boot`` process serves only the boot services' metrics. The
+    others still exist (code handed a Metrics always counts) but in a registry nobody scrapes, so
+    a boot role does not show series it can never move (monitor passes, leadership)."""
+
+    def __init__(self, *, boot_only: bool = False) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
+        other = CollectorRegistry(auto_describe=True) if boot_only else r
         self.info = Gauge("anvil_build_info", "This appliance's version", ["version"], registry=r)
         self.info.labels(__version__).set(1)
         self.steps = Histogram("anvil_job_step_duration_seconds", "How long one try of a job step ran, by job kind, "
                                "step and outcome (done, retry, failed, undone, undo_failed)",
-                               ["kind", "step", "outcome"], buckets=STEP_BUCKETS, registry=r)
+                               ["kind", "step", "outcome"], buckets=STEP_BUCKETS, registry=other)
         self.jobs_finished = Counter("anvil_jobs_finished", "Jobs this process's engine drove to a final state",
-                                     ["kind", "state"], registry=r)
+                                     ["kind", "state"], registry=other)
         self.bmc_calls = Histogram("anvil_bmc_call_duration_seconds", "BMC driver calls, by driver and call "
-                                   "(errors too)", ["driver", "call"], buckets=CALL_BUCKETS, registry=r)
+                                   "(errors too)", ["driver", "call"], buckets=CALL_BUCKETS, registry=other)
         self.bmc_errors = Counter("anvil_bmc_call_errors", "BMC driver calls that raised, by driver, call and "
-                                  "error class", ["driver", "call", "error"], registry=r)
+                                  "error class", ["driver", "call", "error"], registry=other)
         self.monitor_pass = Histogram("anvil_monitor_pass_duration_seconds", "One monitor pass over every "
-                                      "watched blade", buckets=PASS_BUCKETS, registry=r)
-        self.monitor_pass_errors = Counter("anvil_monitor_pass_errors", "Monitor passes that failed", registry=r)
+                                      "watched blade", buckets=PASS_BUCKETS, registry=other)
+        self.monitor_pass_errors = Counter("anvil_monitor_pass_errors", "Monitor passes that failed", registry=other)
         self.failovers = Counter("anvil_failovers", "Failover requests from the monitor, by outcome "
-                                 "(started, refused)", ["outcome"], registry=r)
+                                 "(started, refused)", ["outcome"], registry=other)
         self.leadership = Counter("anvil_engine_leadership_changes", "This process's engine becoming (acquired) "
-                                  "or ceasing to be (lost, released) the leader", ["change"], registry=r)
+                                  "or ceasing to be (lost, released) the leader", ["change"], registry=other)
+        # Known label values start at 0, so that "none yet" is a series a dashboard or an alert can
+        # see (rate() over a series that appears only at its first increment misses that increment).
+        for outcome in ("started", "refused"):
+            self.failovers.labels(outcome)
+        for change in ("acquired", "lost", "released"):
+            self.leadership.labels(change)
         self.boot_requests = Counter("anvil_boot_requests", "Requests to the boot routes, by route and outcome "
                                      "(ok, client_error, server_error)", ["route", "outcome"], registry=r)
         self.boot_seconds = Histogram("anvil_boot_request_duration_seconds", "Boot route latency, by route",
                                       ["route"], buckets=BOOT_BUCKETS, registry=r)
+        self.tftp_requests = Counter("anvil_tftp_requests", "TFTP read requests, by file (an iPXE binary, or "
+                                     "other) and outcome (sent, refused)", ["file", "outcome"], registry=r)
         self.state = StateCollector()
         r.register(self.state)
+
+    def count_tftp(self, file: str, outcome: str) -> None:
+        """One TFTP read request (called from the TFTP server's thread; counters are thread-safe)."""
+        self.tftp_requests.labels(file, outcome).inc()
+
+    def count_dhcp(self, logfile: Path) -> None:
+        """Count the DHCP messages of the managed dnsmasq, from its log (read at scrape time)."""
+        self.registry.register(DnsmasqLogCollector(logfile))
 
     def watch(self, sources: Sources) -> None:
         """What scrapes read from now on (the API app sets it: it knows the store and engine)."""
@@ -137,6 +162,59 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition. Blocking (the scrape-time sources read the store)."""
         return generate_latest(self.registry)
+
+
+DHCP_TYPE = re.compile(rb"\b(DHCP(?:DISCOVER|OFFER|REQUEST|ACK|NAK|RELEASE|DECLINE|INFORM)|PXE|BOOTP)\(")
+
+
+class DnsmasqLogCollector(Collector):
+    """``anvil_dhcp_messages_total`` by message type, counted from dnsmasq's own log (``log-dhcp``
+    writes one line per message it receives or sends): dnsmasq is a child process with no counters
+    of its own that we could read. Each scrape reads what was appended since the last one; a log
+    that shrank was started again (a new dnsmasq) and is read from its beginning, the totals kept."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._partial = b""
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()   # two scrapes at once must not count the same lines twice
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def _read(self) -> None:
+        try:
+            with open(self.path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size < self._offset:
+                    self._offset, self._partial = 0, b""
+                fh.seek(self._offset)
+                chunk = fh.read(max(0, size - self._offset))
+        except FileNotFoundError:
+            return
+        self._offset += len(chunk)
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()    # a line dnsmasq is still writing is counted next time
+        for line in lines:
+            m = DHCP_TYPE.search(line)
+            if m is not None:
+                kind = m.group(1).decode()
+                self._counts[kind] = self._counts.get(kind, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            try:
+                self._read()
+            except OSError:
+                log.warning("metrics: reading dnsmasq's log %s failed", self.path, exc_info=True)
+            counts = dict(self._counts)
+        family = CounterMetricFamily("anvil_dhcp_messages", "DHCP messages the managed dnsmasq received or sent, "
+                                     "by type (DHCPDISCOVER, DHCPOFFER, DHCPREQUEST, DHCPACK, PXE…), from its log",
+                                     labels=["type"])
+        for kind, n in sorted(counts.items()):
+            family.add_metric([kind], n)
+        yield family
 
 
 def boot_outcome(status: int) -> str:
@@ -185,4 +263,4 @@ class MeteredBmc:
         return f"MeteredBmc({self._inner!r})"
 
 
-__all__ = ["CONTENT_TYPE", "MeteredBmc", "Metrics", "Sources", "StateCollector", "boot_outcome"]
+__all__ = ["CONTENT_TYPE", "DnsmasqLogCollector", "MeteredBmc", "Metrics", "Sources", "StateCollector", "boot_outcome"]

@@ -3,6 +3,7 @@
     .venv/bin/python bench/stamp.py                 # 1, 10 and 100 blades at once
     .venv/bin/python bench/stamp.py --smoke         # CI: 1 and 5 blades (< 30 s)
     .venv/bin/python bench/stamp.py --sizes 100 --profile out.prof    # cProfile the engine process
+    .venv/bin/python bench/stamp.py --prometheus    # user's path, scraped by Debian's prometheus
 
 Rack: sushy-tools Redfish emulators, one process per chassis of ``--per-chassis``
 blades (25 by default: one process serving 100 systems is itself a bottleneck), with
@@ -20,12 +21,19 @@ powered on (DESIGN §5's measure); "done" = to the last job succeeded, which for
 includes the boot callback that the emulated OS of each blade posts to the boot service
 running in this process. Every round is then released (timed too) so the next one has spares.
 Prints a table, then one JSON line (also written to ``--json FILE``).
+
+``--prometheus`` (the user's path, ``--rest`` implied): a real Prometheus (Debian's package, in the
+bench's temporary folder, on a loopback port, scraping every second) scrapes the appliance's
+``[metrics] listen`` for the whole run; afterwards the bench asks Prometheus, not the appliance, for
+each step's duration quantiles (``histogram_quantile`` over the ``rate`` of
+``anvil_job_step_duration_seconds_bucket`` by step, over the run) and prints them per job kind.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import json
 import math
@@ -38,12 +46,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import promrig  # bench/promrig.py
 import userpath  # bench/userpath.py: the script's own folder is first on sys.path
 from sqlalchemy import select
 
 from appliance.domain.states import ACTIVE_JOB_STATES
 from appliance.engine.model import EngineSettings
 from appliance.engine.runner import Engine
+from appliance.engine.steps import KINDS
 from appliance.lab import procs
 from appliance.lab.inproc import InprocRig
 from appliance.services.jobs import JobService
@@ -325,11 +335,32 @@ async def _rest_run(args: argparse.Namespace, work: Path, app: userpath.Applianc
             "power_delay_s": list(args.power_delay) if rack else None, "rounds": results}
 
 
+def _prometheus_steps(prom: promrig.Prometheus, began: float) -> dict[str, Any]:
+    """The step quantiles Prometheus computes from what it scraped over the whole run."""
+    # Wait for a scrape that began after the last job ended (plus one interval of margin), so the
+    # last tries are in the series Prometheus holds.
+    over = time.time() + 1.5
+    prom.until("a scrape after the run", lambda: [r for r in prom.query('timestamp(up{job="anvil"})')
+                                                  if float(r["value"][1]) >= over], 15)
+    window = f"{math.ceil(time.monotonic() - began) + 5}s"
+    kinds = {kind: promrig.step_quantiles(prom, window, kind) for kind in ("stamp", "unstamp")}
+    scrapes = prom.query(f'count_over_time(up{{job="anvil"}}[{window}])')
+    return {"window": window, "scrapes": int(float(scrapes[0]["value"][1])) if scrapes else 0, "steps": kinds}
+
+
 def run_rest(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sizes = [1, 5] if args.smoke else args.sizes
     cold = 1 if args.smoke else args.cold
     blades = max([cold, *sizes])
-    with userpath.Appliance(work) as app, userpath.StallWatch() as watch:
+    with contextlib.ExitStack() as stack:
+        app = stack.enter_context(userpath.Appliance(work))
+        prom = None
+        if args.prometheus:
+            # Started first: it scrapes the appliance from its first second (a target down until then).
+            prom = stack.enter_context(promrig.Prometheus(work / "prometheus",
+                                                          [promrig.Target("anvil", app.metrics_address)]))
+        began = time.monotonic()
+        watch = stack.enter_context(userpath.StallWatch())
         if args.driver == "fake":
             out = asyncio.run(_rest_run(args, work, app, None, sizes, cold))
         else:
@@ -337,7 +368,26 @@ def run_rest(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                        for c in range(math.ceil(blades / args.per_chassis))]
             with userpath.Rack(work / "rack", app.boot_url, chassis, tuple(args.power_delay)) as rack:
                 out = asyncio.run(_rest_run(args, work, app, rack, sizes, cold))
+        if prom is not None:
+            out["prometheus"] = _prometheus_steps(prom, began)
     return {**out, "machine": watch.summary(), "machine_text": watch.describe()}
+
+
+def _report_prometheus(prom: dict[str, Any]) -> list[str]:
+    lines = ["", f"  Prometheus (Debian's, scraping /metrics every {promrig.SCRAPE_INTERVAL}; {prom['scrapes']} "
+                 "scrapes over the run): step duration quantiles, histogram_quantile(q, sum by (le, step) "
+                 f"(rate(anvil_job_step_duration_seconds_bucket{{kind=K,outcome=\"done\"}}[{prom['window']}])))",
+             f"  {'kind':<9}{'step':<22}{'tries':>7}{'p50 s':>9}{'p95 s':>9}{'p99 s':>9}"]
+    for kind, steps in prom["steps"].items():
+        order = KINDS[kind].step_names if kind in KINDS else []
+        for step, q in sorted(steps.items(), key=lambda i: order.index(i[0]) if i[0] in order else len(order)):
+            lines.append(f"  {kind:<9}{step:<22}{q.get('tries', 0):>7.0f}{q.get('p50', 0):>9.3f}"
+                         f"{q.get('p95', 0):>9.3f}{q.get('p99', 0):>9.3f}")
+    if not any(prom["steps"].values()):
+        lines.append("  (no step histogram in Prometheus)")
+    lines.append("  (quantiles are interpolated within histogram buckets: "
+                 "0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10 ... s)")
+    return lines
 
 
 def _report_rest(out: dict[str, Any]) -> list[str]:
@@ -373,6 +423,8 @@ def _report_rest(out: dict[str, Any]) -> list[str]:
     lines.append(f"  CPU seconds during stamp N={biggest['n']} ({2 * biggest['active_s']:.1f} CPU-s on 2 cores): "
                  + ", ".join(f"{k} {v:.1f}" for k, v in biggest["cpu_s"].items()) + f"; total {total:.1f}")
     lines.append(f"  {out['machine_text']}")
+    if out.get("prometheus"):
+        lines += _report_prometheus(out["prometheus"])
     lines.append("")
     stamps = [r for r in out["rounds"] if r["kind"] == "stamp"]
     for r in stamps:
@@ -409,9 +461,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--poll", type=float, default=0.25, help="with --rest: seconds between the client's job polls")
     ap.add_argument("--power-delay", type=lambda v: tuple(float(x) for x in v.split(",")), default=POWER_DELAY,
                     help="with --rest: LO,HI seconds an emulated power change takes (default 0,0.2; 1,11 = sushy's)")
+    ap.add_argument("--prometheus", action="store_true",
+                    help="the user's path (--rest implied), scraped by Debian's prometheus; prints the step "
+                         "duration quantiles Prometheus computes from the histograms")
     ap.add_argument("--json", default=None, help="also write the JSON result here")
     args = ap.parse_args(argv)
-    rest = args.rest or args.driver == "fake"
+    rest = args.rest or args.driver == "fake" or args.prometheus
     with tempfile.TemporaryDirectory(prefix="anvil-bench-stamp-") as tmp:
         out = run_rest(args, Path(tmp)) if rest else asyncio.run(run(args, Path(tmp)))
     for line in (_report_rest(out) if rest else _report(out)):

@@ -65,11 +65,13 @@ class Appliance:
         self.state = work / "state"
         self.overrides = dict(overrides or {})
         self.boot_port = procs.free_tcp_port()
+        self.metrics_port = procs.free_tcp_port()
         # Never the caller's own ANVIL_* (a developer's ANVIL_URL or timers): only what is set here.
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("ANVIL_")},
                     "ANVIL_STATE_DIR": str(self.state), "ANVIL_CONFIG": str(work / "anvil.toml"),
                     "ANVIL_API_LISTEN": f"127.0.0.1:{procs.free_tcp_port()}",
-                    "ANVIL_BOOT_LISTEN": f"127.0.0.1:{self.boot_port}", **self.overrides}
+                    "ANVIL_BOOT_LISTEN": f"127.0.0.1:{self.boot_port}",
+                    "ANVIL_METRICS_LISTEN": f"127.0.0.1:{self.metrics_port}", **self.overrides}
         self.proc: procs.ProcHandle | None = None
         self.url = ""
         self.log_path = work / "serve.log"
@@ -77,6 +79,11 @@ class Appliance:
     @property
     def boot_url(self) -> str:
         return f"http://127.0.0.1:{self.boot_port}"
+
+    @property
+    def metrics_address(self) -> str:
+        """Where its /metrics listens, without authentication ([metrics] listen)."""
+        return f"127.0.0.1:{self.metrics_port}"
 
     def settings(self) -> Settings:
         """What ``anvil serve`` reads: no file, the environment above."""

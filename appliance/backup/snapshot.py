@@ -23,6 +23,7 @@ from sqlalchemy import Engine, MetaData, func, select, text
 
 from appliance import __version__
 from appliance.errors import BackupError
+from appliance.progress import NoProgress, Progress
 from appliance.store.audit_seal import HEAD_FILE
 from appliance.store.migrate import HEAD, current_revision, upgrade
 
@@ -57,14 +58,19 @@ class Snapshot:
     config: bytes | None = None
 
 
-def take(engine: Engine, state_dir: Path, config_file: Path | None) -> Snapshot:
-    """Read the store in one transaction (a consistent dump) and the state files."""
+def take(engine: Engine, state_dir: Path, config_file: Path | None, progress: Progress | None = None) -> Snapshot:
+    """Read the store in one transaction (a consistent dump) and the state files; ``progress``
+    counts the tables read."""
+    say = progress or NoProgress()
     meta = MetaData()
     with engine.connect() as conn, conn.begin():
         meta.reflect(conn)
         revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
-        tables = {t.name: [{k: _encode(v) for k, v in row._mapping.items()} for row in conn.execute(select(t))]
-                  for t in meta.sorted_tables if t.name not in SKIP_TABLES}
+        wanted = [t for t in meta.sorted_tables if t.name not in SKIP_TABLES]
+        tables: dict[str, list[dict[str, Any]]] = {}
+        for i, t in enumerate(wanted, 1):
+            tables[t.name] = [{k: _encode(v) for k, v in row._mapping.items()} for row in conn.execute(select(t))]
+            say.count(i, len(wanted), "tables read")
     files: dict[str, bytes] = {}
     for rel in ("secrets.key", HEAD_FILE):
         if (state_dir / rel).is_file():
@@ -133,8 +139,10 @@ def store_is_empty(engine: Engine) -> bool:
         return all(conn.execute(select(func.count()).select_from(t)).scalar_one() == 0 for t in meta.sorted_tables)
 
 
-def load(engine: Engine, snap: Snapshot) -> None:
-    """Fill a fresh store with the dump, then migrate it to this version's head."""
+def load(engine: Engine, snap: Snapshot, progress: Progress | None = None) -> None:
+    """Fill a fresh store with the dump, then migrate it to this version's head; ``progress``
+    counts the rows loaded."""
+    say = progress or NoProgress()
     if int(snap.revision) > int(HEAD):
         raise BackupError(f"the backup's store is at schema {snap.revision}, newer than this version's {HEAD} "
                           f"(taken by Anvil {snap.version}); restore it with that version or newer")
@@ -148,10 +156,14 @@ def load(engine: Engine, snap: Snapshot) -> None:
         for table in reversed(meta.sorted_tables):    # rows made by migrations (defaults) give way
             if table.name not in SKIP_TABLES:
                 conn.execute(table.delete())
+        total = sum(len(snap.tables.get(t.name) or ()) for t in meta.sorted_tables)
+        loaded = 0
         for table in meta.sorted_tables:
             rows = snap.tables.get(table.name)
             if rows:
                 conn.execute(table.insert(), [{k: _decode(v) for k, v in row.items()} for row in rows])
+                loaded += len(rows)
+                say.count(loaded, total, "rows loaded")
         if engine.dialect.name == "postgresql":
             _reset_sequences(conn, meta)
     upgrade(engine)

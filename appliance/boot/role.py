@@ -147,12 +147,12 @@ async def _start_http(settings: Settings, store: Store, out: BootServices, metri
     out.http_url = settings.boot.advertise_url or f"http://{settings.boot.listen}"
 
 
-async def _start_tftp(settings: Settings, out: BootServices) -> None:
+async def _start_tftp(settings: Settings, out: BootServices, metrics: Metrics | None) -> None:
     root = settings.run_dir / "tftp"
     if not await asyncio.to_thread(install_binaries, root):
         log.warning("no iPXE binaries to serve over TFTP (install the Debian package ipxe)")
     host, port = _split(settings.boot.tftp_listen)
-    svc = TftpService(root, host=host, port=port)
+    svc = TftpService(root, host=host, port=port, on_request=metrics.count_tftp if metrics else None)
     try:
         out.tftp_port = await asyncio.to_thread(svc.start)
     except RuntimeError as exc:
@@ -163,7 +163,8 @@ async def _start_tftp(settings: Settings, out: BootServices) -> None:
     out._tftp = svc
 
 
-async def _start_dhcp(settings: Settings, store: Store, out: BootServices, watch_interval: float) -> None:
+async def _start_dhcp(settings: Settings, store: Store, out: BootServices, watch_interval: float,
+                      metrics: Metrics | None) -> None:
     s = dhcp_settings(settings)
     tftp_host = _split(settings.boot.tftp_listen)[0] if settings.boot.tftp_listen else ""
     if out._tftp is None or tftp_host not in ("0.0.0.0", "", s.server):
@@ -185,6 +186,8 @@ async def _start_dhcp(settings: Settings, store: Store, out: BootServices, watch
     except DnsmasqError as exc:
         raise BootServiceError("dhcp", str(exc)) from None
     out.dnsmasq, out.sync = dnsmasq, sync
+    if metrics is not None:
+        metrics.count_dhcp(s.logfile)
     if sync is not None:
         out._watch = asyncio.create_task(sync.run(dnsmasq.reload, interval=watch_interval), name="dhcp-reservations")
 
@@ -205,9 +208,9 @@ async def start_boot_services(settings: Settings, store: Store, *, http: bool = 
         if http:
             await _start_http(settings, store, out, metrics)
         if want_tftp:
-            await _start_tftp(settings, out)
+            await _start_tftp(settings, out, metrics)
         if want_dhcp:
-            await _start_dhcp(settings, store, out, watch_interval)
+            await _start_dhcp(settings, store, out, watch_interval, metrics)
     except BaseException:
         await out.close()
         raise

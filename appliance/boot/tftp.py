@@ -12,6 +12,7 @@ import logging
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -56,8 +57,12 @@ def open_binary(root: Path, requested: str) -> IO[bytes] | None:
 class TftpService:
     """A tftpy server in a daemon thread: ``start()`` returns the bound port; ``stop()`` joins it."""
 
-    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 69) -> None:
+    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 69,
+                 on_request: Callable[[str, str], None] | None = None) -> None:
         self.root = root
+        # (file, outcome) per read request: file is an iPXE binary's name or "other" (a label value
+        # per name asked would let any client on the provisioning network grow the metrics).
+        self.on_request = on_request
         self.host = host
         self.port = port
         self._empty = tempfile.TemporaryDirectory(prefix="anvil-tftp-")
@@ -67,6 +72,9 @@ class TftpService:
 
     def _open(self, requested: str, raddress: str = "?", **_peer: Any) -> IO[bytes] | None:
         f = open_binary(self.root, requested)
+        if self.on_request is not None:
+            name = requested.strip()
+            self.on_request(name if name in IPXE_BINARIES else "other", "refused" if f is None else "sent")
         if f is None:
             log.warning("TFTP: refused %r from %s", requested, raddress)
         else:

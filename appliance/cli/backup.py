@@ -38,17 +38,26 @@ def backup(ctx: CliContext, archive: Path, passphrase_file: Path | None) -> None
     """Write the whole appliance to one encrypted archive: store, secrets key, audit head, TLS, config."""
     from appliance.backup.archive import seal
     from appliance.backup.snapshot import pack, take
+    from appliance.progress import for_terminal
 
     settings = ctx.settings
     passphrase = _passphrase(passphrase_file, confirm=True)
-    store = ctx.store()     # migrated to head, and the secrets key exists
-    snap = take(store.engine, settings.state_dir, settings.config_file)
-    data = seal(pack(snap), passphrase)
-    tmp = archive.with_name(archive.name + ".part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    tmp.replace(archive)
+    progress = for_terminal("backup")
+    try:
+        progress.stage("reading the store (one transaction) and the state files")
+        store = ctx.store()     # migrated to head, and the secrets key exists
+        snap = take(store.engine, settings.state_dir, settings.config_file, progress)
+        rows = sum(len(r) for r in snap.tables.values())
+        progress.stage(f"compressing and encrypting {rows} rows (scrypt key from the passphrase)")
+        data = seal(pack(snap), passphrase)
+        progress.stage(f"writing {len(data)} bytes to {archive}")
+        tmp = archive.with_name(archive.name + ".part")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        tmp.replace(archive)
+    finally:
+        progress.close()
     rows = sum(len(r) for r in snap.tables.values())
     click.echo(f"backup written to {archive}: {rows} rows in {len(snap.tables)} tables at schema "
                f"{snap.revision}, {len(snap.files)} state files{', config' if snap.config else ''} "
@@ -64,31 +73,40 @@ def restore(ctx: CliContext, archive: Path, passphrase_file: Path | None) -> Non
     from appliance.backup.archive import open_sealed
     from appliance.backup.snapshot import load, store_is_empty, unpack
     from appliance.config import default_config_path
+    from appliance.progress import for_terminal
     from appliance.statedir import private_file, secure_dir
     from appliance.store.db import make_engine
 
     settings = ctx.settings
     if ctx.remote is not None:
         raise click.UsageError("restore works on the local appliance only (drop --url)")
-    # Everything is read and checked before anything is written.
-    snap = unpack(open_sealed(archive, _passphrase(passphrase_file, confirm=False)))
-    secure_dir(settings.state_dir)
-    engine = make_engine(settings.store_url)
+    passphrase = _passphrase(passphrase_file, confirm=False)
+    progress = for_terminal("restore")
     try:
-        if not store_is_empty(engine):
-            raise BackupError(f"the store at {settings.state_dir} already holds blades, profiles or audit entries; "
-                              "restore into a fresh state directory (or an empty store.url)")
-        for rel, data in snap.files.items():
-            path = settings.state_dir / rel
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = path.with_name(path.name + ".restoring")
-            tmp.unlink(missing_ok=True)
-            private_file(tmp)
-            tmp.write_bytes(data)
-            tmp.replace(path)
-        load(engine, snap)
+        progress.stage(f"decrypting and checking {archive}")
+        # Everything is read and checked before anything is written.
+        snap = unpack(open_sealed(archive, passphrase))
+        secure_dir(settings.state_dir)
+        engine = make_engine(settings.store_url)
+        try:
+            if not store_is_empty(engine):
+                raise BackupError(f"the store at {settings.state_dir} already holds blades, profiles or audit "
+                                  "entries; restore into a fresh state directory (or an empty store.url)")
+            progress.stage(f"writing {len(snap.files)} state files")
+            for rel, data in snap.files.items():
+                path = settings.state_dir / rel
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                tmp = path.with_name(path.name + ".restoring")
+                tmp.unlink(missing_ok=True)
+                private_file(tmp)
+                tmp.write_bytes(data)
+                tmp.replace(path)
+            progress.stage(f"loading the store (schema {snap.revision}), then migrating it to this version's")
+            load(engine, snap, progress)
+        finally:
+            engine.dispose()
     finally:
-        engine.dispose()
+        progress.close()
     note = ""
     if snap.config is not None:
         target = settings.config_file or default_config_path(os.environ)

@@ -33,11 +33,15 @@ def demo(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_p
     def interrupted(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt  # a SIGTERM while the lab starts: unwind, so the lab is taken down
 
+    from appliance.progress import for_terminal
+
     previous = signal.signal(signal.SIGTERM, interrupted)
+    progress = for_terminal("lab up")
     try:
         state = lab_up(ctx, _opts(ctx.settings, redfish, ipmi, switch_kind, realistic_power, vms, netns, uefi_vms,
-                                  vm_host_slots))
+                                  vm_host_slots), progress)
     finally:
+        progress.close()
         signal.signal(signal.SIGTERM, previous)
     click.echo(f"lab up: {describe(state, redfish, ipmi, vms, switch_kind)}; `anvil blade list` shows them")
 

@@ -16,16 +16,18 @@ from appliance.drivers.protocols import Secret
 from appliance.engine.leader import leader_alive
 from appliance.errors import Conflict, NotFound
 from appliance.lab import bootnet, rack, vmlab
+from appliance.progress import NoProgress, Progress, for_terminal
 from appliance.services.bindings import Forgotten, forget_blades
 from appliance.services.blades import BladeService, Enrollment, NicSpec
 from appliance.services.switches import SwitchService
 from appliance.store.tables import BladeRow
 
 
-def lab_up(ctx: CliContext, opts: rack.LabOptions) -> dict[str, Any]:
+def lab_up(ctx: CliContext, opts: rack.LabOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Bring the lab up and enrol it; returns the recorded state. A failure leaves nothing behind."""
     blades_svc = BladeService(ctx.store(), ctx.box())
     switches = SwitchService(ctx.store(), ctx.box())
+    say = progress or NoProgress()
 
     def enroll(state: dict[str, Any], switch_list: list[dict[str, Any]], blades: list[rack.LabBlade]) -> None:
         password = rack.lab_secret(state)
@@ -33,12 +35,14 @@ def lab_up(ctx: CliContext, opts: rack.LabOptions) -> dict[str, Any]:
             for sw in switch_list:
                 switches.enroll(sw["name"], sw["address"],
                                 password=Secret(sw["password"]) if sw["password"] else None)
-            for b in blades:
+            for i, b in enumerate(blades, 1):
+                say.count(i - 1, len(blades), "blades enrolled")
                 blades_svc.enroll(Enrollment(
                     name=b.name, bmc=b.bmc, username=rack.USERNAME, password=password,
                     cpus=b.cpus, memory_gib=b.memory_gib, chassis=rack.CHASSIS, slot=b.slot,
                     nics=tuple(NicSpec(n, mac, b.switch, port) for n, mac, port in b.nics),
                     facts=dict(b.facts)))
+                say.count(i, len(blades), "blades enrolled")
             host = state.get("vmHost")
             if host:
                 from appliance.services.vm_hosts import VmHostService, VmHostSpec
@@ -50,7 +54,7 @@ def lab_up(ctx: CliContext, opts: rack.LabOptions) -> dict[str, Any]:
             _remove(ctx, state, check=False, only_lab=True)
             raise
 
-    return rack.up(ctx.settings.lab_dir, opts, enroll)
+    return rack.up(ctx.settings.lab_dir, opts, enroll, say)
 
 
 FORCE_REASON = "the lab was taken down with `anvil lab down --force`"
@@ -267,8 +271,12 @@ def up(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_pow
     [storage] names a driver. --uefi-vms K makes the last K of them UEFI VMs that take
     the plain PXE → TFTP → iPXE chain. --vm-host-slots S adds a libvirtd there, enrolled as
     a VM host with S slots (blades lab-vmhost-01 …, driver libvirt)."""
-    state = lab_up(ctx, _opts(ctx.settings, redfish, ipmi, switch_kind, realistic_power, vms, netns, uefi_vms,
-                              vm_host_slots))
+    progress = for_terminal("lab up")
+    try:
+        state = lab_up(ctx, _opts(ctx.settings, redfish, ipmi, switch_kind, realistic_power, vms, netns, uefi_vms,
+                                  vm_host_slots), progress)
+    finally:
+        progress.close()
     click.echo(f"lab up: {describe(state, redfish, ipmi, vms, switch_kind)}; "
                f"state in {rack.lab_file(ctx.settings.lab_dir)}")
 

@@ -19,6 +19,8 @@ from appliance.errors import ListenError
 from appliance.sdnotify import SystemdNotifier
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from appliance.boot.role import BootServices
     from appliance.metrics import Metrics
     from appliance.store import Store
@@ -55,6 +57,20 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
+async def _metrics_listen(settings: Settings, metrics: Metrics, key: str) -> web.AppRunner | None:
+    """``/metrics`` on ``[metrics] listen`` (or ``boot_listen``), unauthenticated (DESIGN §8)."""
+    from appliance.metrics_listen import MetricsListen, start_metrics_listen
+
+    where = MetricsListen(getattr(settings.metrics, key), f"metrics.{key}", f"ANVIL_METRICS_{key.upper()}",
+                          explicit=key in settings.metrics.model_fields_set)
+    return await start_metrics_listen(metrics, where)
+
+
+def _describe_metrics(settings: Settings, runner: web.AppRunner | None, key: str) -> None:
+    if runner is not None:
+        click.echo(f"anvil: metrics on http://{getattr(settings.metrics, key)}/metrics (no authentication)")
+
+
 async def _boot_beside_api(settings: Settings, store: Store, metrics: Metrics) -> BootServices:
     """Role ``all``: the boot services too. The default boot HTTP address being taken (another
     appliance or test on this machine) costs only boot HTTP; an address given in the
@@ -73,15 +89,24 @@ async def _boot_beside_api(settings: Settings, store: Store, metrics: Metrics) -
 async def run_boot_role(ctx: CliContext, ready_file: str | None) -> None:
     """Role ``boot`` alone: no API, no engine, no token and never the secrets key (boot serves no secret)."""
     from appliance.boot.role import start_boot_services
+    from appliance.metrics import Metrics
 
     settings = ctx.settings
     _log_levels(settings)
     stop = _stop_event()
-    boot = await start_boot_services(settings, ctx.unsealed_store())
+    # Its own registry and listen (metrics.boot_listen): boot requests, TFTP and DHCP served here.
+    metrics = Metrics(boot_only=True)
+    boot = await start_boot_services(settings, ctx.unsealed_store(), metrics=metrics)
+    try:
+        metrics_runner = await _metrics_listen(settings, metrics, "boot_listen")
+    except BaseException:
+        await boot.close()
+        raise
     notifier = SystemdNotifier()
     watchdog = asyncio.create_task(notifier.watchdog(stop), name="watchdog")
     try:
         click.echo(f"anvil: {boot.describe()} (state {settings.state_dir})")
+        _describe_metrics(settings, metrics_runner, "boot_listen")
         _write_ready(ready_file, boot.http_url or "")
         notifier.ready(boot.describe())
         await stop.wait()
@@ -89,6 +114,8 @@ async def run_boot_role(ctx: CliContext, ready_file: str | None) -> None:
         stop.set()
         notifier.stopping()
         await watchdog
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await boot.close()
 
 
@@ -176,6 +203,7 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
                                    metrics=metrics, ready=ready))
     await runner.setup()
     boot = None
+    metrics_runner = None
     try:
         site = web.TCPSite(runner, host, int(port), ssl_context=ssl_ctx)
         try:
@@ -186,7 +214,10 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
         if role == "all":
             boot = await _boot_beside_api(settings, store, metrics)
             ready.boot_url = boot.http_url and f"http://{settings.boot.listen}"
+        metrics_runner = await _metrics_listen(settings, metrics, "listen")
     except BaseException:
+        if boot is not None:
+            await boot.close()
         await hardware.close()
         await runner.cleanup()
         raise
@@ -194,6 +225,7 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     click.echo(f"anvil: API and console on {scheme}://{settings.api.listen} (state {settings.state_dir})")
     if boot is not None:
         click.echo(f"anvil: {boot.describe()}")
+    _describe_metrics(settings, metrics_runner, "listen")
     if on_ready is not None:
         on_ready(f"{scheme}://{settings.api.listen}", str(token_file))
     _write_ready(ready_file, f"{scheme}://{settings.api.listen}")
@@ -213,6 +245,8 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
             await engine_task
         if monitor_task is not None:
             await monitor_task
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         if boot is not None:
             await boot.close()
         await hardware.close()

@@ -104,6 +104,14 @@ class Engine:
         self.loops = tuple(loops)
         self.hw = hw
         self.kinds = dict(kinds)
+        # Every step's "done" series and every kind's final states exist at 0 from the first scrape:
+        # rate() and increase() see no change in a series whose first sample already counts a try,
+        # so a step that first ran between two scrapes would be missing from a quantile of its rate.
+        for kind in self.kinds.values():
+            for step in kind.steps:
+                self.metrics.steps.labels(kind.name, step.name, "done")
+            for final in FINAL_JOB_STATES:
+                self.metrics.jobs_finished.labels(kind.name, final.value)
         self.settings = settings or EngineSettings()
         if self.settings.boot_key is None:
             self.settings = replace(self.settings, boot_key=BootKey.ephemeral())

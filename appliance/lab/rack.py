@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from appliance.drivers.protocols import Secret
 from appliance.errors import AnvilError, Conflict
 from appliance.lab import netns, procs
+from appliance.progress import NoProgress, Progress
 
 if TYPE_CHECKING:
     from appliance.lab.vmlab import VmLabOptions
@@ -222,14 +223,18 @@ def _mac(kind: int, i: int, n: int) -> str:
 
 
 def up(lab_dir: Path, opts: LabOptions,
-       enroll: Callable[[dict[str, Any], list[dict[str, Any]], list[LabBlade]], None]) -> dict[str, Any]:
+       enroll: Callable[[dict[str, Any], list[dict[str, Any]], list[LabBlade]], None],
+       progress: Progress | None = None) -> dict[str, Any]:
     """Start the emulators (and the VM lab), record them in lab.json, then
     ``enroll(state, switches, blades)``; each switch is ``{name, address, password}``, and each
     blade's NICs are cabled to ports of ``LabBlade.switch``.
 
     On any failure (or Ctrl-C) everything started is stopped again and lab.json removed.
+    ``progress`` hears of each stage (a terminal's ``lab up`` shows them).
     """
     from appliance.lab import ipmi_emulator, redfish_emulator
+
+    say = progress or NoProgress()
 
     vms = opts.vm_lab.vms if opts.vm_lab is not None else 0
     if not 0 <= opts.redfish <= 200 or not 0 <= opts.ipmi <= 200:
@@ -264,6 +269,7 @@ def up(lab_dir: Path, opts: LabOptions,
         blades: list[LabBlade] = []
         slot = 0
         if opts.redfish:
+            say.stage(f"starting {opts.redfish} Redfish blade(s) (sushy-tools)")
             systems = redfish_emulator.make_systems(opts.redfish, seed=1, nics=NICS_PER_BLADE)
             for i, system in enumerate(systems, 1):
                 system["cpus"], system["memory_gib"] = redfish_size(i, len(systems))
@@ -281,6 +287,7 @@ def up(lab_dir: Path, opts: LabOptions,
                     nics=tuple((f"eth{n}", nic["mac"], f"r{i:02d}e{n}") for n, nic in enumerate(system["nics"])),
                     facts={"model": system["model"], "serial": system["serial"]}))
         if opts.ipmi:
+            say.stage(f"starting {opts.ipmi} IPMI blade(s)")
             ports = [procs.free_udp_port() for _ in range(opts.ipmi)]
             ipmi = ipmi_emulator.start_ipmi(lab_dir / "ipmi", ports,
                                             power_delay=REALISTIC_DELAY if opts.realistic_power else SHORT_DELAY,
@@ -298,6 +305,7 @@ def up(lab_dir: Path, opts: LabOptions,
                     facts={"model": "Lab IPMI Blade", "serial": f"IPMI{i:05d}"}))
         switches: list[dict[str, Any]] = []
         if blades:   # a VMs-only lab has no emulated blade to cable to an emulated switch
+            say.stage(f"starting the {opts.switch} switch and cabling {len(blades)} blade(s) to it")
             switch = _start_switch(lab_dir, state, opts.switch, blades)
             blades = [_renumber(b, switch["ports"]) for b in blades]
             state["switch"] = SWITCH_NAME
@@ -308,6 +316,8 @@ def up(lab_dir: Path, opts: LabOptions,
         if opts.vm_lab is not None:
             from appliance.lab import vmlab
 
+            say.stage(f"starting the VM lab: {opts.vm_lab.vms} QEMU blade(s), the boot role and tgtd in namespace "
+                      f"{opts.vm_lab.netns}")
             vm_switch, vm_blades = vmlab.start(lab_dir, state, lambda: _write_state(lab_dir, state), opts.vm_lab,
                                                username=USERNAME, password=password, first_slot=slot + 1)
             switches.append(vm_switch)
@@ -316,11 +326,13 @@ def up(lab_dir: Path, opts: LabOptions,
             blades += vm_blades
             state["blades"] = [b.name for b in blades]
             _write_state(lab_dir, state)
+        say.stage(f"enrolling {len(switches)} switch(es) and {len(blades)} blade(s)")
         enroll(state, switches, blades)
         state["state"] = "up"
         _write_state(lab_dir, state)
         return state
     except BaseException as exc:
+        say.stage("failed: stopping what was started")
         left = teardown(state)
         if left:
             log.error("lab up failed and these could not be stopped: %s", ", ".join(left))

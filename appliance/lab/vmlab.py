@@ -10,7 +10,9 @@ it runs (so ``lab down`` — or a failed ``up`` — can always stop it by PID)::
     the boot role in NS:                                     anvil serve --role boot
       ip netns exec NS PYTHON -m appliance --config LAB/vmlab/boot.toml serve --role boot
       boot HTTP 10.77.0.1:8080, TFTP 10.77.0.1:69, dnsmasq on br0 (reservations,
-      pool 10.77.0.100-199), same state directory and store as the appliance
+      pool 10.77.0.100-199), its /metrics on 10.77.0.1:9465 (reach it from NS:
+      ip netns exec NS curl http://10.77.0.1:9465/metrics), same state directory and
+      store as the appliance
     one pyghmi BMC process per VM on 127.0.0.1 (UDP)        appliance.lab.vm
       (the last ``uefi_vms`` of them UEFI: OVMF, no iPXE ROM on the NIC, so they take
       the firmware's PXE → Anvil's TFTP (ipxe.efi) → iPXE → boot HTTP chain)
@@ -60,6 +62,7 @@ CACHE_ENV = "ANVIL_LAB_CACHE"
 SWITCH_NAME = "lab-vm-sw"
 BOOT_HTTP_PORT = 8080
 TFTP_PORT = 69
+METRICS_PORT = 9465
 ISCSI_PORT = 3260
 DHCP_RANGE = ("10.77.0.100", "10.77.0.199")
 VM_MEMORY_MIB = 256
@@ -192,6 +195,9 @@ def boot_config(opts: VmLabOptions, server: str = bootnet.SERVER_IPV4, template_
         f'dhcp_range = "{DHCP_RANGE[0]},{DHCP_RANGE[1]}"',
         f"image_agent_mode = {json.dumps(opts.agent_mode)}",
         f"template_dirs = [{json.dumps(str(template_dir))}]" if template_dir else "",
+        "",
+        "[metrics]",
+        f'boot_listen = "{server}:{METRICS_PORT}"',
         "",
     ]
     return "\n".join(lines)

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "stamp.py"
 
@@ -82,6 +85,26 @@ def test_stamp_bench_rest_smoke_with_the_fake_driver(tmp_path: Path) -> None:
     assert "the `fake` BMC driver inside anvil serve" in proc.stdout
     assert result["driver"] == "fake" and result["timers"]["overrides"] == {}
     assert all(not r["not_succeeded"] and r["active_s"] > 0 for r in result["rounds"])
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian's prometheus is not installed (dev.sh)")
+def test_stamp_bench_prometheus_smoke_reads_the_step_histograms_back_from_prometheus(tmp_path: Path) -> None:
+    proc, result = _rest(tmp_path, "--driver", "fake", "--prometheus")
+    prom = result["prometheus"]
+    assert prom["scrapes"] >= 3, prom
+    stamp = prom["steps"]["stamp"]
+    # Every try of every round is in Prometheus: 1 cold + 1 + 5 blades.
+    assert round(stamp["power-on"]["tries"]) == 7, stamp
+    assert 0 < stamp["power-on"]["p50"] <= stamp["power-on"]["p95"] <= stamp["power-on"]["p99"], stamp
+    assert {"choose-blade", "set-vlans", "power-on"} <= set(stamp), stamp
+    assert round(prom["steps"]["unstamp"]["power-off"]["tries"]) == 7
+    lines = proc.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if "step duration quantiles" in line)
+    assert "histogram_quantile" in lines[at] and "anvil_job_step_duration_seconds_bucket" in lines[at]
+    assert lines[at + 1].split() == ["kind", "step", "tries", "p50", "s", "p95", "s", "p99", "s"]
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in lines[at + 2:] if line.startswith("  ")}
+    assert rows[("stamp", "power-on")][0] == "7"
+    assert float(rows[("stamp", "power-on")][1]) == round(stamp["power-on"]["p50"], 3)
 
 
 def _children(pid: int) -> set[int]:

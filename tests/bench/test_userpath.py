@@ -39,7 +39,7 @@ def test_the_user_path_appliance_has_the_shipped_timers_whatever_the_caller_set(
     assert timers["boot_timeout_s"] == e.boot_timeout and timers["tls"] is True
     assert not (tmp_path / "anvil.toml").exists()
     assert {k for k in app.env if k.startswith("ANVIL_")} == {"ANVIL_STATE_DIR", "ANVIL_CONFIG", "ANVIL_API_LISTEN",
-                                                               "ANVIL_BOOT_LISTEN"}
+                                                               "ANVIL_BOOT_LISTEN", "ANVIL_METRICS_LISTEN"}
     assert "shipped defaults, no configuration file" in app.describe_timers()
 
 

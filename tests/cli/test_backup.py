@@ -99,3 +99,33 @@ def test_version_names_the_package_and_the_schema(anvil: Anvil) -> None:
     assert f"anvil {__version__}" in out and "store schema none yet" in out
     anvil("profile", "list")
     assert f"store schema {HEAD} (this version's head: {HEAD})" in anvil("version").out
+
+
+def test_backup_and_restore_show_progress_on_a_terminal_only(anvil: Anvil, anvil_env: dict[str, str],
+                                                            state_dir: Path, tmp_path: Path) -> None:
+    import os
+
+    from tests.support.pty_run import run_on_pty
+
+    _fill(anvil)
+    env = {**os.environ, **anvil_env, "ANVIL_BACKUP_PASSPHRASE": PASS}
+    plain = anvil("backup", str(tmp_path / "plain.anvil-backup"), env={"ANVIL_BACKUP_PASSPHRASE": PASS})
+    assert plain.err == ""                       # a script sees only the result line
+    res = run_on_pty(["backup", str(tmp_path / "tty.anvil-backup")], env)
+    assert res.code == 0, res.tty
+    assert res.out.startswith("backup written to ") and res.out.count("\n") == 1   # stdout as before
+    lines = [line.rsplit("\r\033[K", 1)[-1] for line in res.tty.split("\n") if line]
+    assert lines[0] == "backup: reading the store (one transaction) and the state files"
+    assert any(line.startswith("  [####################] tables read ") for line in lines), res.tty
+    assert any(line.startswith("backup: compressing and encrypting ") for line in lines), res.tty
+    assert lines[-1].startswith("backup: writing ") and lines[-1].endswith("tty.anvil-backup")
+
+    shutil.rmtree(state_dir)
+    res = run_on_pty(["restore", str(tmp_path / "tty.anvil-backup")], env)
+    assert res.code == 0, res.tty
+    assert res.out.startswith("restored ")
+    lines = [line.rsplit("\r\033[K", 1)[-1] for line in res.tty.split("\n") if line]
+    assert lines[0].startswith("restore: decrypting and checking ")
+    assert any(ln.startswith("restore: writing ") and ln.endswith(" state files") for ln in lines), res.tty
+    rows = [ln for ln in lines if " rows loaded " in ln]
+    assert rows and rows[-1].split()[-1].split("/")[0] == rows[-1].split()[-1].split("/")[1], res.tty

@@ -291,3 +291,22 @@ def test_tools_the_lab_needs_are_named_in_dev_sh() -> None:
     for pkg in ("openvswitch-switch", "iputils-ping", "ethtool", "tcpdump", "iproute2"):
         assert pkg in dev
     assert shutil.which("ip") is not None
+
+
+def test_lab_up_shows_its_stages_and_enrolment_on_a_terminal(lab: Anvil, anvil_env: dict[str, str],
+                                                             state_dir: Path) -> None:
+    from tests.support.pty_run import run_on_pty
+
+    res = run_on_pty(["lab", "up", "--redfish", "2", "--ipmi", "1"], {**os.environ, **anvil_env}, timeout=120)
+    assert res.code == 0, res.tty
+    assert res.out.startswith("lab up: ") and res.out.count("\n") == 1      # stdout as a script reads it
+    lines = [line.rsplit("\r\033[K", 1)[-1] for line in res.tty.split("\n") if line]
+    stages = [line for line in lines if line.startswith("lab up: ")]
+    assert stages == ["lab up: starting 2 Redfish blade(s) (sushy-tools)", "lab up: starting 1 IPMI blade(s)",
+                      "lab up: starting the snmp switch and cabling 3 blade(s) to it",
+                      "lab up: enrolling 1 switch(es) and 3 blade(s)"], res.tty
+    assert "  [####################] blades enrolled 3/3" in lines, res.tty
+    # Not on a terminal: the same result line, and nothing on stderr.
+    lab("lab", "down")
+    plain = lab("lab", "up", "--redfish", "1")
+    assert plain.out.startswith("lab up: ") and plain.err == ""

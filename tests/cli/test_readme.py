@@ -132,6 +132,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("ANVIL_")},
            "ANVIL_STATE_DIR": str(state), "ANVIL_CONFIG": str(tmp / "anvil.toml"),
            "ANVIL_API_LISTEN": f"127.0.0.1:{free_port()}", "ANVIL_BOOT_LISTEN": f"127.0.0.1:{free_port()}",
+           "ANVIL_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
            "PASSWORD": "alice-readme-pass-1", "BMC_PASSWORD": "bmc-secret", "COMMUNITY": "public"}
     ready = tmp / "ready"

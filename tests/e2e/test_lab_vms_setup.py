@@ -38,6 +38,7 @@ def test_boot_role_config_is_complete_and_valid_for_the_real_loader(tmp_path: Pa
     assert (boot.dhcp, boot.interface, boot.dhcp_range) == ("reservations", "br0", "10.77.0.100,10.77.0.199")
     assert boot.image_agent_mode == "oneshot" and settings.log_level == "DEBUG"
     assert boot.template_dirs == [tmp_path / "ipxe"]
+    assert settings.metrics.boot_listen == "10.77.0.1:9465"   # its own /metrics, beside boot HTTP
     assert "secrets" not in path.read_text()
     assert tomllib.loads(path.read_text())["store"]["url"] == opts.store_url
 

@@ -73,3 +73,20 @@ def test_uploads_are_refused(tftp: tuple[TftpService, int, Path]) -> None:
     with pytest.raises(tftpy.TftpException):
         client.upload("undionly.kpxe", str(src), timeout=2, retries=1)
     assert (tmp / "tftp" / "undionly.kpxe").read_bytes() == (IPXE_SOURCE / "undionly.kpxe").read_bytes()
+
+
+def test_each_read_request_is_reported_by_file_and_outcome(tmp_path: Path) -> None:
+    root = tmp_path / "tftp"
+    install_binaries(root)
+    seen: list[tuple[str, str]] = []
+    svc = TftpService(root, host="127.0.0.1", port=0, on_request=lambda f, outcome: seen.append((f, outcome)))
+    port = svc.start()
+    try:
+        _get(port, "ipxe.efi", tmp_path / "got.efi")
+        for name in ("missing.efi", "ipxe.lkrn"):   # (tftpy itself drops paths leaving its root)
+            with pytest.raises(tftpy.TftpException):
+                _get(port, name, tmp_path / "out.bin")
+    finally:
+        svc.stop()
+    # A name that is not an iPXE binary is "other": a client cannot add a label value per name it asks.
+    assert seen == [("ipxe.efi", "sent"), ("other", "refused"), ("other", "refused")]

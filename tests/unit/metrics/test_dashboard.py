@@ -15,9 +15,13 @@ from appliance.metrics import Metrics, Sources
 DASHBOARD = Path(__file__).resolve().parents[3] / "examples" / "grafana" / "anvil.json"
 
 
-def exposed() -> dict[str, set[str]]:
+def exposed(tmp: Path) -> dict[str, set[str]]:
     """Every sample name of a Metrics with each series touched once, with its label names."""
     m = Metrics()
+    log = tmp / "dnsmasq.log"
+    log.write_text("Dec  6 18:00:02 dnsmasq-dhcp[41]: 1 DHCPDISCOVER(bts) 52:54:00:78:00:01\n")
+    m.count_dhcp(log)
+    m.count_tftp("ipxe.efi", "sent")
     m.steps.labels("stamp", "power-on", "done").observe(1)
     m.jobs_finished.labels("stamp", "succeeded").inc()
     m.bmc_calls.labels("fake", "get_power").observe(0.1)
@@ -44,8 +48,8 @@ def exprs() -> list[str]:
     return found
 
 
-def test_every_dashboard_metric_and_label_is_exposed() -> None:
-    have = exposed()
+def test_every_dashboard_metric_and_label_is_exposed(tmp_path: Path) -> None:
+    have = exposed(tmp_path)
     series_labels = {"job", "instance", "le"}     # added by Prometheus, or the histogram's own
     for expr in exprs():
         for name in set(re.findall(r"\banvil_[a-z_]+", expr)):
