@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
 from sqlalchemy import func, literal_column, select
@@ -43,7 +43,7 @@ from appliance.assets import asset_dir
 from appliance.boot.ipxe import normalize_mac, one_line
 from appliance.errors import AnvilError
 from appliance.store import Store
-from appliance.store.tables import BindingRow, BladeNicRow, ProfileRow
+from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, ProfileRow
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +143,16 @@ def render_hosts(reservations: Iterable[Reservation]) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
-def reservations(session: Session) -> list[Reservation]:
-    """One reservation per live profile NIC with an ``ipv4``, for its MAC and the blade NIC it lands on."""
+def reservations(session: Session, *, rack: int | Literal["any"] | None = "any") -> list[Reservation]:
+    """One reservation per live profile NIC with an ``ipv4``, for its MAC and the blade NIC it lands on;
+    only for the blades of rack controller ``rack`` unless it is ``"any"``."""
     out = []
-    rows = session.execute(select(BindingRow, ProfileRow).join(ProfileRow, ProfileRow.id == BindingRow.profile_id)
-                           .where(_IS_LIVE).order_by(ProfileRow.tenant, ProfileRow.name)).all()
+    query = (select(BindingRow, ProfileRow).join(ProfileRow, ProfileRow.id == BindingRow.profile_id)
+             .where(_IS_LIVE).order_by(ProfileRow.tenant, ProfileRow.name))
+    if rack != "any":
+        query = query.join(BladeRow, BladeRow.id == BindingRow.blade_id).where(
+            BladeRow.rack_id.is_(None) if rack is None else BladeRow.rack_id == rack)
+    rows = session.execute(query).all()
     # One query for every bound blade's NICs, not one per binding: the watcher runs this at 10,000 blades.
     burned: dict[int, dict[int, str]] = {}
     for blade_id, position, mac in session.execute(

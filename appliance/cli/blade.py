@@ -256,6 +256,21 @@ async def confirm_power(driver: BmcDriver, bmc: Bmc, want: PowerState, timeout: 
 POWER_CHOICES = ["on", "off", "soft-off", "reset", "status"]
 
 
+@blade.command("set-rack")
+@click.argument("name")
+@click.argument("rack", required=False)
+@click.option("--none", "no_rack", is_flag=True, help="Served by the appliance's own boot role again.")
+@pass_ctx
+def set_rack(ctx: CliContext, name: str, rack: str | None, no_rack: bool) -> None:
+    """Say which rack controller serves a blade's network boot (DHCP, TFTP, boot HTTP)."""
+    from appliance.services.racks import RackService
+
+    if (rack is None) == (not no_rack):
+        raise click.UsageError("give a RACK, or --none for the appliance's own boot role")
+    RackService(ctx.store()).set_blade_rack(name, None if no_rack else rack)
+    click.echo(f"blade {name} is served by " + (f"rack {rack}" if rack else "the appliance's own boot role"))
+
+
 @blade.command("maintenance")
 @click.argument("name")
 @click.argument("mode", type=click.Choice(["on", "off"]))

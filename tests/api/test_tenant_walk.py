@@ -84,7 +84,7 @@ RESOURCES = {
     # No path parameter today; scoped by the caller's tenant (appliance.services.capacity / changes).
     "capacity": "tenant-own", "usage": "tenant-own", "changes": "tenant-own",
     "host-pools": "hostpool", "host-quotas": "admin",
-    "firmware": "admin",
+    "firmware": "admin", "racks": "admin",
 }
 # Console pages without a path parameter that show tenant data: each is read as acme and must
 # show nothing of globex (the walk below covers pages with a parameter).
@@ -314,7 +314,7 @@ def console_routes(app: web.Application) -> list[tuple[str, str]]:
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
         path = info.get("formatter") or info.get("path") or ""
-        if not path or path.startswith(("/api/", "/boot/", "/static", "/events/", "/baremetal")) or "{" not in path:
+        if not path or path.startswith(("/api/", "/boot/", "/static", "/events/", "/baremetal", "/rack/")) or "{" not in path:
             continue
         if route.method in ("GET", "POST"):
             out.append((route.method, path))
