@@ -13,7 +13,8 @@ not exist (404), and its tokens count for nothing.
                                  the rack's own lease file / neighbour table give that address;
 * ``POST /rack/v1/beat``         an agent's heartbeat;
 * ``POST /rack/v1/discover``     an unknown machine's facts;
-* ``GET  /rack/v1/reservations`` the DHCP reservations of the rack's blades;
+* ``GET  /rack/v1/reservations`` the DHCP reservations of the rack's blades, and the MACs of
+                                 other racks' blades (its dnsmasq ignores them);
 * ``GET  /rack/v1/images/PATH``  an image file (images are no secret, DESIGN §8).
 """
 
@@ -30,7 +31,7 @@ from aiohttp import web
 
 from appliance import __version__, safejson
 from appliance.boot.beats import Beats
-from appliance.boot.dhcp import reservations
+from appliance.boot.dhcp import foreign_macs, reservations
 from appliance.boot.http import REATTEST_QUIET, accept_callback, callback_facts, resolve_image
 from appliance.boot.ipxe import (
     Ask,
@@ -210,12 +211,13 @@ async def rack_reservations(request: web.Request) -> web.Response:
     rack = await _rack(request)
     api = request.app[RACK_API]
 
-    def read() -> list[dict[str, Any]]:
+    def read() -> dict[str, Any]:
         with api.store.read() as s:
-            return [{"macs": list(r.macs), "address": r.address, "hostname": r.hostname}
-                    for r in reservations(s, rack=rack.id)]
+            return {"items": [{"macs": list(r.macs), "address": r.address, "hostname": r.hostname}
+                              for r in reservations(s, rack=rack.id)],
+                    "ignore": foreign_macs(s, rack.id)}
 
-    return web.json_response({"items": await asyncio.to_thread(read)})
+    return web.json_response(await asyncio.to_thread(read))
 
 
 async def image(request: web.Request) -> web.StreamResponse:

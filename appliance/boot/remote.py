@@ -303,10 +303,11 @@ class RegionReservations:
         status, body = await self.link.client.call("GET", "/reservations")
         if status != 200:
             raise RegionError(f"reservations: the region answered {status}")
+        data = json.loads(body)
         items = [Reservation(tuple(i.get("macs") or ()), str(i["address"]), i.get("hostname"))
-                 for i in json.loads(body)["items"]]
+                 for i in data["items"]]
         self.count = len(items)
-        return await asyncio.to_thread(write_hosts, self.settings, items)
+        return await asyncio.to_thread(write_hosts, self.settings, items, [str(m) for m in data.get("ignore") or []])
 
     async def run(self, on_change: Callable[[], object], *, interval: float = 2.0) -> None:
         while True:

@@ -352,6 +352,8 @@ def test_two_rack_controllers_each_boot_their_own_vm(site: Site) -> None:
             assert f"script for {rack.vm.mac}" in log and f"callback from {signal_data['peer']} accepted" in log
             assert other.vm.mac not in log
             assert rack.vm.mac in rack.leases() and other.vm.mac not in rack.leases()
+            # and its dnsmasq would answer the other rack's VM nothing, were it cabled here
+            assert f"{other.vm.mac},ignore" in (rack.dir / "state" / "run" / "dnsmasq.hosts").read_text()
             assert f"image {KERNEL} fetched from the region" in log
             # The rack holds nothing of the region's: no store, no boot key, no secrets key.
             state = rack.dir / "state"

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
+from appliance.boot.dhcp import Reservation, render_hosts
 from appliance.boot.http import setup
 from appliance.boot.region import setup_rack_api
 from appliance.errors import Conflict, NotFound, ValidationError
@@ -104,14 +105,27 @@ async def test_another_racks_blade_token_counts_for_nothing(
     assert (await region.post("/rack/v1/beat", json={"secret": "nope"}, headers=bearer(racks["rack-b"]))).status == 403
 
 
-async def test_reservations_are_the_racks_own(region: TestClient, racks: dict[str, str]) -> None:
-    got = {}
+async def test_reservations_are_the_racks_own_and_other_blades_are_ignored(
+        region: TestClient, racks: dict[str, str]) -> None:
+    got, ignored = {}, {}
     for name, token in racks.items():
         resp = await region.get("/rack/v1/reservations", headers=bearer(token))
         assert resp.status == 200
-        got[name] = {a for item in (await resp.json())["items"] for a in item["macs"]}
+        body = await resp.json()
+        got[name] = {a for item in body["items"] for a in item["macs"]}
+        ignored[name] = set(body["ignore"])
     assert WEB_MAC in got["rack-a"] and DB_MAC not in got["rack-a"]
     assert DB_MAC in got["rack-b"] and WEB_MAC not in got["rack-b"]
+    # rack-b's blade (its NIC and its profile's MAC) and the appliance's own blades get nothing from rack-a
+    assert {DB_MAC, "02:a0:00:00:01:01", "52:54:00:00:03:01"} <= ignored["rack-a"]
+    assert WEB_MAC not in ignored["rack-a"] and "02:a0:00:00:00:01" not in ignored["rack-a"]
+    assert WEB_MAC in ignored["rack-b"] and DB_MAC not in ignored["rack-b"]
+
+
+def test_hostsfile_ignores_other_racks_blades() -> None:
+    text = render_hosts([Reservation(("52:54:00:00:01:01",), "10.77.0.50", "web")],
+                        ["52-54-00-00-02-01", "52:54:00:00:01:01", "junk"])
+    assert text == "52:54:00:00:01:01,10.77.0.50,web\n52:54:00:00:02:01,ignore\n"
 
 
 async def test_heartbeat_registers_version_networks_and_health(
