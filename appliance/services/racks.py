@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from appliance.errors import Conflict, Issue, NotFound, ValidationError
@@ -205,8 +205,9 @@ class RackService:
         """Record a rack controller's heartbeat (its registration, the first time)."""
         nets = check_networks(networks, "networks")
         with self._store.write() as s:
-            row = s.get(RackRow, rack.id)
-            if row is None:
+            # A core UPDATE: every few seconds per rack, bookkeeping, not a change for the audit trail.
+            done = s.execute(update(RackRow).where(RackRow.id == rack.id).values(
+                version=version[:64], reported_networks=nets, boot_url=boot_url or None, last_seen_at=utcnow())
+                .returning(RackRow.id))
+            if done.first() is None:
                 raise NotFound("rack", rack.name)
-            row.version, row.reported_networks, row.boot_url = version[:64], nets, (boot_url or None)
-            row.last_seen_at = utcnow()

@@ -20,7 +20,8 @@ from appliance.boot.http import setup
 from appliance.boot.region import setup_rack_api
 from appliance.errors import Conflict, NotFound, ValidationError
 from appliance.services.racks import RackService, health, rack_down_reason
-from appliance.store.tables import JobEventRow, RackRow, utcnow
+from appliance.store.audit import Actor, acting_as
+from appliance.store.tables import AuditRow, JobEventRow, RackRow, utcnow
 from tests.unit.boot.conftest import Inventory, loopback_peers
 
 A_BASE = "http://10.77.0.1:8080"
@@ -198,3 +199,19 @@ async def test_the_appliances_own_boot_role_does_not_serve_a_racks_blade(
         # and a racked blade's token is refused by it
         resp = await c.post("/boot/callback", data={"token": inventory.tokens["web-01"]})
         assert resp.status == 403
+
+
+def test_rack_changes_are_audited_and_heartbeats_are_not(inventory: Inventory) -> None:
+    svc = RackService(inventory.store)
+    with acting_as(Actor("local:ops", "cli")):
+        _, token = svc.add("rack-c", ["10.79.0.0/24"])
+        svc.set_blade_rack("blade-5", "rack-c")
+    rack = svc.authenticate(token)
+    assert rack is not None
+    with acting_as(Actor("local:ops", "cli")):
+        svc.heartbeat(rack, version="1", networks=[], boot_url=None)
+    with inventory.store.read() as s:
+        rows = s.scalars(select(AuditRow).where(AuditRow.who == "local:ops").order_by(AuditRow.id)).all()
+    assert [(r.action, r.resource, r.name) for r in rows] == [("create", "rack", "rack-c"),
+                                                             ("update", "blade", "blade-5")]
+    assert token not in repr(rows[0].after) and rows[0].after["token_hash"] == "***"
