@@ -199,8 +199,10 @@ async def ipxe_script(request: web.Request) -> web.Response:
         return _text("#!ipxe\necho Anvil: no boot script for this machine from this rack controller\nexit\n")
     key = normalize_mac(mac) or str(uuid)
     link.served[key] = link.served.get(key, 0) + 1
-    log.info("rack %s: script for %s: %s", link.name, key, body.decode(errors="replace").splitlines()[1:2])
-    return _text(body.decode(errors="replace"))
+    text = body.decode(errors="replace")
+    said = next((line[5:] for line in text.splitlines() if line.startswith("echo ")), "")
+    log.info("rack %s: script for %s: %s", link.name, key, said[:200])
+    return _text(text)
 
 
 async def image(request: web.Request) -> web.StreamResponse:
