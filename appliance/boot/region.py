@@ -11,7 +11,7 @@ not exist (404), and its tokens count for nothing.
                                  that derives boot tokens stays on the region);
 * ``POST /rack/v1/callback``     a booted image's callback, with the peer address and the MACs
                                  the rack's own lease file / neighbour table give that address;
-* ``POST /rack/v1/beat``         an agent's heartbeat;
+* ``POST /rack/v1/beat``         an agent's heartbeat (of one of the rack's blades);
 * ``POST /rack/v1/discover``     an unknown machine's facts;
 * ``GET  /rack/v1/reservations`` the DHCP reservations of the rack's blades, and the MACs of
                                  other racks' blades (its dnsmasq ignores them);
@@ -69,11 +69,25 @@ class RackApi:
         self.racks = RackService(store)
         self.template_dirs = [*template_dirs, *default_template_dirs()]
         self.finder = TargetFinder()
-        self.beats = Beats(store, self.run)
+        self._beats: dict[int, Beats] = {}     # per rack: a rack's agents beat only for its own blades
         self._renderers: dict[tuple[str, str], ScriptRenderer] = {}
 
     async def run(self, fn: Callable[[], T]) -> T:
         return await asyncio.to_thread(fn)
+
+    def beats(self, rack: int) -> Beats:
+        found = self._beats.get(rack)
+        if found is None:
+            found = self._beats[rack] = Beats.for_rack(self.store, self.run, rack)
+        return found
+
+    def forget_beats(self) -> None:
+        for beats in self._beats.values():
+            beats.forget()
+
+    async def aclose(self) -> None:
+        for beats in self._beats.values():
+            await beats.aclose()
 
     def renderer(self, base: str, mode: str) -> ScriptRenderer:
         hit = self._renderers.get((base, mode))
@@ -176,14 +190,14 @@ async def callback(request: web.Request) -> web.Response:
     if verdict.secret is None:
         log.warning("rack %s: boot callback from %s refused: %s", rack.name, peer, verdict.why)
         raise web.HTTPForbidden(text="invalid or used boot token\n")
-    api.beats.forget()
+    api.forget_beats()
     return web.json_response({"secret": verdict.secret})
 
 
 async def beat(request: web.Request) -> web.Response:
-    await _rack(request)
+    rack = await _rack(request)
     body = await _json(request)
-    if not await request.app[RACK_API].beats.beat(str(body.get("secret") or "")):
+    if not await request.app[RACK_API].beats(rack.id).beat(str(body.get("secret") or "")):
         raise web.HTTPForbidden(text="invalid heartbeat secret\n")
     return web.Response(status=204)
 
@@ -233,7 +247,7 @@ def setup_rack_api(app: web.Application, store: Store, images_dir: Path, key: Bo
     api = app[RACK_API] = RackApi(store, images_dir, key, template_dirs=template_dirs)
 
     async def _close(_app: web.Application) -> None:
-        await api.beats.aclose()
+        await api.aclose()
 
     app.on_cleanup.append(_close)
     app.router.add_post(f"{PREFIX}/heartbeat", heartbeat)

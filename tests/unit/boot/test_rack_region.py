@@ -103,6 +103,8 @@ async def test_another_racks_blade_token_counts_for_nothing(
         signals = s.scalars(select(JobEventRow).where(JobEventRow.kind == "boot-signal")).all()
     assert [e.data["blade"] for e in signals] == ["blade-2"] and signals[0].data["peer_rule"] == "rack-neighbour"
     assert (await region.post("/rack/v1/beat", json={"secret": secret}, headers=bearer(racks["rack-b"]))).status == 204
+    # the secret of rack-b's blade counts for nothing through rack-a
+    assert (await region.post("/rack/v1/beat", json={"secret": secret}, headers=bearer(racks["rack-a"]))).status == 403
     assert (await region.post("/rack/v1/beat", json={"secret": "nope"}, headers=bearer(racks["rack-b"]))).status == 403
 
 
