@@ -11,6 +11,11 @@ namespace (DESIGN §7). Nothing here opens the secrets key: boot serves no secre
   store every second and, when the live bindings' addresses changed, rewrites dnsmasq's
   hostsfile and SIGHUPs it (no restart, so no DHCP outage).
 
+As a rack controller (``link``: ``anvil serve --role boot --region URL --rack-token FILE``), the
+same services take everything from the region instead of the store (appliance.boot.remote): the
+rack registers before anything listens, heartbeats while it runs, and its dnsmasq's hostsfile
+follows the region's reservations for its blades.
+
 Errors: :class:`BootServiceError` names the service that could not start (``http``,
 ``tftp`` or ``dhcp``); whatever had started by then is stopped before it is raised.
 """
