@@ -1,5 +1,6 @@
 """The aiohttp application factory: auth on every /api/v1 route from the first one.
 
+``/rack/v1`` (appliance.boot.region) checks rack tokens itself.
 Unauthenticated: ``/healthz``, ``/readyz`` and ``/boot/...`` (what PXE clients fetch; no secrets),
 and the console's login page and static files. ``/baremetal`` (the Ironic-compatible Bare Metal
 API, appliance.api.ironic) checks tokens itself (``X-Auth-Token``), all but its version documents.
@@ -51,6 +52,7 @@ from appliance.api.routes import (
     metrics,
     pools,
     profiles,
+    racks,
     sites,
     usage,
     vm_hosts,
@@ -132,7 +134,7 @@ def all_ops() -> list[Op]:
     """Every API operation: the router and the OpenAPI document are both built from this list."""
     return [*_meta_ops(), *blades.OPS, *profiles.OPS, *jobs.OPS, *pools.OPS, *access.OPS, *failover.OPS,
             *discovered.OPS, *vm_hosts.OPS, *changes.OPS, *usage.OPS, *host_pools.OPS, *host_feed.OPS,
-            *firmware.OPS, *metrics.OPS, *sites.OPS, *dr.OPS]
+            *firmware.OPS, *metrics.OPS, *sites.OPS, *dr.OPS, *racks.OPS]
 
 
 def setup_api(app: web.Application) -> None:
@@ -152,6 +154,17 @@ def setup_hardware(app: web.Application) -> None:
         await app[HARDWARE].close()
 
     app.cleanup_ctx.append(ctx)
+
+
+def setup_rack_routes(app: web.Application, settings: Settings, store: Store, engine: Engine | None) -> None:
+    """/rack/v1 for rack controllers (appliance.boot.region), with the boot key the engine opens
+    boot attempts with (scripts are rendered here, so the key never leaves the region)."""
+    from appliance.boot.region import setup_rack_api
+    from appliance.boot.tokens import KEY_FILE, BootKey
+
+    key = engine.settings.boot_key if engine is not None else None
+    setup_rack_api(app, store, settings.images_dir, key or BootKey.load(settings.state_dir / KEY_FILE),
+                   template_dirs=settings.boot.template_dirs)
 
 
 async def _close_offload(app: web.Application) -> None:
@@ -194,6 +207,7 @@ def create_app(settings: Settings, store: Store, *, engine: Engine | None = None
         setup_event_route(app, monitor.events, monitor.on_event)
     setup_api(app)
     setup_ironic(app)
+    setup_rack_routes(app, settings, store, engine)
     setup_hardware(app)
     if console:
         from appliance.console import setup_console

@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, select, update
 
 from appliance.boot.tokens import HEARTBEAT
 from appliance.store import Store
-from appliance.store.tables import BindingRow, BootTokenRow, utcnow
+from appliance.store.tables import BindingRow, BladeRow, BootTokenRow, utcnow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,6 +48,15 @@ class Beats:
         self._known: dict[str, tuple[int, float]] = {}     # secret hash → (row id, checked at)
         self._pending: dict[int, datetime] = {}             # row id → newest beat not yet written
         self._flusher: asyncio.Task[None] | None = None
+        self.query: Any = _LIVE_SECRET
+
+    @classmethod
+    def for_rack(cls, store: Store, run: Callable[[Callable[[], Any]], Awaitable[Any]], rack: int) -> Beats:
+        """Beats that count only for the blades of rack controller ``rack`` (its agents beat through it)."""
+        beats = cls(store, run)
+        beats.query = (_LIVE_SECRET.join(BladeRow, BladeRow.id == BindingRow.blade_id)
+                       .where(BladeRow.rack_id == rack))
+        return beats
 
     async def beat(self, secret: str) -> bool:
         """True when ``secret`` is a live heartbeat secret (the beat is then recorded soon)."""
@@ -76,7 +85,7 @@ class Beats:
 
     def _lookup(self, digest: str) -> int | None:
         with self.store.read() as s:
-            found = s.execute(_LIVE_SECRET, {"hash": digest}).scalar()
+            found = s.execute(self.query, {"hash": digest}).scalar()
             return int(found) if found is not None else None
 
     async def _flush_later(self) -> None:

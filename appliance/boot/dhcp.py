@@ -32,10 +32,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
-from sqlalchemy import func, literal_column, select
+from sqlalchemy import func, literal_column, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -43,7 +43,7 @@ from appliance.assets import asset_dir
 from appliance.boot.ipxe import normalize_mac, one_line
 from appliance.errors import AnvilError
 from appliance.store import Store
-from appliance.store.tables import BindingRow, BladeNicRow, ProfileRow
+from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, ProfileRow
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,9 @@ class Reservation:
         return ",".join(parts)
 
 
-def render_hosts(reservations: Iterable[Reservation]) -> str:
+def render_hosts(reservations: Iterable[Reservation], ignored: Iterable[str] = ()) -> str:
+    """The hostsfile: one line per reservation, then ``MAC,ignore`` for each of ``ignored`` (blades
+    another rack controller serves: dnsmasq answers them nothing, not even from the pool)."""
     lines = []
     for r in reservations:
         macs = tuple(m for m in (normalize_mac(x) for x in r.macs) if m)
@@ -140,14 +142,37 @@ def render_hosts(reservations: Iterable[Reservation]) -> str:
         ipaddress.ip_address(r.address)
         host = r.hostname if r.hostname and _HOSTNAME.match(r.hostname) else None
         lines.append(Reservation(macs, r.address, host).line())
+    reserved = {m for r in reservations for m in (normalize_mac(x) for x in r.macs) if m}
+    lines += [f"{mac},ignore" for mac in sorted({m for m in (normalize_mac(x) for x in ignored) if m} - reserved)]
     return "".join(f"{line}\n" for line in lines)
 
 
-def reservations(session: Session) -> list[Reservation]:
-    """One reservation per live profile NIC with an ``ipv4``, for its MAC and the blade NIC it lands on."""
+def foreign_macs(session: Session, rack: int | None) -> list[str]:
+    """The MACs of blades another rack controller than ``rack`` serves (None: the appliance's own boot
+    role): their burned-in NICs and the profile MACs of their live bindings."""
+    other = BladeRow.rack_id.is_not(None) if rack is None else or_(BladeRow.rack_id.is_(None),
+                                                                   BladeRow.rack_id != rack)
+    out = set(session.scalars(select(BladeNicRow.mac).join(BladeRow, BladeRow.id == BladeNicRow.blade_id)
+                              .where(other)))
+    for (document,) in session.execute(select(ProfileRow.document)
+                                       .join(BindingRow, BindingRow.profile_id == ProfileRow.id)
+                                       .join(BladeRow, BladeRow.id == BindingRow.blade_id).where(_IS_LIVE, other)):
+        for nic in ((((document or {}).get("spec") or {}).get("identity") or {}).get("nics") or []):
+            if isinstance(nic, dict) and normalize_mac(str(nic.get("mac") or "")):
+                out.add(str(nic["mac"]))
+    return sorted(out)
+
+
+def reservations(session: Session, *, rack: int | Literal["any"] | None = "any") -> list[Reservation]:
+    """One reservation per live profile NIC with an ``ipv4``, for its MAC and the blade NIC it lands on;
+    only for the blades of rack controller ``rack`` unless it is ``"any"``."""
     out = []
-    rows = session.execute(select(BindingRow, ProfileRow).join(ProfileRow, ProfileRow.id == BindingRow.profile_id)
-                           .where(_IS_LIVE).order_by(ProfileRow.tenant, ProfileRow.name)).all()
+    query = (select(BindingRow, ProfileRow).join(ProfileRow, ProfileRow.id == BindingRow.profile_id)
+             .where(_IS_LIVE).order_by(ProfileRow.tenant, ProfileRow.name))
+    if rack != "any":
+        query = query.join(BladeRow, BladeRow.id == BindingRow.blade_id).where(
+            BladeRow.rack_id.is_(None) if rack is None else BladeRow.rack_id == rack)
+    rows = session.execute(query).all()
     # One query for every bound blade's NICs, not one per binding: the watcher runs this at 10,000 blades.
     burned: dict[int, dict[int, str]] = {}
     for blade_id, position, mac in session.execute(
@@ -182,7 +207,9 @@ def fingerprint(session: Session) -> tuple[Any, ...]:
     edited = select(func.max(ProfileRow.updated_at)).scalar_subquery()
     nics = select(func.count(BladeNicRow.id) * 1_000_003 + func.coalesce(func.max(BladeNicRow.id), 0)) \
         .scalar_subquery()
-    return tuple(session.execute(select(live, newest, edited, nics)).one())
+    racked = select(func.count(BladeRow.rack_id) * 1_000_003 + func.coalesce(func.sum(BladeRow.rack_id), 0)) \
+        .scalar_subquery()
+    return tuple(session.execute(select(live, newest, edited, nics, racked)).one())
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -192,9 +219,9 @@ def write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def write_hosts(s: DhcpSettings, items: Sequence[Reservation]) -> bool:
+def write_hosts(s: DhcpSettings, items: Sequence[Reservation], ignored: Iterable[str] = ()) -> bool:
     """Rewrite the hostsfile; True if it changed (then :func:`reload` dnsmasq)."""
-    text = render_hosts(items)
+    text = render_hosts(items, ignored)
     if s.hostsfile.exists() and s.hostsfile.read_text() == text:
         return False
     write_atomic(s.hostsfile, text)
@@ -429,9 +456,10 @@ class ReservationSync:
             if seen == self._seen and self.clock() - self._full_at < self.full_every:
                 return False
             items = reservations(session)
+            ignored = foreign_macs(session, None)
         # Remembered before writing: a reservation dnsmasq cannot take is not retried every second.
         self._seen, self._full_at, self.count = seen, self.clock(), len(items)
-        return write_hosts(self.settings, items)
+        return write_hosts(self.settings, items, ignored)
 
     async def run(self, on_change: Callable[[], object], *, interval: float = 1.0) -> None:
         """Poll every ``interval`` s until cancelled; ``on_change()`` after each rewrite of the file."""

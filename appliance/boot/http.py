@@ -249,13 +249,16 @@ async def image(request: web.Request) -> web.StreamResponse:
 
 
 @dataclass(frozen=True, slots=True)
-class _Verdict:
+class Verdict:
+    """A callback's outcome: the heartbeat secret when it counts, else why not."""
+
     secret: str | None
     why: str = ""
 
 
-def _blade_identity(session: Session, binding: BindingRow) -> tuple[str, set[str], set[str]]:
-    """(blade name, the blade's MACs — burned-in and the profile's —, the profile's reserved addresses)."""
+def _blade_identity(session: Session, binding: BindingRow) -> tuple[str, set[str], set[str], int | None]:
+    """(blade name, the blade's MACs — burned-in and the profile's —, the profile's reserved
+    addresses, the blade's rack controller)."""
     blade = session.get(BladeRow, binding.blade_id)
     macs = set(session.scalars(select(BladeNicRow.mac).where(BladeNicRow.blade_id == binding.blade_id)))
     reserved: set[str] = set()
@@ -267,7 +270,72 @@ def _blade_identity(session: Session, binding: BindingRow) -> tuple[str, set[str
                 macs.add(str(nic["mac"]))
             if nic.get("ipv4"):
                 reserved.add(str(nic["ipv4"]))
-    return (blade.name if blade else str(binding.blade_id)), macs, reserved
+    return (blade.name if blade else str(binding.blade_id)), macs, reserved, (blade.rack_id if blade else None)
+
+
+PeerMatch = Callable[[str, set[str], set[str]], "str | None"]
+
+
+def accept_callback(store: Store, *, token: str, peer: str, facts: dict[str, str], match: PeerMatch,
+                    rack: int | None) -> Verdict:
+    """Judge a callback and, when it counts, spend its token (blocking: a store thread).
+
+    ``match(peer, macs, reserved)``: the peer rule that makes ``peer`` the blade's address;
+    ``rack``: the rack controller the callback came through (None: the appliance's own boot
+    role) — a token of a blade another rack serves counts for nothing here."""
+
+    def judge(session: Session) -> tuple[Verdict | None, str]:
+        """(a refusal, or None when the callback counts; the peer rule that matched)."""
+        presented = find_attempt(session, token)
+        if presented is None:
+            return Verdict(None, "unknown, superseded or stale boot token"), ""
+        attempt, binding = presented.attempt, presented.binding
+        blade, macs, reserved, blade_rack = _blade_identity(session, binding)
+        if blade_rack != rack:
+            return Verdict(None, f"a token of blade {blade}, which another rack controller serves"), ""
+        rule = match(peer, macs, reserved)
+        if rule is None:
+            return Verdict(None, f"not the address of blade {blade} (a token for it, from elsewhere)"), ""
+        if attempt.used_at is not None and not quiet_enough(session, binding.id, now=utcnow(), quiet=REATTEST_QUIET):
+            return Verdict(None, f"token of blade {blade} presented again while its agent still beats (replay)"), ""
+        return None, rule
+
+    # Judged in a read transaction first: a flood of forged callbacks must not queue on the
+    # store's one writer. Only a callback that counts is judged again and spent in a write.
+    with store.read() as session:
+        refused, _ = judge(session)
+    if refused is not None:
+        return refused
+    with store.write() as session:
+        refused, rule = judge(session)
+        if refused is not None:
+            return refused
+        presented = find_attempt(session, token)
+        assert presented is not None
+        attempt, binding = presented.attempt, presented.binding
+        blade = _blade_identity(session, binding)[0]
+        job = session.get(JobRow, attempt.job_id) if attempt.job_id else None
+        waiting = job is not None and job.state in ACTIVE_JOBS
+        first, secret = spend(session, presented, now=utcnow())
+        if first and waiting and job is not None:
+            session.add(JobEventRow(
+                job_id=job.id, kind="boot-signal",
+                message=f"blade {blade} booted (generation {binding.generation})",
+                data={"binding_id": binding.id, "generation": binding.generation, "blade": blade,
+                      "peer": peer, "peer_rule": rule, "facts": facts}))
+        elif not first:
+            log.info("blade %s called back again from %s (its OS rebooted): heartbeat re-registered",
+                     blade, peer)
+        return Verdict(secret)
+
+
+def callback_facts(params: dict[str, str]) -> dict[str, str]:
+    return {k: params[k][:256] for k in _CALLBACK_KEYS if k in params and "anvil." not in params[k]}
+
+
+def callback_answer(secret: str, base: str) -> str:
+    return (f"heartbeat_secret={secret}\nheartbeat_url={base}/boot/heartbeat\n"
+            f"heartbeat_interval={HEARTBEAT_INTERVAL}\n")
 
 
 async def callback(request: web.Request) -> web.Response:
@@ -277,61 +345,15 @@ async def callback(request: web.Request) -> web.Response:
     agent has gone quiet. Anything refused changes nothing and is logged (never the token)."""
     svc = request.app[BOOT_SERVICE]
     params = await _params(request)
-    token = params.get("token", "")
     base = svc.base_url or str(request.url.origin())
     peer = _peer(request)
-    facts = {k: params[k][:256] for k in _CALLBACK_KEYS if k in params and "anvil." not in params[k]}
-
-    def judge(session: Session) -> tuple[_Verdict | None, str]:
-        """(a refusal, or None when the callback counts; the peer rule that matched)."""
-        presented = find_attempt(session, token)
-        if presented is None:
-            return _Verdict(None, "unknown, superseded or stale boot token"), ""
-        attempt, binding = presented.attempt, presented.binding
-        blade, macs, reserved = _blade_identity(session, binding)
-        rule = svc.peers.match(peer, macs, reserved)
-        if rule is None:
-            return _Verdict(None, f"not the address of blade {blade} (a token for it, from elsewhere)"), ""
-        if attempt.used_at is not None and not quiet_enough(session, binding.id, now=utcnow(), quiet=REATTEST_QUIET):
-            return _Verdict(None, f"token of blade {blade} presented again while its agent still beats (replay)"), ""
-        return None, rule
-
-    def accept() -> _Verdict:
-        # Judged in a read transaction first: a flood of forged callbacks must not queue on the
-        # store's one writer. Only a callback that counts is judged again and spent in a write.
-        with svc.store.read() as session:
-            refused, _ = judge(session)
-        if refused is not None:
-            return refused
-        with svc.store.write() as session:
-            refused, rule = judge(session)
-            if refused is not None:
-                return refused
-            presented = find_attempt(session, token)
-            assert presented is not None
-            attempt, binding = presented.attempt, presented.binding
-            blade = _blade_identity(session, binding)[0]
-            job = session.get(JobRow, attempt.job_id) if attempt.job_id else None
-            waiting = job is not None and job.state in ACTIVE_JOBS
-            first, secret = spend(session, presented, now=utcnow())
-            if first and waiting and job is not None:
-                session.add(JobEventRow(
-                    job_id=job.id, kind="boot-signal",
-                    message=f"blade {blade} booted (generation {binding.generation})",
-                    data={"binding_id": binding.id, "generation": binding.generation, "blade": blade,
-                          "peer": peer, "peer_rule": rule, "facts": facts}))
-            elif not first:
-                log.info("blade %s called back again from %s (its OS rebooted): heartbeat re-registered",
-                         blade, peer)
-            return _Verdict(secret)
-
-    verdict = await svc.run(accept)
+    verdict = await svc.run(partial(accept_callback, svc.store, token=params.get("token", ""), peer=peer,
+                                    facts=callback_facts(params), match=svc.peers.match, rack=None))
     if verdict.secret is None:
         svc.peers.refused(peer, verdict.why)
         raise web.HTTPForbidden(text="invalid or used boot token")
     svc.beats.forget()
-    return _text(f"heartbeat_secret={verdict.secret}\nheartbeat_url={base}/boot/heartbeat\n"
-                 f"heartbeat_interval={HEARTBEAT_INTERVAL}\n")
+    return _text(callback_answer(verdict.secret, base))
 
 
 async def heartbeat(request: web.Request) -> web.Response:

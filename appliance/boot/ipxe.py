@@ -105,6 +105,7 @@ class Target:
     blade: str
     binding: Bound | None
     profile: BoundProfile | None
+    rack: int | None = None     # the rack controller that serves the blade (None: the appliance's own)
 
 
 def _identity(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,7 +129,7 @@ def _profile_uuid(document: Mapping[str, Any]) -> str:
 
 # Statements are built once (they are immutable); each look-up is one indexed query.
 _COLUMNS = (BladeRow.name, BindingRow.id, BindingRow.generation, BindingRow.job_id, ProfileRow.tenant,
-            ProfileRow.name, ProfileRow.document)
+            ProfileRow.name, ProfileRow.document, BladeRow.rack_id)
 # 'live' inline, not a parameter: only then can SQLite use the partial indexes on live bindings.
 _IS_LIVE = BindingRow.state == literal_column("'live'")
 _LIVE_ON_BLADE = and_(BindingRow.blade_id == BladeRow.id, _IS_LIVE)
@@ -147,10 +148,11 @@ _BLADE_FACTS = select(BladeRow.id, BladeRow.facts)
 
 
 def _target(row: Row[Any]) -> Target:
-    blade, binding_id, generation, job_id, tenant, name, document = tuple(row)[:7]
+    blade, binding_id, generation, job_id, tenant, name, document, rack = tuple(row)[:8]
     if binding_id is None:
-        return Target(blade or "", None, None)
-    return Target(blade or "", Bound(binding_id, generation, job_id), BoundProfile(tenant, name, document or {}))
+        return Target(blade or "", None, None, rack)
+    return Target(blade or "", Bound(binding_id, generation, job_id), BoundProfile(tenant, name, document or {}),
+                  rack)
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,6 +424,10 @@ class Ask:
     uuid: str | None = None
 
 
+class NotServedHere(ValueError):
+    """The machine is a blade another rack controller serves: this one tells it nothing."""
+
+
 def _finish(ask: Ask, plan: Plan, token: str | None) -> Script | ValueError:
     try:
         return ask.renderer.finish(plan, token)
@@ -429,9 +435,11 @@ def _finish(ask: Ask, plan: Plan, token: str | None) -> Script | ValueError:
         return exc
 
 
-def serve_scripts(store: Store, finder: TargetFinder, asks: Sequence[Ask]) -> list[Script | ValueError]:
+def serve_scripts(store: Store, finder: TargetFinder, asks: Sequence[Ask], *,
+                  rack: int | None = None) -> list[Script | ValueError]:
     """Scripts for several requests at once, in order; a ValueError in place of a script that
-    cannot be made (a profile value that would break the script, say).
+    cannot be made (a profile value that would break the script, say), and :class:`NotServedHere`
+    for a blade of another rack controller than ``rack`` (None: the appliance's own boot role).
 
     One read transaction for every look-up and boot token of the batch; nothing is written.
     Raises the store's errors. Blocking: call it on a worker thread.
@@ -440,8 +448,13 @@ def serve_scripts(store: Store, finder: TargetFinder, asks: Sequence[Ask]) -> li
     with store.engine.connect() as conn:
         find = finder.reader(conn)
         for ask in asks:
+            target = find(ask.mac, ask.uuid)
+            if target is not None and target.rack != rack:
+                results.append(NotServedHere(f"{ask.mac or ask.uuid} is blade {target.blade or '?'}, served by "
+                                             "another rack controller"))
+                continue
             try:
-                plan = ask.renderer.plan(find(ask.mac, ask.uuid), ask.mac)
+                plan = ask.renderer.plan(target, ask.mac)
             except ValueError as exc:
                 results.append(exc)
                 continue

@@ -11,6 +11,11 @@ namespace (DESIGN §7). Nothing here opens the secrets key: boot serves no secre
   store every second and, when the live bindings' addresses changed, rewrites dnsmasq's
   hostsfile and SIGHUPs it (no restart, so no DHCP outage).
 
+As a rack controller (``link``: ``anvil serve --role boot --region URL --rack-token FILE``), the
+same services take everything from the region instead of the store (appliance.boot.remote): the
+rack registers before anything listens, heartbeats while it runs, and its dnsmasq's hostsfile
+follows the region's reservations for its blades.
+
 Errors: :class:`BootServiceError` names the service that could not start (``http``,
 ``tftp`` or ``dhcp``); whatever had started by then is stopped before it is raised.
 """
@@ -22,7 +27,7 @@ import contextlib
 import ipaddress
 import logging
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -46,6 +51,9 @@ from appliance.config import Settings
 from appliance.errors import AnvilError, ListenError
 from appliance.metrics import Metrics
 from appliance.store import Store
+
+if TYPE_CHECKING:
+    from appliance.boot.remote import RackLink
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +108,8 @@ class BootServices:
     tftp_port: int | None = None
     dnsmasq: Dnsmasq | None = None
     sync: ReservationSync | None = None
+    link: RackLink | None = None        # a rack controller's link to the region (appliance.boot.remote)
+    _beat: asyncio.Task[None] | None = field(default=None, repr=False)
     _runner: web.AppRunner | None = field(default=None, repr=False)
     _tftp: TftpService | None = field(default=None, repr=False)
     _watch: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -118,6 +128,11 @@ class BootServices:
         return ", ".join(parts) or "no boot service"
 
     async def close(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
+            self._beat = None
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -132,11 +147,19 @@ class BootServices:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.link is not None:
+            await self.link.client.close()
 
 
-async def _start_http(settings: Settings, store: Store, out: BootServices, metrics: Metrics | None) -> None:
+async def _start_http(settings: Settings, store: Store | None, out: BootServices, metrics: Metrics | None) -> None:
     host, port = _split(settings.boot.listen)
-    runner = app_runner(create_boot_app(settings, store=store, metrics=metrics))
+    if out.link is not None:
+        from appliance.boot.remote import create_rack_app
+
+        app = create_rack_app(out.link)
+    else:
+        app = create_boot_app(settings, store=store, metrics=metrics)
+    runner = app_runner(app)
     await runner.setup()
     out._runner = runner
     try:
@@ -163,7 +186,7 @@ async def _start_tftp(settings: Settings, out: BootServices, metrics: Metrics | 
     out._tftp = svc
 
 
-async def _start_dhcp(settings: Settings, store: Store, out: BootServices, watch_interval: float,
+async def _start_dhcp(settings: Settings, store: Store | None, out: BootServices, watch_interval: float,
                       metrics: Metrics | None) -> None:
     s = dhcp_settings(settings)
     tftp_host = _split(settings.boot.tftp_listen)[0] if settings.boot.tftp_listen else ""
@@ -175,9 +198,19 @@ async def _start_dhcp(settings: Settings, store: Store, out: BootServices, watch
     except ValueError as exc:
         raise BootServiceError("dhcp", str(exc)) from None
     sync = None
+    remote = None
     if s.proxy:
         write_hosts(s, [])      # reservations mean nothing when another server hands out addresses
+    elif out.link is not None:
+        from appliance.boot.remote import RegionError, RegionReservations
+
+        remote = RegionReservations(out.link, s)
+        try:
+            await remote.check()
+        except RegionError as exc:
+            raise BootServiceError("dhcp", f"reservations from the region: {exc}") from None
     else:
+        assert store is not None
         sync = ReservationSync(store, s)
         await asyncio.to_thread(sync.check)   # dnsmasq's first read already has every reservation
     dnsmasq = Dnsmasq(s)
@@ -190,21 +223,36 @@ async def _start_dhcp(settings: Settings, store: Store, out: BootServices, watch
         metrics.count_dhcp(s.logfile)
     if sync is not None:
         out._watch = asyncio.create_task(sync.run(dnsmasq.reload, interval=watch_interval), name="dhcp-reservations")
+    elif remote is not None:
+        out._watch = asyncio.create_task(remote.run(dnsmasq.reload, interval=max(watch_interval, 2.0)),
+                                         name="dhcp-reservations")
 
 
-async def start_boot_services(settings: Settings, store: Store, *, http: bool = True, tftp: bool | None = None,
-                              dhcp: bool | None = None, watch_interval: float = 1.0,
-                              metrics: Metrics | None = None) -> BootServices:
+async def start_boot_services(settings: Settings, store: Store | None, *, http: bool = True,
+                              tftp: bool | None = None, dhcp: bool | None = None, watch_interval: float = 1.0,
+                              metrics: Metrics | None = None, link: RackLink | None = None) -> BootServices:
     """Start the boot services; ``tftp``/``dhcp`` None means "as configured" (``boot.tftp_listen``,
-    ``boot.dhcp``). Raises BootServiceError, with nothing left running."""
+    ``boot.dhcp``). With ``link`` (a rack controller) everything comes from the region and
+    ``store`` is None; the rack registers first, and heartbeats while it runs. Raises
+    BootServiceError, with nothing left running."""
     want_tftp = bool(settings.boot.tftp_listen) if tftp is None else tftp
     want_dhcp = settings.boot.dhcp != "off" if dhcp is None else dhcp
     if want_tftp and not settings.boot.tftp_listen:
         raise BootServiceError("tftp", "boot.tftp_listen is not set")
     if want_dhcp and settings.boot.dhcp == "off":
         raise BootServiceError("dhcp", "boot.dhcp is 'off'")
-    out = BootServices()
+    if store is None and link is None:
+        raise ValueError("the boot services need a store or a link to the region")
+    out = BootServices(link=link)
     try:
+        if link is not None:
+            from appliance.boot.remote import RegionError
+
+            try:
+                await link.register()
+            except RegionError as exc:
+                raise BootServiceError("http", f"cannot register with the region: {exc}") from None
+            out._beat = asyncio.create_task(link.heartbeats(), name="rack-heartbeat")
         if http:
             await _start_http(settings, store, out, metrics)
         if want_tftp:

@@ -85,17 +85,26 @@ def blade() -> None:
 @click.option("--slot", type=int, default=None)
 @click.option("--facts", "facts_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="YAML with more facts (hbas, model, serial, firmware).")
+@click.option("--rack", default=None, help="The rack controller that network-boots it (default: this appliance's "
+                                           "own boot role).")
 @pass_ctx
 def enroll(ctx: CliContext, name: str, bmc: str, username: str, password_stdin: bool, driver: str | None,
            no_verify_tls: bool, nics: tuple[str, ...], cpus: int | None, memory_gib: int | None,
-           chassis: str | None, slot: int | None, facts_path: Path | None) -> None:
+           chassis: str | None, slot: int | None, facts_path: Path | None, rack: str | None) -> None:
     """Enrol a blade. The BMC password is read from stdin or ANVIL_BMC_PASSWORD, never an argument."""
     facts = _facts_file(facts_path) if facts_path else {}
+    if rack is not None:
+        from appliance.services.racks import RackService
+
+        RackService(ctx.store()).get(rack)      # a missing rack is refused before anything is enrolled
     req = Enrollment(name=name, bmc=bmc, username=username, password=_password(password_stdin), driver=driver,
                      verify_tls=not no_verify_tls, cpus=cpus, memory_gib=memory_gib, chassis=chassis, slot=slot,
                      nics=tuple(parse_nic(n) for n in nics), facts=facts)
     info = BladeService(ctx.store(), ctx.box()).enroll(req)
-    click.echo(f"enrolled blade {info.name} ({info.driver}, {len(info.nics)} NICs)")
+    if rack is not None:
+        RackService(ctx.store()).set_blade_rack(info.name, rack)
+    click.echo(f"enrolled blade {info.name} ({info.driver}, {len(info.nics)} NICs)"
+               + (f", served by rack {rack}" if rack else ""))
 
 
 BLADE_COLUMNS: list[Column] = ["name", "state", "profile", "power", ("healthText", "HEALTH (AGE)"), "chassis", "slot",
@@ -254,6 +263,21 @@ async def confirm_power(driver: BmcDriver, bmc: Bmc, want: PowerState, timeout: 
 
 
 POWER_CHOICES = ["on", "off", "soft-off", "reset", "status"]
+
+
+@blade.command("set-rack")
+@click.argument("name")
+@click.argument("rack", required=False)
+@click.option("--none", "no_rack", is_flag=True, help="Served by the appliance's own boot role again.")
+@pass_ctx
+def set_rack(ctx: CliContext, name: str, rack: str | None, no_rack: bool) -> None:
+    """Say which rack controller serves a blade's network boot (DHCP, TFTP, boot HTTP)."""
+    from appliance.services.racks import RackService
+
+    if (rack is None) == (not no_rack):
+        raise click.UsageError("give a RACK, or --none for the appliance's own boot role")
+    RackService(ctx.store()).set_blade_rack(name, None if no_rack else rack)
+    click.echo(f"blade {name} is served by " + (f"rack {rack}" if rack else "the appliance's own boot role"))
 
 
 @blade.command("maintenance")

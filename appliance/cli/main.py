@@ -43,6 +43,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
             "An emulated rack on this machine: BMC and switch emulators, enrolled in the inventory."),
     "pool": ("appliance.cli.pool", "pool", "Identity pools: ranges of MACs, WWPNs, WWNNs, UUIDs or IQNs."),
     "profile": ("appliance.cli.profile", "profile", "Server profiles: the portable identity of a server."),
+    "rack": ("appliance.cli.rack", "rack",
+             "Rack controllers: boot services on each rack's provisioning network, registered with this appliance."),
     "restore": ("appliance.cli.backup", "restore",
                 "Bring an appliance back from `anvil backup`'s archive, into a fresh state directory."),
     "serve": ("appliance.cli.serve", "serve", "Run the appliance."),

@@ -9,6 +9,8 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -86,8 +88,18 @@ async def _boot_beside_api(settings: Settings, store: Store, metrics: Metrics) -
         return await start_boot_services(settings, store, http=False, metrics=metrics)
 
 
-async def run_boot_role(ctx: CliContext, ready_file: str | None) -> None:
-    """Role ``boot`` alone: no API, no engine, no token and never the secrets key (boot serves no secret)."""
+@dataclass(frozen=True, slots=True)
+class RegionOptions:
+    """A rack controller's way to the region (``--region``, ``--rack-token``, ``--region-ca``)."""
+
+    url: str
+    token_file: Path
+    ca: Path | None = None
+
+
+async def run_boot_role(ctx: CliContext, ready_file: str | None, region: RegionOptions | None = None) -> None:
+    """Role ``boot`` alone: no API, no engine, no token and never the secrets key (boot serves no secret).
+    With ``region``, a rack controller: its blades' boot data from the region, never the store."""
     from appliance.boot.role import start_boot_services
     from appliance.metrics import Metrics
 
@@ -96,7 +108,13 @@ async def run_boot_role(ctx: CliContext, ready_file: str | None) -> None:
     stop = _stop_event()
     # Its own registry and listen (metrics.boot_listen): boot requests, TFTP and DHCP served here.
     metrics = Metrics(boot_only=True)
-    boot = await start_boot_services(settings, ctx.unsealed_store(), metrics=metrics)
+    if region is not None:
+        from appliance.boot.remote import RackLink, RegionClient, read_token
+
+        link = RackLink(RegionClient(region.url, read_token(region.token_file), ca=region.ca), settings)
+        boot = await start_boot_services(settings, None, link=link, metrics=metrics)
+    else:
+        boot = await start_boot_services(settings, ctx.unsealed_store(), metrics=metrics)
     try:
         metrics_runner = await _metrics_listen(settings, metrics, "boot_listen")
     except BaseException:
@@ -105,7 +123,9 @@ async def run_boot_role(ctx: CliContext, ready_file: str | None) -> None:
     notifier = SystemdNotifier()
     watchdog = asyncio.create_task(notifier.watchdog(stop), name="watchdog")
     try:
-        click.echo(f"anvil: {boot.describe()} (state {settings.state_dir})")
+        rack = boot.link
+        where = f"rack {rack.name} of region {rack.client.url}" if rack else f"state {settings.state_dir}"
+        click.echo(f"anvil: {boot.describe()} ({where})")
         _describe_metrics(settings, metrics_runner, "boot_listen")
         _write_ready(ready_file, boot.http_url or "")
         notifier.ready(boot.describe())
@@ -120,7 +140,8 @@ async def run_boot_role(ctx: CliContext, ready_file: str | None) -> None:
 
 
 async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | None,
-                        on_ready: Callable[[str, str], None] | None = None, role: str = "all") -> None:
+                        on_ready: Callable[[str, str], None] | None = None, role: str = "all",
+                        region: RegionOptions | None = None) -> None:
     """Serve until SIGINT or SIGTERM. ``on_ready(url, token_file)`` runs once listening.
 
     Role ``all`` runs the API, the engine, the monitor and the boot services in this process;
@@ -128,7 +149,7 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     ``api``, ``engine``, ``monitor`` or ``boot`` runs one of them.
     """
     if role == "boot":
-        await run_boot_role(ctx, ready_file)
+        await run_boot_role(ctx, ready_file, region)
         return
     # Imported here so that other commands do not pay for aiohttp and TLS at start-up.
     from aiohttp import web
@@ -258,15 +279,25 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
               show_default=True, help="Run one role alone (for the systemd units) or all of them.")
 @click.option("--insecure-http", is_flag=True, help="Serve plain HTTP (loopback addresses only).")
 @click.option("--ready-file", default=None, hidden=True, help="Write the URL here once listening (tests).")
+@click.option("--region", "region_url", default=None, metavar="URL",
+              help="--role boot as a rack controller: the region's API URL (https://HOST:8443); the blades' boot "
+                   "data come from there, and the store is never opened.")
+@click.option("--rack-token", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The rack's token file (anvil rack add NAME --token-file FILE); needs --region.")
+@click.option("--region-ca", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="The region's certificate (or its CA), pinned: the only one trusted.")
 @pass_ctx
-def serve(ctx: CliContext, role: str, insecure_http: bool, ready_file: str | None) -> None:
+def serve(ctx: CliContext, role: str, insecure_http: bool, ready_file: str | None, region_url: str | None,
+          rack_token: Path | None, region_ca: Path | None) -> None:
     """Run the appliance.
 
     \b
     --role boot runs only the boot services (HTTP, and TFTP/DHCP when configured in
     [boot]), e.g. inside the provisioning network's namespace:
       ip netns exec NS anvil serve --role boot --config PATH
-    It needs no API token and never reads the secrets key. The health monitor runs with
+    It needs no API token and never reads the secrets key. As a rack controller
+    (--region URL --rack-token FILE) it never opens the store either.
+    The health monitor runs with
     the engine (all, control, engine), or alone (--role monitor). --role control is all
     but the boot services (systemd/anvil.service beside anvil-boot.service).
 
@@ -276,7 +307,14 @@ def serve(ctx: CliContext, role: str, insecure_http: bool, ready_file: str | Non
     from appliance.store.audit import set_actor
 
     set_actor(None)
-    asyncio.run(run_appliance(ctx, insecure_http, ready_file, role=role))
+    region = None
+    if region_url is not None or rack_token is not None or region_ca is not None:
+        if role != "boot":
+            raise click.UsageError("--region, --rack-token and --region-ca are for --role boot (a rack controller)")
+        if region_url is None or rack_token is None:
+            raise click.UsageError("a rack controller needs both --region URL and --rack-token FILE")
+        region = RegionOptions(region_url, rack_token, region_ca)
+    asyncio.run(run_appliance(ctx, insecure_http, ready_file, role=role, region=region))
 
 
 COMMANDS = [serve]

@@ -458,6 +458,7 @@ def setup_console(app: web.Application) -> None:
     from appliance.console.failover import setup_failover_pages
     from appliance.console.host_pools import setup_host_pool_pages
     from appliance.console.pools import setup_pool_pages
+    from appliance.console.racks import setup_rack_pages
     from appliance.console.sites import setup_site_pages
     from appliance.console.switches import setup_switch_pages
     from appliance.console.template_pages import setup_template_pages
@@ -467,6 +468,7 @@ def setup_console(app: web.Application) -> None:
     setup_pool_pages(app)
     setup_template_pages(app)
     setup_switch_pages(app)
+    setup_rack_pages(app)
     setup_access_pages(app)
     setup_discovered_pages(app)
     setup_capacity_pages(app)

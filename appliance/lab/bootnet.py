@@ -66,8 +66,11 @@ class BootNetError(netns.NetnsError):
     """The lab network could not be created; the message names the command that failed."""
 
 
-def create(ns: str = DEFAULT_NETNS, taps: int = 2) -> BootNet:
+def create(ns: str = DEFAULT_NETNS, taps: int = 2, *, server_ipv4: str = SERVER_IPV4,
+           server_ipv6: str = SERVER_IPV6) -> BootNet:
     """Create namespace ``ns`` with the bridge and ``taps`` taps (tap01…); all or nothing.
+    ``server_ipv4``/``server_ipv6``: the bridge's addresses (a second provisioning network, such
+    as a second rack's, uses 10.78.0.1 and fd78::1; DESIGN §8).
 
     Raises BootNetError if ``ns`` already exists (a previous lab still up: destroy it
     first) or any step fails; on failure the half-built namespace is deleted.
@@ -81,8 +84,8 @@ def create(ns: str = DEFAULT_NETNS, taps: int = 2) -> BootNet:
     try:
         ip = ["ip", "-n", ns]
         netns.run([*ip, "link", "add", BRIDGE, "type", "bridge", "forward_delay", "0", "stp_state", "0"])
-        netns.add_address(ns, BRIDGE, f"{SERVER_IPV4}/{PREFIX_V4}")
-        netns.run([*ip, "addr", "add", f"{SERVER_IPV6}/{PREFIX_V6}", "dev", BRIDGE, "nodad"])
+        netns.add_address(ns, BRIDGE, f"{server_ipv4}/{PREFIX_V4}")
+        netns.run([*ip, "addr", "add", f"{server_ipv6}/{PREFIX_V6}", "dev", BRIDGE, "nodad"])
         netns.link_set(ns, BRIDGE, up=True)
         for tap in names:
             netns.run([*ip, "tuntap", "add", "dev", tap, "mode", "tap"])
@@ -90,7 +93,7 @@ def create(ns: str = DEFAULT_NETNS, taps: int = 2) -> BootNet:
     except netns.NetnsError as exc:
         destroy(ns)
         raise BootNetError(f"creating the lab network in {ns}: {exc}") from exc
-    return BootNet(netns=ns, bridge=BRIDGE, taps=names)
+    return BootNet(netns=ns, bridge=BRIDGE, taps=names, server_ipv4=server_ipv4, server_ipv6=server_ipv6)
 
 
 def add_taps(net: BootNet, count: int) -> BootNet:

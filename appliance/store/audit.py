@@ -44,6 +44,7 @@ AUDITED = {
     "blade_pools": "blade-pool", "api_tokens": "token", "users": "user", "jobs": "job",
     "host_pools": "host-pool", "host_webhooks": "host-webhook", "host_quotas": "host-quota",
     "dr_plans": "dr-plan",
+    "racks": "rack",    # added, removed, token rotated; heartbeats are core updates, not in the trail
 }
 # Never copied into the trail, whatever the table.
 SECRET_COLUMNS = frozenset({"password_enc", "privacy_enc", "password_hash", "token_hash", "session_hash",

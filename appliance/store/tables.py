@@ -135,8 +135,28 @@ class BladeRow(Base):
     facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     last_failed_at: Mapped[datetime | None]
     state_reason: Mapped[str | None] = mapped_column(String(512))
+    # The rack controller cabled to the blade's provisioning NIC (appliance.services.racks); None:
+    # the appliance's own boot role serves it.
+    rack_id: Mapped[int | None] = mapped_column(ForeignKey("racks.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class RackRow(Base):
+    """A rack controller: a boot role on one provisioning network, registered with the region with
+    its own token (stored hashed), serving the blades whose ``rack_id`` is this row's."""
+
+    __tablename__ = "racks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    networks: Mapped[list[str]] = mapped_column(JSON, default=list)       # declared by the admin
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    version: Mapped[str | None] = mapped_column(String(64))
+    boot_url: Mapped[str | None] = mapped_column(String(255))             # how its blades reach it
+    reported_networks: Mapped[list[str]] = mapped_column(JSON, default=list)  # from its heartbeat
+    last_seen_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class BaremetalNodeRow(Base):

@@ -84,7 +84,7 @@ RESOURCES = {
     # No path parameter today; scoped by the caller's tenant (appliance.services.capacity / changes).
     "capacity": "tenant-own", "usage": "tenant-own", "changes": "tenant-own",
     "host-pools": "hostpool", "host-quotas": "admin",
-    "firmware": "admin",
+    "firmware": "admin", "racks": "admin",
     "sites": "admin",     # paired sites: the appliance's; DR tokens' routes have no path parameter
     # DR plans span tenants: every /dr route is refused to a tenant-scoped caller.
     "dr": "admin",
@@ -317,7 +317,9 @@ def console_routes(app: web.Application) -> list[tuple[str, str]]:
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
         path = info.get("formatter") or info.get("path") or ""
-        if not path or path.startswith(("/api/", "/boot/", "/static", "/events/", "/baremetal")) or "{" not in path:
+        # /rack/v1 is a rack controller's (its rack token, scoped to its rack: tests/unit/boot/test_rack_region.py).
+        skip = ("/api/", "/boot/", "/static", "/events/", "/baremetal", "/rack/")
+        if not path or path.startswith(skip) or "{" not in path:
             continue
         if route.method in ("GET", "POST"):
             out.append((route.method, path))

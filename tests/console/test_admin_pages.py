@@ -206,3 +206,27 @@ async def test_the_jobs_page_says_why_who_and_how_long_and_the_audit_what_happen
     assert f'data-job="{job.id}"' not in await (await c.get("/jobs?blade=b04")).text()
     audit = await (await c.get("/audit?resource=job")).text()
     assert "admin root assigned acme/web-02 to blade b03" in audit and f'href="/jobs/{job.id}"' in audit
+
+
+async def test_rack_controllers_are_listed_with_their_health_and_refused_to_tenants(api: Api) -> None:
+    from appliance.services.racks import RackService
+
+    UserService(api.store).add("root", "password1", role="admin")
+    UserService(api.store).add("tina", "password1", role="admin", tenant="acme")
+    racks = RackService(api.store)
+    _, token = racks.add("rack-a", ["10.77.0.0/24"])
+    racks.add("rack-b", ["10.78.0.0/24"])
+    rack_a = racks.authenticate(token)
+    assert rack_a is not None
+    racks.heartbeat(rack_a, version="1.2.3", networks=["10.77.0.1/24"], boot_url="http://10.77.0.1:8080")
+    c = api.client
+    await login(c, "root", "password1")
+    page = await (await c.get("/racks")).text()
+    row_a = page[page.index('data-rack="rack-a"'):page.index('data-rack="rack-b"')]
+    assert ">up<" in row_a and "1.2.3" in row_a and "10.77.0.0/24" in row_a and "http://10.77.0.1:8080" in row_a
+    assert ">never<" in page[page.index('data-rack="rack-b"'):]
+    assert token not in page
+    c.session.cookie_jar.clear()
+    await login(c, "tina", "password1")
+    assert (await c.get("/racks")).status == 403
+    assert "/racks" not in (await (await c.get("/")).text()).split("<main")[0]

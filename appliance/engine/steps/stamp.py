@@ -55,6 +55,7 @@ from appliance.errors import NotFound
 from appliance.services import placement
 from appliance.services.blade_pools import DEFAULT_POOL
 from appliance.services.profiles import ProfileService
+from appliance.services.racks import rack_down_reason
 from appliance.sites.lease import HeldElsewhere, check_stampable
 from appliance.store import changes
 from appliance.store.tables import BindingRow, BladeRow, JobEventRow
@@ -411,18 +412,25 @@ async def await_boot(ctx: StepContext) -> dict[str, Any]:
     generation = int(ctx.data["generation"])
     deadline = time.monotonic() + ctx.settings.boot_timeout
     checks = int(ctx.settings.boot_timeout / ctx.settings.boot_poll) + 2
-    if kind == "callback":
-        await ctx.progress(f"boot signal from the image on {blade} (generation {generation})")
-    else:
-        await ctx.progress(f"{blade}'s initiator to log in to its boot LUN")
+    waiting_for = (f"boot signal from the image on {blade} (generation {generation})" if kind == "callback"
+                   else f"{blade}'s initiator to log in to its boot LUN")
+    await ctx.progress(waiting_for)
     pause = ctx.settings.boot_poll
+    rack_problem: str | None = None
     for _ in range(checks):
         if kind == "callback":
-            found = await ctx.read(lambda: _boot_signal(ctx, generation))
+            found, problem = await ctx.read(lambda: _boot_signal_or_rack(ctx, blade, generation))
             if found is not None:
                 return {"booted": "callback", "bootFacts": found}
-        elif await _initiator_logged_in(ctx, profile):
-            return {"booted": "initiator login"}
+        else:
+            if await _initiator_logged_in(ctx, profile):
+                return {"booted": "initiator login"}
+            problem = None
+        if problem != rack_problem:
+            # The rack controller that serves the blade is down: say so where the operator looks (anvil
+            # job show), and keep waiting: once it is back the blade boots through it.
+            await ctx.progress(f"{waiting_for}: {problem}" if problem else waiting_for)
+            rack_problem = problem
         if time.monotonic() >= deadline:
             break
         await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
@@ -430,8 +438,20 @@ async def await_boot(ctx: StepContext) -> dict[str, Any]:
         # real servers take minutes to boot, and each look is a store read.
         pause = min(pause * 1.5, 4 * ctx.settings.boot_poll)
     what = "posted no boot callback" if kind == "callback" else "never logged in to its boot LUN"
+    if rack_problem:
+        raise StepFailed(f"{blade} {what} within {ctx.settings.boot_timeout:g} s of power-on: {rack_problem}")
     raise StepFailed(f"{blade} {what} within {ctx.settings.boot_timeout:g} s of power-on; check that it "
                      "reaches the boot service (DHCP, TFTP, HTTP) and its console")
+
+
+def _boot_signal_or_rack(ctx: StepContext, blade: str, generation: int) -> tuple[dict[str, Any] | None, str | None]:
+    """(the boot signal's facts or None; why the blade's rack controller cannot boot it, or None)."""
+    found = _boot_signal(ctx, generation)
+    if found is not None:
+        return found, None
+    with ctx.store.read() as s:
+        blade_id = s.scalar(select(BladeRow.id).where(BladeRow.name == blade))
+        return None, rack_down_reason(s, blade_id) if blade_id is not None else None
 
 
 def _boot_signal(ctx: StepContext, generation: int) -> dict[str, Any] | None:

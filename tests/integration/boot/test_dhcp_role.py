@@ -98,6 +98,33 @@ def test_reservations_follow_bindings_by_sighup(tmp_path: Path, provisioning_net
     wait_for(lambda: not _alive(pid), 5, "dnsmasq stopped with the boot role")
 
 
+def test_a_blade_another_rack_controller_serves_gets_no_dhcp_answer(
+        tmp_path: Path, provisioning_net: ProvisioningNet, state_store: Store) -> None:
+    """Cabled to rack-b, a blade gets nothing from this boot role, not even a pool address; moved
+    back, it gets one again (the hostsfile follows, dnsmasq re-reads it)."""
+    from appliance.services.racks import RackService
+
+    net = provisioning_net
+    inv = Inventory(state_store, {}, {}, {})
+    inv.add_blade("blade-78", (BLADE_MAC,))
+    racks = RackService(state_store)
+    racks.add("rack-b", ["10.79.0.0/24"])
+    racks.set_blade_rack("blade-78", "rack-b")
+    role = _role(tmp_path, net, "reservations").start()
+    try:
+        hosts = role.state / "run" / "dnsmasq.hosts"
+        assert hosts.read_text() == f"{BLADE_MAC},ignore\n"
+        assert [r for r in net.probe(BLADE_MAC, wait=8) if r["type"] == "OFFER"] == []
+        assert _offer(net, "52:54:00:78:00:99")      # anybody else still gets a pool address
+        racks.set_blade_rack("blade-78", None)
+        wait_for(lambda: hosts.read_text() == "", 10, "the blade is no longer ignored")
+        log = role.state / "run" / "dnsmasq.log"
+        wait_for(lambda: log.read_text().count(f"read {hosts}") >= 2, 10, "dnsmasq re-read its hostsfile")
+        assert _offer(net, BLADE_MAC)
+    finally:
+        role.stop()
+
+
 def test_dnsmasq_is_restarted_when_it_dies_and_dies_with_the_appliance(
         tmp_path: Path, provisioning_net: ProvisioningNet) -> None:
     net = provisioning_net

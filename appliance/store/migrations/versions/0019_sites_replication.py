@@ -2,7 +2,7 @@
 profiles' site lease (NULL: held here; otherwise the site where the profile is owned or live)
 
 Revision ID: 0019
-Revises: 0016 (0017 and 0018 are other branches': the lead re-chains at merge)
+Revises: 0016
 Create Date: 2026-12-11 10:00:00
 """
 from collections.abc import Sequence
