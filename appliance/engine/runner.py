@@ -27,7 +27,7 @@ from sqlalchemy.exc import OperationalError
 
 from appliance.boot.tokens import BootKey
 from appliance.domain.states import FINAL_JOB_STATES, JOB_TRANSITIONS, JobState, transition
-from appliance.engine.leader import Leadership
+from appliance.engine.leader import RENEW_EVERY, STANDBY_POLL, Leadership
 from appliance.engine.model import EngineSettings, HardwarePort, JobKind, StepContext, StepRetry
 from appliance.errors import AnvilError
 from appliance.metrics import Metrics
@@ -118,7 +118,7 @@ class Engine:
         self._memos: dict[str, dict[str, Any]] = {}   # job id -> what its steps keep between them (in memory)
         self._wake = asyncio.Event()
         self.is_leader = False
-        self._lost = False
+        self.terms = 0   # terms this engine has led (a takeover is one more)
 
     # -- plumbing ----------------------------------------------------------
     async def db(self, fn: Callable[[], T]) -> T:
@@ -138,15 +138,32 @@ class Engine:
 
     # -- leadership and dispatch --------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Become leader, then drive jobs until ``stop`` is set or leadership is lost."""
+        """Stand by until this engine leads, drive jobs until ``stop`` is set or the term ends,
+        and stand by again after a lost term (the node goes on serving its API meanwhile)."""
         try:
             while not stop.is_set():
-                if await self.db(self.leadership.try_acquire):
-                    break
-                await _wait(stop, 1.0)
-            if stop.is_set():
-                return
-            self.is_leader = True
+                while not stop.is_set():
+                    try:
+                        if await self.db(self.leadership.try_acquire):
+                            break
+                    except OperationalError as exc:   # the database is away: stand by, try again
+                        log.warning("engine %s: cannot reach the database to lead: %s", self.owner, exc.orig)
+                    await _wait(stop, STANDBY_POLL)
+                if stop.is_set():
+                    return
+                await self._lead(stop)
+        finally:
+            await self.db(self.leadership.release)
+            self._executor.shutdown(wait=False)
+            self._readers.shutdown(wait=False)
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        """One term: take over the unfinished jobs, drive them, and when the term ends (lost,
+        or not renewed in time) stop every job task before returning."""
+        term = asyncio.Event()
+        self.is_leader = True
+        self.terms += 1
+        try:
             self.metrics.leadership.labels("acquired").inc()
             freed = 0
             for attempt in range(_ADVANCE_TRIES):
@@ -157,45 +174,76 @@ class Engine:
                     if attempt + 1 == _ADVANCE_TRIES:
                         raise
                     log.warning("engine %s: taking over leases retried: %s", self.owner, exc.orig)
-            log.info("engine leader %s; took over %d unfinished jobs", self.owner, freed)
+            log.info("engine leader %s (epoch %s); took over %d unfinished jobs", self.owner,
+                     self.leadership.epoch, freed)
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._heartbeat(stop))
-                tg.create_task(self._dispatch(stop))
+                tg.create_task(self._until(stop, term))
+                tg.create_task(self._heartbeat(term))
+                tg.create_task(self._dispatch(term))
                 for loop in self.loops:
-                    tg.create_task(loop(self, stop))
+                    tg.create_task(loop(self, term))
         finally:
-            if self.is_leader:
-                self.metrics.leadership.labels("lost" if not stop.is_set() or self._lost else "released").inc()
+            term.set()
+            self.metrics.leadership.labels("released" if stop.is_set() else "lost").inc()
             self.is_leader = False
             for task in list(self._tasks.values()):
                 task.cancel()
             if self._tasks:
                 await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-            await self.db(self.leadership.release)
-            self._executor.shutdown(wait=False)
-            self._readers.shutdown(wait=False)
+            if not stop.is_set():
+                # A lost term: the advisory lock (PostgreSQL) goes too, so that this node contends
+                # like any other standby.
+                self.leadership.step_down()
+                await self.db(self.leadership.close)
+
+    @staticmethod
+    async def _until(stop: asyncio.Event, term: asyncio.Event) -> None:
+        waiters = {asyncio.create_task(stop.wait()), asyncio.create_task(term.wait())}
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        term.set()
 
     def _in_write(self, fn: Callable[[Any], T]) -> T:
         with self.store.write() as s:
             return fn(s)
 
-    async def _heartbeat(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            ok = await self.db(self.leadership.renew)
-            if not ok:
-                log.error("engine %s lost leadership; stopping", self.owner)
-                self._lost = True
-                stop.set()
-                return
-            waiting, self._waiting = self._waiting, {}
+    async def _heartbeat(self, term: asyncio.Event) -> None:
+        """Renew the leadership, then the jobs' leases, every ``RENEW_EVERY`` s. A renewal that
+        is refused, or does not succeed before the step-down deadline (database away, a stalled
+        node), ends the term: the jobs stop before the lease can run out for a successor."""
+        while not term.is_set():
+            left = self.leadership.valid_until - time.monotonic()
             try:
-                await self.call(self._renew_and_show, waiting)
-            except OperationalError as exc:
-                # A lock timeout or deadlock victim: the leases are still far from expiry, the
-                # next beat renews them; one failed beat must not stop every job.
-                log.warning("engine %s: lease renewal failed, retrying next beat: %s", self.owner, exc.orig)
-                self._waiting = {**waiting, **self._waiting}
-            await _wait(stop, 1.0)
+                async with asyncio.timeout(max(left, 0.0)):
+                    ok = await self.db(self.leadership.renew)
+            except (TimeoutError, OperationalError) as exc:
+                ok = None
+                if time.monotonic() >= self.leadership.valid_until:
+                    log.error("engine %s: leadership not renewed in %g s (%s); stepping down", self.owner,
+                              self.leadership.step_down_after, exc.__class__.__name__)
+                    term.set()
+                    return
+            if ok is False:
+                log.error("engine %s lost leadership; stepping down", self.owner)
+                term.set()
+                return
+            if ok:
+                waiting, self._waiting = self._waiting, {}
+                try:
+                    await self.call(self._renew_and_show, waiting)
+                except LeaseLost:
+                    log.error("engine %s: fenced off renewing its jobs; stepping down", self.owner)
+                    term.set()
+                    return
+                except OperationalError as exc:
+                    # A lock timeout or deadlock victim: the leases are still far from expiry, the
+                    # next beat renews them; one failed beat must not stop every job.
+                    log.warning("engine %s: lease renewal failed, retrying next beat: %s", self.owner, exc.orig)
+                    self._waiting = {**waiting, **self._waiting}
+            await _wait(term, RENEW_EVERY if ok else 0.2)
 
     async def _dispatch(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -217,8 +265,14 @@ class Engine:
             waiter.cancel()
             stopper.cancel()
 
+    def _fence(self, conn: Any, job_id: str = "*") -> None:
+        """Refuse the caller's commit unless this engine's term is still the current one."""
+        if not self.leadership.holds(conn):
+            raise LeaseLost(job_id)
+
     def _renew_and_show(self, waiting: dict[str, str]) -> None:
         with self.store.write() as s:
+            self._fence(s.connection())
             repo.renew(s, self.owner, self.settings.lease_ttl)
             for job_id, text in sorted(waiting.items()):
                 s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.lease_owner == self.owner,
@@ -226,6 +280,7 @@ class Engine:
 
     def _claim(self, job_ids: list[str]) -> list[str]:
         with self.store.write() as s:
+            self._fence(s.connection())
             return repo.claim_many(s, job_ids, self.owner, self.settings.lease_ttl)
 
     def _read(self, fn: Callable[[Any], T]) -> T:
@@ -254,6 +309,7 @@ class Engine:
                             dict(job.data), tuple(r.state for r in rows), tuple(r.attempts for r in rows))
 
     def _owned(self, s: Any, job_id: str) -> JobRow:
+        self._fence(s.connection(), job_id)
         job = repo.get(s, job_id)
         if job.lease_owner != self.owner:
             raise LeaseLost(job_id)
@@ -338,6 +394,7 @@ class Engine:
         job when none is left; return the job as it now is. A resumed or retried step starts again
         here too."""
         with self.store.write() as s:
+            self._fence(s.connection(), job_id)
             return self._advance_in(s.connection(), job_id, done)
 
     def _advance_many(self, batch: list[tuple[str, Done | None]]) -> list[Snapshot | BaseException]:
@@ -350,6 +407,10 @@ class Engine:
         out: dict[int, Snapshot | BaseException] = {}
         with self.store.write() as s:
             conn = s.connection()
+            if not self.leadership.holds(conn):
+                # A stale leader (a successor began its term, or this one outlived its deadline):
+                # nothing of the batch may be written.
+                return [LeaseLost(job_id) for job_id, _ in batch]
             for i in order:
                 job_id, done = batch[i]
                 try:
