@@ -111,6 +111,9 @@ class Engine:
         self.owner = self.leadership.owner
         self._executor = ThreadPoolExecutor(1 if store.is_sqlite else 8, thread_name_prefix="anvil-db")
         self._readers = ThreadPoolExecutor(4, thread_name_prefix="anvil-db-read")
+        # Leadership work on a thread of its own: a renewal queued behind fifty jobs' writes would
+        # miss its step-down deadline on a busy node and end the term for nothing.
+        self._lease_thread = ThreadPoolExecutor(1, thread_name_prefix="anvil-lease")
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._advances: list[tuple[str, Done | None, asyncio.Future[Snapshot | BaseException]]] = []
         self._advancer: asyncio.Task[None] | None = None
@@ -132,6 +135,10 @@ class Engine:
         """``fn(*args, **kwargs)`` on the database thread (binds its arguments now, unlike a lambda)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args, **kwargs))
 
+    async def lease(self, fn: Callable[[], T]) -> T:
+        """Leadership work (acquire, renew, release) on its own thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._lease_thread, fn)
+
     def wake(self) -> None:
         """Look for new jobs now (called after a submit in this process)."""
         self._wake.set()
@@ -144,7 +151,7 @@ class Engine:
             while not stop.is_set():
                 while not stop.is_set():
                     try:
-                        if await self.db(self.leadership.try_acquire):
+                        if await self.lease(self.leadership.try_acquire):
                             break
                     except OperationalError as exc:   # the database is away: stand by, try again
                         log.warning("engine %s: cannot reach the database to lead: %s", self.owner, exc.orig)
@@ -153,7 +160,8 @@ class Engine:
                     return
                 await self._lead(stop)
         finally:
-            await self.db(self.leadership.release)
+            await self.lease(self.leadership.release)
+            self._lease_thread.shutdown(wait=False)
             self._executor.shutdown(wait=False)
             self._readers.shutdown(wait=False)
 
@@ -194,7 +202,7 @@ class Engine:
                 # A lost term: the advisory lock (PostgreSQL) goes too, so that this node contends
                 # like any other standby.
                 self.leadership.step_down()
-                await self.db(self.leadership.close)
+                await self.lease(self.leadership.close)
 
     @staticmethod
     async def _until(stop: asyncio.Event, term: asyncio.Event) -> None:
@@ -218,7 +226,7 @@ class Engine:
             left = self.leadership.valid_until - time.monotonic()
             try:
                 async with asyncio.timeout(max(left, 0.0)):
-                    ok = await self.db(self.leadership.renew)
+                    ok = await self.lease(self.leadership.renew)
             except (TimeoutError, OperationalError) as exc:
                 ok = None
                 if time.monotonic() >= self.leadership.valid_until:
