@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,7 @@ LEASE_SECONDS = 4.0      # a silent leader's lease runs out after this
 RENEW_EVERY = 1.0        # the leader renews this often
 STEP_DOWN_AFTER = 3.0    # a leader that could not renew for this long stops acting (< LEASE_SECONDS)
 STANDBY_POLL = 0.5       # a standby tries to take over this often
+LOCK_WAIT = 2.0          # s a lease statement waits for a row lock (PostgreSQL) before it gives up
 _ADVISORY_KEY = 0x616E76696C  # "anvil"
 _L = LeaderRow.__table__.c
 
@@ -106,6 +108,12 @@ class Leadership:
         self.epoch: int | None = None
         self.valid_until = 0.0       # time.monotonic() after which this leader must stop acting
         self._pg_conn: Connection | None = None
+        # Set except while a renewal runs. Every commit share-locks the lease row (holds()); with
+        # eight writer threads those locks overlap without a gap, and PostgreSQL lets a new share
+        # lock in ahead of the renewal's waiting UPDATE, which then starves until the term ends.
+        # New fencing checks wait for the renewal instead (all share lockers are this process).
+        self._no_renewal = threading.Event()
+        self._no_renewal.set()
 
     def try_acquire(self) -> bool:
         """Start a new term when the lease is free, run out, ours, or held by a dead process
@@ -121,6 +129,7 @@ class Leadership:
             self._pg_conn = conn
         with self.store.write() as s:
             conn = s.connection()
+            self._bound_lock_wait(conn)
             row = conn.execute(select(LeaderRow.__table__).where(_L.id == 1).with_for_update()).first()
             now = _db_now(self.store, conn)
             expires = now + timedelta(seconds=self.lease)
@@ -144,12 +153,17 @@ class Leadership:
         if self.epoch is None:
             return False
         began = time.monotonic()
-        with self.store.write() as s:
-            conn = s.connection()
-            expires = _db_now(self.store, conn) + timedelta(seconds=self.lease)
-            done = conn.execute(update(LeaderRow)
-                                .where(_L.id == 1, _L.owner == self.owner, _L.epoch == self.epoch)
-                                .values(expires_at=expires)).rowcount
+        self._no_renewal.clear()
+        try:
+            with self.store.write() as s:
+                conn = s.connection()
+                self._bound_lock_wait(conn)
+                expires = _db_now(self.store, conn) + timedelta(seconds=self.lease)
+                done = conn.execute(update(LeaderRow)
+                                    .where(_L.id == 1, _L.owner == self.owner, _L.epoch == self.epoch)
+                                    .values(expires_at=expires)).rowcount
+        finally:
+            self._no_renewal.set()
         if done != 1:
             self.epoch = None
             return False
@@ -160,10 +174,20 @@ class Leadership:
         """The fencing check, inside the caller's transaction: this term is still the current one
         and has not outlived its step-down deadline. On PostgreSQL the row is share-locked until
         the caller commits, so a successor's takeover waits for the commit rather than racing it."""
+        if not self.store.is_sqlite:
+            # Not on SQLite: there the caller's transaction holds the one write lock the renewal
+            # needs (no starvation either: writers take turns).
+            self._no_renewal.wait(max(self.valid_until - time.monotonic(), 0.0))
         if self.epoch is None or time.monotonic() > self.valid_until:
             return False
         row = conn.execute(select(_L.owner, _L.epoch).where(_L.id == 1).with_for_update(read=True)).first()
         return row is not None and row.owner == self.owner and row.epoch == self.epoch
+
+    def _bound_lock_wait(self, conn: Connection) -> None:
+        """A lease statement never waits on a row lock for long: the lease thread must stay free
+        to step down and to stand by again (acquire and close queue behind it on that one thread)."""
+        if not self.store.is_sqlite:
+            conn.execute(text(f"SET LOCAL lock_timeout = '{int(LOCK_WAIT * 1000)}ms'"))
 
     def step_down(self) -> None:
         """Stop counting this term as ours (commits are refused from now on)."""

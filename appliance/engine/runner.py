@@ -71,6 +71,7 @@ def _retryable(exc: BaseException) -> bool:
 Done = tuple[int, str, dict[str, Any] | None, dict[str, Any], list[tuple[str, str]], list[dict[str, Any]]]
 _ADVANCE_BATCH = 64     # jobs' step transitions per transaction (group commit)
 _ADVANCE_TRIES = 3      # a batch the database aborted (deadlock victim) is tried this often
+_LOOP_GRACE = 1.0       # s the leader's loops get to end on their own once its term is over
 
 # The statements of _advance, built once: a hundred jobs at once make a thousand of each.
 _J, _S = JobRow.__table__.c, JobStepRow.__table__.c
@@ -149,6 +150,7 @@ class Engine:
         and stand by again after a lost term (the node goes on serving its API meanwhile)."""
         try:
             while not stop.is_set():
+                log.info("engine %s: standing by (trying to lead every %g s)", self.owner, STANDBY_POLL)
                 while not stop.is_set():
                     try:
                         if await self.lease(self.leadership.try_acquire):
@@ -167,10 +169,14 @@ class Engine:
 
     async def _lead(self, stop: asyncio.Event) -> None:
         """One term: take over the unfinished jobs, drive them, and when the term ends (lost,
-        or not renewed in time) stop every job task before returning."""
+        not renewed in time, or one of the leader's loops failed) stop every task of it before
+        returning. The loops get ``_LOOP_GRACE`` s to see the term's end; one still busy then
+        (blocked on the database, a long monitor pass) is cancelled, so that a stepped-down
+        node is back to standing by within seconds whatever it was doing."""
         term = asyncio.Event()
         self.is_leader = True
         self.terms += 1
+        workers: list[asyncio.Task[None]] = []
         try:
             self.metrics.leadership.labels("acquired").inc()
             freed = 0
@@ -184,35 +190,37 @@ class Engine:
                     log.warning("engine %s: taking over leases retried: %s", self.owner, exc.orig)
             log.info("engine leader %s (epoch %s); took over %d unfinished jobs", self.owner,
                      self.leadership.epoch, freed)
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._until(stop, term))
-                tg.create_task(self._heartbeat(term))
-                tg.create_task(self._dispatch(term))
-                for loop in self.loops:
-                    tg.create_task(loop(self, term))
+            workers = [asyncio.create_task(self._heartbeat(term), name="engine-heartbeat"),
+                       asyncio.create_task(self._dispatch(term), name="engine-dispatch"),
+                       *(asyncio.create_task(loop(self, term), name=f"engine-loop-{i}")
+                         for i, loop in enumerate(self.loops))]
+            await _until_any(stop, term, workers)
         finally:
             term.set()
             self.metrics.leadership.labels("released" if stop.is_set() else "lost").inc()
             self.is_leader = False
+            log.info("engine %s: term (epoch %s) over: stopping %d loops and %d job tasks", self.owner,
+                     self.leadership.epoch, len(workers), len(self._tasks))
             for task in list(self._tasks.values()):
                 task.cancel()
-            if self._tasks:
-                await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            if workers:
+                _done, busy = await asyncio.wait(workers, timeout=_LOOP_GRACE)
+                for task in busy:
+                    log.warning("engine %s: %s still busy %g s after the term ended; cancelled", self.owner,
+                                task.get_name(), _LOOP_GRACE)
+                    task.cancel()
+            await asyncio.gather(*workers, *self._tasks.values(), return_exceptions=True)
+            for task in workers:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("engine %s: %s failed; the term ends", self.owner, task.get_name(),
+                              exc_info=task.exception())
+            log.info("engine %s: loops and job tasks stopped", self.owner)
             if not stop.is_set():
                 # A lost term: the advisory lock (PostgreSQL) goes too, so that this node contends
                 # like any other standby.
                 self.leadership.step_down()
                 await self.lease(self.leadership.close)
-
-    @staticmethod
-    async def _until(stop: asyncio.Event, term: asyncio.Event) -> None:
-        waiters = {asyncio.create_task(stop.wait()), asyncio.create_task(term.wait())}
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
-        term.set()
+                log.info("engine %s: stepped down; advisory lock released", self.owner)
 
     def _in_write(self, fn: Callable[[Any], T]) -> T:
         with self.store.write() as s:
@@ -626,6 +634,17 @@ def _describe(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, AnvilError):
         return str(exc)
     return f"internal error: {exc.__class__.__name__}: {exc}"
+
+
+async def _until_any(stop: asyncio.Event, term: asyncio.Event, tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Return when ``stop`` or ``term`` is set or one of ``tasks`` has ended (a leader's loop
+    ends only when the term does, or by failing)."""
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(term.wait())]
+    try:
+        await asyncio.wait([*waiters, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from appliance.domain.states import ACTIVE_JOB_STATES, JobState
 from appliance.lab import redfish_emulator
@@ -54,9 +54,25 @@ def _node(anvil: Anvil, tmp: Path, i: int) -> Serve:
     node = Anvil(tmp / f"node{i}")
     node.tmp.mkdir()
     node.state_dir = anvil.state_dir
+    # PYTHONFAULTHANDLER: a node that hangs is sent SIGABRT and writes every thread's stack to its log.
     node.env = {**anvil.env, "ANVIL_API_LISTEN": f"127.0.0.1:{free_port()}",
-                "ANVIL_BOOT_LISTEN": f"127.0.0.1:{free_port()}"}
+                "ANVIL_BOOT_LISTEN": f"127.0.0.1:{free_port()}", "PYTHONFAULTHANDLER": "1"}
     return Serve(node)
+
+
+def _diagnose(store: Store, nodes: list[Serve]) -> None:
+    """When jobs do not settle: what the database is waiting on, and each node's log tail (the
+    live ones after a SIGABRT stack dump). The logs stay under the test's tmp dir."""
+    with store.read() as s:
+        for r in s.execute(text("SELECT pid, state, wait_event_type, wait_event, now() - xact_start AS age, "
+                                "left(query, 160) AS q FROM pg_stat_activity WHERE datname = current_database() "
+                                "AND pid <> pg_backend_pid() ORDER BY xact_start NULLS LAST")):
+            print(f"  pg {r.pid} {r.state} {r.wait_event_type}/{r.wait_event} {r.age}: {r.q}")
+    for node in nodes:
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.send_signal(signal.SIGABRT)
+            node.proc.wait(timeout=10)
+        print(f"==== {node.log_path} (pid {node.pid}) ====\n{node.log_tail(12000)}")
 
 
 def _start_boot_role(anvil: Anvil, tmp: Path) -> subprocess.Popen[bytes]:
@@ -179,6 +195,8 @@ def test_three_nodes_fifty_stamps_leader_killed_twice(tmp_path: Path, pg_cluster
         while time.monotonic() < deadline and _open_jobs(store):
             time.sleep(0.2)
         wall = time.monotonic() - t0
+        if _open_jobs(store):
+            _diagnose(store, nodes)
 
         with store.read() as s:
             rows = list(s.execute(select(JobRow.id, JobRow.state, JobRow.error)).all())
