@@ -20,8 +20,8 @@ from appliance.sdnotify import SystemdNotifier
 
 if TYPE_CHECKING:
     from appliance.boot.role import BootServices
-    from appliance.metrics import Metrics
     from appliance.engine.runner import Engine, LeaderLoop
+    from appliance.metrics import Metrics
     from appliance.monitor.runner import Monitor
     from appliance.store import Store
 

@@ -17,8 +17,8 @@ from appliance.engine.leader import LEASE_SECONDS, STANDBY_POLL, STEP_DOWN_AFTER
 from appliance.engine.runner import LeaseLost
 from appliance.services.jobs import JobService
 from appliance.store import Store
-from appliance.store.tables import JobRow, JobStepRow, LeaderRow
-from tests.unit.engine.fakes import FakeHardware, add_profile, make_engine, rack
+from appliance.store.tables import JobEventRow, JobRow, JobStepRow, LeaderRow
+from tests.unit.engine.fakes import FakeHardware, add_profile, make_engine, rack, signal_boots
 
 
 def _expire(store: Store) -> None:
@@ -136,4 +136,54 @@ async def test_a_leader_that_cannot_renew_stops_its_jobs_before_its_lease_runs_o
         assert engine.terms == 1
     finally:
         stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_a_stepped_down_leader_stands_by_and_leads_again_even_when_a_loop_is_stuck(store: Store,
+                                                                                        tmp_path: Path) -> None:
+    # A leader's loop that does not end with the term (blocked on the database, a long monitor
+    # pass): the node must still stop its term, stand by, and lead again once it can renew.
+    rack(store, tmp_path)
+    add_profile(store, "web-01", 1)
+    job = JobService(store).submit_assign("web-01", tenant="acme", blade="b01")
+    never = asyncio.Event()
+
+    async def stuck_loop(_engine: object, _term: asyncio.Event) -> None:
+        await never.wait()
+
+    engine = make_engine(store, FakeHardware(power_delay=1.0), owner="node-a", loops=(stuck_loop,))
+    # Renewals every RENEW_EVERY (1 s) keep a 2 s step-down deadline; one 3 s stall misses it.
+    engine.leadership = Leadership(store, owner="node-a", lease=4.0, step_down_after=2.0)
+    stalled = threading.Event()
+    real_renew = engine.leadership.renew
+
+    def renew() -> bool:
+        if stalled.is_set():
+            time.sleep(3.0)  # the database does not answer in time, once
+            stalled.clear()
+        return real_renew()
+
+    engine.leadership.renew = renew  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = asyncio.create_task(engine.run(stop))
+    try:
+        for _ in range(200):
+            if job.id in engine._tasks:
+                break
+            await asyncio.sleep(0.05)
+        assert job.id in engine._tasks and engine.is_leader
+        stalled.set()
+        for _ in range(300):   # 15 s at most
+            if engine.terms >= 2 and _job_row(store, job.id)[1] == "succeeded":
+                break
+            signal_boots(store)   # the blade's boot callback, once it is powered on
+            await asyncio.sleep(0.05)
+        assert engine.terms == 2, "the stepped-down node never led again"
+        with store.read() as s:
+            events = [e.message for e in s.scalars(select(JobEventRow).where(JobEventRow.job_id == job.id)
+                                                   .order_by(JobEventRow.id))]
+        assert _job_row(store, job.id)[1] == "succeeded", "\n".join(events)
+    finally:
+        stop.set()
+        never.set()
         await asyncio.wait_for(task, 30)
