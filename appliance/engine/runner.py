@@ -160,7 +160,10 @@ class Engine:
                     await _wait(stop, STANDBY_POLL)
                 if stop.is_set():
                     return
-                await self._lead(stop)
+                try:
+                    await self._lead(stop)
+                except OperationalError as exc:   # the database went away mid-takeover: stand by again
+                    log.warning("engine %s: term ended, the database is away: %s", self.owner, exc.orig)
         finally:
             await self.lease(self.leadership.release)
             self._lease_thread.shutdown(wait=False)
@@ -265,12 +268,14 @@ class Engine:
         while not stop.is_set():
             self._wake.clear()
             if len(self._tasks) < self.settings.max_jobs:
-                ids = await self.read(lambda: self._read(
-                    lambda s: repo.runnable_ids(s, self.owner, set(self._tasks),
-                                                self.settings.max_jobs - len(self._tasks))))
                 try:
+                    ids = await self.read(lambda: self._read(
+                        lambda s: repo.runnable_ids(s, self.owner, set(self._tasks),
+                                                    self.settings.max_jobs - len(self._tasks))))
                     claimed = await self.call(self._claim, ids)
-                except OperationalError as exc:   # a deadlock victim: the next round claims them
+                except OperationalError as exc:
+                    # A deadlock victim, or the database away for a moment (a failover): the next
+                    # round claims them; whether the term goes on is the heartbeat's to decide.
                     log.warning("engine %s: claim retried next round: %s", self.owner, exc.orig)
                     claimed = []
                 for job_id in claimed:

@@ -1,12 +1,16 @@
 """Controller HA (issue 18 item 1, done-when): three ``anvil serve`` nodes on one throw-away
-PostgreSQL, 50 stamp jobs in flight against the emulated rack (sushy-tools Redfish blades and
-the snmpsim switch), the leader SIGKILLed twice.
+PostgreSQL, stamp jobs in flight against the emulated rack (sushy-tools Redfish blades and the
+snmpsim switch), and the leader lost two ways: SIGKILLed (twice, 50 stamps), and cut off from
+the database while it keeps running (a TCP proxy between it and PostgreSQL resets every
+connection and refuses new ones).
 
-Every job must end succeeded or rolled back; no step may have run twice, read from the BMCs'
-own power history (each blade powered on at most once, no profile on two blades at once);
-every node serves the API (a request to a standby is answered); the takeover time (SIGKILL to
-the successor's term, and to its first job progress) is printed. The emulated blades boot from
-a separate ``anvil serve --role boot`` (a rack controller), which is never killed.
+Every job must end succeeded or rolled back; no step may have run twice, read from the
+emulators' own request logs: each blade powered on at most once (the BMCs' power history), each
+switch port's PVID set once per stamp and never to the value it already had (snmpsim's log of
+the SETs it stored), no profile on two blades at once; every node serves the API (a request to
+a standby is answered); the takeover time is printed. A node cut off from the database must
+stop acting (step down) before another node's term begins. The emulated blades boot from a
+separate ``anvil serve --role boot`` (a rack controller), which is never killed nor cut.
 """
 
 from __future__ import annotations
@@ -16,21 +20,25 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
 
 from appliance.domain.states import ACTIVE_JOB_STATES, JobState
-from appliance.lab import redfish_emulator
+from appliance.engine.leader import LEASE_SECONDS, STANDBY_POLL
+from appliance.lab import redfish_emulator, snmp_switch
 from appliance.services.jobs import JobService
 from appliance.services.profiles import ProfileService
 from appliance.store import Store, open_store
 from appliance.store.tables import JobEventRow, JobRow, LeaderRow
-from tests.integration.engine.rig import PROFILE, Anvil, Lab, Serve, free_port
+from tests.integration.engine.rig import PROFILE, PROFILE_VLANS, Anvil, Lab, Serve, free_port
 from tests.support import world, world_io
 from tests.support.postgres import PgCluster
+from tests.support.tcpproxy import TcpProxy
+from tests.support.world import INF
 
 BLADES = 50
 NODES = 3
@@ -48,14 +56,14 @@ class Takeover:
     progress_s: float    # SIGKILL -> the first job event written after it
 
 
-def _node(anvil: Anvil, tmp: Path, i: int) -> Serve:
-    """A node sharing the state dir (secrets key, boot key, admin token) and the database,
-    listening on its own API and boot ports."""
+def _node(anvil: Anvil, tmp: Path, i: int, url: str) -> Serve:
+    """A node sharing the state dir (secrets key, boot key, admin token) and the database (at
+    ``url``), listening on its own API and boot ports."""
     node = Anvil(tmp / f"node{i}")
     node.tmp.mkdir()
     node.state_dir = anvil.state_dir
     # PYTHONFAULTHANDLER: a node that hangs is sent SIGABRT and writes every thread's stack to its log.
-    node.env = {**anvil.env, "ANVIL_API_LISTEN": f"127.0.0.1:{free_port()}",
+    node.env = {**anvil.env, "ANVIL_STORE_URL": url, "ANVIL_API_LISTEN": f"127.0.0.1:{free_port()}",
                 "ANVIL_BOOT_LISTEN": f"127.0.0.1:{free_port()}", "PYTHONFAULTHANDLER": "1"}
     return Serve(node)
 
@@ -139,106 +147,261 @@ def _kill_leader(store: Store, nodes: list[Serve]) -> Takeover:
     return Takeover(pid, epoch + 1, term_s, progress_s)
 
 
-@pytest.mark.slow
-@pytest.mark.postgres
-@pytest.mark.timeout(400)
-def test_three_nodes_fifty_stamps_leader_killed_twice(tmp_path: Path, pg_cluster: PgCluster) -> None:
-    url = pg_cluster.create_database("anvil_ha")
-    anvil = Anvil(tmp_path)
-    anvil.env["ANVIL_STORE_URL"] = url
-    lab = Lab(anvil)
-    nodes: list[Serve] = []
+def _switch_set_log(lab: Lab) -> Path:
+    """snmpsim's own log of the SETs it stored: in its private run dir when the lab runs as root
+    (snmpsim drops to nobody), else under the lab dir. Read it before the lab goes down."""
+    for rundir in lab.state.get("rundirs", []):
+        candidate = Path(rundir) / snmp_switch.SET_LOG
+        if candidate.exists():
+            return candidate
+    return lab.lab_dir / "snmp" / snmp_switch.SET_LOG
+
+
+def _world_problems(lab: Lab, store: Store, t0_epoch: float) -> list[str]:
+    """What the emulators' own records say ran twice or broke "one profile per blade, one blade
+    per profile" (empty when nothing). Printed in detail; the caller asserts."""
+    inventory = lab.inventory(store)
+    blade_of = {u.rsplit("/", 1)[1]: blade for blade, (u, _ports) in inventory.items()}
+    for system_url, _ports in inventory.values():
+        lab.system(system_url)   # a read applies a pending power change (and records it)
+    changes = redfish_emulator.read_power_history(lab.lab_dir / "redfish" / "state")
+    problems: list[str] = []
+    if not changes:
+        return ["the emulators recorded no power change"]
+    # The emulator may record one change twice when two readers apply it at the same moment
+    # (same time, same from/to): that is one transition, not a second power-on.
+    ons = Counter(blade_of.get(c.system, c.system) for c in dict.fromkeys(changes) if c.now == "On")
+    for blade, n in sorted(ons.items()):
+        if n > 1:
+            seen = [(round(c.at - t0_epoch, 2), c.was, c.now) for c in changes if blade_of.get(c.system) == blade]
+            problems.append(f"{blade} powered on {n} times: {seen}")
+
+    # The switch side: every PVID the set-vlans step (or its undo) changed, as snmpsim stored it.
+    records = snmp_switch.read_set_log(_switch_set_log(lab))
+    ports_of = {blade: [int(p) for _sw, p in ports] for blade, (_u, ports) in inventory.items()}
+    history = snmp_switch.port_history(records, ports=max(p for ps in ports_of.values() for p in ps))
+    stamps = world_io.stamps(store)
+    live = {s.blade for s in stamps if s.span.end == INF}
+    pvid_sets = 0
+    for blade, ports in sorted(ports_of.items()):
+        for nic, port in enumerate(ports):
+            pvids = [c.pvid for c in history[port] if c.pvid is not None]
+            pvid_sets += len(pvids)
+            if any(a == b for a, b in pairwise(pvids)):
+                problems.append(f"{blade} port {port}: PVID set twice to the same value: {pvids}")
+            if blade in live and pvids != [PROFILE_VLANS[nic][0]]:
+                problems.append(f"{blade} port {port} (stamped once): PVID SETs {pvids}, "
+                                f"wanted exactly one, to {PROFILE_VLANS[nic][0]}")
+            elif blade not in live and len(pvids) > 2:
+                problems.append(f"{blade} port {port} (not stamped): PVID SETs {pvids}")
+    if not pvid_sets:
+        problems.append("the switch stored no PVID SET at all")
+    cut = world_io.cut_off(history, ports_of)
+    problems += world.violations(world_io.power(changes, blade_of), stamps, cut)
+    return problems
+
+
+@dataclass
+class HaRig:
+    """The lab, a boot role and ``NODES`` serve nodes on one PostgreSQL database; everything it
+    starts is stopped by ``down()`` (by PID)."""
+
+    tmp: Path
+    url: str
+    blades: int
+    anvil: Anvil = field(init=False)
+    lab: Lab = field(init=False)
+    nodes: list[Serve] = field(default_factory=list)
     boot: subprocess.Popen[bytes] | None = None
     store: Store | None = None
-    try:
+    names: list[str] = field(default_factory=list)
+    lab_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.anvil = Anvil(self.tmp)
+        self.anvil.env["ANVIL_STORE_URL"] = self.url
+        self.lab = Lab(self.anvil)
+
+    def up(self, node_urls: list[str]) -> Store:
         t_lab = time.monotonic()
-        lab.up(BLADES)
-        lab_s = time.monotonic() - t_lab
-        store = open_store(url, migrate=False)
+        self.lab.up(self.blades)
+        self.lab_s = time.monotonic() - t_lab
+        store = self.store = open_store(self.url, migrate=False)
         profiles = ProfileService(store)
-        names = [f"ha-{i:02d}" for i in range(1, BLADES + 1)]
-        for n, name in enumerate(names, 1):
+        self.names = [f"ha-{i:02d}" for i in range(1, self.blades + 1)]
+        for n, name in enumerate(self.names, 1):
             profiles.import_document(PROFILE.format(name=name, tenant="acme", n=n))
-        boot = _start_boot_role(anvil, tmp_path)
-        for i in range(1, NODES + 1):
-            node = _node(anvil, tmp_path, i)
-            nodes.append(node)
+        self.boot = _start_boot_role(self.anvil, self.tmp)
+        for i, url in enumerate(node_urls, 1):
+            node = _node(self.anvil, self.tmp, i, url)
+            self.nodes.append(node)
             node.start(timeout=60)
         for _ in range(200):
             if _leader(store) is not None:
                 break
             time.sleep(0.05)
         assert _leader(store) is not None, "no node became leader"
+        return store
 
-        jobs = JobService(store)
+    def submit(self) -> list[str]:
+        assert self.store is not None
+        jobs = JobService(self.store)
+        return [jobs.submit_assign(name, tenant="acme").id for name in self.names]
+
+    def ask_every_node(self, job_id: str) -> int:
+        """Every live node serves the API, leader or not; how many standbys answered."""
+        assert self.store is not None
+        answered = 0
+        for node in self.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                status, _ctype, body = node.request("GET", f"/api/v1/jobs/{job_id}")
+                assert status == 200 and body.get("id") == job_id, (status, body)
+                answered += node.pid != (_leader(self.store) or (0,))[0]
+        return answered
+
+    def wait_in_flight(self) -> None:
+        """Until some steps have run since now, and jobs are still open."""
+        assert self.store is not None
+        mark = _last_event_id(self.store)
+        for _ in range(200):
+            if _last_event_id(self.store) > mark + 20:
+                break
+            time.sleep(0.05)
+        assert _open_jobs(self.store) > 0, "every job ended before the leader was lost: nothing was in flight"
+
+    def settle(self) -> list[tuple[str, str, str | None]]:
+        """Wait for every job to end (bounded); their (id, state, error)."""
+        assert self.store is not None
+        deadline = time.monotonic() + SETTLE_LIMIT
+        while time.monotonic() < deadline and _open_jobs(self.store):
+            time.sleep(0.2)
+        if _open_jobs(self.store):
+            _diagnose(self.store, self.nodes)
+        with self.store.read() as s:
+            return [(r.id, r.state, r.error) for r in s.execute(select(JobRow.id, JobRow.state, JobRow.error))]
+
+    def down(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        _stop(self.boot)
+        if self.store is not None:
+            self.store.close()
+        self.lab.down()
+
+
+def _check_jobs(rows: list[tuple[str, str, str | None]], blades: int) -> Counter[str]:
+    by_state = Counter(state for _id, state, _err in rows)
+    for job_id, state, error in rows:
+        if state != JobState.SUCCEEDED:
+            print(f"  {job_id}: {state}: {error}")
+    assert len(rows) == blades
+    assert all(state in (JobState.SUCCEEDED, JobState.ROLLED_BACK) for _id, state, _err in rows), dict(by_state)
+    return by_state
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.timeout(400)
+def test_three_nodes_fifty_stamps_leader_killed_twice(tmp_path: Path, pg_cluster: PgCluster) -> None:
+    url = pg_cluster.create_database("anvil_ha")
+    rig = HaRig(tmp_path, url, BLADES)
+    try:
+        store = rig.up([url] * NODES)
         t0, t0_epoch = time.monotonic(), time.time()
-        submitted = [jobs.submit_assign(name, tenant="acme").id for name in names]
+        submitted = rig.submit()
         takeovers = []
         answered = 0
         for _ in range(KILLS):
-            # Every node serves the API, leader or not: ask each live one about a job.
-            for node in nodes:
-                if node.proc is not None and node.proc.poll() is None:
-                    status, _ctype, body = node.request("GET", f"/api/v1/jobs/{submitted[0]}")
-                    assert status == 200 and body.get("id") == submitted[0], (status, body)
-                    answered += node.pid != (_leader(store) or (0,))[0]
-            # Kill while stamps are in flight: wait until some steps have run.
-            mark = _last_event_id(store)
-            for _ in range(200):
-                if _last_event_id(store) > mark + 20:
-                    break
-                time.sleep(0.05)
-            assert _open_jobs(store) > 0, "every job ended before the kill: nothing was in flight"
-            takeovers.append(_kill_leader(store, nodes))
-
-        deadline = time.monotonic() + SETTLE_LIMIT
-        while time.monotonic() < deadline and _open_jobs(store):
-            time.sleep(0.2)
+            answered += rig.ask_every_node(submitted[0])
+            rig.wait_in_flight()   # kill while stamps are in flight
+            takeovers.append(_kill_leader(store, rig.nodes))
+        rows = rig.settle()
         wall = time.monotonic() - t0
-        if _open_jobs(store):
-            _diagnose(store, nodes)
-
-        with store.read() as s:
-            rows = list(s.execute(select(JobRow.id, JobRow.state, JobRow.error)).all())
-        by_state = Counter(r.state for r in rows)
         for t in takeovers:
             print(f"takeover: leader pid {t.killed} SIGKILLed; epoch {t.epoch} began {t.term_s:.2f} s later, "
                   f"first job progress {t.progress_s:.2f} s later")
+        by_state = _check_jobs(rows, BLADES)
         print(f"controller HA: {NODES} nodes, {len(rows)} stamps {dict(by_state)}, {KILLS} leader kills, "
-              f"wall {wall:.1f} s (lab up {lab_s:.1f} s); API answered by standbys {answered} times")
-        for r in rows:
-            if r.state != JobState.SUCCEEDED:
-                print(f"  {r.id}: {r.state}: {r.error}")
-
-        # No step ran twice, from the BMCs' own records: each blade powered on at most once, and
-        # the power history with the bindings' times shows no profile on two blades at once.
-        inventory = lab.inventory(store)
-        blade_of = {u.rsplit("/", 1)[1]: blade for blade, (u, _ports) in inventory.items()}
-        for system_url, _ports in inventory.values():
-            lab.system(system_url)   # a read applies a pending power change (and records it)
-        changes = redfish_emulator.read_power_history(lab.lab_dir / "redfish" / "state")
-        assert changes, "the emulators recorded no power change"
-        # The emulator may record one change twice when two readers apply it at the same moment
-        # (same time, same from/to): that is one transition, not a second power-on.
-        ons = Counter(blade_of.get(c.system, c.system) for c in dict.fromkeys(changes) if c.now == "On")
-        twice = {b: n for b, n in ons.items() if n > 1}
-        for b in twice:
-            seen = [(round(c.at - t0_epoch, 2), c.was, c.now) for c in changes if blade_of.get(c.system) == b]
-            print(f"  {b} power history: {seen}")
-        problems = world.violations(world_io.power(changes, blade_of), world_io.stamps(store))
-
-        assert len(rows) == BLADES
-        assert all(r.state in (JobState.SUCCEEDED, JobState.ROLLED_BACK) for r in rows), dict(by_state)
-        assert not twice, f"blades powered on more than once: {twice}"
-        assert not problems, problems
+              f"wall {wall:.1f} s (lab up {rig.lab_s:.1f} s); API answered by standbys {answered} times")
+        problems = _world_problems(rig.lab, store, t0_epoch)
+        assert not problems, "\n".join(problems)
         assert answered >= KILLS, "no standby was asked"
         for t in takeovers:
             assert 0 <= t.term_s <= TAKEOVER_LIMIT, t
             assert t.progress_s >= 0, t
     finally:
-        for node in nodes:
-            node.stop()
-        _stop(boot)
-        if store is not None:
-            store.close()
-        lab.down()
+        rig.down()
+
+
+CUT_BLADES = 20
+# Cut off, the leader is alive: a successor waits for its lease to run out (no dead-PID shortcut).
+CUT_TAKEOVER_LIMIT = LEASE_SECONDS + STANDBY_POLL + 1.0
+
+
+def _log_count(node: Serve, needle: str) -> int:
+    try:
+        return node.log_path.read_text(errors="replace").count(needle)
+    except OSError:
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.timeout(400)
+def test_a_leader_cut_off_from_the_database_steps_down_before_another_takes_over(
+        tmp_path: Path, pg_cluster: PgCluster) -> None:
+    url = pg_cluster.create_database("anvil_ha_cut")
+    host_port = url.split("@", 1)[1].split("/", 1)[0]
+    target = (host_port.rsplit(":", 1)[0], int(host_port.rsplit(":", 1)[1]))
+    proxies = [TcpProxy(target).start() for _ in range(NODES)]
+    rig = HaRig(tmp_path, url, CUT_BLADES)
+    try:
+        store = rig.up([url.replace(host_port, p.address) for p in proxies])
+        t0_epoch = time.time()
+        submitted = rig.submit()
+        rig.wait_in_flight()
+        leader = _leader(store)
+        assert leader is not None
+        pid, epoch, _owner = leader
+        victim = next(i for i, n in enumerate(rig.nodes) if n.pid == pid)
+        node = rig.nodes[victim]
+        downs = _log_count(node, "stepping down")
+        mark = _last_event_id(store)
+        t0 = time.monotonic()
+        proxies[victim].cut()
+        stepped_s = term_s = progress_s = -1.0
+        successor: tuple[int, int, str] | None = None
+        for _ in range(400):   # 20 s at most
+            now = time.monotonic() - t0
+            if stepped_s < 0 and _log_count(node, "stepping down") > downs:
+                stepped_s = now
+            current = _leader(store)
+            if term_s < 0 and current is not None and current[1] > epoch and current[0] != pid:
+                term_s, successor = now, current
+            if term_s >= 0 and _last_event_id(store) > mark:
+                progress_s = now
+                break
+            time.sleep(0.05)
+        # The cut-off node comes back as a standby: it serves the API again and does not lead.
+        proxies[victim].heal()
+        rows = rig.settle()
+        print(f"connection cut: leader pid {pid} (epoch {epoch}) cut off from the database; it stepped down "
+              f"{stepped_s:.2f} s later, epoch {successor[1] if successor else '?'} began {term_s:.2f} s later "
+              f"(pid {successor[0] if successor else '?'}), first job progress {progress_s:.2f} s later")
+        by_state = _check_jobs(rows, CUT_BLADES)
+        print(f"controller HA (cut): {NODES} nodes, {len(rows)} stamps {dict(by_state)}")
+        assert stepped_s >= 0, f"the cut-off leader never stepped down:\n{node.log_tail()}"
+        assert 0 <= term_s <= CUT_TAKEOVER_LIMIT, (term_s, node.log_tail())
+        assert stepped_s < term_s, "the cut-off leader was still acting when its successor's term began"
+        assert progress_s >= 0
+        assert node.proc is not None and node.proc.poll() is None, "the cut-off node exited"
+        status, _ctype, body = node.request("GET", f"/api/v1/jobs/{submitted[0]}")
+        assert status == 200 and body.get("id") == submitted[0], (status, body)
+        final = _leader(store)
+        assert final is not None and final[0] != pid, "the cut-off node leads again (its successor lost the term)"
+        problems = _world_problems(rig.lab, store, t0_epoch)
+        assert not problems, "\n".join(problems)
+    finally:
+        rig.down()
+        for p in proxies:
+            p.close()
