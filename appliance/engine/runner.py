@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -240,9 +243,13 @@ class Engine:
                     ok = await self.lease(self.leadership.renew)
             except (TimeoutError, OperationalError) as exc:
                 ok = None
+                if isinstance(exc, OperationalError):
+                    log.warning("engine %s: leadership renewal failed: %s", self.owner, exc.orig)
                 if time.monotonic() >= self.leadership.valid_until:
-                    log.error("engine %s: leadership not renewed in %g s (%s); stepping down", self.owner,
-                              self.leadership.step_down_after, exc.__class__.__name__)
+                    # Where the renewal is stuck, if it is: the one clue to a database that stalls
+                    # a statement (a lock, a synchronous standby that went away) rather than failing it.
+                    log.error("engine %s: leadership not renewed in %g s (%s); stepping down%s", self.owner,
+                              self.leadership.step_down_after, exc.__class__.__name__, _stack_of("anvil-lease"))
                     term.set()
                     return
             if ok is False:
@@ -650,6 +657,18 @@ async def _until_any(stop: asyncio.Event, term: asyncio.Event, tasks: Sequence[a
     finally:
         for w in waiters:
             w.cancel()
+
+
+def _stack_of(prefix: str) -> str:
+    """The current stack of this process's thread named ``prefix``…, for a log line ("" if idle or none)."""
+    frames = sys._current_frames()
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident or -1)
+        if thread.name.startswith(prefix) and frame is not None:
+            stack = "".join(traceback.format_stack(frame)[-12:])
+            if "renew" in stack or "try_acquire" in stack:
+                return f"; {thread.name} is at:\n{stack}"
+    return ""
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

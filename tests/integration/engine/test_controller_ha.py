@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
 
 from appliance.domain.states import ACTIVE_JOB_STATES, JobState
 from appliance.engine.leader import LEASE_SECONDS, STANDBY_POLL
@@ -36,7 +37,7 @@ from appliance.store import Store, open_store
 from appliance.store.tables import JobEventRow, JobRow, LeaderRow
 from tests.integration.engine.rig import PROFILE, PROFILE_VLANS, Anvil, Lab, Serve, free_port
 from tests.support import world, world_io
-from tests.support.postgres import PgCluster
+from tests.support.postgres import PgCluster, PgPair
 from tests.support.tcpproxy import TcpProxy
 from tests.support.world import INF
 
@@ -405,3 +406,67 @@ def test_a_leader_cut_off_from_the_database_steps_down_before_another_takes_over
         rig.down()
         for p in proxies:
             p.close()
+
+
+FAILOVER_BLADES = 20
+FAILOVER_NODES = 2
+PROMOTE_AFTER = 2.0   # s from the primary's death to the standby's promotion (Patroni's detection, shortened)
+
+
+def _last_event_id_or_none(store: Store) -> int | None:
+    try:
+        return _last_event_id(store)
+    except OperationalError:   # no writable server yet (the failover is under way)
+        return None
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.timeout(400)
+def test_the_appliance_reconnects_and_its_jobs_complete_when_the_database_fails_over(tmp_path: Path) -> None:
+    # Two PostgreSQL servers started here (primary + synchronous streaming standby); the store URL
+    # names both with target_session_attrs=read-write, as a site without a proxy would point Anvil
+    # at a Patroni cluster. The primary dies mid-run and the standby is promoted.
+    pair = PgPair.start()
+    rig: HaRig | None = None
+    try:
+        url = pair.create_database("anvil_failover")
+        rig = HaRig(tmp_path, url, FAILOVER_BLADES)
+        store = rig.up([url] * FAILOVER_NODES)
+        t0_epoch = time.time()
+        submitted = rig.submit()
+        rig.wait_in_flight()
+        open_before = _open_jobs(store)
+        t0 = time.monotonic()
+        pair.stop_primary()
+        time.sleep(PROMOTE_AFTER)
+        t_promote = time.monotonic()
+        pair.promote()
+        promoted_s = time.monotonic() - t0
+        mark: int | None = None
+        progress_s = -1.0
+        for _ in range(600):   # 30 s at most
+            got = _last_event_id_or_none(store)
+            if mark is None:
+                mark = got            # the newest event on the promoted server
+            elif got is not None and got > mark:
+                progress_s = time.monotonic() - t0
+                break
+            time.sleep(0.05)
+        rows = rig.settle()
+        print(f"database failover: primary stopped (-m immediate) with {open_before} stamps open, standby promoted "
+              f"{promoted_s:.2f} s later; first job progress {progress_s:.2f} s after the primary died "
+              f"({progress_s - (t_promote - t0):.2f} s after the promotion began)")
+        by_state = _check_jobs(rows, FAILOVER_BLADES)
+        print(f"database failover: {FAILOVER_NODES} nodes, {len(rows)} stamps {dict(by_state)}, "
+              f"leader {_leader(store)}")
+        assert progress_s >= 0, "no job progressed after the failover"
+        assert all(n.proc is not None and n.proc.poll() is None for n in rig.nodes), "a node exited"
+        answered = rig.ask_every_node(submitted[0])
+        assert answered == FAILOVER_NODES - 1
+        problems = _world_problems(rig.lab, store, t0_epoch)
+        assert not problems, "\n".join(problems)
+    finally:
+        if rig is not None:
+            rig.down()
+        pair.stop()
