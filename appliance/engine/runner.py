@@ -233,43 +233,59 @@ class Engine:
             return fn(s)
 
     async def _heartbeat(self, term: asyncio.Event) -> None:
-        """Renew the leadership, then the jobs' leases, every ``RENEW_EVERY`` s. A renewal that
-        is refused, or does not succeed before the step-down deadline (database away, a stalled
-        node), ends the term: the jobs stop before the lease can run out for a successor."""
-        while not term.is_set():
-            left = self.leadership.valid_until - time.monotonic()
-            try:
-                async with asyncio.timeout(max(left, 0.0)):
-                    ok = await self.lease(self.leadership.renew)
-            except (TimeoutError, OperationalError) as exc:
-                ok = None
-                if isinstance(exc, OperationalError):
-                    log.warning("engine %s: leadership renewal failed: %s", self.owner, exc.orig)
-                if time.monotonic() >= self.leadership.valid_until:
-                    # Where the renewal is stuck, if it is: the one clue to a database that stalls
-                    # a statement (a lock, a synchronous standby that went away) rather than failing it.
-                    log.error("engine %s: leadership not renewed in %g s (%s); stepping down%s", self.owner,
-                              self.leadership.step_down_after, exc.__class__.__name__, _stack_of("anvil-lease"))
-                    term.set()
-                    return
-            if ok is False:
-                log.error("engine %s lost leadership; stepping down", self.owner)
-                term.set()
-                return
-            if ok:
-                waiting, self._waiting = self._waiting, {}
+        """Renew the leadership every ``RENEW_EVERY`` s, and the jobs' leases after it. A renewal
+        that is refused, or does not succeed before the step-down deadline (database away, a
+        stalled node), ends the term: the jobs stop before the lease can run out for a successor.
+        The jobs' leases are renewed beside it, not before the next beat: on the writer threads,
+        behind fifty jobs' commits (a takeover), that can take seconds, and a leadership renewal
+        waiting for it missed its deadline and ended the term for nothing."""
+        jobs: asyncio.Task[None] | None = None
+        try:
+            while not term.is_set():
+                left = self.leadership.valid_until - time.monotonic()
                 try:
-                    await self.call(self._renew_and_show, waiting)
-                except LeaseLost:
-                    log.error("engine %s: fenced off renewing its jobs; stepping down", self.owner)
+                    async with asyncio.timeout(max(left, 0.0)):
+                        ok = await self.lease(self.leadership.renew)
+                except (TimeoutError, OperationalError) as exc:
+                    ok = None
+                    if isinstance(exc, OperationalError):
+                        log.warning("engine %s: leadership renewal failed: %s", self.owner, exc.orig)
+                    if time.monotonic() >= self.leadership.valid_until:
+                        # Where the renewal is stuck, if it is: the one clue to a database that stalls
+                        # a statement (a lock, a synchronous standby that went away) rather than failing it.
+                        log.error("engine %s: leadership not renewed in %g s (%s); stepping down%s", self.owner,
+                                  self.leadership.step_down_after, exc.__class__.__name__,
+                                  _stack_of("anvil-lease"))
+                        term.set()
+                        return
+                if ok is False:
+                    log.error("engine %s lost leadership; stepping down", self.owner)
                     term.set()
                     return
-                except OperationalError as exc:
-                    # A lock timeout or deadlock victim: the leases are still far from expiry, the
-                    # next beat renews them; one failed beat must not stop every job.
-                    log.warning("engine %s: lease renewal failed, retrying next beat: %s", self.owner, exc.orig)
-                    self._waiting = {**waiting, **self._waiting}
-            await _wait(term, RENEW_EVERY if ok else 0.2)
+                if ok and (jobs is None or jobs.done()):
+                    jobs = asyncio.create_task(self._renew_jobs(term), name="engine-job-leases")
+                await _wait(term, RENEW_EVERY if ok else 0.2)
+        finally:
+            if jobs is not None and not jobs.done():
+                jobs.cancel()
+                await asyncio.gather(jobs, return_exceptions=True)
+
+    async def _renew_jobs(self, term: asyncio.Event) -> None:
+        """Extend the leases of the jobs this leader holds and record what they wait for."""
+        waiting, self._waiting = self._waiting, {}
+        try:
+            await self.call(self._renew_and_show, waiting)
+        except LeaseLost:
+            log.error("engine %s: fenced off renewing its jobs; stepping down", self.owner)
+            term.set()
+        except OperationalError as exc:
+            # A lock timeout or deadlock victim: the leases are still far from expiry, the
+            # next beat renews them; one failed beat must not stop every job.
+            log.warning("engine %s: lease renewal failed, retrying next beat: %s", self.owner, exc.orig)
+            self._waiting = {**waiting, **self._waiting}
+        except Exception:
+            log.exception("engine %s: renewing its jobs failed; the term ends", self.owner)
+            term.set()
 
     async def _dispatch(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

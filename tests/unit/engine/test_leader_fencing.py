@@ -187,3 +187,34 @@ async def test_a_stepped_down_leader_stands_by_and_leads_again_even_when_a_loop_
         stop.set()
         never.set()
         await asyncio.wait_for(task, 30)
+
+
+async def test_a_leader_whose_writer_threads_are_busy_still_renews_and_keeps_its_term(store: Store,
+                                                                                      tmp_path: Path) -> None:
+    # Right after a takeover fifty jobs' commits fill the writer threads; the jobs' lease renewal
+    # queues behind them for seconds. The leadership must be renewed meanwhile (its own thread),
+    # not wait for that, or the node steps down for nothing and the term ends (seen in the
+    # database failover test: a new leader stepped down 5 s after taking over twenty jobs).
+    rack(store, tmp_path)
+    engine = make_engine(store, FakeHardware(), owner="node-a")
+    engine.leadership = Leadership(store, owner="node-a", lease=4.0, step_down_after=2.0)
+    real = engine._renew_and_show
+
+    def slow_renew_and_show(waiting: dict[str, str]) -> None:
+        time.sleep(3.0)   # queued behind other writers
+        real(waiting)
+
+    engine._renew_and_show = slow_renew_and_show  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = asyncio.create_task(engine.run(stop))
+    try:
+        for _ in range(200):
+            if engine.is_leader:
+                break
+            await asyncio.sleep(0.05)
+        assert engine.is_leader
+        await asyncio.sleep(7.0)
+        assert engine.is_leader and engine.terms == 1, "the leader stepped down while only its job renewals lagged"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
