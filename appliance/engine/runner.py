@@ -681,9 +681,11 @@ def _stack_of(prefix: str) -> str:
     for thread in threading.enumerate():
         frame = frames.get(thread.ident or -1)
         if thread.name.startswith(prefix) and frame is not None:
-            stack = "".join(traceback.format_stack(frame)[-12:])
-            if "renew" in stack or "try_acquire" in stack:
-                return f"; {thread.name} is at:\n{stack}"
+            stack = traceback.format_stack(frame)
+            if any("in renew" in f or "in try_acquire" in f for f in stack):
+                # The leadership call and where it waits, without the driver's frames in between.
+                ours = [f for f in stack if "/appliance/" in f]
+                return f"; {thread.name} is at:\n{''.join(ours[-4:])}  ...\n{''.join(stack[-3:])}"
     return ""
 
 
