@@ -240,6 +240,7 @@ class Engine:
         behind fifty jobs' commits (a takeover), that can take seconds, and a leadership renewal
         waiting for it missed its deadline and ended the term for nothing."""
         jobs: asyncio.Task[None] | None = None
+        late = 0.0   # how much later than asked the last wait ended (the event loop's lag)
         try:
             while not term.is_set():
                 left = self.leadership.valid_until - time.monotonic()
@@ -253,8 +254,9 @@ class Engine:
                     if time.monotonic() >= self.leadership.valid_until:
                         # Where the renewal is stuck, if it is: the one clue to a database that stalls
                         # a statement (a lock, a synchronous standby that went away) rather than failing it.
-                        log.error("engine %s: leadership not renewed in %g s (%s); stepping down%s", self.owner,
-                                  self.leadership.step_down_after, exc.__class__.__name__,
+                        log.error("engine %s: leadership not renewed in %g s (%s; the event loop woke the "
+                                  "renewal %.2f s late); stepping down%s", self.owner,
+                                  self.leadership.step_down_after, exc.__class__.__name__, late,
                                   _stack_of("anvil-lease"))
                         term.set()
                         return
@@ -264,7 +266,10 @@ class Engine:
                     return
                 if ok and (jobs is None or jobs.done()):
                     jobs = asyncio.create_task(self._renew_jobs(term), name="engine-job-leases")
-                await _wait(term, RENEW_EVERY if ok else 0.2)
+                pause = RENEW_EVERY if ok else 0.2
+                due = time.monotonic() + pause
+                await _wait(term, pause)
+                late = max(time.monotonic() - due, 0.0)
         finally:
             if jobs is not None and not jobs.done():
                 jobs.cancel()
