@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from appliance.boot.role import BootServices
+    from appliance.engine.runner import Engine, LeaderLoop
     from appliance.metrics import Metrics
+    from appliance.monitor.runner import Monitor
     from appliance.store import Store
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,13 @@ async def _boot_beside_api(settings: Settings, store: Store, metrics: Metrics) -
             raise
         click.echo(f"anvil: warning: {exc}; serving no boot HTTP", err=True)
         return await start_boot_services(settings, store, http=False, metrics=metrics)
+
+
+def _leader_monitor(monitor: Monitor) -> LeaderLoop:
+    async def loop(_engine: Engine, term: asyncio.Event) -> None:
+        await monitor.run(term)
+
+    return loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,18 +216,22 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
                         metrics=metrics)
     engine = None
     monitor = None
+    if role in ("all", "control", "engine", "monitor"):
+        api_url = f"{'https' if ssl_ctx else 'http'}://{settings.api.listen}"
+        monitor = Monitor(store, hardware, settings=monitor_settings(settings, api_url), metrics=metrics)
     if role in ("all", "control", "engine"):
         from appliance.engine.host_delivery import HostWebhookLoop
         from appliance.engine.hostpools import HostPoolLoop
         from appliance.sites.kinds import default_registry
         from appliance.sites.replication import ReplicationLoop
 
+        assert monitor is not None
+        # With the engine, the monitor runs only while this node leads (controller HA: several
+        # nodes on one database, one of them judging the blades and starting failovers).
         engine = Engine(store, hardware, KINDS, settings=EngineSettings.from_settings(settings),
                         loops=(HostPoolLoop(store).run, HostWebhookLoop(store, box).run,
-                               ReplicationLoop(store, box, default_registry()).run), metrics=metrics)
-    if role in ("all", "control", "engine", "monitor"):
-        api_url = f"{'https' if ssl_ctx else 'http'}://{settings.api.listen}"
-        monitor = Monitor(store, hardware, settings=monitor_settings(settings, api_url), metrics=metrics)
+                               ReplicationLoop(store, box, default_registry()).run, _leader_monitor(monitor)),
+                        metrics=metrics)
     # One Hardware for every role: one set of BMC sessions, and one view of the in-process fake driver.
     runner = app_runner(create_app(settings, store, engine=engine, monitor=monitor, hardware=hardware,
                                    metrics=metrics, ready=ready))
@@ -254,7 +267,7 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     notifier = SystemdNotifier()
     watchdog = asyncio.create_task(notifier.watchdog(stop), name="watchdog")
     engine_task = asyncio.create_task(engine.run(stop), name="engine") if engine else None
-    monitor_task = asyncio.create_task(monitor.run(stop), name="monitor") if monitor else None
+    monitor_task = asyncio.create_task(monitor.run(stop), name="monitor") if monitor and not engine else None
     notifier.ready(f"role {role}: API and console on {scheme}://{settings.api.listen}")
     try:
         await stop.wait()

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -27,7 +30,7 @@ from sqlalchemy.exc import OperationalError
 
 from appliance.boot.tokens import BootKey
 from appliance.domain.states import FINAL_JOB_STATES, JOB_TRANSITIONS, JobState, transition
-from appliance.engine.leader import Leadership
+from appliance.engine.leader import RENEW_EVERY, STANDBY_POLL, Leadership
 from appliance.engine.model import EngineSettings, HardwarePort, JobKind, StepContext, StepRetry
 from appliance.errors import AnvilError
 from appliance.metrics import Metrics
@@ -71,6 +74,7 @@ def _retryable(exc: BaseException) -> bool:
 Done = tuple[int, str, dict[str, Any] | None, dict[str, Any], list[tuple[str, str]], list[dict[str, Any]]]
 _ADVANCE_BATCH = 64     # jobs' step transitions per transaction (group commit)
 _ADVANCE_TRIES = 3      # a batch the database aborted (deadlock victim) is tried this often
+_LOOP_GRACE = 1.0       # s the leader's loops get to end on their own once its term is over
 
 # The statements of _advance, built once: a hundred jobs at once make a thousand of each.
 _J, _S = JobRow.__table__.c, JobStepRow.__table__.c
@@ -119,6 +123,9 @@ class Engine:
         self.owner = self.leadership.owner
         self._executor = ThreadPoolExecutor(1 if store.is_sqlite else 8, thread_name_prefix="anvil-db")
         self._readers = ThreadPoolExecutor(4, thread_name_prefix="anvil-db-read")
+        # Leadership work on a thread of its own: a renewal queued behind fifty jobs' writes would
+        # miss its step-down deadline on a busy node and end the term for nothing.
+        self._lease_thread = ThreadPoolExecutor(1, thread_name_prefix="anvil-lease")
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._advances: list[tuple[str, Done | None, asyncio.Future[Snapshot | BaseException]]] = []
         self._advancer: asyncio.Task[None] | None = None
@@ -126,7 +133,7 @@ class Engine:
         self._memos: dict[str, dict[str, Any]] = {}   # job id -> what its steps keep between them (in memory)
         self._wake = asyncio.Event()
         self.is_leader = False
-        self._lost = False
+        self.terms = 0   # terms this engine has led (a takeover is one more)
 
     # -- plumbing ----------------------------------------------------------
     async def db(self, fn: Callable[[], T]) -> T:
@@ -140,21 +147,51 @@ class Engine:
         """``fn(*args, **kwargs)`` on the database thread (binds its arguments now, unlike a lambda)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args, **kwargs))
 
+    async def lease(self, fn: Callable[[], T]) -> T:
+        """Leadership work (acquire, renew, release) on its own thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._lease_thread, fn)
+
     def wake(self) -> None:
         """Look for new jobs now (called after a submit in this process)."""
         self._wake.set()
 
     # -- leadership and dispatch --------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Become leader, then drive jobs until ``stop`` is set or leadership is lost."""
+        """Stand by until this engine leads, drive jobs until ``stop`` is set or the term ends,
+        and stand by again after a lost term (the node goes on serving its API meanwhile)."""
         try:
             while not stop.is_set():
-                if await self.db(self.leadership.try_acquire):
-                    break
-                await _wait(stop, 1.0)
-            if stop.is_set():
-                return
-            self.is_leader = True
+                log.info("engine %s: standing by (trying to lead every %g s)", self.owner, STANDBY_POLL)
+                while not stop.is_set():
+                    try:
+                        if await self.lease(self.leadership.try_acquire):
+                            break
+                    except OperationalError as exc:   # the database is away: stand by, try again
+                        log.warning("engine %s: cannot reach the database to lead: %s", self.owner, exc.orig)
+                    await _wait(stop, STANDBY_POLL)
+                if stop.is_set():
+                    return
+                try:
+                    await self._lead(stop)
+                except OperationalError as exc:   # the database went away mid-takeover: stand by again
+                    log.warning("engine %s: term ended, the database is away: %s", self.owner, exc.orig)
+        finally:
+            await self.lease(self.leadership.release)
+            self._lease_thread.shutdown(wait=False)
+            self._executor.shutdown(wait=False)
+            self._readers.shutdown(wait=False)
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        """One term: take over the unfinished jobs, drive them, and when the term ends (lost,
+        not renewed in time, or one of the leader's loops failed) stop every task of it before
+        returning. The loops get ``_LOOP_GRACE`` s to see the term's end; one still busy then
+        (blocked on the database, a long monitor pass) is cancelled, so that a stepped-down
+        node is back to standing by within seconds whatever it was doing."""
+        term = asyncio.Event()
+        self.is_leader = True
+        self.terms += 1
+        workers: list[asyncio.Task[None]] = []
+        try:
             self.metrics.leadership.labels("acquired").inc()
             freed = 0
             for attempt in range(_ADVANCE_TRIES):
@@ -165,56 +202,116 @@ class Engine:
                     if attempt + 1 == _ADVANCE_TRIES:
                         raise
                     log.warning("engine %s: taking over leases retried: %s", self.owner, exc.orig)
-            log.info("engine leader %s; took over %d unfinished jobs", self.owner, freed)
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._heartbeat(stop))
-                tg.create_task(self._dispatch(stop))
-                for loop in self.loops:
-                    tg.create_task(loop(self, stop))
+            log.info("engine leader %s (epoch %s); took over %d unfinished jobs", self.owner,
+                     self.leadership.epoch, freed)
+            workers = [asyncio.create_task(self._heartbeat(term), name="engine-heartbeat"),
+                       asyncio.create_task(self._dispatch(term), name="engine-dispatch"),
+                       *(asyncio.create_task(loop(self, term), name=f"engine-loop-{i}")
+                         for i, loop in enumerate(self.loops))]
+            await _until_any(stop, term, workers)
         finally:
-            if self.is_leader:
-                self.metrics.leadership.labels("lost" if not stop.is_set() or self._lost else "released").inc()
+            term.set()
+            self.metrics.leadership.labels("released" if stop.is_set() else "lost").inc()
             self.is_leader = False
+            log.info("engine %s: term (epoch %s) over: stopping %d loops and %d job tasks", self.owner,
+                     self.leadership.epoch, len(workers), len(self._tasks))
             for task in list(self._tasks.values()):
                 task.cancel()
-            if self._tasks:
-                await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-            await self.db(self.leadership.release)
-            self._executor.shutdown(wait=False)
-            self._readers.shutdown(wait=False)
+            if workers:
+                _done, busy = await asyncio.wait(workers, timeout=_LOOP_GRACE)
+                for task in busy:
+                    log.warning("engine %s: %s still busy %g s after the term ended; cancelled", self.owner,
+                                task.get_name(), _LOOP_GRACE)
+                    task.cancel()
+            await asyncio.gather(*workers, *self._tasks.values(), return_exceptions=True)
+            for task in workers:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("engine %s: %s failed; the term ends", self.owner, task.get_name(),
+                              exc_info=task.exception())
+            log.info("engine %s: loops and job tasks stopped", self.owner)
+            if not stop.is_set():
+                # A lost term: the advisory lock (PostgreSQL) goes too, so that this node contends
+                # like any other standby.
+                self.leadership.step_down()
+                await self.lease(self.leadership.close)
+                log.info("engine %s: stepped down; advisory lock released", self.owner)
 
     def _in_write(self, fn: Callable[[Any], T]) -> T:
         with self.store.write() as s:
             return fn(s)
 
-    async def _heartbeat(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            ok = await self.db(self.leadership.renew)
-            if not ok:
-                log.error("engine %s lost leadership; stopping", self.owner)
-                self._lost = True
-                stop.set()
-                return
-            waiting, self._waiting = self._waiting, {}
-            try:
-                await self.call(self._renew_and_show, waiting)
-            except OperationalError as exc:
-                # A lock timeout or deadlock victim: the leases are still far from expiry, the
-                # next beat renews them; one failed beat must not stop every job.
-                log.warning("engine %s: lease renewal failed, retrying next beat: %s", self.owner, exc.orig)
-                self._waiting = {**waiting, **self._waiting}
-            await _wait(stop, 1.0)
+    async def _heartbeat(self, term: asyncio.Event) -> None:
+        """Renew the leadership every ``RENEW_EVERY`` s, and the jobs' leases after it. A renewal
+        that is refused, or does not succeed before the step-down deadline (database away, a
+        stalled node), ends the term: the jobs stop before the lease can run out for a successor.
+        The jobs' leases are renewed beside it, not before the next beat: on the writer threads,
+        behind fifty jobs' commits (a takeover), that can take seconds, and a leadership renewal
+        waiting for it missed its deadline and ended the term for nothing."""
+        jobs: asyncio.Task[None] | None = None
+        late = 0.0   # how much later than asked the last wait ended (the event loop's lag)
+        try:
+            while not term.is_set():
+                left = self.leadership.valid_until - time.monotonic()
+                try:
+                    async with asyncio.timeout(max(left, 0.0)):
+                        ok = await self.lease(self.leadership.renew)
+                except (TimeoutError, OperationalError) as exc:
+                    ok = None
+                    if isinstance(exc, OperationalError):
+                        log.warning("engine %s: leadership renewal failed: %s", self.owner, exc.orig)
+                    if time.monotonic() >= self.leadership.valid_until:
+                        # Where the renewal is stuck, if it is: the one clue to a database that stalls
+                        # a statement (a lock, a synchronous standby that went away) rather than failing it.
+                        log.error("engine %s: leadership not renewed in %g s (%s; the event loop woke the "
+                                  "renewal %.2f s late); stepping down%s", self.owner,
+                                  self.leadership.step_down_after, exc.__class__.__name__, late,
+                                  _stack_of("anvil-lease"))
+                        term.set()
+                        return
+                if ok is False:
+                    log.error("engine %s lost leadership; stepping down", self.owner)
+                    term.set()
+                    return
+                if ok and (jobs is None or jobs.done()):
+                    jobs = asyncio.create_task(self._renew_jobs(term), name="engine-job-leases")
+                pause = RENEW_EVERY if ok else 0.2
+                due = time.monotonic() + pause
+                await _wait(term, pause)
+                late = max(time.monotonic() - due, 0.0)
+        finally:
+            if jobs is not None and not jobs.done():
+                jobs.cancel()
+                await asyncio.gather(jobs, return_exceptions=True)
+
+    async def _renew_jobs(self, term: asyncio.Event) -> None:
+        """Extend the leases of the jobs this leader holds and record what they wait for."""
+        waiting, self._waiting = self._waiting, {}
+        try:
+            await self.call(self._renew_and_show, waiting)
+        except LeaseLost:
+            log.error("engine %s: fenced off renewing its jobs; stepping down", self.owner)
+            term.set()
+        except OperationalError as exc:
+            # A lock timeout or deadlock victim: the leases are still far from expiry, the
+            # next beat renews them; one failed beat must not stop every job.
+            log.warning("engine %s: lease renewal failed, retrying next beat: %s", self.owner, exc.orig)
+            self._waiting = {**waiting, **self._waiting}
+        except Exception:
+            log.exception("engine %s: renewing its jobs failed; the term ends", self.owner)
+            term.set()
 
     async def _dispatch(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._wake.clear()
             if len(self._tasks) < self.settings.max_jobs:
-                ids = await self.read(lambda: self._read(
-                    lambda s: repo.runnable_ids(s, self.owner, set(self._tasks),
-                                                self.settings.max_jobs - len(self._tasks))))
                 try:
+                    ids = await self.read(lambda: self._read(
+                        lambda s: repo.runnable_ids(s, self.owner, set(self._tasks),
+                                                    self.settings.max_jobs - len(self._tasks))))
                     claimed = await self.call(self._claim, ids)
-                except OperationalError as exc:   # a deadlock victim: the next round claims them
+                except OperationalError as exc:
+                    # A deadlock victim, or the database away for a moment (a failover): the next
+                    # round claims them; whether the term goes on is the heartbeat's to decide.
                     log.warning("engine %s: claim retried next round: %s", self.owner, exc.orig)
                     claimed = []
                 for job_id in claimed:
@@ -225,8 +322,14 @@ class Engine:
             waiter.cancel()
             stopper.cancel()
 
+    def _fence(self, conn: Any, job_id: str = "*") -> None:
+        """Refuse the caller's commit unless this engine's term is still the current one."""
+        if not self.leadership.holds(conn):
+            raise LeaseLost(job_id)
+
     def _renew_and_show(self, waiting: dict[str, str]) -> None:
         with self.store.write() as s:
+            self._fence(s.connection())
             repo.renew(s, self.owner, self.settings.lease_ttl)
             for job_id, text in sorted(waiting.items()):
                 s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.lease_owner == self.owner,
@@ -234,6 +337,7 @@ class Engine:
 
     def _claim(self, job_ids: list[str]) -> list[str]:
         with self.store.write() as s:
+            self._fence(s.connection())
             return repo.claim_many(s, job_ids, self.owner, self.settings.lease_ttl)
 
     def _read(self, fn: Callable[[Any], T]) -> T:
@@ -262,6 +366,7 @@ class Engine:
                             dict(job.data), tuple(r.state for r in rows), tuple(r.attempts for r in rows))
 
     def _owned(self, s: Any, job_id: str) -> JobRow:
+        self._fence(s.connection(), job_id)
         job = repo.get(s, job_id)
         if job.lease_owner != self.owner:
             raise LeaseLost(job_id)
@@ -346,6 +451,7 @@ class Engine:
         job when none is left; return the job as it now is. A resumed or retried step starts again
         here too."""
         with self.store.write() as s:
+            self._fence(s.connection(), job_id)
             return self._advance_in(s.connection(), job_id, done)
 
     def _advance_many(self, batch: list[tuple[str, Done | None]]) -> list[Snapshot | BaseException]:
@@ -358,6 +464,10 @@ class Engine:
         out: dict[int, Snapshot | BaseException] = {}
         with self.store.write() as s:
             conn = s.connection()
+            if not self.leadership.holds(conn):
+                # A stale leader (a successor began its term, or this one outlived its deadline):
+                # nothing of the batch may be written.
+                return [LeaseLost(job_id) for job_id, _ in batch]
             for i in order:
                 job_id, done = batch[i]
                 try:
@@ -565,6 +675,31 @@ def _describe(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, AnvilError):
         return str(exc)
     return f"internal error: {exc.__class__.__name__}: {exc}"
+
+
+async def _until_any(stop: asyncio.Event, term: asyncio.Event, tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Return when ``stop`` or ``term`` is set or one of ``tasks`` has ended (a leader's loop
+    ends only when the term does, or by failing)."""
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(term.wait())]
+    try:
+        await asyncio.wait([*waiters, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+def _stack_of(prefix: str) -> str:
+    """The current stack of this process's thread named ``prefix``…, for a log line ("" if idle or none)."""
+    frames = sys._current_frames()
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident or -1)
+        if thread.name.startswith(prefix) and frame is not None:
+            stack = traceback.format_stack(frame)
+            if any("in renew" in f or "in try_acquire" in f for f in stack):
+                # The leadership call and where it waits, without the driver's frames in between.
+                ours = [f for f in stack if "/appliance/" in f]
+                return f"; {thread.name} is at:\n{''.join(ours[-4:])}  ...\n{''.join(stack[-3:])}"
+    return ""
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

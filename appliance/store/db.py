@@ -51,10 +51,33 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+# A node cut off from PostgreSQL by a silent partition (packets dropped, no reset) leaves its
+# sessions open on the server, and with them the engine leader's advisory lock and any share
+# lock a step commit holds on the lease row: no standby could take over until TCP gave up, after
+# hours. The server probes each idle session every second after 2 s of silence and drops it
+# after two unanswered probes (tcp_user_timeout: 4 s for data it cannot deliver), so a cut-off
+# leader's locks go within about 4 s, about when its lease runs out. The client probes likewise
+# (a node whose server vanished gets an error instead of a read that never returns), and gives
+# up connecting to one host after 5 s (the next host of a multi-host URL is tried then).
+_PG_CLIENT = {"keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1, "keepalives_count": 2,
+              "connect_timeout": 5}
+_PG_SERVER = ("-c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=2 "
+              "-c tcp_user_timeout=4000")
+
+
+def _pg_connect_args(url: str) -> dict[str, Any]:
+    """Keepalive settings, unless the URL sets them itself (its own ``options`` come after ours)."""
+    query = make_url(url).query
+    args: dict[str, Any] = {k: v for k, v in _PG_CLIENT.items() if k not in query}
+    own = query.get("options")
+    args["options"] = f"{_PG_SERVER} {own if isinstance(own, str) else ' '.join(own or ())}".strip()
+    return args
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=_pg_connect_args(url))
 
 
 class Store:

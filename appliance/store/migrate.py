@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-HEAD = "0021"
+HEAD = "0022"
 
 
 def alembic_config(scripts: Path = MIGRATIONS) -> Config:

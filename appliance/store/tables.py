@@ -315,7 +315,7 @@ class JobEventRow(Base):
 
 
 class LeaderRow(Base):
-    """The engine leader's lease (SQLite; PostgreSQL adds an advisory lock)."""
+    """The engine leader's lease and fencing token (PostgreSQL adds an advisory lock)."""
 
     __tablename__ = "engine_leader"
 
@@ -324,6 +324,8 @@ class LeaderRow(Base):
     pid: Mapped[int] = mapped_column(Integer)
     host: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[datetime]
+    # The fencing token: one more at every change of leader; step commits check it.
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class BladePoolRow(Base):
