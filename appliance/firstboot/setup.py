@@ -24,7 +24,9 @@ from appliance.firstboot.answers import AnswerError, Answers
 from appliance.firstboot.dialogue import Dialogue, DialogueAborted, console_streams
 from appliance.firstboot.seed import SEED_LABEL, Seed, parse, seed_path_from_cmdline
 
-ANVIL = "/opt/anvil/venv/bin/anvil"
+# The same name as appliance.services.users.INITIAL_ADMIN_PASSWORD (a test checks); not imported
+# from there, which would load SQLAlchemy on a slow first boot.
+INITIAL_ADMIN_PASSWORD = "admin.initial-password"
 
 
 class SetupError(Exception):
@@ -162,19 +164,18 @@ def configure(a: Answers, paths: Paths) -> None:
     if ntp:
         (paths.etc / "timesyncd.conf").write_text(ntp)
     (paths.etc / "hostname").write_text(a.hostname + "\n")
-    partial = paths.etc / "anvil.toml.partial"
+    # anvil serve adds the admin user with this password on its first start, then deletes the file.
+    chosen = paths.state / INITIAL_ADMIN_PASSWORD
+    fd = os.open(chosen, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(a.admin_password + "\n")
+    shutil.chown(chosen, "anvil", "anvil")
+    conf = paths.etc / "anvil.toml"
+    partial = conf.with_name(conf.name + ".partial")
     partial.write_text(render.anvil_toml(a))
     os.chmod(partial, 0o640)
     shutil.chown(partial, "root", "anvil")
-    # As the service's own user, so every file it makes in the state directory is its own.
-    cli = ["runuser", "-u", "anvil", "--", ANVIL, "--config", str(partial), "user"]
-    res = sh(*cli, "add", "admin", "--role", "admin", "--password-stdin", stdin=a.admin_password + "\n",
-             check=False)
-    if res.returncode != 0 and "already exists" in res.stderr:
-        sh(*cli, "passwd", "admin", "--password-stdin", stdin=a.admin_password + "\n")
-    elif res.returncode != 0:
-        raise SetupError(f"adding the admin user failed: {res.stderr.strip()}")
-    partial.rename(paths.etc / "anvil.toml")
+    partial.rename(conf)
     say("first boot set-up done: the console will answer on https://<management address>/")
 
 
@@ -183,9 +184,8 @@ def apply_saved(paths: Paths) -> None:
     units = sorted((paths.etc / "network").glob("*.network"))
     if units:
         paths.run_network.mkdir(parents=True, exist_ok=True)
-        for unit in units:
+        for unit in units:     # read when systemd-networkd starts, right after this unit
             shutil.copy(unit, paths.run_network / unit.name)
-        sh("networkctl", "reload", check=False)
     ntp = paths.etc / "timesyncd.conf"
     if ntp.exists():
         paths.run_timesyncd.mkdir(parents=True, exist_ok=True)

@@ -149,3 +149,11 @@ def test_a_formatted_data_disk_is_found_by_its_label() -> None:
     devs = disk.parse_lsblk(json.dumps(doc))
     assert disk.labelled(devs).path == "/dev/vda"                     # type: ignore[union-attr]
     assert disk.blank(devs) == []
+
+
+def test_password_bounds_are_the_user_services() -> None:
+    from appliance.firstboot import answers, setup
+    from appliance.services import users
+
+    assert (answers.MIN_PASSWORD, answers.MAX_PASSWORD) == (users.MIN_PASSWORD, users.MAX_PASSWORD)
+    assert setup.INITIAL_ADMIN_PASSWORD == users.INITIAL_ADMIN_PASSWORD
