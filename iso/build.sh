@@ -23,7 +23,7 @@ hash_files() {  # sha256 over the names and contents of the given files and fold
      | xargs -0 sha256sum | sha256sum | cut -c1-16)
 }
 BASE_KEY=$(hash_files iso/packages.txt iso/rootfs.sh)
-IMAGE_KEY=$(hash_files iso appliance pxe profiles firmware systemd pyproject.toml README.md)
+IMAGE_KEY=$(hash_files iso appliance pxe profiles firmware systemd pyproject.toml)
 BASE=$CACHE/base-$BASE_KEY
 IMAGE=$CACHE/image-$IMAGE_KEY
 mkdir -p "$CACHE" "$OUT"

@@ -7,7 +7,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.services.users import MAX_PASSWORD, MIN_PASSWORD
+# The same bounds as appliance.services.users (a test checks): not imported from there, because
+# that pulls in SQLAlchemy, and first boot runs on a slow console before anything is cached.
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
 
 _IFACE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
