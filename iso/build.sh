@@ -27,6 +27,9 @@ IMAGE_KEY=$(hash_files iso appliance pxe profiles firmware systemd pyproject.tom
 BASE=$CACHE/base-$BASE_KEY
 IMAGE=$CACHE/image-$IMAGE_KEY
 mkdir -p "$CACHE" "$OUT"
+# One build at a time per cache (two test workers may ask at once: the second finds it cached).
+exec 9>"$CACHE/.lock"
+flock -w 1800 9 || { echo "iso/build.sh: $CACHE is locked by another build for 30 min" >&2; exit 1; }
 
 publish() {
   for f in anvil.iso anvil.qcow2 build-info.txt; do

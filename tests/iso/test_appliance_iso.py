@@ -32,7 +32,7 @@ ntp: [10.0.2.2]
 """
 # TCG on 2 shared cores: the lab recipe's image answered in ~75 s on a quiet machine; beside other
 # tests' VMs (load 10 on 2 cores) this image's first boot took over 10 minutes.
-BOOT_TIMEOUT = 1200
+BOOT_TIMEOUT = 1500
 ARTIFACTS = REPO / "test-artifacts/iso"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
