@@ -48,6 +48,7 @@ fi
 # 1. The Debian root, cached by its own inputs.
 if [ ! -f "$BASE/done" ]; then
   log "Debian root (mmdebstrap minbase; ~2 min)"
+  mkdir -p "$BASE"      # mmdebstrap wants the target's parent to exist
   "$HERE/rootfs.sh" "$BASE/rootfs" "$CACHE/apt"
   touch "$BASE/done"
 fi
