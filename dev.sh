@@ -2,6 +2,7 @@
 # Anvil's two commands, on a fresh Debian 12 machine:
 #   ./dev.sh run    install everything, then start `anvil demo`: an emulated rack and the appliance
 #   ./dev.sh test   install everything, then run the whole test suite (what CI runs)
+#   ./dev.sh iso    build the appliance image (build/iso/anvil.iso and anvil.qcow2; iso/build.sh, cached)
 # Everything it needs comes from Debian's packages and PyPI; nothing is installed by hand.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -21,6 +22,8 @@ APT_PACKAGES=(
   libvirt-dev pkg-config gcc python3-dev # libvirt-python (the [libvirt] extra) builds against them
   nginx-light wrk                        # the boot-serving benchmark's peer and load generator
   prometheus                             # a real Prometheus scrapes /metrics in a test
+  mmdebstrap squashfs-tools xorriso mtools dosfstools  # the appliance image (iso/build.sh)
+  grub-common grub-pc-bin grub-efi-amd64-bin           # both: grub-mkrescue quietly skips a platform it lacks
 )
 
 SUDO=""
@@ -108,5 +111,6 @@ case "${1:-}" in
   run) shift; cmd_run "$@" ;;
   test) shift; cmd_test "$@" ;;
   install) install_apt; install_python ;;
-  *) echo "usage: ./dev.sh run|test|install" >&2; exit 2 ;;
+  iso) shift; install_apt; install_python; exec $SUDO env ANVIL_ISO_CACHE="${ANVIL_ISO_CACHE:-}" iso/build.sh "$@" ;;
+  *) echo "usage: ./dev.sh run|test|install|iso" >&2; exit 2 ;;
 esac

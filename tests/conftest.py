@@ -31,6 +31,7 @@ TEST_KNOBS = frozenset({
     "ANVIL_CHAOS_SEED",      # replays one chaos run (tests/integration/engine/test_chaos.py)
     "ANVIL_REGEN_GOLDEN",    # rewrites the golden files instead of comparing with them
     "ANVIL_LAB_CACHE",       # where the lab's downloaded guest kernel is kept between runs
+    "ANVIL_ISO_CACHE",       # where iso/build.sh keeps the appliance image's build cache
 })
 
 

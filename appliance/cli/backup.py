@@ -36,12 +36,16 @@ def _passphrase(path: Path | None, confirm: bool) -> str:
 @pass_ctx
 def backup(ctx: CliContext, archive: Path, passphrase_file: Path | None) -> None:
     """Write the whole appliance to one encrypted archive: store, secrets key, audit head, TLS, config."""
+    click.echo(write_backup(ctx, archive, _passphrase(passphrase_file, confirm=True)))
+
+
+def write_backup(ctx: CliContext, archive: Path, passphrase: str) -> str:
+    """Seal the appliance into ``archive``; the line that says what was written."""
     from appliance.backup.archive import seal
     from appliance.backup.snapshot import pack, take
     from appliance.progress import for_terminal
 
     settings = ctx.settings
-    passphrase = _passphrase(passphrase_file, confirm=True)
     progress = for_terminal("backup")
     try:
         progress.stage("reading the store (one transaction) and the state files")
@@ -59,9 +63,9 @@ def backup(ctx: CliContext, archive: Path, passphrase_file: Path | None) -> None
     finally:
         progress.close()
     rows = sum(len(r) for r in snap.tables.values())
-    click.echo(f"backup written to {archive}: {rows} rows in {len(snap.tables)} tables at schema "
-               f"{snap.revision}, {len(snap.files)} state files{', config' if snap.config else ''} "
-               f"({len(data)} bytes, Anvil {snap.version})")
+    return (f"backup written to {archive}: {rows} rows in {len(snap.tables)} tables at schema "
+            f"{snap.revision}, {len(snap.files)} state files{', config' if snap.config else ''} "
+            f"({len(data)} bytes, Anvil {snap.version})")
 
 
 @click.command("restore")

@@ -53,6 +53,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                "Network switches, the cabling of blade NICs to their ports, and port VLANs."),
     "template": ("appliance.cli.template", "template", "Profile templates: identities left as pool:<name>."),
     "token": ("appliance.cli.user", "token", "Bearer tokens for the API."),
+    "upgrade": ("appliance.cli.upgrade", "upgrade",
+                "Install a new Anvil wheel, with a backup first; a failing migration puts the old version back."),
     "usage": ("appliance.cli.metering", "usage",
               "Blade-hours per profile, tenant and host pool in [--from, --to), from the binding change records."),
     "user": ("appliance.cli.user", "user", "Local users of the console and API."),

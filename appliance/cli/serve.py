@@ -177,7 +177,7 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     from appliance.services.audit import AuditService
     from appliance.services.hardware import Hardware, storage_driver
     from appliance.services.tokens import TokenService
-    from appliance.services.users import UserService
+    from appliance.services.users import INITIAL_ADMIN_PASSWORD, UserService
     from appliance.store.audit import Actor, acting_as
 
     settings = ctx.settings
@@ -190,8 +190,11 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     with acting_as(Actor("system:setup", "serve")):
         token = TokenService(store).ensure_admin_token(token_file)
         password_file = settings.state_dir / "admin.password"
-        if UserService(store).ensure_initial_admin(password_file):
-            click.echo(f"console user admin: password written to {password_file}")
+        # The appliance image's first boot leaves the admin's chosen password here (anvil-firstboot).
+        chosen = settings.state_dir / INITIAL_ADMIN_PASSWORD
+        if UserService(store).ensure_initial_admin(password_file, chosen):
+            click.echo(f"console user admin: password written to {password_file}" if password_file.exists()
+                       else "console user admin: the password chosen at first boot")
     if token and sys.stdout.isatty():
         click.echo(f"admin API token (also in {token_file}): {token}")
     elif token:

@@ -49,6 +49,8 @@ FAILURE_WINDOW = timedelta(minutes=15)
 MAX_PASSWORD = 1024                  # bytes of a password worth hashing; longer is refused unhashed
 SESSION_TTL = timedelta(hours=12)
 MIN_PASSWORD = 8
+# In the state directory: the first admin's password chosen at the appliance's first boot (read once, deleted).
+INITIAL_ADMIN_PASSWORD = "admin.initial-password"
 _SCRYPT = (2**14, 8, 1)
 
 
@@ -277,14 +279,23 @@ class UserService:
             return 0.0
         return float(min(0.25 * 2 ** min(recent - MAX_FAILURES, 8), MAX_DELAY))
 
-    def ensure_initial_admin(self, path: Path) -> str | None:
-        """At set-up, when there is no user yet: add ``admin`` with a random password.
+    def ensure_initial_admin(self, path: Path, chosen: Path | None = None) -> str | None:
+        """At set-up, when there is no user yet: add ``admin``.
 
-        The password is written once to ``path`` (0600); returns it when created.
+        Its password is the first line of ``chosen`` when that file exists (the appliance image's
+        first boot writes the admin's answer there), which is then deleted; otherwise a random one,
+        written once to ``path`` (0600). Returns the password when the user was created.
         """
         with self._store.read() as s:
-            if s.scalar(select(UserRow.id).limit(1)) is not None or path.exists():
+            if s.scalar(select(UserRow.id).limit(1)) is not None:
                 return None
+        if chosen is not None and chosen.exists():
+            lines = chosen.read_text().splitlines()
+            self.add("admin", lines[0] if lines else "", role="admin")
+            chosen.unlink()
+            return lines[0]
+        if path.exists():
+            return None
         password = secrets.token_urlsafe(12)
         self.add("admin", password, role="admin")
         path.parent.mkdir(parents=True, exist_ok=True)
