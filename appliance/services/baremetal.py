@@ -214,10 +214,9 @@ class BaremetalService:
                 live = select(BindingRow.blade_id).where(BindingRow.state == "live")
                 stmt = stmt.where(BladeRow.id.in_(live) if associated else BladeRow.id.not_in(live))
             if marker is not None:
-                m = lookup.blade_row_by_ident(s, scope, marker)
-                value = getattr(m, sort_key)
-                after = (column < value) | ((column == value) & (BladeRow.id < m.id)) if desc else \
-                    (column > value) | ((column == value) & (BladeRow.id > m.id))
+                m_id, value = lookup.blade_columns_by_ident(s, scope, marker, BladeRow.id, column)
+                after = (column < value) | ((column == value) & (BladeRow.id < m_id)) if desc else \
+                    (column > value) | ((column == value) & (BladeRow.id > m_id))
                 stmt = stmt.where(after)
             stmt = stmt.order_by(column.desc() if desc else column, BladeRow.id.desc() if desc else BladeRow.id)
             page: list[NodeRecord] = []
