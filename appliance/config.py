@@ -54,6 +54,8 @@ class ApiSettings(_Section):
     tls: bool = Field(True, description="HTTPS (self-signed on first start unless cert/key are given)")
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    workers: int = Field(0, ge=0, le=32, description="API worker processes answering list pages beside the "
+                                                     "engine (appliance.api.workers); 0: one process")
 
     _check_listen = field_validator("listen")(classmethod(lambda cls, v: _listen(v)))
 

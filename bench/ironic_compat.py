@@ -268,10 +268,15 @@ class Sampler:
                 self.proc.wait(timeout=5)
 
 
+def _workers(args: argparse.Namespace) -> dict[str, str]:
+    """``--api-workers N``: ``[api] workers = N`` (appliance.api.workers) instead of the default one process."""
+    return {"ANVIL_API_WORKERS": str(args.api_workers)} if args.api_workers else {}
+
+
 async def anvil_run(args: argparse.Namespace, work: Path, path: str, hardware: str) -> dict[str, Any]:
     n = args.nodes
     work.mkdir(parents=True, exist_ok=True)
-    with userpath.Appliance(work) as app, contextlib.ExitStack() as stack:
+    with userpath.Appliance(work, _workers(args)) as app, contextlib.ExitStack() as stack:
         rack = None
         if hardware == "rack":
             chassis = [min(25, n - c) for c in range(0, n, 25)]
@@ -425,7 +430,7 @@ async def pages_while(c: Client, path: str, follow: Callable[[Client, str, dict[
 async def load_run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """The p99 of a list page under load: ``--fill`` monitored blades, 100 deploys through /baremetal/v1."""
     work.mkdir(parents=True, exist_ok=True)
-    app = userpath.Appliance(work)
+    app = userpath.Appliance(work, _workers(args))
     key = app.settings().secrets_key_path
     key.parent.mkdir(parents=True, exist_ok=True)
     ensure_key(key)
@@ -477,7 +482,8 @@ def report(out: dict[str, Any]) -> list[str]:
     lines = [f"Anvil's Bare Metal API vs OpenStack Ironic {peer['version'] if peer else '39'}: "
              f"{out['n']} nodes, 16 concurrent clients, node list polled every {POLL:g} s",
              f"  anvil: a fresh `anvil serve` per run, HTTPS (verified self-signed certificate), "
-             f"{out['runs'][0]['timers'] if out['runs'] else ''}; cold first round (nothing warmed up)",
+             f"{out['runs'][0]['timers'] if out['runs'] else ''}; cold first round (nothing warmed up)"
+             + (f"; [api] workers = {out['api_workers']}" if out.get("api_workers") else ""),
              "  ironic: " + (f"RE-MEASURED in this run: Ironic {peer['version']} standalone, peer-ironic.md's default "
                              "configuration (fake-hardware, SQLite, noauth, automated_clean), plain HTTP"
                              if peer else f"NOT RE-MEASURED ({out.get('ironic_note')}); the figures recorded in "
@@ -556,8 +562,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="CI: 5 nodes, fake driver only, recorded Ironic figures")
     ap.add_argument("--nodes", type=int, default=100)
-    ap.add_argument("--paths", type=lambda v: v.split(","), default=["baremetal", "api"])
-    ap.add_argument("--hardware", type=lambda v: v.split(","), default=["fake", "rack"])
+    ap.add_argument("--paths", type=lambda v: [x for x in v.split(",") if x], default=["baremetal", "api"])
+    ap.add_argument("--hardware", type=lambda v: [x for x in v.split(",") if x], default=["fake", "rack"])
     ap.add_argument("--ironic", choices=["run", "recorded"], default="run",
                     help="re-measure Ironic here (installed into --ironic-venv if missing), or print peer-ironic.md's")
     ap.add_argument("--ironic-venv", type=Path, default=ironic_peer.DEFAULT_VENV)
@@ -566,12 +572,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=600.0, help="bound on each phase, s")
     ap.add_argument("--py-spy", type=Path, default=None, help="sample anvil serve (and Ironic) with py-spy into DIR")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--api-workers", type=int, default=0,
+                    help="[api] workers = N for every Anvil run (default: the shipped one process)")
     args = ap.parse_args(argv)
     if args.smoke:
         args.nodes, args.hardware, args.ironic, args.fill, args.clients = 5, ["fake"], "recorded", 300, 4
     with tempfile.TemporaryDirectory(prefix="anvil-bench-ironic-") as tmp, userpath.StallWatch() as watch:
         out = asyncio.run(main_async(args, Path(tmp)))
     out["machine"] = watch.summary()
+    out["api_workers"] = args.api_workers
     for line in [*report(out), f"  {watch.describe()}"]:
         print(line)
     print(json.dumps(out))

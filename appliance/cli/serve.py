@@ -4,9 +4,13 @@ default, or one role per process; the monitor role grows in a later issue)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
+import os
+import shutil
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +25,11 @@ from appliance.errors import ListenError
 from appliance.sdnotify import SystemdNotifier
 
 if TYPE_CHECKING:
+    import ssl
+
     from aiohttp import web
 
+    from appliance.api.workers import Workers
     from appliance.boot.role import BootServices
     from appliance.engine.runner import Engine, LeaderLoop
     from appliance.metrics import Metrics
@@ -148,9 +155,90 @@ async def run_boot_role(ctx: CliContext, ready_file: str | None, region: RegionO
         await boot.close()
 
 
+def _tls(settings: Settings, insecure_http: bool) -> ssl.SSLContext | None:
+    """The API's TLS context (None: plain HTTP, on loopback only)."""
+    from appliance.api.tls import ensure_self_signed, server_context
+
+    host = settings.api.listen.rpartition(":")[0]
+    if settings.api.tls and not insecure_http:
+        if settings.api.tls_cert and settings.api.tls_key:
+            cert, key = settings.api.tls_cert, settings.api.tls_key
+        else:
+            cert, key = ensure_self_signed(settings.state_dir / "tls")
+        return server_context(cert, key)
+    if not _is_loopback(host):
+        raise click.UsageError(f"plain HTTP is allowed on loopback only, not on {host}")
+    return None
+
+
+def _listen_socket(listen: str) -> socket.socket:
+    """The API's listening socket, opened here and accepted on by the API workers."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, int(port)), family=family, backlog=1024)
+    except OSError as exc:
+        raise ListenError("the API and console", listen, "api.listen", "ANVIL_API_LISTEN", exc) from None
+
+
+async def run_api_worker(ctx: CliContext, spec: str, insecure_http: bool, ready_file: str | None) -> None:
+    """One API worker (appliance.api.workers): accept on the inherited socket ``FD``, answer list
+    pages, forward the rest to the leader ``PID`` at ``SOCKET`` (``spec`` is ``FD:PID:SOCKET``)."""
+    from aiohttp import web
+
+    from appliance.api.app import create_app
+    from appliance.api.hardening import app_runner
+    from appliance.api.workers import forwarding_middleware, leader_session, watch_parent
+
+    fd, pid, path = spec.split(":", 2)
+    settings = ctx.settings
+    _log_levels(settings)
+    ssl_ctx = _tls(settings, insecure_http)
+    listener = socket.socket(fileno=int(fd))
+    session = leader_session(Path(path))
+    app = create_app(settings, ctx.store())
+    app.middlewares.insert(0, forwarding_middleware(lambda: session))
+    runner = app_runner(app)
+    await runner.setup()
+    stop = _stop_event()
+    try:
+        await web.SockSite(runner, listener, ssl_context=ssl_ctx).start()
+        _write_ready(ready_file, "worker")
+        await watch_parent(stop, int(pid))
+    finally:
+        await runner.cleanup()
+        await session.close()
+
+
+async def _start_workers(settings: Settings, runner: object, insecure_http: bool) -> Workers:
+    """``[api] workers``: open the API's socket here, serve the workers on a private unix socket, start them."""
+    from aiohttp import web
+
+    from appliance.api.workers import Workers, child_argv, private_socket_path
+
+    listener = _listen_socket(settings.api.listen)
+    path, tmp = private_socket_path(settings.state_dir / "run")
+    assert isinstance(runner, web.AppRunner)
+    await web.UnixSite(runner, str(path)).start()
+    os.chmod(path, 0o600)
+    click_ctx = click.get_current_context(silent=True)
+    config_path = click_ctx.find_root().params.get("config_path") if click_ctx is not None else None
+    argv = child_argv(config_path)
+    if insecure_http:
+        argv.append("--insecure-http")
+    workers = Workers(settings.api.workers, listener, path, argv, dict(os.environ), cleanup_dir=tmp)
+    try:
+        await workers.start()
+    except BaseException:
+        await workers.stop()
+        raise
+    return workers
+
+
 async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | None,
                         on_ready: Callable[[str, str], None] | None = None, role: str = "all",
-                        region: RegionOptions | None = None) -> None:
+                        region: RegionOptions | None = None, api_worker: str | None = None) -> None:
     """Serve until SIGINT or SIGTERM. ``on_ready(url, token_file)`` runs once listening.
 
     Role ``all`` runs the API, the engine, the monitor and the boot services in this process;
@@ -160,13 +248,15 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     if role == "boot":
         await run_boot_role(ctx, ready_file, region)
         return
+    if api_worker is not None:
+        await run_api_worker(ctx, api_worker, insecure_http, ready_file)
+        return
     # Imported here so that other commands do not pay for aiohttp and TLS at start-up.
     from aiohttp import web
 
     from appliance.api.app import create_app
     from appliance.api.hardening import app_runner
     from appliance.api.readiness import Readiness
-    from appliance.api.tls import ensure_self_signed, server_context
     from appliance.engine.model import EngineSettings
     from appliance.engine.runner import Engine
     from appliance.engine.steps import KINDS
@@ -200,15 +290,7 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     elif token:
         click.echo(f"admin API token written to {token_file}")
     host, _, port = settings.api.listen.rpartition(":")
-    ssl_ctx = None
-    if settings.api.tls and not insecure_http:
-        if settings.api.tls_cert and settings.api.tls_key:
-            cert, key = settings.api.tls_cert, settings.api.tls_key
-        else:
-            cert, key = ensure_self_signed(settings.state_dir / "tls")
-        ssl_ctx = server_context(cert, key)
-    elif not _is_loopback(host):
-        raise click.UsageError(f"plain HTTP is allowed on loopback only, not on {host}")
+    ssl_ctx = _tls(settings, insecure_http)
     box = SecretBox(settings.secrets_key_path)
     # One registry for every role in this process, served at /metrics (appliance.metrics).
     metrics = Metrics()
@@ -236,18 +318,27 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
                                ReplicationLoop(store, box, default_registry()).run, _leader_monitor(monitor)),
                         metrics=metrics)
     # One Hardware for every role: one set of BMC sessions, and one view of the in-process fake driver.
-    runner = app_runner(create_app(settings, store, engine=engine, monitor=monitor, hardware=hardware,
-                                   metrics=metrics, ready=ready))
+    app = create_app(settings, store, engine=engine, monitor=monitor, hardware=hardware, metrics=metrics,
+                     ready=ready)
+    workers: Workers | None = None
+    if settings.api.workers:
+        from appliance.api.workers import trust_forwarded
+
+        app.middlewares.insert(0, trust_forwarded)
+    runner = app_runner(app)
     await runner.setup()
     boot = None
     metrics_runner = None
     try:
-        site = web.TCPSite(runner, host, int(port), ssl_context=ssl_ctx)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise ListenError("the API and console", settings.api.listen, "api.listen", "ANVIL_API_LISTEN",
-                              exc) from None
+        if settings.api.workers:
+            workers = await _start_workers(settings, runner, insecure_http)
+        else:
+            site = web.TCPSite(runner, host, int(port), ssl_context=ssl_ctx)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ListenError("the API and console", settings.api.listen, "api.listen", "ANVIL_API_LISTEN",
+                                  exc) from None
         if role == "all":
             boot = await _boot_beside_api(settings, store, metrics)
             ready.boot_url = boot.http_url and f"http://{settings.boot.listen}"
@@ -255,6 +346,8 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     except BaseException:
         if boot is not None:
             await boot.close()
+        if workers is not None:
+            await _stop_workers(workers)
         await hardware.close()
         await runner.cleanup()
         raise
@@ -271,6 +364,7 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     watchdog = asyncio.create_task(notifier.watchdog(stop), name="watchdog")
     engine_task = asyncio.create_task(engine.run(stop), name="engine") if engine else None
     monitor_task = asyncio.create_task(monitor.run(stop), name="monitor") if monitor and not engine else None
+    supervisor = asyncio.create_task(workers.supervise(stop), name="api-workers") if workers else None
     notifier.ready(f"role {role}: API and console on {scheme}://{settings.api.listen}")
     try:
         await stop.wait()
@@ -282,12 +376,25 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
             await engine_task
         if monitor_task is not None:
             await monitor_task
+        if supervisor is not None:
+            await supervisor
+        if workers is not None:
+            await _stop_workers(workers)
         if metrics_runner is not None:
             await metrics_runner.cleanup()
         if boot is not None:
             await boot.close()
         await hardware.close()
         await runner.cleanup()
+
+
+async def _stop_workers(workers: Workers) -> None:
+    await workers.stop()
+    workers.listener.close()
+    with contextlib.suppress(FileNotFoundError):
+        workers.socket_path.unlink()
+    if workers.cleanup_dir is not None:
+        shutil.rmtree(workers.cleanup_dir, ignore_errors=True)
 
 
 @click.command("serve")
@@ -302,9 +409,11 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
               help="The rack's token file (anvil rack add NAME --token-file FILE); needs --region.")
 @click.option("--region-ca", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="The region's certificate (or its CA), pinned: the only one trusted.")
+@click.option("--api-worker", default=None, hidden=True, metavar="FD:PID:SOCKET",
+              help="Run as an API worker of the process that started it (appliance.api.workers).")
 @pass_ctx
 def serve(ctx: CliContext, role: str, insecure_http: bool, ready_file: str | None, region_url: str | None,
-          rack_token: Path | None, region_ca: Path | None) -> None:
+          rack_token: Path | None, region_ca: Path | None, api_worker: str | None) -> None:
     """Run the appliance.
 
     \b
@@ -330,7 +439,8 @@ def serve(ctx: CliContext, role: str, insecure_http: bool, ready_file: str | Non
         if region_url is None or rack_token is None:
             raise click.UsageError("a rack controller needs both --region URL and --rack-token FILE")
         region = RegionOptions(region_url, rack_token, region_ca)
-    asyncio.run(run_appliance(ctx, insecure_http, ready_file, role=role, region=region))
+    asyncio.run(run_appliance(ctx, insecure_http, ready_file, role=role, region=region,
+                              api_worker=api_worker))
 
 
 COMMANDS = [serve]

@@ -164,6 +164,16 @@ def blade_row_by_ident(s: Session, scope: Scope, ident: str) -> BladeRow:
     return row
 
 
+def blade_columns_by_ident(s: Session, scope: Scope, ident: str, *columns: Any) -> Any:
+    """:func:`blade_row_by_ident`'s blade, as a row of ``columns`` only (a list page's marker)."""
+    column = BladeRow.uuid if UUID_TEXT.fullmatch(ident) else BladeRow.name
+    row = s.connection().execute(blades_in_sight(select(*columns).where(
+        column == (ident.lower() if column is BladeRow.uuid else ident)), scope)).first()
+    if row is None:
+        raise NotFound("blade", ident)
+    return row
+
+
 def nic_row(s: Session, scope: Scope, mac: str) -> tuple[BladeNicRow, BladeRow]:
     """The NIC with burned-in MAC ``mac`` and its blade, when the caller sees that blade."""
     got = s.execute(blades_in_sight(select(BladeNicRow, BladeRow).join(BladeRow, BladeRow.id == BladeNicRow.blade_id)
