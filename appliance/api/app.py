@@ -73,7 +73,7 @@ from appliance.store.audit import Actor, acting_as
 from appliance.store.stats import job_counts, pool_use
 
 PUBLIC_PREFIXES = ("/boot/", "/static/")
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/sites/pairing"})   # pairing: the code is the credential
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/site-link/pairing"})   # pairing: the code is the credential
 API_ALIASES = frozenset({"/metrics"})   # outside /api/ but authenticated like it
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

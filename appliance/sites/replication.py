@@ -39,8 +39,8 @@ from appliance.store.tables import (
 log = logging.getLogger(__name__)
 
 BATCH = 200
-RECEIVE_PATH = "/api/v1/sites/replication"
-STATUS_PATH = "/api/v1/sites/replication/status"
+RECEIVE_PATH = "/api/v1/site-link/replication"
+STATUS_PATH = "/api/v1/site-link/status"
 
 
 def local_name(s: Session) -> str | None:

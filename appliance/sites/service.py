@@ -39,7 +39,7 @@ from appliance.store.tables import (
 )
 
 CODE_TTL = timedelta(minutes=15)
-PAIR_PATH = "/api/v1/sites/pairing"
+PAIR_PATH = "/api/v1/site-link/pairing"
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -163,7 +163,7 @@ class SiteService:
         return code, name
 
     def accept(self, body: Any, own_cert_pem: str) -> dict[str, Any]:
-        """Answer a peer's pairing request (``POST /api/v1/sites/pairing``, authenticated by its code)."""
+        """Answer a peer's pairing request (``POST /api/v1/site-link/pairing``, authenticated by its code)."""
         if not isinstance(body, dict):
             raise ValidationError([Issue("body", "must be an object")])
         issues = [Issue(f"body.{k}", "is required (a string)") for k in ("code", "name", "url", "certPem", "token",

@@ -1,6 +1,6 @@
 """Sites: paired peer appliances (admin only), and the routes a paired site's DR token calls.
 
-``POST /api/v1/sites/pairing`` is the one unauthenticated route here: the peer presents the
+``POST /api/v1/site-link/pairing`` is the one unauthenticated route here: the peer presents the
 one-time code this site printed (appliance.sites.service). The DR token a pairing issues
 calls only routes whose role is ``site``; every other route answers it 403.
 """
@@ -88,7 +88,11 @@ async def pairing(request: web.Request) -> web.Response:
     if not settings.api.tls:
         raise Conflict("pairing needs HTTPS: this appliance serves plain HTTP")
     data = body(request)
-    pem = await asyncio.to_thread(own_cert(settings).read_text)
+    try:
+        pem = await asyncio.to_thread(own_cert(settings).read_text)
+    except FileNotFoundError:
+        # Served with --insecure-http (loopback tests): there is no certificate for the peer to pin.
+        raise Conflict("pairing needs HTTPS: this appliance serves plain HTTP") from None
     svc = await asyncio.to_thread(_service, request)
     return web.json_response(await asyncio.to_thread(svc.accept, data, pem))
 
@@ -109,9 +113,9 @@ OPS = [
     Op("DELETE", "/sites/{name}", delete_site, "Unpair a site (its DR token here is revoked)", "sites",
        role="admin", appliance_wide=True, params=(Param("name", NAME, "path", True),),
        responses={204: ("Unpaired", {})}),
-    Op("POST", "/sites/replication", receive, "Apply replication records from the calling site (DR token only)",
+    Op("POST", "/site-link/replication", receive, "Apply replication records from the calling site (DR token only)",
        "sites", role="site", body=RECORDS, responses={200: ("Applied, in order", ACK)}),
-    Op("GET", "/sites/replication/status", status,
+    Op("GET", "/site-link/status", status,
        "What this site has applied from the calling site, and queued for it (DR token only)", "sites",
        role="site", responses={200: ("OK", SITE)}),
     Op("POST", PAIR_PATH.removeprefix("/api/v1"), pairing,

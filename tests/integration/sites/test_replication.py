@@ -97,8 +97,8 @@ def test_pair_replicate_reserve_refuse_and_lag(sites: tuple[Site, Site], tmp_pat
     dr_token = box_a.decrypt(row.token_enc).reveal()
     assert b.call("GET", "/api/v1/blades", dr_token)[0] == 403
     assert b.call("GET", "/api/v1/profiles", dr_token)[0] == 403
-    assert b.call("GET", "/api/v1/sites/replication/status", dr_token)[0] == 200
-    assert b.call("GET", "/api/v1/sites/replication/status", b.admin_token())[0] == 403
+    assert b.call("GET", "/api/v1/site-link/status", dr_token)[0] == 200
+    assert b.call("GET", "/api/v1/site-link/status", b.admin_token())[0] == 403
 
     # A forged record (signed with another key) and a replayed one (an old version) posted
     # straight to B's endpoint: refused, with a clear reason, and nothing changes.
@@ -109,18 +109,18 @@ def test_pair_replicate_reserve_refuse_and_lag(sites: tuple[Site, Site], tmp_pat
     evil = {"tenant": "acme", "name": "web-001", "document": {"hacked": True}, "identities": []}
     forged = rec.sign(b"\x00" * 32, rec.Record("site-a", "site-b", inbox + 1, "profile", "acme/web-001", "put",
                                                evil, now))
-    status, body = b.call("POST", "/api/v1/sites/replication", dr_token,
+    status, body = b.call("POST", "/api/v1/site-link/replication", dr_token,
                           {"origin": "site-a", "records": [forged.to_json()]})
     assert status == 400 and "signature does not verify" in body["errors"][0]["reason"], body
     replay = rec.sign(key, rec.Record("site-a", "site-b", 3, "profile", "acme/web-001", "put", evil, now))
-    status, body = b.call("POST", "/api/v1/sites/replication", dr_token,
+    status, body = b.call("POST", "/api/v1/site-link/replication", dr_token,
                           {"origin": "site-a", "records": [replay.to_json()]})
     assert status == 409 and body["reason"] == "replay" and "repeats or goes back" in body["detail"], body
     assert body["lastApplied"] == inbox
     assert profiles(b) == before and site_row(b, a.name).inbox_seq == inbox
     # A record may not be redirected either: one for another target is refused.
     other = rec.sign(key, rec.Record("site-a", "site-c", inbox + 1, "profile", "acme/web-001", "put", evil, now))
-    status, body = b.call("POST", "/api/v1/sites/replication", dr_token,
+    status, body = b.call("POST", "/api/v1/site-link/replication", dr_token,
                           {"origin": "site-a", "records": [other.to_json()]})
     assert status == 400 and profiles(b) == before
     assert creates_per_profile(b) == {f"web-{i:03d}": 1 for i in range(20)}
