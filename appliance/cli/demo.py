@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 @click.option("--ready-file", default=None, hidden=True, help="Write the URL here once listening (tests).")
 @pass_ctx
 def demo(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_power: bool, vms: int, uefi_vms: int,
-         vm_host_slots: int, netns: str, insecure_http: bool, ready_file: str | None) -> None:
+         vm_host_slots: int, netns: str, subnet: str, insecure_http: bool, ready_file: str | None) -> None:
     """Start an emulated rack and the appliance; Ctrl-C stops both."""
 
     def interrupted(signum: int, frame: FrameType | None) -> None:
@@ -39,7 +39,7 @@ def demo(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_p
     progress = for_terminal("lab up")
     try:
         state = lab_up(ctx, _opts(ctx.settings, redfish, ipmi, switch_kind, realistic_power, vms, netns, uefi_vms,
-                                  vm_host_slots), progress)
+                                  vm_host_slots, subnet), progress)
     finally:
         progress.close()
         signal.signal(signal.SIGTERM, previous)

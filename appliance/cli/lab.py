@@ -202,6 +202,9 @@ def lab_options(fn: Any) -> Any:
                           f"{vmlab.VM_HOST_NAME} with this many slots (libvirt domains on the lab's bridge)."),
         click.option("--netns", default=bootnet.DEFAULT_NETNS, show_default=True, envvar="ANVIL_LAB_NETNS",
                      help="Namespace of the VM lab's boot network (env ANVIL_LAB_NETNS)."),
+        click.option("--subnet", default=vmlab.DEFAULT_SUBNET, show_default=True,
+                     help="The VM lab's provisioning network, a private /24: the boot role and tgtd on its .1, "
+                          "DHCP .100-.199 (a second appliance's lab on this machine: 10.78.0.0/24)."),
     ]):
         fn = deco(fn)
     return fn
@@ -221,19 +224,20 @@ def boot_url_for_lab(settings: Settings) -> str:
 
 def _opts(settings: Settings, redfish: int, ipmi: int, switch_kind: str, realistic_power: bool,
           vms: int = 0, netns: str = bootnet.DEFAULT_NETNS, uefi_vms: int = 0,
-          vm_host_slots: int = 0) -> rack.LabOptions:
+          vm_host_slots: int = 0, subnet: str = vmlab.DEFAULT_SUBNET) -> rack.LabOptions:
     vm_lab = None
     if vm_host_slots and not vms:
         raise click.UsageError("--vm-host-slots needs --vms (the VM host's domains join the VM lab's network)")
     try:
         vmlab.check_uefi_vms(vms, uefi_vms)   # with --vms 0 there is no VM lab to refuse it later
+        vmlab.lab_net(subnet)
     except vmlab.VmLabSetupError as exc:
         raise click.UsageError(str(exc)) from None
     if vms:
         vm_lab = vmlab.VmLabOptions(vms=vms, netns=vmlab.check_netns_name(netns), state_dir=settings.state_dir,
                                     store_url=settings.store_url, log_level=settings.log_level,
                                     agent_mode=settings.boot.image_agent_mode, uefi_vms=uefi_vms,
-                                    vm_host_slots=vm_host_slots)
+                                    vm_host_slots=vm_host_slots, subnet=subnet)
     return rack.LabOptions(redfish=redfish, ipmi=ipmi, switch=switch_kind, realistic_power=realistic_power,
                            boot_url=boot_url_for_lab(settings), vm_lab=vm_lab)
 
@@ -261,12 +265,13 @@ def describe(state: dict[str, Any], redfish: int, ipmi: int, vms: int, switch_ki
 @lab_options
 @pass_ctx
 def up(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_power: bool, vms: int,
-       uefi_vms: int, vm_host_slots: int, netns: str) -> None:
+       uefi_vms: int, vm_host_slots: int, netns: str, subnet: str) -> None:
     """Start the emulators (they keep running after this command) and enrol their blades and switch.
 
     \b
     --vms N (root) adds N QEMU blades (vm-01 …) on a bridge in namespace --netns, with
-    the boot role (DHCP, TFTP, HTTP on 10.77.0.1) and a tgtd (10.77.0.1:3260) there;
+    the boot role (DHCP, TFTP, HTTP on 10.77.0.1) and a tgtd (10.77.0.1:3260) there
+    (--subnet 10.78.0.0/24: on 10.78.0.1, for a second appliance's lab on one machine);
     an `anvil serve` started afterwards uses that tgtd for iSCSI boot LUNs unless
     [storage] names a driver. --uefi-vms K makes the last K of them UEFI VMs that take
     the plain PXE → TFTP → iPXE chain. --vm-host-slots S adds a libvirtd there, enrolled as
@@ -274,7 +279,7 @@ def up(ctx: CliContext, redfish: int, ipmi: int, switch_kind: str, realistic_pow
     progress = for_terminal("lab up")
     try:
         state = lab_up(ctx, _opts(ctx.settings, redfish, ipmi, switch_kind, realistic_power, vms, netns, uefi_vms,
-                                  vm_host_slots), progress)
+                                  vm_host_slots, subnet), progress)
     finally:
         progress.close()
     click.echo(f"lab up: {describe(state, redfish, ipmi, vms, switch_kind)}; "

@@ -5,6 +5,8 @@ it runs (so ``lab down`` — or a failed ``up`` — can always stop it by PID)::
 
     namespace NS (default "anvil-lab", DESIGN §7; overridable for tests)
       br0 10.77.0.1/24 + fd77::1/64, taps tap01…tapNN      appliance.lab.bootnet
+      (``--subnet 10.78.0.0/24``: 10.78.0.1 and fd78::1 instead, and so below; a second
+      appliance's lab on the same machine, DESIGN §8)
     STATE/images/lab/{vmlinuz,initrd.img}                   appliance.lab.guest_image
     tgtd in NS, portal 10.77.0.1:3260, its own control port appliance.lab.tgt
     the boot role in NS:                                     anvil serve --role boot
@@ -37,6 +39,7 @@ anything starts. Every wait is bounded.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -64,7 +67,7 @@ BOOT_HTTP_PORT = 8080
 TFTP_PORT = 69
 METRICS_PORT = 9465
 ISCSI_PORT = 3260
-DHCP_RANGE = ("10.77.0.100", "10.77.0.199")
+DEFAULT_SUBNET = bootnet.SUBNET
 VM_MEMORY_MIB = 256
 RUN_SUBDIR = "vmlab"
 _NETNS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
@@ -89,6 +92,36 @@ class VmLabOptions:
     cache_dir: Path | None = None
     uefi_vms: int = 0
     vm_host_slots: int = 0     # > 0: a libvirtd in the namespace too, enrolled as VM host ``lab-vmhost``
+    subnet: str = DEFAULT_SUBNET   # the provisioning network; a second appliance's lab uses 10.78.0.0/24
+
+
+@dataclass(frozen=True, slots=True)
+class LabNet:
+    """The lab's provisioning addresses, all derived from its /24."""
+
+    server_ipv4: str
+    server_ipv6: str
+    dhcp_range: tuple[str, str]
+
+
+def lab_net(subnet: str) -> LabNet:
+    """The addresses of the lab on ``subnet`` (an IPv4 /24): the appliance's side is .1, the
+    DHCP pool .100-.199, IPv6 fdXX::1/64 for the router advertisement iPXE waits for (fd77::1
+    for the default 10.77.0.0/24 and fd78::1 for 10.78.0.0/24, as DESIGN §8 has them)."""
+    try:
+        net = ipaddress.IPv4Network(subnet)
+    except ValueError as exc:
+        raise VmLabSetupError(f"--subnet {subnet!r}: not an IPv4 network ({exc})") from None
+    if net.prefixlen != 24 or not net.is_private:
+        raise VmLabSetupError(f"--subnet {subnet}: the VM lab needs a private /24 such as 10.78.0.0/24")
+    base = net.network_address.packed
+    # The /24's middle octets name the IPv6 /64 (10.78.0.0 -> fd78::): an octet under 100 written
+    # in decimal reads as valid hex and keeps fd77::1 / fd78::1; a larger one is written in hex.
+    # Each lab has a namespace of its own, so two labs may even share the address.
+    v6 = ipaddress.IPv6Address(f"fd{base[1]:02x}:{base[2]:x}::1" if base[1] > 99 else
+                               f"fd{base[1]:02d}:{base[2]:x}::1")
+    host = str(net.network_address).rsplit(".", 1)[0]
+    return LabNet(f"{host}.1", str(v6), (f"{host}.100", f"{host}.199"))
 
 
 def cache_dir(opts: VmLabOptions) -> Path:
@@ -143,6 +176,7 @@ def preflight(opts: VmLabOptions) -> None:
         raise VmLabSetupError(f"--vms {opts.vms}: the VM lab runs 1..{MAX_VMS} VMs")
     check_uefi_vms(opts.vms, opts.uefi_vms)
     check_netns_name(opts.netns)
+    lab_net(opts.subnet)
     store_problem = store_unreachable_from_netns(opts.store_url)
     if store_problem:
         raise VmLabSetupError(store_problem)
@@ -177,8 +211,10 @@ def vm_blade_name(index: int) -> str:
     return f"vm-{index:02d}"
 
 
-def boot_config(opts: VmLabOptions, server: str = bootnet.SERVER_IPV4, template_dir: Path | None = None) -> str:
+def boot_config(opts: VmLabOptions, template_dir: Path | None = None) -> str:
     """The boot role's TOML: everything explicit, so no default or environment can move it."""
+    net = lab_net(opts.subnet)
+    server = net.server_ipv4
     lines = [
         f"state_dir = {json.dumps(str(opts.state_dir))}",
         f"log_level = {json.dumps(opts.log_level)}",
@@ -192,7 +228,7 @@ def boot_config(opts: VmLabOptions, server: str = bootnet.SERVER_IPV4, template_
         f'tftp_listen = "{server}:{TFTP_PORT}"',
         'dhcp = "reservations"',
         f'interface = "{bootnet.BRIDGE}"',
-        f'dhcp_range = "{DHCP_RANGE[0]},{DHCP_RANGE[1]}"',
+        f'dhcp_range = "{net.dhcp_range[0]},{net.dhcp_range[1]}"',
         f"image_agent_mode = {json.dumps(opts.agent_mode)}",
         f"template_dirs = [{json.dumps(str(template_dir))}]" if template_dir else "",
         "",
@@ -248,14 +284,14 @@ def start_boot_role(run_dir: Path, opts: VmLabOptions, *, timeout: float = _BOOT
     return handle
 
 
-def _start_tgtd(run_dir: Path, ns: str) -> TgtdHandle:
+def _start_tgtd(run_dir: Path, ns: str, server: str) -> TgtdHandle:
     from appliance.lab import tgt
 
     last: Exception | None = None
     for _ in range(_TGT_ATTEMPTS):   # a parallel lab may take the control port between the check and the start
         port = tgt.free_control_port()
         try:
-            return tgt.start(run_dir, bootnet.SERVER_IPV4, ISCSI_PORT, port, netns=ns)
+            return tgt.start(run_dir, server, ISCSI_PORT, port, netns=ns)
         except procs.ProcError as exc:
             last = exc
     raise VmLabSetupError(f"tgtd in {ns} did not start: {last}")
@@ -274,8 +310,10 @@ def start(lab_dir: Path, state: dict[str, Any], save: Callable[[], None], opts: 
     preflight(opts)
     run_dir = (lab_dir / RUN_SUBDIR).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    addresses = lab_net(opts.subnet)
     try:
-        net = bootnet.create(opts.netns, taps=opts.vms)   # all or nothing
+        net = bootnet.create(opts.netns, taps=opts.vms, server_ipv4=addresses.server_ipv4,
+                             server_ipv6=addresses.server_ipv6)   # all or nothing
     except bootnet.BootNetError as exc:
         raise VmLabSetupError(str(exc)) from None
     # Recorded only once it is ours: a namespace that existed before must never be deleted by us.
@@ -283,9 +321,9 @@ def start(lab_dir: Path, state: dict[str, Any], save: Callable[[], None], opts: 
     save()
     images_dir = opts.state_dir / "images"
     kernel, initrd = ensure_lab_image(images_dir, cache_dir(opts))
-    server = bootnet.SERVER_IPV4
+    server = addresses.server_ipv4
 
-    tgtd = _start_tgtd(run_dir, opts.netns)
+    tgtd = _start_tgtd(run_dir, opts.netns, server)
     state["processes"].append(record_process(
         "tgtd", tgtd.pid, tgtd.proc.log_path,
         f"iscsi://{server}:{ISCSI_PORT} in {opts.netns} (control port {tgtd.control_port})", 0.2,

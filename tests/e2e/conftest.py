@@ -256,27 +256,34 @@ def vm_lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
         lab.serve.start(timeout=60)
         yield lab
     finally:
-        try:
-            if lab.serve.proc is not None and lab.serve.proc.poll() is None:
-                for name in sorted(lab.stamped):
-                    with contextlib.suppress(AssertionError, pytest.fail.Exception):
-                        lab.release(name)
-        finally:
-            lab.serve.stop()
-            state = rack.read_state(anvil.state_dir / "lab")
-            with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
-                down = anvil("lab", "down", check=False, timeout=120)
-                print(f"anvil lab down ({down.code}, {down.seconds:.1f} s): {down.out.strip()} {down.err.strip()}")
-            _lab_left(anvil)
-            netns.delete_all([ns])
-            if state is not None:
-                alive = [p["name"] for p in state["processes"] if rack.pid_alive(int(p["pid"]), p.get("starttime"))]
-                assert not alive, f"lab processes outlived the lab: {alive}"
-                # A killed tgtd leaves its control socket behind; lab down removes it.
-                port = (state.get("storage") or {}).get("controlPort")
-                assert port is None or not Path(f"/var/run/tgtd/socket.{port}").exists(), \
-                    f"tgtd's control socket {port} outlived the lab"
-            assert not netns.exists(ns), f"namespace {ns} outlived the lab"
+        close_lab(lab)
+
+
+def close_lab(lab: VmLab) -> None:
+    """Release what is still stamped, stop ``anvil serve``, ``anvil lab down``; then check that no
+    lab process, tgtd socket or namespace outlived it (stopping by PID what lab.json still names)."""
+    anvil, ns = lab.anvil, lab.netns
+    try:
+        if lab.serve.proc is not None and lab.serve.proc.poll() is None:
+            for name in sorted(lab.stamped):
+                with contextlib.suppress(AssertionError, pytest.fail.Exception):
+                    lab.release(name)
+    finally:
+        lab.serve.stop()
+        state = rack.read_state(anvil.state_dir / "lab")
+        with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
+            down = anvil("lab", "down", check=False, timeout=120)
+            print(f"anvil lab down ({down.code}, {down.seconds:.1f} s): {down.out.strip()} {down.err.strip()}")
+        _lab_left(anvil)
+        netns.delete_all([ns])
+        if state is not None:
+            alive = [p["name"] for p in state["processes"] if rack.pid_alive(int(p["pid"]), p.get("starttime"))]
+            assert not alive, f"lab processes outlived the lab: {alive}"
+            # A killed tgtd leaves its control socket behind; lab down removes it.
+            port = (state.get("storage") or {}).get("controlPort")
+            assert port is None or not Path(f"/var/run/tgtd/socket.{port}").exists(), \
+                f"tgtd's control socket {port} outlived the lab"
+        assert not netns.exists(ns), f"namespace {ns} outlived the lab"
 
 
 

@@ -43,6 +43,26 @@ def test_boot_role_config_is_complete_and_valid_for_the_real_loader(tmp_path: Pa
     assert tomllib.loads(path.read_text())["store"]["url"] == opts.store_url
 
 
+def test_a_second_lab_on_another_subnet_serves_from_its_own_addresses(tmp_path: Path) -> None:
+    """``--subnet 10.78.0.0/24`` (a second appliance's lab on this machine, DESIGN §8): the boot
+    role, DHCP pool and metrics move to 10.78.0.x; the bridge gets 10.78.0.1 and fd78::1."""
+    opts = _opts(tmp_path, subnet="10.78.0.0/24")
+    settings = load_settings(_written(tmp_path, vmlab.boot_config(opts)), env={})
+    boot = settings.boot
+    assert (boot.listen, boot.advertise_url, boot.tftp_listen) == (
+        "10.78.0.1:8080", "http://10.78.0.1:8080", "10.78.0.1:69")
+    assert boot.dhcp_range == "10.78.0.100,10.78.0.199" and settings.metrics.boot_listen == "10.78.0.1:9465"
+    assert vmlab.lab_net("10.78.0.0/24") == vmlab.LabNet("10.78.0.1", "fd78::1", ("10.78.0.100", "10.78.0.199"))
+    assert vmlab.lab_net(vmlab.DEFAULT_SUBNET).server_ipv6 == "fd77::1"
+    assert vmlab.lab_net("192.168.200.0/24").server_ipv6 == "fda8:c8::1"
+
+
+def _written(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "boot.toml"
+    path.write_text(text)
+    return path
+
+
 @pytest.mark.parametrize(("over", "words"), [
     ({"vms": 0}, "1..4 VMs"),
     ({"vms": 5}, "1..4 VMs"),
@@ -50,6 +70,9 @@ def test_boot_role_config_is_complete_and_valid_for_the_real_loader(tmp_path: Pa
     ({"netns": "bad/name"}, "--netns 'bad/name'"),
     ({"netns": "much-too-long-name"}, "1-15 characters"),
     ({"store_url": "postgresql+psycopg://anvil:pw@127.0.0.1:5432/anvil"}, "unix socket"),
+    ({"subnet": "10.78.0.0/16"}, "--subnet 10.78.0.0/16: the VM lab needs a private /24"),
+    ({"subnet": "8.8.8.0/24"}, "private /24"),
+    ({"subnet": "10.78.0.5/24"}, "--subnet '10.78.0.5/24': not an IPv4 network"),
 ])
 def test_preflight_refuses_bad_input_naming_it(tmp_path: Path, over: dict[str, object], words: str) -> None:
     with pytest.raises(vmlab.VmLabSetupError, match=words.replace(".", r"\.")):
@@ -126,6 +149,8 @@ def test_lab_up_refuses_bad_vm_options_before_starting_anything(tmp_path: Path) 
     assert res.code != 0 and "--netns 'bad/name'" in res.err
     res = anvil("lab", "up", "--redfish", "0", "--vms", "1", "--uefi-vms", "2", check=False)
     assert res.code != 0 and "--uefi-vms 2: at most --vms (1) of the VMs can be UEFI" in res.err
+    res = anvil("lab", "up", "--redfish", "0", "--vms", "1", "--subnet", "10.78.0.0/16", check=False)
+    assert res.code != 0 and "--subnet 10.78.0.0/16: the VM lab needs a private /24" in res.err
     res = anvil("lab", "up", "--redfish", "0", check=False)
     assert res.code != 0 and "at least one blade" in res.err
     assert rack.read_state(anvil.state_dir / "lab") is None      # nothing claimed, nothing to take down
