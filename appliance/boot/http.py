@@ -368,20 +368,35 @@ async def heartbeat(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def discovery_throttled(limit: RateLimit, peer: str) -> web.Response | None:
+    """The 429 for a source address posting discoveries too often (the appliance's boot role and a
+    rack controller's alike), or None."""
+    wait = limit.take(peer)
+    if wait <= 0:
+        return None
+    resp = web.Response(status=429, text="too many discovery posts from this address; slow down\n")
+    resp.headers["Retry-After"] = str(int(wait) + 1)
+    return resp
+
+
+async def discovery_params(request: web.Request) -> tuple[dict[str, str], str]:
+    """A discovery post's parameters and its MAC (400 without a valid one)."""
+    params = await _params(request)
+    mac = normalize_mac(params.get("mac", ""))
+    if mac is None:
+        raise web.HTTPBadRequest(text="a valid mac is required")
+    return params, mac
+
+
 async def discover(request: web.Request) -> web.Response:
     """An unknown machine's facts: one record per MAC, bounded (appliance.services.discovered),
     at most a few posts a minute per source address."""
     svc = request.app[BOOT_SERVICE]
     peer = _peer(request)
-    wait = svc.discover_limit.take(peer)
-    if wait > 0:
-        resp = web.Response(status=429, text="too many discovery posts from this address; slow down\n")
-        resp.headers["Retry-After"] = str(int(wait) + 1)
-        return resp
-    params = await _params(request)
-    mac = normalize_mac(params.get("mac", ""))
-    if mac is None:
-        raise web.HTTPBadRequest(text="a valid mac is required")
+    throttled = discovery_throttled(svc.discover_limit, peer)
+    if throttled is not None:
+        return throttled
+    params, mac = await discovery_params(request)
     facts = bounded_facts(params)
     uuid = normalize_uuid(params.get("uuid"))
 

@@ -32,7 +32,17 @@ from aiohttp import web
 from appliance import __version__
 from appliance.api.hardening import setup_headers
 from appliance.boot.dhcp import DhcpSettings, Reservation, interface_ipv4, write_hosts
-from appliance.boot.http import RateLimit, _params, _peer, _text, base_url_for, callback_answer, resolve_image
+from appliance.boot.http import (
+    RateLimit,
+    _params,
+    _peer,
+    _text,
+    base_url_for,
+    callback_answer,
+    discovery_params,
+    discovery_throttled,
+    resolve_image,
+)
 from appliance.boot.ipxe import ScriptRenderer, normalize_mac, normalize_uuid
 from appliance.boot.peers import normalize_ip, read_arp, read_leases
 from appliance.config import Settings
@@ -261,15 +271,10 @@ async def heartbeat(request: web.Request) -> web.Response:
 async def discover(request: web.Request) -> web.Response:
     link = request.app[RACK_LINK]
     peer = _peer(request)
-    wait = link.discover_limit.take(peer)
-    if wait > 0:
-        resp = web.Response(status=429, text="too many discovery posts from this address; slow down\n")
-        resp.headers["Retry-After"] = str(int(wait) + 1)
-        return resp
-    params = await _params(request)
-    mac = normalize_mac(params.get("mac", ""))
-    if mac is None:
-        raise web.HTTPBadRequest(text="a valid mac is required")
+    throttled = discovery_throttled(link.discover_limit, peer)
+    if throttled is not None:
+        return throttled
+    params, mac = await discovery_params(request)
     try:
         status, _ = await link.client.call("POST", "/discover", json={"peer": peer, "params": params})
     except RegionError as exc:
