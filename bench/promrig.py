@@ -113,18 +113,23 @@ class Prometheus:
 
 def step_quantiles(prom: Prometheus, window: str, kind: str = "stamp",
                    quantiles: tuple[float, ...] = (0.5, 0.95, 0.99)) -> dict[str, dict[str, float]]:
-    """Per step of ``kind`` (outcome done): each quantile of its duration over the last ``window``,
-    from the histogram buckets Prometheus scraped (histogram_quantile over rate of _bucket by le and
-    step), and the count of tries in that window. NaN (no try in the window) is left out."""
+    """Per step of ``kind`` (outcome done): each quantile of its duration and the count of tries since
+    the appliance started, from the histogram buckets Prometheus scraped (histogram_quantile over the
+    buckets' last values, by le and step). The appliance must start inside ``window``.
+    NaN (no try) is left out."""
+    # Last values, not rate()/increase(): a step's series is born at its first try, between two
+    # scrapes, so rate() never sees the tries before the series' first sample (a 3 s run scraped
+    # 3 times had no stamp quantile at all; increase() gave 6.25 tries for 7). The appliance starts
+    # inside the window, so its cumulative counters are exactly the run's tries.
     out: dict[str, dict[str, float]] = {}
     sel = f'anvil_job_step_duration_seconds_bucket{{kind="{kind}",outcome="done"}}'
     for q in quantiles:
-        for r in prom.query(f"histogram_quantile({q}, sum by (le, step) (rate({sel}[{window}])))"):
+        for r in prom.query(f"histogram_quantile({q}, sum by (le, step) (last_over_time({sel}[{window}])))"):
             v = float(r["value"][1])
             if v == v:
                 out.setdefault(r["metric"]["step"], {})[f"p{round(q * 100)}"] = v
     count = f'anvil_job_step_duration_seconds_count{{kind="{kind}",outcome="done"}}'
-    for r in prom.query(f"sum by (step) (increase({count}[{window}]))"):
+    for r in prom.query(f"sum by (step) (last_over_time({count}[{window}]))"):
         if r["metric"]["step"] in out:
             out[r["metric"]["step"]]["tries"] = float(r["value"][1])
     return out
