@@ -115,7 +115,8 @@ async def _round(store: Store, engine: Engine, names: list[str], kind: str, time
     with store.read() as s:
         rows = {j.id: j for j in s.scalars(select(JobRow).where(JobRow.id.in_(ids)))}
         step_rows = list(s.scalars(select(JobStepRow).where(JobStepRow.job_id.in_(ids))))
-    power = {r.job_id: r.finished_at for r in step_rows if r.name in ("power-on", "power-off")}
+    power = {r.job_id: r.finished_at for r in step_rows
+             if r.name in ("power-on", "power-off") and r.finished_at is not None}
     took: dict[str, list[float]] = {}
     for r in step_rows:
         if r.started_at and r.finished_at:
