@@ -200,8 +200,9 @@ class Lab:
         assert st is not None, "no lab is up"
         return st
 
-    def up(self, redfish: int) -> None:
-        self.anvil("lab", "up", "--redfish", str(redfish), timeout=120)
+    def up(self, redfish: int, realistic_power: bool = False) -> None:
+        self.anvil("lab", "up", "--redfish", str(redfish), *(["--realistic-power"] if realistic_power else []),
+                   timeout=120)
 
     def down(self) -> None:
         """``anvil lab down``; when it refuses (blades in use) or fails, stop what lab.json names by PID."""
@@ -286,8 +287,9 @@ class Lab:
 
 
 @contextlib.contextmanager
-def rig(tmp: Path, redfish: int) -> Any:
-    """A lab of ``redfish`` blades in its own state dir, with ``anvil serve`` (not started yet).
+def rig(tmp: Path, redfish: int, realistic_power: bool = False) -> Any:
+    """A lab of ``redfish`` blades in its own state dir, with ``anvil serve`` (not started yet);
+    ``realistic_power``: the emulators' 1-11 s power-change delay.
 
     Always leaves nothing running: serve is stopped by PID, then the lab is taken down.
     """
@@ -295,7 +297,7 @@ def rig(tmp: Path, redfish: int) -> Any:
     lab = Lab(anvil)
     serve = Serve(anvil)
     try:
-        lab.up(redfish)
+        lab.up(redfish, realistic_power)
         yield anvil, lab, serve
     finally:
         serve.stop()
