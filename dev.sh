@@ -100,7 +100,8 @@ cmd_test() {
   export ANVIL_CI="${ANVIL_CI:-1}"
   # Plain load distribution: --dist loadscope/loadfile run only 1 of schemathesis's 60 generated
   # tests. A VM-lab module split over both workers brings up a lab on each (each boots one VM at a time).
-  .venv/bin/python -m pytest -n 2 -p no:cacheprovider -rs --durations=15 "$@"
+  # test-artifacts/junit.xml: every test's duration, to find what makes the suite long.
+  .venv/bin/python -m pytest -n 2 -p no:cacheprovider -rs --durations=15 --junitxml=test-artifacts/junit.xml "$@"
   rc=$?
   set -e
   if [ $rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi
