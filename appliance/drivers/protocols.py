@@ -443,4 +443,10 @@ class FirmwareDriver(Protocol):
         :meth:`update_progress` (the BMC's task URI, or ``""`` when it finished at once)."""
         ...
 
+    async def running_update(self, bmc: Bmc, item: FirmwareItem) -> str | None:
+        """The handle of an update of ``item`` the BMC is still running, if it says so: how a
+        caller stopped between asking for an update and keeping its handle finds it again
+        instead of flashing twice."""
+        ...
+
     async def update_progress(self, bmc: Bmc, handle: str) -> UpdateProgress: ...

@@ -19,7 +19,12 @@ attributes, and its SimpleUpdate only bumps a BIOS version), so the lab serves:
   image is not for that component or a lab fault said so.
 - Lab faults: ``POST Systems/<id>/BIOS/Actions/Oem/AnvilLab.ChangeAttributes`` changes
   attributes in effect at once (someone in the BIOS setup screen; drift), and ``POST
-  Systems/<id>/Actions/Oem/AnvilLab.FailNextUpdate`` makes that system's next update fail.
+  Systems/<id>/Actions/Oem/AnvilLab.FailNextUpdate`` makes that system's next update fail;
+  ``AnvilLab.SlowNextUpdateAnswer`` (``{"Seconds": n}``) makes the BMC take that system's next
+  SimpleUpdate (task started, flash under way) but answer the POST n seconds later: a client
+  stopped meanwhile never learns the task's URI.
+- ``TaskService/Tasks``: the tasks, each with its ``Payload`` (``TargetUri``, ``HttpOperation``,
+  ``JsonBody``) as real BMCs keep it, so a client can find an update it started and lost.
 
 State lives in the fake driver's store (``anvil_bios``, ``anvil_bios_pending``,
 ``anvil_firmware``, ``anvil_fail_update``), so it persists like power does. Every SimpleUpdate
@@ -38,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 UPDATE_HISTORY = "update-history.jsonl"   # one line per SimpleUpdate taken, in the state dir
+TASKS = "/redfish/v1/TaskService/Tasks"
 REGISTRY_ID = "AnvilLabBiosRegistry.v1_0_0"
 REGISTRY_FILE = f"/redfish/v1/Registries/{REGISTRY_ID}"
 REGISTRY_DOC = f"{REGISTRY_FILE}/Registry"
@@ -221,6 +227,16 @@ def install(app: Any, fake: Any, *, system_of: Callable[[str], dict[str, Any]],
         drv()._update(system["uuid"], anvil_fail_update=True)
         return flask.Response(status=204)
 
+    @route("/redfish/v1/Systems/<identity>/Actions/Oem/AnvilLab.SlowNextUpdateAnswer", methods=["POST"])
+    def anvil_slow_next_update_answer(identity: str) -> Any:
+        system = system_of(identity)
+        body = flask.request.get_json(silent=True)
+        seconds = body.get("Seconds") if isinstance(body, dict) else None
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds <= 60:
+            return error(400, "Seconds: a number of seconds, 0 < Seconds <= 60")
+        drv()._update(system["uuid"], anvil_slow_update_answer=float(seconds))
+        return flask.Response(status=204)
+
     # ---- firmware -----------------------------------------------------------------------
 
     inventory_path = "/redfish/v1/UpdateService/FirmwareInventory"
@@ -300,7 +316,7 @@ def install(app: Any, fake: Any, *, system_of: Callable[[str], dict[str, Any]],
             return error(400, f"Targets: {item} is not a FirmwareInventory member")
         system, component = split_item(item.rsplit("/", 1)[1])
         tid = f"anvil-{next(task_ids)}"
-        path = f"/redfish/v1/TaskService/Tasks/{tid}"
+        path = f"{TASKS}/{tid}"
         line = json.dumps({"t": time.time(), "system": system["uuid"], "component": component,
                            "image": body["ImageURI"]}) + "\n"
         with lock:
@@ -308,13 +324,28 @@ def install(app: Any, fake: Any, *, system_of: Callable[[str], dict[str, Any]],
                 f.write(line)
             tasks[tid] = {"@odata.type": "#Task.v1_4_3.Task", "@odata.id": path, "Id": tid, "Name": "Update",
                           "TaskState": "Running", "TaskStatus": "OK", "PercentComplete": 0,
-                          "StartTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "Messages": []}
+                          "StartTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "Messages": [],
+                          "Payload": {"TargetUri": flask.request.path, "HttpOperation": "POST",
+                                      "HttpHeaders": [], "JsonBody": json.dumps(body)}}
+            answer = dict(tasks[tid])
         threading.Thread(target=run_update, args=(tid, system["uuid"], component, body["ImageURI"]),
                          daemon=True).start()
-        return flask.Response(json.dumps(tasks[tid]), status=202, mimetype="application/json",
+        slow = system.get("anvil_slow_update_answer")
+        if slow:
+            drv()._update(system["uuid"], anvil_slow_update_answer=None)
+            time.sleep(float(slow))
+        return flask.Response(json.dumps(answer), status=202, mimetype="application/json",
                               headers={"Location": path})
 
-    @route("/redfish/v1/TaskService/Tasks/<tid>", methods=["GET"])
+    @route(TASKS, methods=["GET"])
+    def anvil_tasks() -> Any:
+        with lock:
+            links = [f"{TASKS}/{tid}" for tid in tasks]
+        return flask.jsonify({"@odata.type": "#TaskCollection.TaskCollection", "@odata.id": TASKS,
+                              "Name": "Task Collection", "Members@odata.count": len(links),
+                              "Members": [{"@odata.id": p} for p in links]})
+
+    @route(f"{TASKS}/<tid>", methods=["GET"])
     def anvil_task(tid: str) -> Any:
         with lock:
             task = tasks.get(tid)

@@ -244,6 +244,13 @@ def fail_next_update(emu: RedfishEmulator, system: dict[str, Any] | str) -> None
     _post(emu, f"/redfish/v1/Systems/{uuid}/Actions/Oem/AnvilLab.FailNextUpdate", {})
 
 
+def slow_next_update_answer(emu: RedfishEmulator, system: dict[str, Any] | str, seconds: float) -> None:
+    """Make the BMC take ``system``'s next SimpleUpdate at once (the flash runs) but answer the
+    POST ``seconds`` later (a lab fault: a client stopped meanwhile never learns the task)."""
+    uuid = system if isinstance(system, str) else system["uuid"]
+    _post(emu, f"/redfish/v1/Systems/{uuid}/Actions/Oem/AnvilLab.SlowNextUpdateAnswer", {"Seconds": seconds})
+
+
 @dataclass(frozen=True, slots=True)
 class UpdateCall:
     at: float        # epoch seconds, when the emulator took the SimpleUpdate

@@ -27,6 +27,7 @@ Decisions:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -222,6 +223,11 @@ class RedfishDriver:
         result: str = await self._run(bmc, "start_update",
                                       lambda c, t, b, o: _start_update(c, t, b, o, item, image_uri),
                                       retry=False, budget=3)
+        return result
+
+    async def running_update(self, bmc: Bmc, item: FirmwareItem) -> str | None:
+        result: str | None = await self._run(bmc, "running_update",
+                                             lambda c, t, b, o: _running_update(c, b, o, item), retry=True)
         return result
 
     async def update_progress(self, bmc: Bmc, handle: str) -> UpdateProgress:
@@ -537,6 +543,46 @@ def _start_update(conn: Connection, target: Target, blade: str, op: str, item: F
         location = str(reply.body["@odata.id"])
     # A Location may be absolute; keep the path (the connection has the base URL).
     return urlsplit(location).path if "://" in location else location
+
+
+# A BMC's task list can be long (every job since its last reset): the newest are enough to find
+# an update started a moment ago.
+_TASKS_READ = 32
+_TASK_LIVE = frozenset({"New", "Starting", "Running", "Pending", "Stopping", "Suspended", "Service"})
+
+
+def _running_update(conn: Connection, blade: str, op: str, item: FirmwareItem) -> str | None:
+    """The task URI of an update of ``item`` the BMC still runs: a live task whose Payload (the
+    request that started it) targets ``item``. None when there is none or the BMC keeps no
+    payloads (nothing to go by: the caller starts the update)."""
+    if not item.uri:
+        return None
+    root = conn.get("/redfish/v1/", blade, op)
+    # Redfish fixes the TaskService's URI; the root's link is preferred when the BMC gives one.
+    service_path = link(root, "Tasks") or "/redfish/v1/TaskService"
+    try:
+        tasks_path = link(conn.get(service_path, blade, op), "Tasks")
+        paths = members(conn.get(tasks_path, blade, op)) if tasks_path else []
+    except Unsupported:
+        return None
+    want = item.uri.rstrip("/")
+    for path in reversed(paths[-_TASKS_READ:]):
+        try:
+            task = conn.get(path, blade, op)
+        except Unsupported:
+            continue
+        if task.get("TaskState") not in _TASK_LIVE:
+            continue
+        payload = task.get("Payload")
+        body = payload.get("JsonBody") if isinstance(payload, dict) else None
+        try:   # the request as the BMC kept it: a JSON string (small; a huge one is not ours)
+            sent = json.loads(body) if isinstance(body, str) and len(body) < 65536 else body
+        except (ValueError, RecursionError):
+            continue
+        targets = sent.get("Targets") if isinstance(sent, dict) else None
+        if isinstance(targets, list) and any(isinstance(t, str) and t.rstrip("/") == want for t in targets):
+            return path
+    return None
 
 
 _TASK_DONE = frozenset({"Completed"})

@@ -9,7 +9,10 @@ Per component: the image's SHA-256 is checked by Anvil, the BMC is told to fetch
 HTTP (SimpleUpdate), its task is polled, and the version is read back from FirmwareInventory.
 Restart-safe: each blade's outcome and each started task are checkpointed under their own key
 (``fw:<blade>``, ``fwTask:<blade>:<component>``), so a resumed step polls a task it started
-instead of starting it again, and never redoes a finished blade.
+instead of starting it again, and never redoes a finished blade. The ask itself is checkpointed
+first (``fwAsked:<blade>:<component>``): a step stopped between the BMC taking the update and
+its handle being kept asks the BMC for the update it is running (the task whose payload targets
+that component) before starting one.
 
 check-firmware (stamp, after check-bios, before any change): a blade that does not comply with
 the profile's ``firmware.baseline`` is reported (``policy: report``, the default), refused
@@ -94,10 +97,18 @@ async def update_blade(ctx: StepContext, blade: str, baseline: fw.Baseline) -> s
         item = by_name[comp.name.lower()]
         if not item.updateable:
             raise StepFailed(f"blade {blade}: its BMC says {comp.name} cannot be updated")
-        key = f"fwTask:{blade}:{comp.name}"
+        key, asked = f"fwTask:{blade}:{comp.name}", f"fwAsked:{blade}:{comp.name}"
         handle = ctx.data.get(key)
+        if not isinstance(handle, str) and ctx.data.get(asked):
+            # Stopped after asking the BMC and before keeping its answer: the BMC may be flashing
+            # it already (a second SimpleUpdate would flash it twice), so look for that task first.
+            handle = await fwd.running_update(bmc, item)
+            if handle is not None:
+                await ctx.checkpoint({key: handle})
+                ctx.note(f"{blade}: {comp.name} update to {comp.version} found running on the BMC")
         if not isinstance(handle, str):
             await ctx.progress(f"{blade}: {comp.name} {item.version} -> {comp.version}")
+            await ctx.checkpoint({asked: True})
             handle = await fwd.start_update(bmc, item, urls[comp.name])
             await ctx.checkpoint({key: handle})
             ctx.note(f"{blade}: {comp.name} update to {comp.version} started")

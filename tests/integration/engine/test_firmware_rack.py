@@ -352,3 +352,40 @@ async def test_a_wave_stopped_mid_flash_resumes_without_flashing_anything_twice(
             assert (_version(rig, f"b{i:03d}", "BIOS"), _version(rig, f"b{i:03d}", "NIC")) == ("2.19.1", "22.31.6")
         with rig.store.read() as s:
             assert {r.name: r.state for r in s.query(BladeRow)} == {f"b{i:03d}": "spare" for i in range(1, 5)}
+
+
+async def test_an_engine_stopped_before_the_bmcs_answer_finds_the_running_flash_instead_of_flashing_twice(
+        tmp_path: Path) -> None:
+    """The BMC takes b001's first SimpleUpdate but answers it 4 s later; the engine is stopped in
+    between, so the task's URI was never kept. The new engine asks the BMC for the update it runs
+    (its TaskService, the task's payload naming the component) and polls that task: every
+    component is flashed once."""
+    from appliance.services import firmware as sfw
+
+    async with InprocRig(tmp_path, chassis=[2], engine=fast_engine(firmware_poll=0.1), update_seconds=3.0) as rig:
+        _write_baseline(rig.work)
+        b001 = rig.blade("b001")
+        redfish_emulator.slow_next_update_answer(b001.emulator, b001.system, 4)
+        baseline = sfw.load_baseline(sfw.baseline_dirs(rig.work), BASELINE)
+        job = sfw.submit_update(rig.store, baseline, sfw.targets(rig.store, pool="spares"), wave=2)
+        assert rig.engine is not None
+        rig.engine.wake()
+        jobs = JobService(rig.store)
+
+        def asked() -> list[redfish_emulator.UpdateCall] | None:
+            calls = [c for c in redfish_emulator.update_history(b001.emulator) if c.system == b001.system["uuid"]]
+            return calls or None
+        first = await rig.until("b001's first flash taken by its BMC", asked, 60, every=0.05)
+        await rig.stop_engine()
+        data = jobs.get(job.id).data
+        comp = first[0].component
+        assert f"fwTask:b001:{comp}" not in data, data   # the gap itself: the task's URI never kept
+        rig.start_engine()
+
+        info = await rig.until("job final", lambda: (lambda i: i if i.state in FINAL else None)(jobs.get(job.id)), 90)
+        assert info.state == "succeeded", info.error
+        by_blade = {b.system["uuid"]: b.name for b in rig.blades}
+        flashed = sorted((by_blade[c.system], c.component) for c in redfish_emulator.update_history(b001.emulator))
+        assert flashed == sorted((f"b{i:03d}", c) for i in (1, 2) for c in ("BIOS", "NIC")), flashed
+        for i in (1, 2):
+            assert (_version(rig, f"b{i:03d}", "BIOS"), _version(rig, f"b{i:03d}", "NIC")) == ("2.19.1", "22.31.6")
