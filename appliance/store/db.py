@@ -122,9 +122,10 @@ class Store:
         if self._writers is None:
             with self._write() as session, session.begin():
                 yield session
-            return
-        with self._writers, self._write() as session, session.begin():
-            yield session
+        else:
+            with self._writers, self._write() as session, session.begin():
+                yield session
+        audit.publish_head(session)   # committed: the audit head's file, outside the writer lock
 
     def close(self) -> None:
         self.engine.dispose()
