@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, tuple_, update
 from sqlalchemy.exc import OperationalError
 
 from appliance.boot.tokens import BootKey
@@ -96,6 +96,15 @@ _JOB_END = (update(JobRow).where(_J.id == bindparam("b_job"))
                     finished_at=bindparam("b_now", type_=_J.finished_at.type), lease_owner=None,
                     lease_expires_at=None))
 _EVENT = insert(JobEventRow)
+# The batch's forms: its jobs in one read, the steps about to start in another, and each kind of
+# write as one executemany (a hundred jobs moving at once were seven statements each).
+_JOBS = select(_J.id, _J.kind, _J.state, _J.step_index, _J.step_count, _J.params, _J.data,
+               _J.lease_owner).where(_J.id.in_(bindparam("b_jobs", expanding=True)))
+_NEXT_STEPS = select(_S.job_id, _S.idx, _S.name, _S.attempts).where(
+    tuple_(_S.job_id, _S.idx).in_(bindparam("b_pairs", expanding=True)))
+_STEP_STARTS = (update(JobStepRow).where(_S.job_id == bindparam("b_job"), _S.idx == bindparam("b_idx"))
+                .values(attempts=_S.attempts + 1, state="running",
+                        started_at=bindparam("b_now", type_=_S.started_at.type)))
 _STEPS = select(_S.state, _S.attempts).where(_S.job_id == bindparam("b_job")).order_by(_S.idx)
 
 
@@ -452,7 +461,7 @@ class Engine:
         here too."""
         with self.store.write() as s:
             self._fence(s.connection(), job_id)
-            return self._advance_in(s.connection(), job_id, done)
+            return self._advance_in(s.connection(), job_id, done, s.info)
 
     def _advance_many(self, batch: list[tuple[str, Done | None]]) -> list[Snapshot | BaseException]:
         """Several jobs' :meth:`_advance` in one transaction (group commit: a hundred jobs moving at
@@ -468,16 +477,98 @@ class Engine:
                 # A stale leader (a successor began its term, or this one outlived its deadline):
                 # nothing of the batch may be written.
                 return [LeaseLost(job_id) for job_id, _ in batch]
+            if len(batch) > 1 and len({job_id for job_id, _ in batch}) == len(batch):
+                try:
+                    with conn.begin_nested():
+                        return self._advance_all(conn, s.info, batch)
+                except OperationalError:
+                    raise  # the database's own trouble (a deadlock victim): the batch is retried
+                except Exception:  # undone: each job again in a savepoint of its own, to find which
+                    log.warning("engine %s: batched step commit failed; one job at a time", self.owner,
+                                exc_info=True)
             for i in order:
                 job_id, done = batch[i]
                 try:
                     with conn.begin_nested():
-                        out[i] = self._advance_in(conn, job_id, done)
+                        out[i] = self._advance_in(conn, job_id, done, s.info)
                 except OperationalError:
                     raise  # the database's own trouble (a deadlock victim): the batch is retried
                 except Exception as exc:  # handed back to that job's own caller
                     out[i] = exc
         return [out[i] for i in range(len(batch))]
+
+    def _advance_all(self, conn: Any, info: dict[str, Any],
+                     batch: list[tuple[str, Done | None]]) -> list[Snapshot | BaseException]:
+        """:meth:`_advance_in` of every job of ``batch`` at once: the same rows and events, written
+        by one statement per kind of write. A job whose lease is gone (or whose move is not a
+        legal transition) gets its error and no write; any error while writing undoes the whole
+        batch (the caller then tries each job alone)."""
+        ids = sorted({job_id for job_id, _ in batch})
+        jobs = {r.id: r for r in conn.execute(_JOBS, {"b_jobs": ids})}
+        now = repo.now()
+        out: list[Snapshot | BaseException] = []
+        plans: list[tuple[Any, Done | None, dict[str, Any], int, JobState]] = []
+        for job_id, done in batch:
+            job = jobs.get(job_id)
+            if job is None or job.lease_owner != self.owner:
+                out.append(LeaseLost(job_id))
+                continue
+            data, index, state = dict(job.data or {}), job.step_index, JobState(job.state)
+            if done is not None:
+                data, index = {**done[3], **(done[2] or {})}, done[0] + 1
+            try:
+                if state in (JobState.PENDING, JobState.RUNNING, JobState.WAITING):
+                    wanted = JobState.SUCCEEDED if index >= job.step_count else JobState.RUNNING
+                    state = transition(JOB_TRANSITIONS, state, wanted, what=f"job {job_id}")
+            except Exception as exc:   # handed back to that job's own caller, as _advance_in does
+                out.append(exc)
+                continue
+            out.append(Snapshot(job.id, job.kind, state, index, dict(job.params or {}), data, (), ()))
+            plans.append((job, done, data, index, state))
+        plans.sort(key=lambda p: p[0].id)   # rows in job-id order, as the heartbeat's renewal takes them
+        starts = [(p[0].id, p[3]) for p in plans if p[4] is JobState.RUNNING]
+        attempts = ({(r.job_id, r.idx): (r.name, r.attempts + 1)
+                     for r in conn.execute(_NEXT_STEPS, {"b_pairs": starts})} if starts else {})
+        step_done: list[dict[str, Any]] = []
+        job_run: list[dict[str, Any]] = []
+        job_end: list[dict[str, Any]] = []
+        step_start: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        for job, done, data, index, state in plans:
+            if done is not None:
+                idx, name, result = done[0], done[1], done[2] or {}
+                step_done.append({"b_job": job.id, "b_idx": idx, "b_result": result, "b_now": now})
+                events += [{"job_id": job.id, "at": now, "kind": kind, "message": message, "data": None}
+                           for kind, message in done[4]]
+                if done[5]:
+                    changes.write_queued(conn, info, changes.JobStep(job.id, job.kind, name), done[5],
+                                         at=self.store.now())
+                events.append({"job_id": job.id, "at": now, "kind": "step-done",
+                               "message": f"step {idx + 1}/{job.step_count} {name} done",
+                               "data": {"step": name, "index": idx, "result": result}})
+            row = {"b_job": job.id, "b_data": data, "b_index": index, "b_state": state.value, "b_now": now}
+            if state is JobState.SUCCEEDED:
+                job_end.append(row)
+                events.append({"job_id": job.id, "at": now, "kind": "finished", "message": f"{job.kind} succeeded",
+                               "data": {"state": "succeeded"}})
+            else:
+                job_run.append(row)
+            if state is JobState.RUNNING:
+                name, attempt = attempts[(job.id, index)]
+                step_start.append({"b_job": job.id, "b_idx": index, "b_now": now})
+                events.append({"job_id": job.id, "at": now, "kind": "step-started",
+                               "message": f"step {index + 1}/{job.step_count} {name}",
+                               "data": {"step": name, "index": index, "attempt": attempt}})
+        for stmt, rows in ((_STEP_DONE, step_done), (_JOB_RUN, job_run), (_JOB_END, job_end),
+                           (_STEP_STARTS, step_start), (_EVENT, events)):
+            if rows:
+                conn.execute(stmt, rows)
+        for i, o in enumerate(out):
+            if isinstance(o, Snapshot) and o.state is JobState.ROLLING_BACK:
+                rows = conn.execute(_STEPS, {"b_job": o.id}).all()
+                out[i] = replace(o, step_states=tuple(r.state for r in rows),
+                                 step_attempts=tuple(r.attempts for r in rows))
+        return out
 
     async def advance(self, job_id: str, done: Done | None = None) -> Snapshot:
         """:meth:`_advance`, queued with the other jobs' and written with them (group commit)."""
@@ -512,7 +603,7 @@ class Engine:
                 if not fut.done():
                     fut.set_result(result)
 
-    def _advance_in(self, conn: Any, job_id: str, done: Done | None) -> Snapshot:
+    def _advance_in(self, conn: Any, job_id: str, done: Done | None, info: dict[str, Any]) -> Snapshot:
         """:meth:`_advance` inside the caller's transaction. Core statements built once, not ORM
         objects: every step of every job passes through here (a hundred stamps at once are 1,100
         of these), and loading the job and its eleven steps as objects cost more than the step's
@@ -529,7 +620,7 @@ class Engine:
             data, index = {**done[3], **result}, idx + 1
             events += [{"kind": kind, "message": message, "data": None} for kind, message in done[4]]
             if done[5]:
-                changes.write_queued(conn, {}, changes.JobStep(job_id, job.kind, name), done[5],
+                changes.write_queued(conn, info, changes.JobStep(job_id, job.kind, name), done[5],
                                      at=self.store.now())
             events.append({"kind": "step-done", "message": f"step {idx + 1}/{job.step_count} {name} done",
                            "data": {"step": name, "index": idx, "result": result}})

@@ -37,6 +37,7 @@ _LOCK_KEY = 0x616E76696C  # "anvil": the PostgreSQL advisory lock of the audit c
 _PENDING = "anvil.audit.pending"
 SEAL = "anvil.audit.seal"           # session.info: the store's AuditSeal, if any
 _NEW_HEAD = "anvil.audit.new_head"  # session.info: the head to write once the commit is done
+_COMMITTED_HEAD = "anvil.audit.committed_head"   # session.info: committed, its file not written yet
 
 # table → resource name used in the trail
 AUDITED = {
@@ -175,8 +176,13 @@ def _tail(session: Session) -> tuple[int, str]:
     return (int(last[0]), str(last[1])) if last is not None else (0, GENESIS)
 
 
-def _count_through(session: Session, seal: AuditSeal, tail_id: int, added: int, last_id: int) -> int:
-    """Entries up to ``last_id``: from the head when it names the tail we chained on, else counted."""
+def _count_through(session: Session, seal: AuditSeal, tail: tuple[int, str], added: int, last_id: int) -> int:
+    """Entries up to ``last_id``: from the head when it names the tail we chained on (the one this
+    process committed last, else the file's), else counted."""
+    tail_id = tail[0]
+    mine = seal.last_committed()
+    if mine is not None and (mine.last_id, mine.last_hash) == tail:
+        return mine.count + added
     try:
         head = seal.read_head()
     except ValueError:
@@ -192,7 +198,8 @@ def _before_commit(session: Session) -> None:
     if not pending:
         return
     seal: AuditSeal | None = session.info.get(SEAL)
-    tail_id, prev = _tail(session)
+    tail = _tail(session)
+    prev = tail[1]
     rows = []
     for entry in pending.values():
         actor: Actor = entry["actor"]
@@ -207,11 +214,24 @@ def _before_commit(session: Session) -> None:
     session.flush()
     if seal is not None:
         last = rows[-1]
-        session.info[_NEW_HEAD] = Head(_count_through(session, seal, tail_id, len(rows), last.id), last.id, last.hash)
+        session.info[_NEW_HEAD] = Head(_count_through(session, seal, tail, len(rows), last.id), last.id, last.hash)
 
 
 def _after_commit(session: Session) -> None:
     head: Head | None = session.info.pop(_NEW_HEAD, None)
+    seal: AuditSeal | None = session.info.get(SEAL)
+    if head is not None and seal is not None:
+        seal.committed(head)
+        session.info[_COMMITTED_HEAD] = head
+
+
+def publish_head(session: Session) -> None:
+    """Write the signed head of the entries ``session`` committed (if any) to its file. The store
+    calls it once its writer lock is released: under SQLite every writer of the process waits
+    for that lock, and the file's write and rename took longer than the transaction itself
+    under a busy disk (a hundred deploys at once: 4.7 ms of 14 ms a submit). The next commit
+    meanwhile counts from the head noted in memory, not from the file."""
+    head: Head | None = session.info.pop(_COMMITTED_HEAD, None)
     seal: AuditSeal | None = session.info.get(SEAL)
     if head is not None and seal is not None:
         seal.advance(head)
@@ -220,6 +240,7 @@ def _after_commit(session: Session) -> None:
 def _after_rollback(session: Session) -> None:
     session.info.pop(_PENDING, None)
     session.info.pop(_NEW_HEAD, None)
+    session.info.pop(_COMMITTED_HEAD, None)
 
 
 def install(factory: sessionmaker[Session]) -> None:

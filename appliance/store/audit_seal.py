@@ -26,8 +26,9 @@ import hashlib
 import hmac
 import json
 import os
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +53,33 @@ class Head:
     last_hash: str
 
 
+class _Heads:
+    """What this process knows of the head: the newest it committed, and the newest it wrote."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()       # guards the two heads below
+        self.writing = threading.Lock()    # this process's writers of the file, one at a time
+        self.committed: Head | None = None
+        self.written: Head | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class AuditSeal:
     """The key (never stored in the database) and the signed head's file."""
 
     key: bytes
     head_path: Path
+    _heads: _Heads = field(default_factory=_Heads, compare=False, repr=False)
+
+    def committed(self, head: Head) -> None:
+        """Note ``head`` as committed by this process (called in the commit, before the file is written)."""
+        with self._heads.lock:
+            if self._heads.committed is None or self._heads.committed.last_id < head.last_id:
+                self._heads.committed = head
+
+    def last_committed(self) -> Head | None:
+        """The newest head this process committed: the next entry's count without reading the file."""
+        return self._heads.committed
 
     def entry_hash(self, prev_hash: str, fields: dict[str, Any]) -> str:
         return hmac.new(self.key, (prev_hash + canonical(fields)).encode(), hashlib.sha256).hexdigest()
@@ -95,7 +117,17 @@ class AuditSeal:
 
     def advance(self, head: Head) -> None:
         """Write ``head`` unless the file already names a newer entry: commits of several processes
-        can finish in any order, and the head only moves forward."""
+        can finish in any order, and the head only moves forward. Threads of one process take
+        turns, and each writes the newest head the process committed: of sixteen requests that
+        committed together one or two write the file and the others find their entries in it."""
+        with self._heads.writing:
+            written = self._heads.written
+            if written is not None and written.last_id >= head.last_id:
+                return   # a newer head is in the file already
+            newest = self._heads.committed
+            self._advance(newest if newest is not None and newest.last_id > head.last_id else head)
+
+    def _advance(self, head: Head) -> None:
         with self._locked():
             try:
                 current = self.read_head()
@@ -112,6 +144,9 @@ class AuditSeal:
             with os.fdopen(fd, "w") as fh:
                 fh.write(json.dumps(body) + "\n")
             tmp.replace(self.head_path)
+            with self._heads.lock:
+                if self._heads.written is None or self._heads.written.last_id < head.last_id:
+                    self._heads.written = head
 
 
 def derive_key(secret: bytes) -> bytes:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 CLOCK = "anvil.changes.clock"      # session.info: the store's clock
+SUBMITTERS = "anvil.changes.submitters"   # session.info: the store's Submitters (shared by its sessions)
 _WHO = "anvil.changes.who"         # session.info: job id -> its submitter, within one transaction
 
 # Resource kinds, as they appear in records, filters and `--resource KIND/NAME`.
@@ -86,16 +87,40 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class Submitters:
+    """Who submitted each job, as the store's sessions looked it up: a job's submitter never
+    changes, and every write of a step that changes a watched row wants it (a stamp's bind and
+    activate: one read each, under SQLite inside the one writer lock). Bounded: forgotten in bulk."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._by_job: dict[str, str] = {}
+
+    def get(self, job_id: str) -> str | None:
+        return self._by_job.get(job_id)
+
+    def put(self, job_id: str, who: str) -> None:
+        if len(self._by_job) >= self.LIMIT:
+            self._by_job.clear()
+        self._by_job[job_id] = who
+
+
 def _who(conn: Connection, info: dict[str, Any], ref: JobStep | None) -> str:
     actor = current_actor()
     if actor is not None:
         return actor.who
     if ref is None:
         return "appliance"
+    shared: Submitters | None = info.get(SUBMITTERS)
     known: dict[str, str] = info.setdefault(_WHO, {})
     if ref.job_id not in known:
-        by = conn.execute(select(JobRow.created_by).where(JobRow.id == ref.job_id)).scalar()
-        known[ref.job_id] = by or "engine"
+        by = shared.get(ref.job_id) if shared is not None else None
+        if by is None:
+            by = conn.execute(select(JobRow.created_by).where(JobRow.id == ref.job_id)).scalar() or "engine"
+            if shared is not None:
+                shared.put(ref.job_id, by)
+        known[ref.job_id] = by
     return known[ref.job_id]
 
 

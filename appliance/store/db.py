@@ -94,7 +94,7 @@ class Store:
         self.clock: Callable[[], datetime] = clock or utcnow
         self._read = sessionmaker(engine, expire_on_commit=False)
         writer = engine.execution_options(**{_IMMEDIATE: True}) if self.is_sqlite else engine
-        info: dict[str, Any] = {changes.CLOCK: self.now}
+        info: dict[str, Any] = {changes.CLOCK: self.now, changes.SUBMITTERS: changes.Submitters()}
         if seal:
             info[audit.SEAL] = seal
         self._write = sessionmaker(writer, expire_on_commit=False, info=info)
@@ -122,9 +122,10 @@ class Store:
         if self._writers is None:
             with self._write() as session, session.begin():
                 yield session
-            return
-        with self._writers, self._write() as session, session.begin():
-            yield session
+        else:
+            with self._writers, self._write() as session, session.begin():
+                yield session
+        audit.publish_head(session)   # committed: the audit head's file, outside the writer lock
 
     def close(self) -> None:
         self.engine.dispose()

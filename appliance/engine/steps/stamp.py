@@ -153,18 +153,18 @@ async def bind(ctx: StepContext) -> dict[str, Any]:
                     raise StepFailed(str(exc)) from None
                 brow = blade_row(s, wanted)
                 if live_binding(s, blade_id=brow.id) is None and brow.state == BladeState.SPARE:
+                    generation = next_generation(s, prow.id)
                     try:
                         with s.begin_nested():
-                            s.add(BindingRow(profile_id=prow.id, blade_id=brow.id,
-                                             generation=next_generation(s, prow.id), job_id=ctx.job_id))
+                            s.add(BindingRow(profile_id=prow.id, blade_id=brow.id, generation=generation,
+                                             job_id=ctx.job_id))
                             s.flush()
                     except IntegrityError:
                         pass  # lost a race for this blade; choose again below
                     else:
                         move_blade(brow, BladeState.STAMPING)
                         move_profile(prow, ProfileState.STAMPING)
-                        gen = live_binding(s, profile_id=prow.id)
-                        return {"blade": brow.name, "generation": gen.generation if gen else None}
+                        return {"blade": brow.name, "generation": generation}
                 tried.add(wanted)
                 if ctx.params.get("blade"):
                     raise NoSpareBlade(f"blade {wanted} is no longer available "

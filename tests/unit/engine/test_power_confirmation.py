@@ -21,7 +21,7 @@ def _ctx(hw: FakeHardware, data: dict[str, Any], **settings: float) -> StepConte
         data.update(values)
 
     return StepContext(job_id="j", kind="stamp", params={}, data=data, store=None, hw=hw,  # type: ignore[arg-type]
-                       settings=EngineSettings(poll_interval=0.01, **settings), db=None, read=None,  # type: ignore[arg-type]
+                       settings=EngineSettings(**{"poll_interval": 0.01, **settings}), db=None, read=None,  # type: ignore[arg-type]
                        progress=nothing, checkpoint=checkpoint)
 
 
@@ -53,3 +53,20 @@ async def test_a_bmc_that_never_changes_state_fails_the_step_in_time() -> None:
     with pytest.raises(StepFailed, match=r"did not report power on within 0\.5 s"):
         await ensure_power(_ctx(hw, {}, power_timeout=0.5, power_resend_after=10), "b1", PowerState.ON,
                            marker="power_on")
+
+
+async def test_a_bmc_that_applies_power_at_once_is_confirmed_soon_after_the_send() -> None:
+    """The first read-back comes FIRST_READ_BACK after the request, not a whole poll later
+    (a hundred fake blades deploying waited the 0.25 s poll each), then every poll_interval."""
+    from appliance.engine.steps.common import FIRST_READ_BACK
+
+    hw = FakeHardware()
+    started = time.monotonic()
+    await ensure_power(_ctx(hw, {}, poll_interval=1.0), "b1", PowerState.ON, marker="power_on")
+    assert time.monotonic() - started < FIRST_READ_BACK + 0.5
+    assert hw.bmcs.calls.count(("fake://b1", "get_power")) == 2      # before the send, and once after
+    slow = FakeHardware(power_delay=0.3)
+    await ensure_power(_ctx(slow, {}, poll_interval=0.2), "b1", PowerState.ON, marker="power_on")
+    # reads at 0, 0.05, 0.25, 0.45 s: one read more than polling alone, never a burst
+    assert slow.bmcs.calls.count(("fake://b1", "get_power")) <= 4
+    assert slow.bmcs.calls.count(("fake://b1", "set_power")) == 1

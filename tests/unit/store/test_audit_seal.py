@@ -146,3 +146,64 @@ def test_an_unkeyed_trail_is_adopted_once_then_kept_keyed(store_url: str, tmp_pa
         assert not bad.ok and "without the appliance's key" in (bad.reason or "")
     finally:
         store.close()
+
+
+def test_the_head_is_written_outside_the_writer_lock_and_counted_from_memory(
+        store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under SQLite every writer of the process queues on the store's writer lock: the head's
+    file (write, rename, under a busy disk several ms) is written once the lock is free, and
+    the next commit counts its entries from the head this process committed, not the file."""
+    seal = AuditSeal(derive_key(secrets.token_bytes(32)), tmp_path / "audit.head")
+    store = open_store(store_url, seal=seal)
+    held: list[bool] = []
+    reads: list[int] = []
+    advance, read_head = AuditSeal.advance, AuditSeal.read_head
+
+    def spy_advance(self: AuditSeal, head: object) -> None:
+        held.append(store._writers is not None and store._writers._is_owned())  # type: ignore[attr-defined]
+        advance(self, head)  # type: ignore[arg-type]
+
+    def spy_read(self: AuditSeal) -> object:
+        if store._writers is not None and store._writers._is_owned():  # type: ignore[attr-defined]
+            reads.append(1)   # read in a commit
+        return read_head(self)
+
+    monkeypatch.setattr(AuditSeal, "advance", spy_advance)
+    monkeypatch.setattr(AuditSeal, "read_head", spy_read)
+    try:
+        with acting_as(Actor("local:root", "cli")):
+            for i in range(5):
+                ProfileService(store).import_document(profile_doc(f"q-{i}", "acme", 0x40 + i))
+        assert held and not any(held)
+        assert len(reads) <= 1            # the first commit may read the file; the others count from memory
+        res = AuditService(store).verify()
+        assert res.ok and res.head is not None and res.head.count == res.checked == 5
+    finally:
+        store.close()
+
+
+def test_requests_that_committed_together_write_the_head_once(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sixteen requests commit, then each publishes its head: the first writes the newest head
+    the process committed, the others find theirs covered (the file's lock and rename were the
+    submits' wait once the head left the writer lock)."""
+    from appliance.store.audit_seal import Head
+
+    seal = AuditSeal(derive_key(secrets.token_bytes(32)), tmp_path / "audit.head")
+    heads = [Head(i, i, f"{i:064x}") for i in range(1, 17)]
+    for head in heads:
+        seal.committed(head)
+    renames: list[Path] = []
+    replace = Path.replace
+
+    def counted(self: Path, target: Path) -> Path:
+        renames.append(target)
+        return replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", counted)
+    for head in heads:
+        seal.advance(head)
+    assert seal.read_head() == heads[-1]
+    assert len(renames) == 1
+    seal.advance(Head(17, 17, "1" * 64))      # a head this process did not note is written as given
+    assert seal.read_head() == Head(17, 17, "1" * 64) and len(renames) == 2
