@@ -25,7 +25,7 @@ from appliance.api.ironic.errors import IronicError, NotImplementedHere
 from appliance.api.ironic.patch import PATCHABLE, apply
 from appliance.api.ironic.states import Provision, provision
 from appliance.api.ironic.versions import base_url, links, links_at
-from appliance.api.keys import HARDWARE, SETTINGS, STORE
+from appliance.api.keys import HARDWARE, READS, SETTINGS, STORE
 from appliance.api.spec import scope_of
 from appliance.domain.names import NAME_RE
 from appliance.drivers.protocols import PowerState, Secret
@@ -295,7 +295,7 @@ async def list_nodes(request: web.Request, *, detail: bool = False) -> web.Respo
             out["next"] = f"{here}?{urlencode(nxt)}"
         return json.dumps(out)
 
-    return web.Response(text=await asyncio.to_thread(body), content_type="application/json")
+    return web.Response(text=await request.app[READS].run(body), content_type="application/json")
 
 
 async def list_detail(request: web.Request) -> web.Response:
