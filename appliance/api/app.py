@@ -31,12 +31,13 @@ from appliance.api.keys import (
     OPENAPI,
     PRINCIPAL,
     READINESS,
+    READS,
     SETTINGS,
     STORE,
     TOKENS,
     USERS,
 )
-from appliance.api.offload import Offload
+from appliance.api.offload import Offload, Reads
 from appliance.api.readiness import Readiness, readiness
 from appliance.api.routes import (
     access,
@@ -169,6 +170,7 @@ def setup_rack_routes(app: web.Application, settings: Settings, store: Store, en
 
 async def _close_offload(app: web.Application) -> None:
     app[OFFLOAD].close()
+    app[READS].close()
 
 
 def _sources(store: Store, engine: Engine | None) -> Sources:
@@ -190,6 +192,7 @@ def create_app(settings: Settings, store: Store, *, engine: Engine | None = None
     app[SETTINGS] = settings
     app[STORE] = store
     app[OFFLOAD] = Offload()
+    app[READS] = Reads()
     app.on_cleanup.append(_close_offload)
     app[TOKENS] = TokenService(store)
     app[USERS] = UserService(store)

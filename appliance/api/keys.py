@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from appliance.api.offload import Offload
+from appliance.api.offload import Offload, Reads
 from appliance.api.readiness import Readiness
 from appliance.config import Settings
 from appliance.engine.runner import Engine
@@ -22,6 +22,7 @@ ENGINE = web.AppKey("engine", Engine)
 HARDWARE = web.AppKey("hardware", Hardware)
 OPENAPI = web.AppKey("openapi", dict)
 OFFLOAD = web.AppKey("offload", Offload)     # CPU-bound request work (document parsing), off the loop
+READS = web.AppKey("reads", Reads)           # list pages' reads and renders, off the loop and the default pool
 PRINCIPAL = web.RequestKey("principal", Principal)
 QUERY = web.RequestKey("query", dict)        # checked and converted query parameters
 BODY = web.RequestKey("body", object)        # the checked JSON body, or the raw bytes of a document

@@ -1,9 +1,15 @@
-"""Work a request needs that would hold the event loop: parsing a profile document (YAML,
-XML) is pure Python and CPU-bound, so it runs on a small pool of threads of its own.
+"""Work a request needs that would hold the event loop, on small pools of threads of their own.
 
-The pool is bounded twice: ``workers`` threads, and at most ``waiting`` requests queued
-behind them; past that a request is refused at once with :class:`Busy` (HTTP 503 with
-Retry-After) instead of piling up memory and latency for everyone.
+:class:`Offload`: parsing a profile document (YAML, XML) is pure Python and CPU-bound. The pool
+is bounded twice: ``workers`` threads, and at most ``waiting`` requests queued behind them;
+past that a request is refused at once with :class:`Busy` (HTTP 503 with Retry-After) instead
+of piling up memory and latency for everyone.
+
+:class:`Reads`: list pages (a store read and a render of up to 1,000 items). Sixteen clients
+paging at once filled the process's default pool (``asyncio.to_thread``: 6 threads on 2 cores),
+in which the deploy requests' and the monitor's store calls then queued; and more threads than
+cores running Python only take the interpreter lock from each other and from the event loop.
+Pages queue for their own few threads instead (no refusal: a page is short).
 """
 
 from __future__ import annotations
@@ -39,6 +45,17 @@ class Offload:
             return await asyncio.get_running_loop().run_in_executor(self._pool, partial(fn, *args, **kwargs))
         finally:
             self._pending -= 1
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Reads:
+    def __init__(self, *, workers: int = 4) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="anvil-read")
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, partial(fn, *args, **kwargs))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from appliance import heap
 from appliance.cli.context import CliContext, pass_ctx
 from appliance.config import Settings
 from appliance.errors import ListenError
@@ -144,6 +145,7 @@ async def run_boot_role(ctx: CliContext, ready_file: str | None, region: RegionO
         where = f"rack {rack.name} of region {rack.client.url}" if rack else f"state {settings.state_dir}"
         click.echo(f"anvil: {boot.describe()} ({where})")
         _describe_metrics(settings, metrics_runner, "boot_listen")
+        heap.settle()
         _write_ready(ready_file, boot.http_url or "")
         notifier.ready(boot.describe())
         await stop.wait()
@@ -205,6 +207,7 @@ async def run_api_worker(ctx: CliContext, spec: str, insecure_http: bool, ready_
     stop = _stop_event()
     try:
         await web.SockSite(runner, listener, ssl_context=ssl_ctx).start()
+        heap.settle()
         _write_ready(ready_file, "worker")
         await watch_parent(stop, int(pid))
     finally:
@@ -357,6 +360,7 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     if boot is not None:
         click.echo(f"anvil: {boot.describe()}")
     _describe_metrics(settings, metrics_runner, "listen")
+    heap.settle()
     if on_ready is not None:
         on_ready(f"{scheme}://{settings.api.listen}", str(token_file))
     _write_ready(ready_file, f"{scheme}://{settings.api.listen}")

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from appliance.services.baremetal import HOLD_REASON
@@ -194,6 +196,28 @@ async def test_lists_page_with_next_links_and_select_fields(api: Api) -> None:
     assert by_name["nodes"][0]["name"] == "b04"
     bad = await c.get(f"{V1}/nodes?resource_class=x", headers=h(api))
     assert bad.status == 400 and "resource_class" in fault(await bad.json())
+
+
+async def test_a_node_list_is_read_rendered_and_encoded_off_the_event_loop(api: Api,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # A page holds up to 1,000 nodes: rendered on the event loop it held every other request
+    # (the list pages of /api/v1 too) for tens of milliseconds.
+    from appliance.api.ironic import nodes
+
+    loop_thread = threading.current_thread()
+    seen: list[threading.Thread] = []
+    real = nodes.provision
+
+    def provision(r: Any, **kw: Any) -> Any:
+        seen.append(threading.current_thread())
+        return real(r, **kw)
+
+    monkeypatch.setattr(nodes, "provision", provision)
+    for path in ("/nodes?limit=1000&fields=name,provision_state", "/nodes/detail", "/nodes?limit=2"):
+        resp = await api.client.get(V1 + path, headers=h(api))
+        assert resp.status == 200 and resp.content_type == "application/json"
+        assert (await resp.json())["nodes"]
+    assert seen and loop_thread not in seen
 
 
 async def test_patch_changes_extra_properties_and_instance_info(api: Api) -> None:

@@ -4,9 +4,15 @@ tenant sees none of another tenant's blades, whatever it searches for."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
 
 from appliance.services.failover import FailoverService, HealthSample
+from appliance.services.inventory import Inventory
 from appliance.services.users import UserService
 from tests.api.conftest import Api
 from tests.console.test_console_forms import login
@@ -73,3 +79,31 @@ async def test_the_console_lists_show_power_health_and_binding_with_counts(api: 
     profiles = await (await c.get("/profiles?q=web&sort=blade")).text()
     assert "2 of 3" in profiles and 'data-profile="acme/web-01"' in profiles and "db-01" not in profiles
     assert '<a href="/blades/b01">b01</a>' in profiles
+
+
+async def test_list_pages_waiting_on_the_store_leave_other_requests_their_threads(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many clients paging at once wait in the list pages' own threads (appliance.api.offload.Reads),
+    not in the process's default pool, where every other request's store calls (a deploy's, a
+    show's, the monitor's) would queue behind them. 40 pages: more than any default pool holds."""
+    release = threading.Event()
+    real = Inventory.page
+
+    def slow_page(self: Inventory, *args: Any, **kwargs: Any) -> Any:
+        release.wait(20)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Inventory, "page", slow_page)
+    c, h = api.client, api.auth("admin")
+    pages = [asyncio.create_task(c.get("/api/v1/blades?limit=2", headers=h)) for _ in range(40)]
+    try:
+        await asyncio.sleep(0.5)
+        async with asyncio.timeout(10):
+            shown = await c.get("/api/v1/blades/b01", headers=h)
+        assert shown.status == 200 and (await shown.json())["name"] == "b01"
+        assert not any(p.done() for p in pages)
+    finally:
+        release.set()
+        answers = await asyncio.gather(*pages)
+    assert all(a.status == 200 for a in answers)
+    assert [b["name"] for b in (await answers[0].json())["items"]] == ["b01", "b02"]

@@ -64,12 +64,21 @@ def base_url(request: web.Request) -> str:
 
 
 def link(request: web.Request, path: str, rel: str = "self") -> dict[str, str]:
-    return {"href": f"{base_url(request)}{PREFIX}/{path.lstrip('/')}", "rel": rel}
+    return link_at(base_url(request), path, rel)
+
+
+def link_at(base: str, path: str, rel: str = "self") -> dict[str, str]:
+    """:func:`link` under ``base`` (:func:`base_url`, read beforehand): for renders off the event loop."""
+    return {"href": f"{base}{PREFIX}/{path.lstrip('/')}", "rel": rel}
 
 
 def links(request: web.Request, path: str) -> list[dict[str, str]]:
     """Ironic's pair: the versioned ``self`` and the unversioned ``bookmark``."""
-    return [link(request, f"v1/{path}"), link(request, path, "bookmark")]
+    return links_at(base_url(request), path)
+
+
+def links_at(base: str, path: str) -> list[dict[str, str]]:
+    return [link_at(base, f"v1/{path}"), link_at(base, path, "bookmark")]
 
 
 def _v1_summary(request: web.Request) -> dict[str, Any]:

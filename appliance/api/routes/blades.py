@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from appliance.api import schemas as sc
-from appliance.api.keys import HARDWARE, SETTINGS, STORE
+from appliance.api.keys import HARDWARE, READS, SETTINGS, STORE
 from appliance.api.spec import NAME, STR, Op, Param, body, caller, query, scope_of, tenant_filter
 from appliance.drivers.protocols import BootDevice, BootMode, BootSetting, PowerAction, Secret
 from appliance.secrets import SecretBox
@@ -33,10 +33,9 @@ async def list_blades(request: web.Request) -> web.Response:
     f = BladeFilter(state=query(request, "state"), chassis=query(request, "chassis"),
                     name_prefix=query(request, "prefix"), tenant=tenant_filter(request),
                     search=query(request, "search"), profile=query(request, "profile"))
-    items, nxt, total = await asyncio.to_thread(Inventory(request.app[STORE]).page, f,
-                                                limit=query(request, "limit") or 100, after=query(request, "after"),
-                                                sort=query(request, "sort") or "name",
-                                                offset=query(request, "offset") or 0)
+    items, nxt, total = await request.app[READS].run(
+        Inventory(request.app[STORE]).page, f, limit=query(request, "limit") or 100, after=query(request, "after"),
+        sort=query(request, "sort") or "name", offset=query(request, "offset") or 0)
     return web.json_response({"items": items, "next": nxt, "total": total})
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, insert, select, text
 
 from appliance.domain.failover import FailoverState, FenceMethod
 from appliance.drivers.protocols import Secret
@@ -175,6 +175,37 @@ def test_health_history_is_bounded_per_blade_and_newest_first(store: Store, box:
     assert len(svc.health_history("b1", limit=3)) == 3
     with store.read() as s:
         assert s.scalar(select(func.count()).select_from(BladeHealthRow)) == 21
+
+
+def test_a_poll_round_is_recorded_in_a_few_statements_whatever_the_blade_count(store: Store,
+                                                                                svc: FailoverService) -> None:
+    # The monitor records every blade's sample in one write transaction, which holds the store's
+    # write lock (the engine's steps wait): at 10,000 blades, ORM rows and two prune statements per
+    # blade held it ~3 s a pass. Now: the ids, one insert and one prune, each run once for all.
+    names = [f"hb{i:03d}" for i in range(300)]
+    with store.write() as s:
+        s.execute(insert(BladeRow), [{"name": n, "bmc_address": f"fake://{n}", "driver": "fake", "username": "u",
+                                      "password_enc": "x", "verify_tls": True, "state": "spare", "facts": {}}
+                                     for n in names])
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        t0 = datetime(2026, 11, 24, tzinfo=UTC)
+        for k in range(22):   # beyond the history limit (20): the oldest are pruned
+            statements.clear()
+            assert svc.record_health_many([(n, HealthSample(ok=True, at=t0 + timedelta(seconds=30 * k),
+                                                            detail=f"poll {k}")) for n in names]) == 300
+            assert len(statements) <= 6, statements[:10]
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+    history = svc.health_history("hb007")
+    assert len(history) == 20 and history[0].detail == "poll 21" and history[-1].detail == "poll 2"
+    with store.read() as s:
+        assert s.scalar(select(func.count()).select_from(BladeHealthRow)) == 300 * 20
 
 
 def test_health_batches_skip_deleted_blades_and_refuse_bad_samples(store: Store, box: SecretBox,
