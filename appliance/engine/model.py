@@ -72,6 +72,10 @@ class EngineSettings:
     lun_size_mib: int = 64
     fence_timeout: float = 10.0      # power off read back as off, or ports read back as down
     spare_poll: float = 1.0          # a failover waiting in line looks for a spare this often
+    # When failed profiles outnumber spares, one detected less than this ago waits before taking a
+    # spare: failures that land together (seen a monitor pass or an event apart) are ranked by
+    # priority, not by which was seen first. Spares enough: no wait.
+    spare_settle: float = 2.0
     # Boot tokens are derived with this key; the boot service must hold the same one (its
     # state-dir file). None: a key of this process only (an engine and boot service sharing it).
     boot_key: BootKey | None = None

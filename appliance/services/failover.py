@@ -527,7 +527,7 @@ class FailoverService:
             conn = s.connection()
             ids: dict[str, int] = {}
             for i in range(0, len(names), _IN_CHUNK):
-                ids.update(conn.execute(_BLADE_IDS, {"names": names[i:i + _IN_CHUNK]}).tuples().all())
+                ids.update((str(r[0]), int(r[1])) for r in conn.execute(_BLADE_IDS, {"names": names[i:i + _IN_CHUNK]}))
             rows = [{"blade_id": ids[blade], "at": smp.at or now, "source": smp.source, "ok": smp.ok,
                      "power": _cut(smp.power, 16), "health": _cut(smp.health, 16),
                      "verdict": _cut(smp.verdict, 16), "detail": _cut(smp.detail, 512) or ""}

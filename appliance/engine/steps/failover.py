@@ -438,6 +438,12 @@ async def choose_spare(ctx: StepContext) -> dict[str, Any]:
                 return wanted, ""
             plan = plan_for_domain(s, row.domain)
             blade = plan.blade_for(key)
+            if blade is not None and plan.waiting and not row.drill:
+                seen = row.detected_at if row.detected_at.tzinfo else row.detected_at.replace(tzinfo=UTC)
+                if (datetime.now(UTC) - seen).total_seconds() < ctx.settings.spare_settle:
+                    # Not yet: a failure seen a moment later may outrank this profile.
+                    return None, (f"{len(plan.waiting) + len(plan.assignments)} failed profiles for "
+                                  f"{len(plan.assignments)} spares: ranking them by priority")
             if row.drill and blade is not None:
                 # Only blades of the domain's pool that meet the profile's requirements, best
                 # first, and none the plan gives another profile.
