@@ -173,6 +173,7 @@ def _lab_down(env: dict[str, str], lab_dir: Path) -> None:
 def test_every_shell_block_of_the_readme_runs_on_the_demo(demo: dict[str, str]) -> None:
     cwd = demo["PWD"]
     ran = 0
+    took: list[tuple[int, float]] = []
     for block in blocks(README.read_text()):
         if block.lang not in SHELLS or block.skip:
             continue
@@ -183,4 +184,7 @@ def test_every_shell_block_of_the_readme_runs_on_the_demo(demo: dict[str, str]) 
                                      f"{time.monotonic() - t0:.1f} s):\n{block.text}\n--- stdout\n"
                                      f"{got.stdout[-4000:]}\n--- stderr\n{got.stderr[-4000:]}")
         ran += 1
+        took.append((block.line, time.monotonic() - t0))
+    # Where the time goes (shown with -s, and in the durations of a slow run).
+    print("README blocks (line: s): " + ", ".join(f"{line}: {s:.1f}" for line, s in took))
     assert ran >= 5

@@ -74,12 +74,18 @@ async def test_an_engine_killed_mid_grow_resumes_and_makes_no_host_twice(store: 
         await drive(store, hw, lambda: False, timeout=30, between=lambda: _stop_when(some_bound))
     assert 2 <= len(live_bindings(store)) < 6
     await drive(store, hw, lambda: ready(store, 4))
-    got = hosts(store)
-    assert len(got) == 4 and all(state == "ready" for state, _ in got.values())
+    # On a loaded machine a host's stamp may fail (FAST timers) and the pool replace it: that host is
+    # released with a host.replaced event. A replacement is not a host made twice; any other extra is.
+    replaced = {hid for e, hid, _ in events(store) if e == "host.replaced"}
+    with store.read() as s:
+        rows = [(h.id, h.name, h.state, h.blade) for h in s.scalars(select(HostRow).order_by(HostRow.seq))]
+    assert all(state == "released" for hid, _, state, _ in rows if hid in replaced), rows
+    got = {name: (state, blade) for hid, name, state, blade in rows if hid not in replaced}
+    assert len(got) == 4 and all(state == "ready" for state, _ in got.values()), (rows, replaced)
     bound = live_bindings(store)
     assert sorted(bound) == sorted(got) and len(set(bound.values())) == 4
     kinds = [e for e, _, _ in events(store)]
-    assert kinds.count("host.requested") == 4 and kinds.count("host.ready") == 4
+    assert kinds.count("host.requested") == 4 + len(replaced) and kinds.count("host.ready") == 4
 
 
 def _stop_when(cond: object) -> None:
