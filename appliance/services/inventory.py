@@ -13,6 +13,7 @@ its power and health as the monitor last sampled them, with the sample's age.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from appliance.errors import Issue, NotFound, ValidationError
 from appliance.services import scope as lookup
 from appliance.services.scope import Scope
 from appliance.store import Store
+from appliance.store.prepared import Prepared
 from appliance.store.tables import BindingRow, BladeHealthRow, BladeNicRow, BladeRow, ProfileRow, SwitchRow
 
 COMPLIANCE_FACT = "firmwareCompliance"   # a blade's facts key: its last firmware compliance reading
@@ -49,8 +51,9 @@ _CHUNK = 900    # ids per IN (…): below every SQLite's bound-parameter limit
 # as much as running them. Each runs on the session's connection (no ORM round trip).
 _B, _N, _H = BladeRow.__table__.c, BladeNicRow.__table__.c, BladeHealthRow.__table__.c
 _IDS: Any = bindparam("ids", expanding=True)
+# The compliance reading as JSON text (decoded only where there is one: most blades have none).
 _COLS = (_B.id, _B.name, _B.state, _B.driver, _B.bmc_address, _B.chassis, _B.slot, _B.cpus, _B.memory_gib,
-         _B.state_reason, BladeRow.facts[COMPLIANCE_FACT])
+         _B.state_reason, type_coerce(BladeRow.facts[COMPLIANCE_FACT], String()))
 _COUNT_ALL = select(func.count()).select_from(BladeRow.__table__)
 _FIRST = select(*_COLS).order_by(_B.name).limit(bindparam("lim"))
 _AFTER = select(*_COLS).where(_B.name > bindparam("after")).order_by(_B.name).limit(bindparam("lim"))
@@ -79,8 +82,18 @@ def _health_of(ids: Any) -> Any:
 
 _NICS, _BOUND, _HEALTH = _nics(_IDS), _bound_of(_IDS), _health_of(_IDS)
 # (NICs, bindings, health) of the first page, and of the page after a name
-_OF_PAGE = {False: (_nics(_IDS_FIRST), _bound_of(_IDS_FIRST), _health_of(_IDS_FIRST)),
-            True: (_nics(_IDS_AFTER), _bound_of(_IDS_AFTER), _health_of(_IDS_AFTER))}
+# (count, blades, NICs, bindings, health) of the first page, and of the page after a name, on the
+# driver's cursor: the common page, sixteen clients at once.
+_PLAIN = {after: tuple(Prepared(st) for st in (_COUNT_ALL, _AFTER if after else _FIRST, _nics(ids),
+                                                _bound_of(ids), _health_of(ids)))
+          for after, ids in ((False, _IDS_FIRST), (True, _IDS_AFTER))}
+
+
+def _compliance(raw: Any) -> Any:
+    """The facts' compliance reading: JSON text on SQLite (``null`` when absent), decoded by PostgreSQL's driver."""
+    if isinstance(raw, str):
+        return None if raw == "null" else json.loads(raw)
+    return raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +142,6 @@ def age_text(seconds: float | None) -> str:
     return f"{int(seconds)}s"
 
 
-def _aware(at: Any) -> datetime:
-    # Read as text on SQLite (the column type's own parser costs more than the rest of a row):
-    # ISO 8601 either way, and stored in UTC.
-    when = datetime.fromisoformat(at) if isinstance(at, str) else at
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
 def latest_health(s: Session | Connection, blade_ids: list[int],
                   now: datetime | None = None) -> dict[int, dict[str, Any]]:
     """The monitor's last sample of each blade: power, health, when, and its age in seconds.
@@ -151,11 +157,18 @@ def latest_health(s: Session | Connection, blade_ids: list[int],
 
 def _health_rows(rows: Iterable[Any], now: datetime) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
+    parse, utc = datetime.fromisoformat, UTC
     for blade_id, raw, ok, power, health, detail in rows:
-        at = _aware(raw)
+        # Read as text on SQLite (the column type's own parser costs more than the rest of a
+        # row): ISO 8601 either way, and stored in UTC.
+        at = parse(raw) if isinstance(raw, str) else raw
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=utc)
+        age = (now - at).total_seconds()
         out[blade_id] = {"power": power, "health": health or ("unreachable" if not ok else None),
-                         "healthOk": ok, "healthDetail": detail or None, "healthAt": at.isoformat(),
-                         "healthAge": max(0, int((now - at).total_seconds()))}
+                         "healthOk": bool(ok),   # SQLite's driver gives 0/1
+                         "healthDetail": detail or None, "healthAt": at.isoformat(),
+                         "healthAge": int(age) if age > 0 else 0}
     return out
 
 
@@ -229,11 +242,12 @@ class Inventory:
         b = BladeRow
         live = _live() if f.joins_bindings or sort in ("profile", "tenant") else None
         plain = f == BladeFilter() and sort == "name" and not offset
-        with self._store.read() as s:
-            conn = s.connection()
-            if plain:   # the common page: statements built once
-                total = conn.execute(_COUNT_ALL).scalar() or 0
-                rows = conn.execute(_AFTER if after else _FIRST, {"after": after, "lim": limit + 1}).all()
+        with self._store.snapshot() as conn:
+            if plain:   # the common page: statements built once, run on the driver's cursor
+                counted, blades, of_nics, of_bound, of_health = _PLAIN[bool(after)]
+                args = {"after": after, "n": limit}
+                total = counted.rows(conn)[0][0] or 0
+                rows = blades.rows(conn, after=after, lim=limit + 1)
             else:
                 count = select(func.count(b.id)).select_from(b)
                 if live is not None:
@@ -253,11 +267,9 @@ class Inventory:
             ids = [r[0] for r in rows]
             nics: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
             if plain:
-                of_nics, of_bound, of_health = _OF_PAGE[bool(after)]
-                args = {"after": after, "n": limit}
-                nic_rows: Sequence[Any] = conn.execute(of_nics, args).all()
-                bound = {r[0]: (r[1], r[2]) for r in conn.execute(of_bound, args).all()}
-                health = _health_rows(conn.execute(of_health, args).all(), datetime.now(UTC))
+                nic_rows: Sequence[Any] = of_nics.rows(conn, **args)
+                bound = {r[0]: (r[1], r[2]) for r in of_bound.rows(conn, **args)}
+                health = _health_rows(of_health.rows(conn, **args), datetime.now(UTC))
             else:
                 nic_rows = [r for chunk in _chunks(ids) for r in conn.execute(_NICS, {"ids": chunk}).all()]
                 bound = _bound(conn, ids)
@@ -270,7 +282,7 @@ class Inventory:
             items.append({"name": name, "state": state, "driver": driver, "bmc": bmc, "chassis": chassis,
                           "slot": slot, "cpus": cpus, "memoryGiB": mem, "nics": nics[bid],
                           "profile": f"{got[0]}/{got[1]}" if got else None, "tenant": got[0] if got else None,
-                          "stateReason": reason, "firmware": firmware_cell(compliance),
+                          "stateReason": reason, "firmware": firmware_cell(_compliance(compliance)),
                           **health.get(bid, NO_HEALTH)})
         return items, (rows[-1][1] if more and rows and sort == "name" else None), total
 

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from appliance.errors import Conflict, Issue, NotFound, ValidationError
 from appliance.services.users import Principal, check_role_and_tenant
 from appliance.store import Store
+from appliance.store.prepared import Prepared
 from appliance.store.tables import ApiTokenRow
 
 __all__ = ["TOKEN_PREFIX", "Principal", "TokenInfo", "TokenService", "hash_token"]
@@ -29,6 +30,12 @@ TOKEN_PREFIX = "anvil_"
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+# Every API request asks this; run on the driver's cursor (the ORM's row cost 0.3 ms a request).
+_T = ApiTokenRow
+_BY_HASH = Prepared(select(_T.id, _T.name, _T.role, _T.tenant, _T.expires_at, _T.revoked_at)
+                    .where(_T.token_hash == bindparam("h")))
 
 
 def _aware(t: datetime | None) -> datetime | None:
@@ -95,14 +102,17 @@ class TokenService:
         return token
 
     def authenticate(self, token: str) -> Principal | None:
-        with self._store.read() as s:
-            row = s.scalar(select(ApiTokenRow).where(ApiTokenRow.token_hash == hash_token(token)))
-        if row is None or row.revoked_at is not None:
+        with self._store.snapshot() as conn:
+            got = _BY_HASH.rows(conn, h=hash_token(token))
+        if not got:
             return None
-        exp = _aware(row.expires_at)
+        token_id, name, role, tenant, expires, revoked = got[0]
+        if revoked is not None:
+            return None
+        exp = _aware(datetime.fromisoformat(expires) if isinstance(expires, str) else expires)  # SQLite: text
         if exp is not None and exp <= datetime.now(UTC):
             return None
-        return Principal(name=row.name, role=row.role, tenant=row.tenant, kind="token", id=row.id)
+        return Principal(name=name, role=role, tenant=tenant, kind="token", id=token_id)
 
     def is_live(self, token_id: int) -> bool:
         """Whether token ``token_id`` is still neither revoked nor expired (long streams re-check it)."""

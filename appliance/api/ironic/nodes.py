@@ -10,7 +10,6 @@ Fields later versions added are left out below the version that added them.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -284,7 +283,7 @@ async def list_nodes(request: web.Request, *, detail: bool = False) -> web.Respo
     associated = _bool("associated", q["associated"]) if "associated" in q else None
     here = f"{request.scheme}://{request.host}{request.path}"
 
-    def body() -> str:
+    def body() -> dict[str, Any]:
         # Read, rendered and encoded in a worker thread: a page of 1,000 nodes rendered on the
         # event loop held every other request for tens of milliseconds.
         page, more = svc.nodes(scope, limit=limit, marker=q.get("marker"), sort_key=sort_key, sort_dir=sort_dir,
@@ -293,9 +292,9 @@ async def list_nodes(request: web.Request, *, detail: bool = False) -> web.Respo
         if more and page:
             nxt = {**{k: v for k, v in q.items() if k != "marker"}, "limit": str(limit), "marker": page[-1].uuid}
             out["next"] = f"{here}?{urlencode(nxt)}"
-        return json.dumps(out)
+        return out
 
-    return web.Response(text=await request.app[READS].run(body), content_type="application/json")
+    return await request.app[READS].json(body)
 
 
 async def list_detail(request: web.Request) -> web.Response:

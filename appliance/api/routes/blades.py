@@ -33,10 +33,13 @@ async def list_blades(request: web.Request) -> web.Response:
     f = BladeFilter(state=query(request, "state"), chassis=query(request, "chassis"),
                     name_prefix=query(request, "prefix"), tenant=tenant_filter(request),
                     search=query(request, "search"), profile=query(request, "profile"))
-    items, nxt, total = await request.app[READS].run(
-        Inventory(request.app[STORE]).page, f, limit=query(request, "limit") or 100, after=query(request, "after"),
-        sort=query(request, "sort") or "name", offset=query(request, "offset") or 0)
-    return web.json_response({"items": items, "next": nxt, "total": total})
+    inv, limit, after = Inventory(request.app[STORE]), query(request, "limit") or 100, query(request, "after")
+    sort, offset = query(request, "sort") or "name", query(request, "offset") or 0
+
+    def page() -> dict[str, Any]:
+        items, nxt, total = inv.page(f, limit=limit, after=after, sort=sort, offset=offset)
+        return {"items": items, "next": nxt, "total": total}
+    return await request.app[READS].json(page)
 
 
 def _detail(request: web.Request, name: str) -> dict[str, Any]:
