@@ -24,6 +24,7 @@ from appliance.api.errors import error_middleware
 from appliance.api.hardening import setup_headers
 from appliance.api.ironic import setup_ironic
 from appliance.api.keys import (
+    CHECKS,
     ENGINE,
     HARDWARE,
     METRICS,
@@ -171,6 +172,7 @@ def setup_rack_routes(app: web.Application, settings: Settings, store: Store, en
 async def _close_offload(app: web.Application) -> None:
     app[OFFLOAD].close()
     app[READS].close()
+    app[CHECKS].close()
 
 
 def _sources(store: Store, engine: Engine | None) -> Sources:
@@ -193,6 +195,7 @@ def create_app(settings: Settings, store: Store, *, engine: Engine | None = None
     app[STORE] = store
     app[OFFLOAD] = Offload()
     app[READS] = Reads()
+    app[CHECKS] = Reads(workers=2)
     app.on_cleanup.append(_close_offload)
     app[TOKENS] = TokenService(store)
     app[USERS] = UserService(store)

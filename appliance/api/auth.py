@@ -13,7 +13,7 @@ import hmac
 from aiohttp import web
 
 from appliance.api.errors import problem
-from appliance.api.keys import PRINCIPAL, SESSION_COOKIE, TOKENS, USERS
+from appliance.api.keys import CHECKS, PRINCIPAL, SESSION_COOKIE, TOKENS, USERS
 from appliance.services.users import Principal
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -29,7 +29,7 @@ async def api_principal(request: web.Request) -> Principal | web.Response:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token:
-        principal = await asyncio.to_thread(request.app[TOKENS].authenticate, token.strip())
+        principal = await request.app[CHECKS].run(request.app[TOKENS].authenticate, token.strip())
         return principal or _unauthorized("the bearer token is not valid (unknown, expired or revoked)")
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
@@ -53,7 +53,7 @@ async def still_authorized(request: web.Request) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token:
-        return await asyncio.to_thread(request.app[TOKENS].authenticate, token.strip()) is not None
+        return await request.app[CHECKS].run(request.app[TOKENS].authenticate, token.strip()) is not None
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         return False

@@ -9,7 +9,10 @@ of piling up memory and latency for everyone.
 paging at once filled the process's default pool (``asyncio.to_thread``: 6 threads on 2 cores),
 in which the deploy requests' and the monitor's store calls then queued; and more threads than
 cores running Python only take the interpreter lock from each other and from the event loop.
-Pages queue for their own few threads instead (no refusal: a page is short).
+Pages queue for their own few threads instead (no refusal: a page is short). Every request's
+token check has a small pool of its own too (``CHECKS``): in the default pool it waited behind
+a hundred deploy requests' writes, and behind pages it would wait as long as a slow store made
+them.
 """
 
 from __future__ import annotations

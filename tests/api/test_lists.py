@@ -107,3 +107,20 @@ async def test_list_pages_waiting_on_the_store_leave_other_requests_their_thread
         answers = await asyncio.gather(*pages)
     assert all(a.status == 200 for a in answers)
     assert [b["name"] for b in (await answers[0].json())["items"]] == ["b01", "b02"]
+
+
+async def test_a_list_page_is_answered_while_the_default_pool_is_full_of_other_work(api: Api) -> None:
+    """A page's token check and read have threads of their own (``CHECKS``, ``READS``): with the
+    process's default pool taken by other requests' store calls (a hundred deploys' writes queued
+    on the writer lock), a page is still answered instead of waiting behind all of them."""
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    busy = [loop.run_in_executor(None, release.wait, 20) for _ in range(40)]
+    try:
+        async with asyncio.timeout(10):
+            page = await api.client.get("/api/v1/blades?limit=2", headers=api.auth("viewer"))
+        assert page.status == 200 and [b["name"] for b in (await page.json())["items"]] == ["b01", "b02"]
+        assert not any(b.done() for b in busy)
+    finally:
+        release.set()
+        await asyncio.gather(*busy)

@@ -14,7 +14,6 @@ tenant walk (tests/api/test_tenant_walk.py) are built from the same list. Each r
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from aiohttp import web
 from appliance import safejson
 from appliance.api.ironic import errors, versions
 from appliance.api.ironic.versions import Version
-from appliance.api.keys import PRINCIPAL, TOKENS
+from appliance.api.keys import CHECKS, PRINCIPAL, TOKENS
 from appliance.api.spec import Forbidden, caller
 from appliance.errors import AnvilError
 from appliance.services.users import Principal
@@ -79,7 +78,7 @@ async def _principal(request: web.Request) -> Principal | web.Response:
         token = rest.strip() if scheme.lower() == "bearer" else ""
     if not token:
         return errors.response(401, "Authentication required: send an Anvil API token as X-Auth-Token")
-    principal = await asyncio.to_thread(request.app[TOKENS].authenticate, token)
+    principal = await request.app[CHECKS].run(request.app[TOKENS].authenticate, token)
     if principal is None:
         return errors.response(401, "The token is not valid (unknown, expired or revoked)")
     return principal
