@@ -14,7 +14,7 @@ from appliance.errors import ValidationError
 from appliance.secrets import SecretBox, ensure_key
 from appliance.services.blades import BladeService, Enrollment, NicSpec
 from appliance.services.failover import FailoverService, HealthSample
-from appliance.services.inventory import BladeFilter, Inventory, age_text
+from appliance.services.inventory import COMPLIANCE_FACT, BladeFilter, Inventory, age_text
 from appliance.services.profiles import ProfileService
 from appliance.store import Store
 from appliance.store.tables import BindingRow, BladeRow, ProfileRow
@@ -72,6 +72,7 @@ def test_each_blade_shows_its_profile_and_the_last_sample_with_its_age(rack: Sto
         "acme/web-01", "acme", "on", "warning")
     assert 19 <= by["bl-04"]["healthAge"] <= 80 and age_text(by["bl-04"]["healthAge"]).endswith(("s", "m"))
     assert (by["bl-02"]["power"], by["bl-02"]["health"], by["bl-02"]["healthOk"]) == (None, "unreachable", False)
+    assert by["bl-02"]["healthOk"] is False and by["bl-04"]["healthOk"] is True   # not SQLite's 0/1
     assert age_text(by["bl-02"]["healthAge"]) == "2h"
     assert by["bl-01"]["health"] is None and by["bl-01"]["healthAge"] is None   # never sampled
     rack_view = {b["name"]: b for ch in Inventory(rack).rack() for b in ch["blades"]}
@@ -117,3 +118,14 @@ def test_profile_lists_show_the_blade_and_sort_and_search(rack: Store) -> None:
     assert [i.name for i in svc.list(sort="blade")] == ["db-01", "web-01", "app-01"]
     assert [i.name for i in svc.list(search="bl-04")] == ["web-01"]
     assert [i.name for i in svc.list(blade="bl-02")] == ["db-01"]
+
+
+def test_the_page_shows_the_last_firmware_compliance_reading_and_nothing_where_there_is_none(rack: Store) -> None:
+    with rack.write() as s:
+        row = s.scalar(select(BladeRow).where(BladeRow.name == "bl-03"))
+        assert row is not None
+        row.facts = {**row.facts, COMPLIANCE_FACT: {"baseline": "lab-2026", "compliant": True}}
+    for after in (None, "bl-01"):     # the first page and a page after a name: statements of their own
+        items, _, _ = Inventory(rack).page(BladeFilter(), after=after)
+        cells = {b["name"]: b["firmware"] for b in items}
+        assert cells["bl-03"] == "lab-2026 ✓" and cells["bl-04"] is None
