@@ -60,6 +60,15 @@ install_python() {
   [ -x .venv/bin/uv ] || .venv/bin/pip install -q uv
   log "installing anvil and its test tools into .venv"
   .venv/bin/uv pip install -q -p .venv/bin/python -e '.[test]'
+  # Byte-compile here: where PYTHONDONTWRITEBYTECODE=1 is set (as on the CI machine) no .pyc is ever
+  # written, so every Python process (each `anvil` command, `anvil serve`, the lab's emulators, pytest's
+  # workers) compiled all it imported from source again: `anvil config show` 1.3 -> 0.6 s, the README
+  # test 176 -> 112 s. Python still reads .pyc files under that variable. Up-to-date files: ~1 s.
+  log "byte-compiling .venv and the checkout"
+  local purelib
+  purelib=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+  .venv/bin/python -m compileall -q -j 0 "$purelib" appliance bench tests scripts pxe >/dev/null \
+    || log "some files could not be byte-compiled (they are compiled when imported, as before)"
 }
 
 cmd_run() {
