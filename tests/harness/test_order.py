@@ -68,6 +68,15 @@ def test_the_list_is_made_from_a_junit_report_summing_each_modules_tests_and_cla
     assert parse_durations(text, "rendered") == {"tests/cli/test_readme.py": 177.1, "tests/unit/test_x.py": 13.0}
 
 
+def _pytest(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """pytest in ``cwd`` with only xdist and the order plugin (other plugins' imports cost seconds)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANVIL_", "PYTEST_"))}
+    env.update(PYTHONPATH=str(REPO), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "xdist", "-p", "tests.support.order",
+                           "-p", "no:cacheprovider", "-q", *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
 SUITE = {
     "test_a.py": "def test_a1(): pass\ndef test_a2(): pass\n",
     "test_b.py": "def test_b1(): pass\n",
@@ -87,11 +96,7 @@ def _run_order(tmp_path: Path, *args: str) -> list[str]:
         "    who = os.environ.get('PYTEST_XDIST_WORKER', 'main')\n"
         "    with open(f'order-{who}.txt', 'w') as fh:\n"
         "        fh.write('\\n'.join(i.nodeid for i in session.items))\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANVIL_", "PYTEST_"))}
-    env["PYTHONPATH"] = str(REPO)
-    res = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.support.order", "-p", "no:cacheprovider", "-q",
-                          f"--test-durations={tmp_path / 'durations.txt'}", *args],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    res = _pytest(tmp_path, f"--test-durations={tmp_path / 'durations.txt'}", *args)
     assert res.returncode == 0, res.stdout + res.stderr
     orders = {p.name: p.read_text().split("\n") for p in tmp_path.glob("order-*.txt")}
     assert orders, res.stdout
@@ -115,10 +120,6 @@ def test_other_runs_keep_the_collection_order(tmp_path: Path, args: tuple[str, .
 def test_a_bad_list_stops_a_worksteal_run_before_any_test(tmp_path: Path) -> None:
     (tmp_path / "test_a.py").write_text("def test_a(): pass\n")
     (tmp_path / "bad.txt").write_text("ten tests/test_a.py\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANVIL_", "PYTEST_"))}
-    env["PYTHONPATH"] = str(REPO)
-    res = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.support.order", "-p", "no:cacheprovider", "-q",
-                          "-n", "2", "--dist", "worksteal", f"--test-durations={tmp_path / 'bad.txt'}"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    res = _pytest(tmp_path, "-n", "2", "--dist", "worksteal", f"--test-durations={tmp_path / 'bad.txt'}")
     assert res.returncode == pytest.ExitCode.USAGE_ERROR, res.stdout + res.stderr
     assert re.search(r"test order: .*bad\.txt:1: 'ten' is not a number of seconds", res.stderr), res.stderr
