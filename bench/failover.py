@@ -15,7 +15,12 @@ API over TLS, the protected profile imported, its domain created and the profile
 through that API. Before each failure the monitor has passed over the running blade once (so
 it is subscribed to its BMC's events and has seen it healthy, as in a rack that has been up
 a while); the failure then comes at a random moment of the poll cycle (0 to one interval
-after that pass). Two failures:
+after that pass; ``--after-pass S`` bounds it to 0-S s). The CI smoke (``--shipped --smoke``)
+fails within 2 s of the pass, when the monitor's next regular poll is furthest away, so what
+notices the failure is one of the paths between polls (a BMC event, the heartbeat sweep: each
+round reports which); sampling the whole cycle is for full runs. Each round waits for a pass
+after the last one's failover, so the last round's phase was pure waiting (15 s on average).
+Two failures:
 
 - ``forceoff``: the blade is powered off straight on its BMC (as below);
 - ``hung``: the blade's OS hangs (emulated OS agent stopped: its heartbeats stop) while
@@ -74,6 +79,8 @@ TARGET = 5.0   # DESIGN §5: failure signal → spare powered on with the profil
 TARGET_HUNG_DETECT = 10.0   # DESIGN §5: a hung OS whose BMC still reads On detected within 10 s
 # The smoke runs the shipped timers too: a hung OS is found in seconds since the heartbeat sweep.
 SMOKE_OVERRIDES: dict[str, str] = {}
+# The smoke fails a blade within this many seconds of the monitor's pass over it (see the docstring).
+SMOKE_AFTER_PASS = 2.0
 
 PROFILE = """\
 apiVersion: anvil/v1
@@ -182,6 +189,16 @@ def _last_beat(store: Store, binding: int) -> datetime | None:
     return _aware(last) if last else None
 
 
+def _noticed_by(store: Store, blade: str, since: datetime) -> str:
+    """What first saw ``blade`` failing after ``since``: the source of its first failing health
+    sample (poll, event, heartbeat), or "-" when none is kept."""
+    with store.read() as s:
+        source = s.scalar(select(BladeHealthRow.source).join(BladeRow, BladeRow.id == BladeHealthRow.blade_id)
+                          .where(BladeRow.name == blade, BladeHealthRow.ok.is_(False), BladeHealthRow.at >= since)
+                          .order_by(BladeHealthRow.id).limit(1))
+    return source or "-"
+
+
 def _seen_healthy_since(store: Store, blade: str, since: datetime) -> bool:
     """The monitor's regular pass has seen ``blade`` healthy after ``since``."""
     with store.read() as s:
@@ -198,7 +215,7 @@ async def _shipped_round(app: userpath.Appliance, rack: userpath.Rack, store: St
     await userpath.until(f"monitor pass over {blade}",
                          lambda: asyncio.to_thread(_seen_healthy_since, store, blade, active_at), settle, 0.5)
     # A failure comes at any moment of the monitor's cycle, not just after a pass: pick one at random.
-    phase = random.uniform(0.0, interval)
+    phase = random.uniform(0.0, interval if args.after_pass is None else min(args.after_pass, interval))
     await asyncio.sleep(phase)
     binding = await asyncio.to_thread(_live_binding, store, blade)
     if kind == "hung":
@@ -217,9 +234,10 @@ async def _shipped_round(app: userpath.Appliance, rack: userpath.Rack, store: St
                                args.shipped_timeout, 0.2)
     total = (got["power_on"] - failed_at).total_seconds()
     detect = (got["detected"] - failed_at).total_seconds()
+    noticed_by = await asyncio.to_thread(_noticed_by, store, blade, failed_at)
     out = {"round": n, "kind": kind, "from": blade, "to": got["to"], "total_s": round(total, 3),
            "detect_s": round(detect, 3), "failover_s": round(total - detect, 3),
-           "bmc_power_after_failure": power_at_failure, "after_pass_s": round(phase, 2)}
+           "bmc_power_after_failure": power_at_failure, "after_pass_s": round(phase, 2), "noticed_by": noticed_by}
     if kind == "hung" and last_beat is not None:
         out["last_beat_to_failure_s"] = round((failed_at - last_beat).total_seconds(), 3)
         out["detect_from_last_beat_s"] = round((got["detected"] - last_beat).total_seconds(), 3)
@@ -263,7 +281,9 @@ def run_shipped(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         rounds = asyncio.run(_shipped(args, app, rack, kinds))
     out: dict[str, Any] = {"path": "shipped", "timers": app.timers(), "timers_text": app.describe_timers(),
                            "machine": watch.summary(), "machine_text": watch.describe(),
-                           "power_delay_s": [0.0, 0.2], "rounds": rounds, "kinds": {}}
+                           "power_delay_s": [0.0, 0.2], "rounds": rounds, "kinds": {},
+                           "after_pass_max_s": min(args.after_pass, app.timers()["monitor_interval_s"])
+                           if args.after_pass is not None else app.timers()["monitor_interval_s"]}
     for kind, _ in kinds:
         rs = [r for r in rounds if r["kind"] == kind]
         out["kinds"][kind] = {
@@ -281,18 +301,20 @@ def report_shipped(out: dict[str, Any]) -> list[str]:
         "  rack: 1 sushy-tools process, Redfish blades with emulated OS agents (boot callback, then a heartbeat "
         "every 2 s), power delay SHORT 0-0.2 s per change; 1 snmpsim switch; SQLite store",
         "  forceoff = blade powered off on its BMC; hung = its OS hangs (heartbeats stop) while the BMC reads On; "
-        "each at a random moment of the monitor's poll cycle (after pass = seconds after its last pass)",
+        f"each at a random moment 0-{out['after_pass_max_s']:g} s after the monitor's pass over the blade "
+        "(after pass = seconds after that pass)",
         "  total = failure -> spare's power-on confirmed with the profile; detect = failure -> failover opened; "
-        "failover = the rest; beat->detect = last heartbeat received -> failover opened",
+        "failover = the rest; beat->detect = last heartbeat received -> failover opened; noticed by = what first "
+        "saw the blade failing (monitor poll, BMC event, heartbeat sweep)",
         "",
         f"  {'kind':<9}{'round':>6}{'from':>6}{'to':>6}{'total s':>9}{'detect s':>10}{'failover s':>12}"
-        f"{'beat->detect s':>16}{'after pass s':>14}  BMC reads at hang",
+        f"{'beat->detect s':>16}{'after pass s':>14}  {'noticed by':<11}BMC reads at hang",
     ]
     for r in out["rounds"]:
         beat = f"{r['detect_from_last_beat_s']:.2f}" if "detect_from_last_beat_s" in r else "-"
         lines.append(f"  {r['kind']:<9}{r['round']:>6}{r['from']:>6}{r['to']:>6}{r['total_s']:>9.2f}"
                      f"{r['detect_s']:>10.2f}{r['failover_s']:>12.2f}{beat:>16}{r['after_pass_s']:>14.1f}"
-                     f"  {r['bmc_power_after_failure']}")
+                     f"  {r['noticed_by']:<11}{r['bmc_power_after_failure']}")
     lines.append(f"  {out['machine_text']}")
     lines.append("")
     for kind, k in out["kinds"].items():
@@ -327,12 +349,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hung", action="store_true", help="the user's path with hung-OS failures only")
     ap.add_argument("--hung-rounds", type=int, default=3, help="--shipped: hung-OS failovers")
     ap.add_argument("--shipped-timeout", type=float, default=300.0, help="--shipped: bound on each failover, s")
+    ap.add_argument("--after-pass", type=float, default=None, metavar="S",
+                    help="--shipped: each failure comes 0-S s after the monitor's pass over the blade "
+                         "(default: any moment of the poll interval; with --smoke: 2 s)")
     ap.add_argument("--json", default=None, help="also write the JSON result here")
     args = ap.parse_args(argv)
     shipped = args.shipped or args.hung
     args.kinds = ["hung"] if args.hung else ["forceoff", "hung"]
     if args.rounds is None:
         args.rounds = 5 if shipped else 20
+    if args.after_pass is None and args.smoke:
+        args.after_pass = SMOKE_AFTER_PASS
+    if args.after_pass is not None and args.after_pass < 0:
+        ap.error(f"--after-pass {args.after_pass:g}: a number of seconds >= 0")
     with tempfile.TemporaryDirectory(prefix="anvil-bench-failover-") as tmp:
         out = run_shipped(args, Path(tmp)) if shipped else asyncio.run(run(args, Path(tmp)))
     for line in (report_shipped(out) if shipped else report(out)):

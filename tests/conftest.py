@@ -20,7 +20,7 @@ from appliance.lab.procs import free_tcp_port
 from appliance.store import Store, open_store
 from tests.support.postgres import PgCluster
 
-pytest_plugins = ["tests.support.skip_gate"]
+pytest_plugins = ["tests.support.skip_gate", "tests.support.order"]
 
 REPO = Path(__file__).resolve().parent.parent
 _db_counter = itertools.count()

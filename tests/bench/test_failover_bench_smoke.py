@@ -42,7 +42,12 @@ def test_failover_bench_shipped_smoke_fails_a_blade_off_and_hangs_an_os(tmp_path
     result = json.loads(out_file.read_text())
     assert [r["kind"] for r in result["rounds"]] == ["forceoff", "hung"]
     assert all(r["to"] != r["from"] and r["total_s"] > r["detect_s"] > 0 for r in result["rounds"]), result
+    # The smoke fails each blade within 2 s of the monitor's pass over it, when its next regular poll is
+    # furthest away: a path between polls noticed each failure (a BMC event or the heartbeat sweep).
+    assert result["after_pass_max_s"] == 2 and all(r["after_pass_s"] <= 2 for r in result["rounds"]), result
+    assert result["rounds"][0]["noticed_by"] in ("event", "heartbeat"), result["rounds"][0]
     hung = result["rounds"][1]
+    assert hung["noticed_by"] == "heartbeat", hung
     # A hang, not a crash: the BMC still read On, and only the heartbeat timeout could tell.
     assert hung["bmc_power_after_failure"] == "On"
     assert hung["detect_from_last_beat_s"] > result["timers"]["heartbeat_timeout_s"]

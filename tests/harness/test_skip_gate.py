@@ -36,10 +36,12 @@ def test_known_bug():
 def run(tmp_path: Path, *args: str, ci: bool = True, allowed: str = "") -> subprocess.CompletedProcess[str]:
     (tmp_path / "allowed.txt").write_text(allowed)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANVIL_", "PYTEST_"))}
-    env["PYTHONPATH"] = str(REPO)
+    # Only xdist and the gate: the other installed plugins' imports cost seconds per run.
+    env.update(PYTHONPATH=str(REPO), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     if ci:
         env["ANVIL_CI"] = "1"
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.support.skip_gate", "-p", "no:cacheprovider",
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "xdist", "-p", "tests.support.skip_gate",
+                           "-p", "no:cacheprovider",
                            "-q", "-rs", f"--skips-allowed={tmp_path / 'allowed.txt'}", *args],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 

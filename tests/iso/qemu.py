@@ -75,6 +75,17 @@ class Vm:
             time.sleep(2)
         raise AssertionError(f"{url} did not answer in {timeout:.0f} s; serial console:\n{self.serial_text()[-4000:]}")
 
+    def wait_serial(self, marker: str, timeout: float) -> float:
+        """Seconds from QEMU's start until ``marker`` is on the serial console."""
+        deadline = self.started + timeout
+        while time.monotonic() < deadline:
+            if marker in self.serial_text():
+                return time.monotonic() - self.started
+            if not self.alive():
+                raise AssertionError(f"QEMU exited; serial console:\n{self.serial_text()[-3000:]}")
+            time.sleep(1)
+        raise AssertionError(f"{marker!r} not on the serial console in {timeout:.0f} s:\n{self.serial_text()[-4000:]}")
+
     def stop(self) -> None:
         """QMP quit, then SIGTERM and SIGKILL by PID, each bounded."""
         with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
