@@ -64,7 +64,7 @@ _IDS_AFTER = select(_B.id).where(_B.name > bindparam("after")).order_by(_B.name)
 
 
 def _nics(ids: Any) -> Any:
-    return (select(_N.blade_id, _N.name, _N.mac, SwitchRow.name, _N.port)
+    return (select(_N.blade_id, _N.name, _N.mac, SwitchRow.name, _N.port, _N.position)
             .outerjoin(SwitchRow, SwitchRow.id == _N.switch_id)
             .where(_N.blade_id.in_(ids)).order_by(_N.blade_id, _N.position))
 
@@ -247,7 +247,7 @@ class Inventory:
                 counted, blades, of_nics, of_bound, of_health = _PLAIN[bool(after)]
                 args = {"after": after, "n": limit}
                 total = counted.rows(conn)[0][0] or 0
-                rows = blades.rows(conn, after=after, lim=limit + 1)
+                rows: Sequence[Any] = sorted(blades.rows(conn, after=after, lim=limit + 1), key=lambda r: r[1])
             else:
                 count = select(func.count(b.id)).select_from(b)
                 if live is not None:
@@ -267,14 +267,14 @@ class Inventory:
             ids = [r[0] for r in rows]
             nics: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
             if plain:
-                nic_rows: Sequence[Any] = of_nics.rows(conn, **args)
+                nic_rows: Sequence[Any] = sorted(of_nics.rows(conn, **args), key=lambda r: (r[0], r[5]))
                 bound = {r[0]: (r[1], r[2]) for r in of_bound.rows(conn, **args)}
                 health = _health_rows(of_health.rows(conn, **args), datetime.now(UTC))
             else:
                 nic_rows = [r for chunk in _chunks(ids) for r in conn.execute(_NICS, {"ids": chunk}).all()]
                 bound = _bound(conn, ids)
                 health = latest_health(conn, ids)
-            for blade_id, name, mac, switch, port in nic_rows:
+            for blade_id, name, mac, switch, port, _position in nic_rows:
                 nics[blade_id].append({"name": name, "mac": mac, "switch": switch, "port": port})
         items = []
         for bid, name, state, driver, bmc, chassis, slot, cpus, mem, reason, compliance in rows:
