@@ -81,7 +81,6 @@ def _health_of(ids: Any) -> Any:
 
 
 _NICS, _BOUND, _HEALTH = _nics(_IDS), _bound_of(_IDS), _health_of(_IDS)
-# (NICs, bindings, health) of the first page, and of the page after a name
 # (count, blades, NICs, bindings, health) of the first page, and of the page after a name, on the
 # driver's cursor: the common page, sixteen clients at once.
 _PLAIN = {after: tuple(Prepared(st) for st in (_COUNT_ALL, _AFTER if after else _FIRST, _nics(ids),
@@ -90,7 +89,8 @@ _PLAIN = {after: tuple(Prepared(st) for st in (_COUNT_ALL, _AFTER if after else 
 
 
 def _compliance(raw: Any) -> Any:
-    """The facts' compliance reading: JSON text on SQLite (``null`` when absent), decoded by PostgreSQL's driver."""
+    """The facts' compliance reading: JSON text where the driver gives text (SQLite, ``null`` when
+    absent), already decoded where it decodes JSON itself (psycopg, a JSON-aggregated page)."""
     if isinstance(raw, str):
         return None if raw == "null" else json.loads(raw)
     return raw
