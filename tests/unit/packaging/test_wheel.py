@@ -21,7 +21,7 @@ def test_wheel_contains_assets_and_console_script(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for folder in ("pxe", "profiles", "firmware"):
         for src in (REPO / folder).rglob("*"):
-            if src.is_file():
+            if src.is_file() and "__pycache__" not in src.parts:   # bytecode caches are not assets
                 assert f"appliance/_assets/{src.relative_to(REPO)}" in names
     # snmpsim loads the lab switch's variation module from this directory, not by import.
     assert "appliance/lab/snmpsim_modules/writecache.py" in names
