@@ -199,6 +199,9 @@ class Settings(_Section):
     state_dir: Path
     secrets_key: Path | None = Field(None, description="Fernet key file; default STATE_DIR/secrets.key")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    cpus: Literal["one", "any"] = Field("one", description="one: every thread of an `anvil serve` process on one "
+                                                          "CPU, moved when another process crowds it "
+                                                          "(appliance.cpus); any: wherever the kernel puts them")
     store: StoreSettings = StoreSettings()
     api: ApiSettings = ApiSettings()
     boot: BootSettings = BootSettings()

@@ -143,6 +143,7 @@ class Workers:
     env: dict[str, str]
     procs: list[subprocess.Popen[bytes] | None] = field(default_factory=list)
     cleanup_dir: Path | None = None       # the socket's own directory, when it had to be made
+    on_spawn: Callable[[int], None] = lambda pid: None   # each child's pid, once started (appliance.cpus)
     _ready_dir: Path | None = None
 
     def _spawn(self, index: int) -> subprocess.Popen[bytes]:
@@ -153,7 +154,9 @@ class Workers:
         fd = self.listener.fileno()
         cmd = [*self.argv, "--role", "api", "--api-worker", f"{fd}:{os.getpid()}:{self.socket_path}",
                "--ready-file", str(ready)]
-        return subprocess.Popen(cmd, env=self.env, pass_fds=(fd,), stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, env=self.env, pass_fds=(fd,), stdin=subprocess.DEVNULL)
+        self.on_spawn(proc.pid)
+        return proc
 
     async def start(self) -> None:
         """Start every worker and wait until each accepts (or fail, naming the one that did not)."""

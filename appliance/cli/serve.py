@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from appliance import heap
+from appliance import cpus, heap
 from appliance.cli.context import CliContext, pass_ctx
 from appliance.config import Settings
 from appliance.errors import ListenError
@@ -215,7 +215,8 @@ async def run_api_worker(ctx: CliContext, spec: str, insecure_http: bool, ready_
         await session.close()
 
 
-async def _start_workers(settings: Settings, runner: object, insecure_http: bool) -> Workers:
+async def _start_workers(settings: Settings, runner: object, insecure_http: bool,
+                         keeper: cpus.Keeper | None) -> Workers:
     """``[api] workers``: open the API's socket here, serve the workers on a private unix socket, start them."""
     from aiohttp import web
 
@@ -231,7 +232,8 @@ async def _start_workers(settings: Settings, runner: object, insecure_http: bool
     argv = child_argv(config_path)
     if insecure_http:
         argv.append("--insecure-http")
-    workers = Workers(settings.api.workers, listener, path, argv, dict(os.environ), cleanup_dir=tmp)
+    workers = Workers(settings.api.workers, listener, path, argv, dict(os.environ), cleanup_dir=tmp,
+                      on_spawn=lambda pid: cpus.release(pid, keeper))
     try:
         await workers.start()
     except BaseException:
@@ -247,8 +249,23 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
 
     Role ``all`` runs the API, the engine, the monitor and the boot services in this process;
     ``control`` all but the boot services (systemd/anvil.service, beside anvil-boot.service);
-    ``api``, ``engine``, ``monitor`` or ``boot`` runs one of them.
+    ``api``, ``engine``, ``monitor`` or ``boot`` runs one of them. With ``cpus = "one"`` every
+    thread of the process runs on one CPU (appliance.cpus says why).
     """
+    keeper = cpus.hold_one_cpu() if ctx.settings.cpus == "one" else None
+    keeping = asyncio.create_task(keeper.run(), name="cpu-keeper") if keeper is not None else None
+    try:
+        await _run_role(ctx, insecure_http, ready_file, on_ready, role, region, api_worker, keeper)
+    finally:
+        if keeping is not None:
+            keeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeping
+
+
+async def _run_role(ctx: CliContext, insecure_http: bool, ready_file: str | None,
+                    on_ready: Callable[[str, str], None] | None, role: str, region: RegionOptions | None,
+                    api_worker: str | None, keeper: cpus.Keeper | None) -> None:
     if role == "boot":
         await run_boot_role(ctx, ready_file, region)
         return
@@ -335,7 +352,7 @@ async def run_appliance(ctx: CliContext, insecure_http: bool, ready_file: str | 
     metrics_runner = None
     try:
         if settings.api.workers:
-            workers = await _start_workers(settings, runner, insecure_http)
+            workers = await _start_workers(settings, runner, insecure_http, keeper)
         else:
             site = web.TCPSite(runner, host, int(port), ssl_context=ssl_ctx)
             try:
