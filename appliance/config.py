@@ -28,10 +28,24 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from appliance.configsource import (
+    SYSTEM_CONFIG,
+    SYSTEM_STATE_DIR,
+    default_config_path,
+    default_state_dir,
+    default_store_url,
+    env_keys,
+    is_system,
+    merge,
+    read_file,
+    user_state_dir,
+)
 from appliance.errors import ConfigError
 
-SYSTEM_CONFIG = Path("/etc/anvil/anvil.toml")
-SYSTEM_STATE_DIR = Path("/var/lib/anvil")
+# Where files and variables come from lives in appliance.configsource (no pydantic: the CLI's
+# quick start-up reads it too); re-exported here for the callers that know them from this module.
+__all__ = ["SYSTEM_CONFIG", "SYSTEM_STATE_DIR", "Settings", "default_config_path", "is_system", "load_settings",
+           "mask_url", "user_state_dir"]
 
 
 def _listen(value: str) -> str:
@@ -214,7 +228,7 @@ class Settings(_Section):
 
     @property
     def store_url(self) -> str:
-        return self.store.url or f"sqlite:///{self.state_dir / 'anvil.db'}"
+        return self.store.url or default_store_url(self.state_dir)
 
     @property
     def secrets_key_path(self) -> Path:
@@ -254,26 +268,6 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
-def _is_system(env: Mapping[str, str]) -> bool:
-    if env.get("ANVIL_SYSTEM") == "1":
-        return True
-    return os.geteuid() == 0 and "INVOCATION_ID" in env and "ANVIL_STATE_DIR" not in env
-
-
-def user_state_dir(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "state")
-    return Path(base) / "anvil"
-
-
-def default_config_path(env: Mapping[str, str]) -> Path:
-    if env.get("ANVIL_CONFIG"):
-        return Path(env["ANVIL_CONFIG"])
-    if _is_system(env):
-        return SYSTEM_CONFIG
-    state = Path(env["ANVIL_STATE_DIR"]) if env.get("ANVIL_STATE_DIR") else user_state_dir(env)
-    return state / "anvil.toml"
-
-
 _SECTIONS: dict[str, type[_Section]] = {
     "store": StoreSettings, "api": ApiSettings, "boot": BootSettings, "network": NetworkSettings,
     "storage": StorageSettings, "engine": EngineSection, "monitor": MonitorSection,
@@ -283,29 +277,12 @@ _SECTIONS: dict[str, type[_Section]] = {
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    top = {n for n in Settings.model_fields if n not in _SECTIONS and n != "config_file"}
-    for key, value in env.items():
-        if not key.startswith("ANVIL_"):
-            continue
-        name = key[len("ANVIL_"):].lower()
-        if name in top:
-            out[name] = value
-            continue
-        for section, model in _SECTIONS.items():
-            prefix = section + "_"
-            if name.startswith(prefix) and name[len(prefix):] in model.model_fields:
-                out.setdefault(section, {})[name[len(prefix):]] = value
+    for section, key, value in env_keys(env):
+        if section is None:
+            out[key] = value
+        elif key in _SECTIONS[section].model_fields:
+            out.setdefault(section, {})[key] = value
     return out
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = value
-    return merged
 
 
 def load_settings(config: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -318,14 +295,14 @@ def load_settings(config: Path | None = None, env: Mapping[str, str] | None = No
     file_data: dict[str, Any] = {}
     if path.exists():
         try:
-            file_data = tomllib.loads(path.read_text())
+            file_data = read_file(path)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{path}: {exc}") from exc
     elif config is not None:
         raise ConfigError(f"{path}: no such configuration file")
-    data = _merge(file_data, _env_overrides(env))
+    data = merge(file_data, _env_overrides(env))
     if "state_dir" not in data:
-        data["state_dir"] = str(SYSTEM_STATE_DIR if _is_system(env) else user_state_dir(env))
+        data["state_dir"] = str(default_state_dir(env))
     data["config_file"] = str(path) if path.exists() else None
     try:
         settings = Settings.model_validate(data)

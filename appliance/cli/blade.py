@@ -1,20 +1,22 @@
-"""anvil blade enroll|list|show|delete, and power|boot|inspect|health through the driver at once."""
+"""anvil blade enroll|list|show|delete, and power|boot|inspect|health through the driver at once.
+
+Imported for every blade command, ``anvil blade list`` among them, which must start in 0.3 s
+(issue 20): the services, the store and asyncio are imported by the commands that use them,
+and ``list`` reads a local SQLite store without SQLAlchemy (appliance.services.inventory_lite).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import yaml
 
 from appliance.cli.context import CliContext, pass_ctx
 from appliance.cli.output import Column, emit, output_option, table
-from appliance.drivers.errors import DriverError
 from appliance.drivers.protocols import (
     Bmc,
     BmcDriver,
@@ -26,14 +28,18 @@ from appliance.drivers.protocols import (
     Secret,
 )
 from appliance.errors import AnvilError, Issue, ValidationError
-from appliance.services.blades import BladeService, Enrollment, NicSpec
-from appliance.services.inventory import SORTS, BladeFilter, Inventory, age_text
+from appliance.services.blade_rows import SORTS, age_text
+
+if TYPE_CHECKING:
+    from appliance.services.blades import NicSpec
 
 T = TypeVar("T")
 
 
 def parse_nic(text: str) -> NicSpec:
     """``NAME=MAC`` or ``NAME=MAC@SWITCH:PORT``."""
+    from appliance.services.blades import NicSpec
+
     name, eq, rest = text.partition("=")
     if not eq or not name:
         raise click.BadParameter(f"{text!r} is not NAME=MAC[@SWITCH:PORT]", param_hint="--nic")
@@ -47,6 +53,8 @@ def parse_nic(text: str) -> NicSpec:
 
 
 def _facts_file(path: Path) -> dict[str, Any]:
+    import yaml
+
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -92,6 +100,8 @@ def enroll(ctx: CliContext, name: str, bmc: str, username: str, password_stdin: 
            no_verify_tls: bool, nics: tuple[str, ...], cpus: int | None, memory_gib: int | None,
            chassis: str | None, slot: int | None, facts_path: Path | None, rack: str | None) -> None:
     """Enrol a blade. The BMC password is read from stdin or ANVIL_BMC_PASSWORD, never an argument."""
+    from appliance.services.blades import BladeService, Enrollment
+
     facts = _facts_file(facts_path) if facts_path else {}
     if rack is not None:
         from appliance.services.racks import RackService
@@ -158,11 +168,29 @@ def list_(ctx: CliContext, state: str | None, filters: tuple[str, ...], search: 
             if not page["items"] or (sort == "name" and not after) or (sort != "name" and offset >= page["total"]):
                 break
     else:
-        rows = Inventory(ctx.store()).page(
-            BladeFilter(state=state, chassis=f.get("chassis"), profile=f.get("profile"),
-                        bound_tenant=f.get("tenant"), search=search), limit=1_000_000, sort=sort)[0]
+        rows = _read_local(ctx, state, f, search, sort)
     emit([blade_row(b) for b in rows] if fmt in ("table", "wide") else rows, fmt, columns=BLADE_COLUMNS,
          wide=BLADE_WIDE)
+
+
+def _read_local(ctx: CliContext, state: str | None, f: dict[str, str], search: str | None,
+                sort: str) -> list[dict[str, Any]]:
+    """The local inventory's blades: read straight from a SQLite store when it can be (no
+    SQLAlchemy to import), else through the Inventory service, which opens (creates, migrates)
+    the store. The same rows either way."""
+    db = None if search else ctx.sqlite_file()
+    if db is not None:
+        from appliance.services.inventory_lite import read_blades
+
+        got = read_blades(db, state=state, chassis=f.get("chassis"), profile=f.get("profile"),
+                          tenant=f.get("tenant"), sort=sort)
+        if got is not None:
+            return got
+    from appliance.services.inventory import BladeFilter, Inventory
+
+    return Inventory(ctx.store()).page(
+        BladeFilter(state=state, chassis=f.get("chassis"), profile=f.get("profile"),
+                    bound_tenant=f.get("tenant"), search=search), limit=1_000_000, sort=sort)[0]
 
 
 @blade.command("show")
@@ -191,6 +219,9 @@ def show(ctx: CliContext, name: str, fmt: str) -> None:
 
 def _local_detail(ctx: CliContext, name: str) -> dict[str, Any]:
     """What `blade show` shows: the blade, its profile and its last health sample."""
+    from appliance.services.blades import BladeService
+    from appliance.services.inventory import Inventory
+
     inv = Inventory(ctx.store())
     info = BladeService(ctx.store(), ctx.box()).get(name).public()
     info["profile"] = inv.bound_profile(name)
@@ -213,12 +244,16 @@ def _fact(value: Any) -> str:
 @pass_ctx
 def delete(ctx: CliContext, name: str) -> None:
     """Remove a blade that holds no profile."""
+    from appliance.services.blades import BladeService
+
     BladeService(ctx.store(), ctx.box()).delete(name)
     click.echo(f"deleted blade {name}")
 
 
 def _with_driver(ctx: CliContext, name: str, fn: Callable[[BmcDriver, Bmc], Awaitable[T]]) -> T:
     """Run ``fn`` with the blade's driver on a fresh event loop; the driver is closed afterwards."""
+    import asyncio
+
 
     async def run() -> T:
         # Imported here: listing blades needs no driver (and drivers cost CLI start-up time).
@@ -242,6 +277,10 @@ async def confirm_power(driver: BmcDriver, bmc: Bmc, want: PowerState, timeout: 
     A retryable driver error while polling (a BMC busy with the change) is tried again
     until the deadline; a fatal one is raised at once.
     """
+    import asyncio
+
+    from appliance.drivers.errors import DriverError
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     last: PowerState | str = "unknown"
@@ -291,6 +330,8 @@ def maintenance(ctx: CliContext, name: str, mode: str, reason: str) -> None:
         got = ctx.remote.json("POST", f"/blades/{name}/maintenance", json_body={"on": mode == "on", "reason": reason})
         click.echo(f"blade {name} is {got['state']}")
         return
+    from appliance.services.blades import BladeService
+
     info = BladeService(ctx.store(), ctx.box()).set_maintenance(name, mode == "on", reason=reason)
     click.echo(f"blade {name} is {info.state}")
 
@@ -362,6 +403,8 @@ def inspect(ctx: CliContext, name: str, fmt: str) -> None:
 
     async def act(driver: BmcDriver, bmc: Bmc) -> Any:
         return await driver.facts(bmc)
+
+    from appliance.services.blades import BladeService
 
     found = _with_driver(ctx, name, act)
     info = BladeService(ctx.store(), ctx.box()).apply_facts(name, found)

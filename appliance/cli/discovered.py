@@ -10,8 +10,9 @@ import click
 from appliance.cli.blade import _facts_file, _password, blade, parse_nic
 from appliance.cli.context import CliContext, pass_ctx
 from appliance.cli.output import emit, output_option
-from appliance.services.blades import BladeService, Enrollment
-from appliance.services.discovered import DiscoveredService
+
+# The services are imported by the commands: this module is loaded with every blade command,
+# `anvil blade list` among them (CLI start-up, issue 20).
 
 
 @blade.group("discovered", invoke_without_command=True)
@@ -22,6 +23,8 @@ def discovered(click_ctx: click.Context, ctx: CliContext, fmt: str) -> None:
     """Machines that booted on the provisioning network unknown: list (default), dismiss, enroll."""
     if click_ctx.invoked_subcommand is not None:
         return
+    from appliance.services.discovered import DiscoveredService
+
     rows = [d.public() for d in DiscoveredService(ctx.store()).list()]
     if fmt == "table":
         rows = [{"mac": r["mac"], "uuid": r["uuid"] or "", "from": r["peer"] or "", "lastSeen": r["lastSeen"][:19],
@@ -34,6 +37,8 @@ def discovered(click_ctx: click.Context, ctx: CliContext, fmt: str) -> None:
 @pass_ctx
 def dismiss(ctx: CliContext, mac: str) -> None:
     """Forget a discovered machine (it posts again when it next boots unknown)."""
+    from appliance.services.discovered import DiscoveredService
+
     DiscoveredService(ctx.store()).dismiss(mac)
     click.echo(f"dismissed {mac}")
 
@@ -53,6 +58,9 @@ def dismiss(ctx: CliContext, mac: str) -> None:
 def enroll(ctx: CliContext, mac: str, name: str, bmc: str, username: str, password_stdin: bool, driver: str | None,
            no_verify_tls: bool, nics: tuple[str, ...], facts_file: Path | None) -> None:
     """Enrol a discovered machine as blade NAME (its MAC becomes a NIC, its facts the blade's)."""
+    from appliance.services.blades import BladeService, Enrollment
+    from appliance.services.discovered import DiscoveredService
+
     req = Enrollment(name=name, bmc=bmc, username=username, password=_password(password_stdin), driver=driver,
                      verify_tls=not no_verify_tls, nics=tuple(parse_nic(n) for n in nics),
                      facts=_facts_file(facts_file) if facts_file else {})

@@ -106,17 +106,17 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: bool, url: str | 
         ca_cert: Path | None, insecure: bool) -> None:
     """Anvil: stamp server profiles onto bare-metal blades."""
     from appliance.cli.context import CliContext
-    from appliance.config import load_settings
-    from appliance.store.audit import Actor, set_actor
+    from appliance.store.actor import Actor, set_actor
 
-    settings = load_settings(config_path)
+    # The settings now: a bad configuration fails every command (the context validates it,
+    # or sees that it names only where the state and store are, which cannot be bad).
+    obj = CliContext.load(config_path)
     # Commands stay quiet unless -v; `serve` raises the level to the configured one.
     logging.basicConfig(level="DEBUG" if verbose else "WARNING",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # Changes made by this command are audited as the OS user (DESIGN §7).
     set_actor(Actor(who=f"local:{getpass.getuser()}", origin="cli"))
     ctx.call_on_close(lambda: set_actor(None))  # the actor is this command's, not the process's
-    obj = CliContext(settings=settings)
     if url:
         from appliance.cli.remote import Remote
 

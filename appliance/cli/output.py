@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import click
-import yaml
 
 FORMATS = click.Choice(["table", "json", "yaml"])
 LIST_FORMATS = click.Choice(["table", "wide", "json", "yaml"])
@@ -84,6 +83,8 @@ def emit(data: Any, fmt: str, *, columns: Sequence[Column] | None = None,
     if fmt == "json":
         click.echo(json.dumps(data, indent=2, default=str))
     elif fmt == "yaml":
+        import yaml  # here: the other formats need none (CLI start-up)
+
         click.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip())
     elif isinstance(data, list):
         cols = (wide or columns) if fmt == "wide" else columns

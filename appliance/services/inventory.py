@@ -13,7 +13,6 @@ its power and health as the monitor last sampled them, with the sample's age.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,27 +23,30 @@ from sqlalchemy.orm import Session
 
 from appliance.errors import Issue, NotFound, ValidationError
 from appliance.services import scope as lookup
+from appliance.services.blade_rows import (
+    COMPLIANCE_FACT,
+    NO_HEALTH,
+    SORTS,
+    age_text,
+    blade_item,
+    firmware_cell,
+    health_rows,
+)
 from appliance.services.scope import Scope
 from appliance.store import Store
 from appliance.store.prepared import Prepared
 from appliance.store.tables import BindingRow, BladeHealthRow, BladeNicRow, BladeRow, ProfileRow, SwitchRow
 
-COMPLIANCE_FACT = "firmwareCompliance"   # a blade's facts key: its last firmware compliance reading
-
-
-def firmware_cell(got: Any) -> str | None:
-    """A blade list cell from the last compliance reading: ``lab-2026 ✓`` or ``lab-2026: BIOS 1.0.0
-    (want 2.19.1)``; None when the blade was never checked."""
-    if not isinstance(got, dict):
-        return None
-    return f"{got.get('baseline')} ✓" if got.get("compliant") else f"{got.get('baseline')}: {got.get('summary')}"
+# Re-exported: how a listed blade is built (appliance.services.blade_rows, shared with the CLI's
+# SQLite read) is known to callers from here.
+__all__ = ["COMPLIANCE_FACT", "NO_HEALTH", "SORTS", "BladeFilter", "Inventory", "age_text", "check_sort",
+           "firmware_cell", "latest_health"]
 
 S = TypeVar("S", bound=Select)  # type: ignore[type-arg]
 
 CAPACITY_STATES = ("spare", "stamped", "failed", "maintenance")
 # Blade states counted as "stamped" on the dashboard: bound, or on the way in or out.
 STAMPED = frozenset({"stamping", "active", "releasing", "fenced"})
-SORTS = ("name", "state", "chassis", "profile", "tenant")
 _CHUNK = 900    # ids per IN (…): below every SQLite's bound-parameter limit
 
 # The statements of a page, built once: building them (coercing every column and clause) cost
@@ -88,14 +90,6 @@ _PLAIN = {after: tuple(Prepared(st) for st in (_COUNT_ALL, _AFTER if after else 
           for after, ids in ((False, _IDS_FIRST), (True, _IDS_AFTER))}
 
 
-def _compliance(raw: Any) -> Any:
-    """The facts' compliance reading: JSON text where the driver gives text (SQLite, ``null`` when
-    absent), already decoded where it decodes JSON itself (psycopg, a JSON-aggregated page)."""
-    if isinstance(raw, str):
-        return None if raw == "null" else json.loads(raw)
-    return raw
-
-
 @dataclass(frozen=True, slots=True)
 class BladeFilter:
     state: str | None = None
@@ -132,16 +126,6 @@ def _chunks(ids: list[int]) -> Iterable[list[int]]:
         yield ids[i:i + _CHUNK]
 
 
-def age_text(seconds: float | None) -> str:
-    """``12s``, ``4m``, ``3h``, ``2d``: how old a sample is, short enough for a table cell."""
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
-
-
 def latest_health(s: Session | Connection, blade_ids: list[int],
                   now: datetime | None = None) -> dict[int, dict[str, Any]]:
     """The monitor's last sample of each blade: power, health, when, and its age in seconds.
@@ -151,29 +135,8 @@ def latest_health(s: Session | Connection, blade_ids: list[int],
     conn = s.connection() if isinstance(s, Session) else s
     out: dict[int, dict[str, Any]] = {}
     for chunk in _chunks(blade_ids):
-        out.update(_health_rows(conn.execute(_HEALTH, {"ids": chunk}).all(), now))
+        out.update(health_rows(conn.execute(_HEALTH, {"ids": chunk}).all(), now))
     return out
-
-
-def _health_rows(rows: Iterable[Any], now: datetime) -> dict[int, dict[str, Any]]:
-    out: dict[int, dict[str, Any]] = {}
-    parse, utc = datetime.fromisoformat, UTC
-    for blade_id, raw, ok, power, health, detail in rows:
-        # Read as text on SQLite (the column type's own parser costs more than the rest of a
-        # row): ISO 8601 either way, and stored in UTC.
-        at = parse(raw) if isinstance(raw, str) else raw
-        if at.tzinfo is None:
-            at = at.replace(tzinfo=utc)
-        age = (now - at).total_seconds()
-        out[blade_id] = {"power": power, "health": health or ("unreachable" if not ok else None),
-                         "healthOk": bool(ok),   # SQLite's driver gives 0/1
-                         "healthDetail": detail or None, "healthAt": at.isoformat(),
-                         "healthAge": int(age) if age > 0 else 0}
-    return out
-
-
-NO_HEALTH = {"power": None, "health": None, "healthOk": None, "healthDetail": None, "healthAt": None,
-             "healthAge": None}
 
 
 def _live() -> Any:
@@ -269,21 +232,14 @@ class Inventory:
             if plain:
                 nic_rows: Sequence[Any] = sorted(of_nics.rows(conn, **args), key=lambda r: (r[0], r[5]))
                 bound = {r[0]: (r[1], r[2]) for r in of_bound.rows(conn, **args)}
-                health = _health_rows(of_health.rows(conn, **args), datetime.now(UTC))
+                health = health_rows(of_health.rows(conn, **args), datetime.now(UTC))
             else:
                 nic_rows = [r for chunk in _chunks(ids) for r in conn.execute(_NICS, {"ids": chunk}).all()]
                 bound = _bound(conn, ids)
                 health = latest_health(conn, ids)
             for blade_id, name, mac, switch, port, _position in nic_rows:
                 nics[blade_id].append({"name": name, "mac": mac, "switch": switch, "port": port})
-        items = []
-        for bid, name, state, driver, bmc, chassis, slot, cpus, mem, reason, compliance in rows:
-            got = bound.get(bid)
-            items.append({"name": name, "state": state, "driver": driver, "bmc": bmc, "chassis": chassis,
-                          "slot": slot, "cpus": cpus, "memoryGiB": mem, "nics": nics[bid],
-                          "profile": f"{got[0]}/{got[1]}" if got else None, "tenant": got[0] if got else None,
-                          "stateReason": reason, "firmware": firmware_cell(_compliance(compliance)),
-                          **health.get(bid, NO_HEALTH)})
+        items = [blade_item(r, nics[r[0]], bound.get(r[0]), health.get(r[0], NO_HEALTH)) for r in rows]
         return items, (rows[-1][1] if more and rows and sort == "name" else None), total
 
     def health_of(self, name: str) -> dict[str, Any]:

@@ -20,16 +20,17 @@ PostgreSQL: a transaction-level advisory lock).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event, func, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+# Re-exported: the actor is set where changes are made, and read here (appliance.store.actor).
+from appliance.store.actor import Actor as Actor
+from appliance.store.actor import acting_as as acting_as
+from appliance.store.actor import current_actor as current_actor
+from appliance.store.actor import set_actor as set_actor
 from appliance.store.audit_seal import GENESIS, AuditSeal, Head, unkeyed_hash
 from appliance.store.tables import AuditRow, utcnow
 
@@ -52,35 +53,6 @@ SECRET_COLUMNS = frozenset({"password_enc", "privacy_enc", "password_hash", "tok
                             "csrf_token", "secret_enc"})
 # Bookkeeping that changes with every write and says nothing about the change.
 NOISE_COLUMNS = frozenset({"updated_at", "failed_logins", "locked_until"})
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who makes the changes: ``who`` (``local:alice``, ``user:bob``, ``token:ci``), and from where."""
-
-    who: str
-    origin: str
-
-
-_actor: ContextVar[Actor | None] = ContextVar("anvil_actor", default=None)
-
-
-def current_actor() -> Actor | None:
-    return _actor.get()
-
-
-def set_actor(actor: Actor | None) -> None:
-    """Set the actor for the rest of this context (a CLI call, a request's task)."""
-    _actor.set(actor)
-
-
-@contextmanager
-def acting_as(actor: Actor) -> Iterator[None]:
-    token = _actor.set(actor)
-    try:
-        yield
-    finally:
-        _actor.reset(token)
 
 
 def _plain(value: Any) -> Any:
@@ -126,7 +98,7 @@ def _key(obj: Any) -> str:
 
 
 def _before_flush(session: Session, _ctx: Any, _instances: Any) -> None:
-    actor = _actor.get()
+    actor = current_actor()
     if actor is None:
         return
     pending: dict[tuple[str, str], dict[str, Any]] = session.info.setdefault(_PENDING, {})
@@ -254,7 +226,7 @@ def install(factory: sessionmaker[Session]) -> None:
 def record(session: Session, *, action: str, resource: str, name: str, tenant: str | None = None,
            before: dict[str, Any] | None = None, after: dict[str, Any] | None = None) -> None:
     """Add an entry for a change that is not a row of an audited table (power, boot: acts on hardware)."""
-    actor = _actor.get()
+    actor = current_actor()
     if actor is None:
         return
     pending: dict[tuple[str, str], dict[str, Any]] = session.info.setdefault(_PENDING, {})

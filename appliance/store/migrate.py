@@ -1,7 +1,9 @@
 """Alembic, driven from code: migrations are applied automatically at start.
 
 Alembic is imported only when the schema is behind ``HEAD`` (most starts are
-not), which keeps every CLI call fast. A test checks HEAD against the scripts.
+not), which keeps every CLI call fast. A test checks HEAD against the scripts. SQLAlchemy
+is imported by the functions that need it: ``anvil blade list`` reads HEAD without it
+(appliance.services.inventory_lite).
 
 An upgrade is all or nothing: every pending migration runs in one transaction (PostgreSQL
 and SQLite both roll DDL back), so a failing one leaves the store at the revision it had,
@@ -17,11 +19,9 @@ from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError
-
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy import Engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 HEAD = "0022"
@@ -36,6 +36,9 @@ def alembic_config(scripts: Path = MIGRATIONS) -> Config:
 
 
 def current_revision(engine: Engine) -> str | None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
     try:
         with engine.connect() as conn:
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
