@@ -277,7 +277,8 @@ _SECTIONS: dict[str, type[_Section]] = {
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for section, key, value in env_keys(env):
+    top = {n for n in Settings.model_fields if n not in _SECTIONS and n != "config_file"}
+    for section, key, value in env_keys(env, top, _SECTIONS):
         if section is None:
             out[key] = value
         elif key in _SECTIONS[section].model_fields:

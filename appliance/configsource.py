@@ -12,7 +12,7 @@ answers for that command when the configuration names nothing but ``state_dir`` 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,9 @@ from typing import Any
 SYSTEM_CONFIG = Path("/etc/anvil/anvil.toml")
 SYSTEM_STATE_DIR = Path("/var/lib/anvil")
 STORE_FILE = "anvil.db"
-# The settings' top-level keys and sections as ``ANVIL_*`` variables name them; appliance.config
-# builds its models' lists from these and a test checks them against the models' fields.
-TOP_KEYS = ("state_dir", "secrets_key", "log_level")
+# The settings' top-level keys and sections as ``ANVIL_*`` variables name them, for quick_location;
+# appliance.config reads its models' own, and a test checks these against them.
+TOP_KEYS = ("state_dir", "secrets_key", "log_level", "cpus")
 SECTIONS = ("store", "api", "boot", "network", "storage", "engine", "monitor", "metrics")
 # What quick_location understands: (section or None for a top-level key, key).
 _QUICK_KEYS = frozenset({(None, "state_dir"), ("store", "url")})
@@ -59,18 +59,20 @@ def default_store_url(state_dir: Path) -> str:
     return f"sqlite:///{state_dir / STORE_FILE}"
 
 
-def env_keys(env: Mapping[str, str]) -> Iterator[tuple[str | None, str, str]]:
+def env_keys(env: Mapping[str, str], top: Collection[str] = TOP_KEYS,
+             sections: Collection[str] = SECTIONS) -> Iterator[tuple[str | None, str, str]]:
     """``(section, key, value)`` of each ``ANVIL_*`` variable shaped like a setting: section None
     for a top-level key (``ANVIL_STATE_DIR``), else ``ANVIL_<SECTION>_<KEY>``. Whether the key is
-    one of the section's fields is for appliance.config to say (it knows them)."""
+    one of the section's fields is for appliance.config to say (it knows them, and passes its
+    models' names)."""
     for name, value in env.items():
         if not name.startswith("ANVIL_"):
             continue
         key = name[len("ANVIL_"):].lower()
-        if key in TOP_KEYS:
+        if key in top:
             yield None, key, value
             continue
-        for section in SECTIONS:
+        for section in sections:
             if key.startswith(section + "_"):
                 yield section, key[len(section) + 1:], value
                 break

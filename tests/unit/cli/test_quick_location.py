@@ -55,6 +55,7 @@ LEFT: list[tuple[str | None, dict[str, str]]] = [
     ('[api]\nlisten = "0.0.0.0:9443"\n', {}),                  # valid, but more than it reads
     (None, {"ANVIL_API_LISTEN": "0.0.0.0:9443"}),
     (None, {"ANVIL_LOG_LEVEL": "DEBUG"}),
+    (None, {"ANVIL_CPUS": "any"}),
     ('log_level = "LOUD"\n', {}),                                # invalid: the settings say so
     ('[network]\nparking_vlan = 5000\n', {}),
     ('state_dir = 5\n', {}),
