@@ -126,12 +126,14 @@ class Keeper:
     async def run(self) -> None:
         """Check after :data:`FIRST_CHECK_S`, then every :data:`CHECK_EVERY_S` give or take a
         quarter, so two processes checking at once do not keep trading places; until cancelled."""
-        self.check()
-        delay = FIRST_CHECK_S
+        delay = 0.0           # the first check only takes the baseline the next one measures from
         while True:
             await asyncio.sleep(delay)
-            self.check()
-            delay = CHECK_EVERY_S * random.uniform(0.75, 1.25)
+            try:
+                self.check()
+            except (OSError, ValueError) as exc:   # /proc unreadable or odd: stay where we are
+                log.debug("CPU check skipped: %s", exc)
+            delay = FIRST_CHECK_S if delay == 0.0 else CHECK_EVERY_S * random.uniform(0.75, 1.25)
 
 
 def hold_one_cpu() -> Keeper | None:

@@ -69,3 +69,22 @@ def test_release_gives_a_child_every_cpu_back() -> None:
     finally:
         child.kill()
         child.wait(timeout=5)
+
+
+def test_the_keeper_keeps_checking_when_proc_stat_cannot_be_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    calls: list[int] = []
+
+    def unreadable() -> str:
+        calls.append(1)
+        raise OSError("no /proc here")
+
+    async def fast_sleep(_delay: float) -> None:
+        if len(calls) >= 3:
+            raise asyncio.CancelledError
+    monkeypatch.setattr(cpus.asyncio, "sleep", fast_sleep)
+    keeper = cpus.Keeper(frozenset({0, 1}), 0, stat=unreadable, place=lambda cpu: None)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(keeper.run())
+    assert len(calls) == 3 and keeper.cpu == 0
