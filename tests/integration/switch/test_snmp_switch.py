@@ -118,7 +118,7 @@ async def test_v3_wrong_auth_key_is_auth_failed(snmp_switch: SnmpSwitch) -> None
 
 async def test_ifindex_mapping_from_bridge_mib(tmp_path: Path, driver: SnmpSwitchDriver) -> None:
     with SnmpSwitch(tmp_path / "sim", ports=8, vlans=(1, 10), community="c", ifindex_offset=1000) as sw:
-        mapped = SwitchRef(name="sw2", address=f"{sw.address}?ifindex=bridge", password=Secret("c"), timeout=2.0)
+        mapped = SwitchRef(name="sw2", address=f"{sw.address}?ifindex=bridge", password=Secret("c"), timeout=10.0)
         await driver.set_port(mapped, "3", PortConfig(native=10, up=False))
         assert await driver.get_port(mapped, "3") == PortConfig(native=10, up=False)
         assert (await driver.get_port(mapped, "4")).up
@@ -128,7 +128,7 @@ async def test_ifindex_mapping_from_bridge_mib(tmp_path: Path, driver: SnmpSwitc
 
 async def test_agent_commit_failure_is_a_retryable_bmc_failure(tmp_path: Path, driver: SnmpSwitchDriver) -> None:
     with SnmpSwitch(tmp_path / "sim", ports=8, vlans=(1, 10, 20), community="c", fail_vlans=(20,)) as sw:
-        ref = SwitchRef(name="sw3", address=sw.address, password=Secret("c"), timeout=2.0)
+        ref = SwitchRef(name="sw3", address=sw.address, password=Secret("c"), timeout=10.0)
         await driver.set_port(ref, "2", PortConfig(native=10))
         with pytest.raises(BmcFailure, match="commitFailed") as err:
             await driver.set_port(ref, "2", PortConfig(native=20))
