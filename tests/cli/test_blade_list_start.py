@@ -23,6 +23,7 @@ from appliance.store import open_store
 from appliance.store.migrate import HEAD, upgrade
 from appliance.store.tables import BindingRow, BladeRow, ProfileRow
 from tests.cli.conftest import Anvil
+from tests.support.profiles import one_nic_profile
 
 HEAVY = ("sqlalchemy", "pydantic", "yaml", "cryptography", "asyncio")
 # Runs the command as the console script does, then says which heavy packages it imported.
@@ -32,14 +33,6 @@ atexit.register(lambda: print("HEAVY", sorted({m.partition(".")[0] for m in sys.
 sys.argv[0] = "anvil"
 from appliance.cli.main import main
 main()
-"""
-PROFILE = """apiVersion: anvil/v1
-kind: ServerProfile
-metadata: {{name: {name}, tenant: {tenant}}}
-spec:
-  identity:
-    nics:
-      - {{name: eth0, mac: "02:a0:00:00:00:{mac:02x}"}}
 """
 
 
@@ -71,7 +64,7 @@ def _fill(anvil: Anvil, state_dir: Path, tmp_path: Path) -> None:
               "--slot", str(5 - i), input="pw\n")
     anvil("blade", "maintenance", "blade-03", "on", "--reason", "fan swap")
     for n, (name, tenant) in enumerate((("web-01", "acme"), ("db-01", "globex")), 1):
-        (tmp_path / f"{name}.yaml").write_text(PROFILE.format(name=name, tenant=tenant, mac=n))
+        (tmp_path / f"{name}.yaml").write_text(one_nic_profile(name, tenant, n))
         anvil("profile", "import", str(tmp_path / f"{name}.yaml"))
     store = open_store(f"sqlite:///{state_dir / 'anvil.db'}", migrate=False)
     try:

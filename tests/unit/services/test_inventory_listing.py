@@ -18,15 +18,7 @@ from appliance.services.inventory import COMPLIANCE_FACT, BladeFilter, Inventory
 from appliance.services.profiles import ProfileService
 from appliance.store import Store
 from appliance.store.tables import BindingRow, BladeRow, ProfileRow
-
-DOC = """apiVersion: anvil/v1
-kind: ServerProfile
-metadata: {{name: {name}, tenant: {tenant}}}
-spec:
-  identity:
-    nics:
-      - {{name: eth0, mac: "02:a0:00:00:00:{mac:02x}"}}
-"""
+from tests.support.profiles import one_nic_profile
 
 
 def bind(store: Store, tenant: str, profile: str, blade: str) -> None:
@@ -48,7 +40,7 @@ def rack(store: Store, tmp_path: Path) -> Store:
                                  nics=(NicSpec("eth0", f"aa:00:00:00:00:{i:02x}"),)))
     profiles = ProfileService(store)
     for n, (name, tenant) in enumerate((("web-01", "acme"), ("db-01", "globex"), ("app-01", "acme")), 1):
-        profiles.import_document(DOC.format(name=name, tenant=tenant, mac=n))
+        profiles.import_document(one_nic_profile(name, tenant, n))
     bind(store, "acme", "web-01", "bl-04")
     bind(store, "globex", "db-01", "bl-02")
     bind(store, "acme", "app-01", "bl-05")

@@ -27,15 +27,7 @@ from appliance.services.switches import SwitchService
 from appliance.store import Store, open_store
 from appliance.store.migrate import HEAD
 from appliance.store.tables import BindingRow, BladeRow, ProfileRow
-
-DOC = """apiVersion: anvil/v1
-kind: ServerProfile
-metadata: {{name: {name}, tenant: {tenant}}}
-spec:
-  identity:
-    nics:
-      - {{name: eth0, mac: "02:a0:00:00:00:{mac:02x}"}}
-"""
+from tests.support.profiles import one_nic_profile
 
 
 def _bind(store: Store, tenant: str, profile: str, blade: str, state: str = "live", blade_state: str = "active",
@@ -79,7 +71,7 @@ def db(tmp_path: Path) -> Iterator[Path]:
         profiles = ProfileService(store)
         for n, (name, tenant) in enumerate((("web-01", "acme"), ("db-01", "globex"), ("app-01", "acme"),
                                             ("web-01", "globex"), ("old-01", "acme")), 1):
-            profiles.import_document(DOC.format(name=name, tenant=tenant, mac=n))
+            profiles.import_document(one_nic_profile(name, tenant, n))
         _bind(store, "acme", "web-01", "bl-04")
         _bind(store, "globex", "db-01", "bl-02")
         _bind(store, "acme", "app-01", "bl-05", blade_state="stamping")

@@ -20,15 +20,7 @@ from appliance.services.users import UserService
 from appliance.store import Store
 from appliance.store.audit import Actor, acting_as
 from appliance.store.tables import JobRow
-
-DOC = """apiVersion: anvil/v1
-kind: ServerProfile
-metadata: {{name: {name}, tenant: {tenant}}}
-spec:
-  identity:
-    nics:
-      - {{name: eth0, mac: "02:a0:00:00:00:{mac:02x}"}}
-"""
+from tests.support.profiles import one_nic_profile
 
 
 @pytest.fixture
@@ -39,7 +31,7 @@ def seeded(store: Store, tmp_path: Path) -> Store:
             name=f"rf-0{i}", bmc=f"fake://rf-0{i}", username="u", password=Secret("p"),
             nics=(NicSpec("eth0", f"aa:00:00:00:00:0{i}"),)))
     for n, (name, tenant) in enumerate((("web-01", "acme"), ("db-01", "globex")), 1):
-        ProfileService(store).import_document(DOC.format(name=name, tenant=tenant, mac=n))
+        ProfileService(store).import_document(one_nic_profile(name, tenant, n))
     UserService(store).add("alice", "alice-pass-1", role="operator", tenant="acme")
     return store
 

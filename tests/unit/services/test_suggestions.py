@@ -17,22 +17,14 @@ from appliance.services.pools import PoolService
 from appliance.services.profiles import PROFILE, ProfileService
 from appliance.services.scope import Scope
 from appliance.store import Store
-
-DOC = """apiVersion: anvil/v1
-kind: ServerProfile
-metadata: {{name: {name}, tenant: {tenant}}}
-spec:
-  identity:
-    nics:
-      - {{name: eth0, mac: "02:a0:00:00:00:{mac:02x}"}}
-"""
+from tests.support.profiles import one_nic_profile
 
 
 @pytest.fixture
 def seeded(store: Store, tmp_path: Path) -> Store:
     svc = ProfileService(store)
     for i, (name, tenant) in enumerate((("web-01", "acme"), ("web-02", "acme"), ("db-01", "globex")), 1):
-        svc.import_document(DOC.format(name=name, tenant=tenant, mac=i))
+        svc.import_document(one_nic_profile(name, tenant, i))
     ensure_key(tmp_path / "secrets.key")
     blades = BladeService(store, SecretBox(tmp_path / "secrets.key"))
     for i in (1, 2):
