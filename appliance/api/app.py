@@ -37,6 +37,7 @@ from appliance.api.keys import (
     STORE,
     TOKENS,
     USERS,
+    WRITES,
 )
 from appliance.api.offload import Offload, Reads
 from appliance.api.readiness import Readiness, readiness
@@ -173,6 +174,7 @@ async def _close_offload(app: web.Application) -> None:
     app[OFFLOAD].close()
     app[READS].close()
     app[CHECKS].close()
+    app[WRITES].close()
 
 
 def _sources(store: Store, engine: Engine | None) -> Sources:
@@ -196,6 +198,7 @@ def create_app(settings: Settings, store: Store, *, engine: Engine | None = None
     app[OFFLOAD] = Offload()
     app[READS] = Reads()
     app[CHECKS] = Reads(workers=2)
+    app[WRITES] = Reads(workers=1 if store.is_sqlite else 4, name="anvil-write")
     app.on_cleanup.append(_close_offload)
     app[TOKENS] = TokenService(store)
     app[USERS] = UserService(store)

@@ -24,6 +24,7 @@ OPENAPI = web.AppKey("openapi", dict)
 OFFLOAD = web.AppKey("offload", Offload)     # CPU-bound request work (document parsing), off the loop
 READS = web.AppKey("reads", Reads)           # list pages' reads and renders, off the loop and the default pool
 CHECKS = web.AppKey("checks", Reads)         # bearer-token checks: every request's first step, on threads of their own
+WRITES = web.AppKey("writes", Reads)         # job submissions and node holds: one writer (appliance.api.offload)
 PRINCIPAL = web.RequestKey("principal", Principal)
 QUERY = web.RequestKey("query", dict)        # checked and converted query parameters
 BODY = web.RequestKey("body", object)        # the checked JSON body, or the raw bytes of a document

@@ -246,9 +246,13 @@ class BaremetalService:
             s.flush()
             return records(s, [row])[0]
 
-    def update(self, scope: Scope, ident: str, fields: NodeFields) -> NodeRecord:
+    def update(self, scope: Scope, ident: str, fields: NodeFields | Callable[[NodeRecord], NodeFields]) -> NodeRecord:
+        """Set ``fields``, or what ``fields(node)`` makes of the node as it is inside this write (a
+        patch: read and written in one transaction, so concurrent patches of one node all land)."""
         with self._store.write() as s:
-            blade = lookup.blade_row_by_ident(s, scope, ident)
+            blade = lookup.blade_row_by_ident(s, scope, ident, lock=True)
+            if callable(fields):
+                fields = fields(records(s, [blade])[0])
             edge = _edge(s, blade.id)
             for name in ("extra", "instance_info", "properties", "driver_info"):
                 value = getattr(fields, name)
@@ -269,7 +273,7 @@ class BaremetalService:
         hold returns it to the spares unless an admin's maintenance holds it. ``facts`` (an
         inspection's) go into the inventory in the same transaction."""
         with self._store.write() as s:
-            blade = lookup.blade_row_by_ident(s, scope, ident)
+            blade = lookup.blade_row_by_ident(s, scope, ident, lock=True)
             if s.scalar(select(BindingRow.id).where(BindingRow.blade_id == blade.id, BindingRow.state == "live")):
                 raise Conflict(f"blade {blade.name!r} is bound to a profile")
             edge = _edge(s, blade.id)

@@ -153,12 +153,14 @@ def blade_row(s: Session, scope: Scope, name: str) -> BladeRow:
 UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
-def blade_row_by_ident(s: Session, scope: Scope, ident: str) -> BladeRow:
+def blade_row_by_ident(s: Session, scope: Scope, ident: str, *, lock: bool = False) -> BladeRow:
     """The blade named by its UUID or by its name (as Bare Metal API clients name nodes); a
-    tenant sees only the blades bound to its profiles. NotFound (without a hint) otherwise."""
+    tenant sees only the blades bound to its profiles. NotFound (without a hint) otherwise.
+    ``lock``: the blade's row is locked until the transaction ends (PostgreSQL; SQLite has one writer)."""
     column = BladeRow.uuid if UUID_TEXT.fullmatch(ident) else BladeRow.name
-    row = s.scalar(blades_in_sight(select(BladeRow).where(
-        column == (ident.lower() if column is BladeRow.uuid else ident)), scope))
+    stmt = blades_in_sight(select(BladeRow).where(column == (ident.lower() if column is BladeRow.uuid else ident)),
+                           scope)
+    row = s.scalar(stmt.with_for_update(of=BladeRow) if lock else stmt)
     if row is None:
         raise NotFound("blade", ident)
     return row

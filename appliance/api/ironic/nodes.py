@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -24,7 +25,7 @@ from appliance.api.ironic.errors import IronicError, NotImplementedHere
 from appliance.api.ironic.patch import PATCHABLE, apply
 from appliance.api.ironic.states import Provision, provision
 from appliance.api.ironic.versions import base_url, links, links_at
-from appliance.api.keys import HARDWARE, READS, SETTINGS, STORE
+from appliance.api.keys import HARDWARE, READS, SETTINGS, STORE, WRITES
 from appliance.api.spec import scope_of
 from appliance.domain.names import NAME_RE
 from appliance.drivers.protocols import PowerState, Secret
@@ -210,7 +211,7 @@ async def live_power(request: web.Request, r: NodeRecord) -> str | None:
     """The BMC's answer now, within 3 s; the monitor's last reading if the BMC does not answer."""
     try:
         async with asyncio.timeout(3):
-            driver, bmc = await asyncio.to_thread(request.app[HARDWARE].bmc, r.name)
+            driver, bmc = await request.app[READS].run(request.app[HARDWARE].bmc, r.name)
             return POWER.get(await driver.get_power(bmc))
     except Exception:   # a show must not fail because a BMC is down: fall back to the last reading
         return power_of(r)
@@ -305,7 +306,7 @@ async def list_detail(request: web.Request) -> web.Response:
 
 async def get_node(request: web.Request) -> web.Response:
     fields = fields_param(request)
-    r = await asyncio.to_thread(service(request).node, scope_of(request), request.match_info["node"])
+    r = await request.app[READS].run(service(request).node, scope_of(request), request.match_info["node"])
     power = await live_power(request, r) if fields is None or "power_state" in fields else None
     return web.json_response(render(request, r, provision(r), power, fields))
 
@@ -368,7 +369,7 @@ async def create_node(request: web.Request) -> web.Response:
                      uuid=node_uuid.lower() if node_uuid else None)
     # From 1.11 a node starts in enroll (its BMC not yet checked); before, available at once.
     hold = "enroll" if edge.at_least(request, 11) else None
-    r = await asyncio.to_thread(service(request).enroll, req, hold=hold, fields=NodeFields(
+    r = await request.app[WRITES].run(service(request).enroll, req, hold=hold, fields=NodeFields(
         extra=_dict(body, "extra"), instance_info=_dict(body, "instance_info"), properties=props,
         driver_info=bmc.leftover))
     resp = web.json_response(render(request, r, provision(r), None), status=201)
@@ -378,9 +379,6 @@ async def create_node(request: web.Request) -> web.Response:
 
 async def patch_node(request: web.Request) -> web.Response:
     ops = await edge.json_body(request)
-    svc = service(request)
-    ident = request.match_info["node"]
-    r = await asyncio.to_thread(svc.node, scope_of(request), ident)
     if isinstance(ops, list):
         for op in ops:
             path = op.get("path", "") if isinstance(op, dict) else ""
@@ -389,13 +387,20 @@ async def patch_node(request: web.Request) -> web.Response:
                 raise (NotImplementedHere(f"/{top}: {NOT_KEPT[top]}") if top in NOT_KEPT else
                        IronicError(400, f"/{top} cannot be changed through this API (patchable: "
                                         f"{', '.join('/' + p for p in PATCHABLE)})"))
+    # Applied to the node as it is inside the write: two clients patching one node both land.
+    r = await request.app[WRITES].run(service(request).update, scope_of(request), request.match_info["node"],
+                                      partial(_patched, ops))
+    return web.json_response(render(request, r, provision(r), power_of(r)))
+
+
+def _patched(ops: Any, r: NodeRecord) -> NodeFields:
+    """What JSON patch ``ops`` changes of node ``r``; IronicError (nothing written) when it cannot apply."""
     current = {"extra": r.extra, "instance_info": r.instance_info, "properties": properties(r),
                "driver_info": dict(r.driver_info)}
     new, touched = apply(current, ops)
-    fields = NodeFields()
-    if "extra" in touched:
-        fields = NodeFields(extra=new["extra"])
     changes: dict[str, Any] = {}
+    if "extra" in touched:
+        changes["extra"] = new["extra"]
     if "instance_info" in touched:
         changes["instance_info"] = new["instance_info"]
     if "properties" in touched:
@@ -410,11 +415,9 @@ async def patch_node(request: web.Request) -> web.Response:
             raise NotImplementedHere(f"{', '.join(sorted(bmc_keys))}: a blade's BMC is set when it is enrolled; "
                                      "delete and create the node to change it")
         changes["driver_info"] = drivers.without_secrets(new["driver_info"])
-    fields = NodeFields(extra=fields.extra, **changes)
-    r = await asyncio.to_thread(svc.update, scope_of(request), ident, fields)
-    return web.json_response(render(request, r, provision(r), power_of(r)))
+    return NodeFields(**changes)
 
 
 async def delete_node(request: web.Request) -> web.Response:
-    await asyncio.to_thread(service(request).delete, scope_of(request), request.match_info["node"])
+    await request.app[WRITES].run(service(request).delete, scope_of(request), request.match_info["node"])
     return web.Response(status=204)

@@ -14,7 +14,7 @@ from aiohttp import web
 from appliance.api.ironic import edge
 from appliance.api.ironic.errors import IronicError, NotImplementedHere
 from appliance.api.ironic.versions import links
-from appliance.api.keys import STORE
+from appliance.api.keys import STORE, WRITES
 from appliance.api.spec import scope_of
 from appliance.services.baremetal_ports import PortRecord, PortService
 
@@ -108,7 +108,7 @@ async def create_port(request: web.Request) -> web.Response:
     switch, port = llc.get("switch_info"), llc.get("port_id")
     if (switch is None) != (port is None):
         raise IronicError(400, "local_link_connection needs switch_info (an enrolled switch's name) and port_id")
-    p = await asyncio.to_thread(PortService(request.app[STORE]).add, scope_of(request), node, address,
+    p = await request.app[WRITES].run(PortService(request.app[STORE]).add, scope_of(request), node, address,
                                 switch=str(switch) if switch is not None else None,
                                 port=str(port) if port is not None else None)
     resp = web.json_response(render(request, p), status=201)
@@ -117,5 +117,5 @@ async def create_port(request: web.Request) -> web.Response:
 
 
 async def delete_port(request: web.Request) -> web.Response:
-    await asyncio.to_thread(PortService(request.app[STORE]).delete, scope_of(request), request.match_info["port"])
+    await request.app[WRITES].run(PortService(request.app[STORE]).delete, scope_of(request), request.match_info["port"])
     return web.Response(status=204)

@@ -36,7 +36,7 @@ from appliance.api.ironic import deploy, edge
 from appliance.api.ironic.errors import IronicError, NotImplementedHere
 from appliance.api.ironic.nodes import live_power, render, service
 from appliance.api.ironic.states import ALIASES, REFUSED, VERBS, provision
-from appliance.api.keys import ENGINE, HARDWARE, SETTINGS, STORE
+from appliance.api.keys import ENGINE, HARDWARE, READS, SETTINGS, STORE, WRITES
 from appliance.api.spec import Forbidden, caller, scope_of
 from appliance.drivers.protocols import BladeFacts, PowerAction, PowerState
 from appliance.errors import AnvilError
@@ -85,7 +85,7 @@ async def _run(request: web.Request, r: NodeRecord, doing: str, then: str, faile
     (None: available) with the facts it read, or in ``failed`` with the error."""
     svc, scope = service(request), scope_of(request)
     before = r.held
-    await asyncio.to_thread(svc.set_hold, scope, r.uuid, doing, expect=frozenset({before}))
+    await request.app[WRITES].run(svc.set_hold, scope, r.uuid, doing, expect=frozenset({before}))
 
     async def job() -> None:
         outcome, error, facts = (None if then == "available" else then), None, None
@@ -94,12 +94,12 @@ async def _run(request: web.Request, r: NodeRecord, doing: str, then: str, faile
                 facts = await work()
         except asyncio.CancelledError:
             # The appliance is stopping: back where it was, so the client can simply ask again.
-            await asyncio.to_thread(svc.set_hold, scope, r.uuid, before, expect=frozenset({doing}))
+            await request.app[WRITES].run(svc.set_hold, scope, r.uuid, before, expect=frozenset({doing}))
             raise
         except (AnvilError, TimeoutError) as exc:
             outcome, error = failed, str(exc) or f"{doing} took longer than {WORK_TIMEOUT:g} s"
         try:
-            await asyncio.to_thread(svc.set_hold, scope, r.uuid, outcome, expect=frozenset({doing}), error=error,
+            await request.app[WRITES].run(svc.set_hold, scope, r.uuid, outcome, expect=frozenset({doing}), error=error,
                                     facts=facts if error is None else None)
         except AnvilError:
             log.warning("bare metal API: node %s left %s meanwhile", r.name, doing, exc_info=True)
@@ -111,7 +111,7 @@ def _inspect(request: web.Request, r: NodeRecord, *, verify: bool) -> Callable[[
     """Read the blade's facts (after its power state, which verifies the BMC's credentials); they are
     written with the hold that ends the work, in one transaction."""
     async def work() -> BladeFacts | None:
-        driver, bmc = await asyncio.to_thread(request.app[HARDWARE].bmc, r.name)
+        driver, bmc = await request.app[READS].run(request.app[HARDWARE].bmc, r.name)
         if verify:
             await driver.get_power(bmc)
         return await driver.facts(bmc)
@@ -126,7 +126,7 @@ def _power_off(request: web.Request, r: NodeRecord) -> Callable[[], Awaitable[Bl
 
 
 async def _confirm(request: web.Request, name: str, want: PowerState, action: PowerAction) -> None:
-    driver, bmc = await asyncio.to_thread(request.app[HARDWARE].bmc, name)
+    driver, bmc = await request.app[READS].run(request.app[HARDWARE].bmc, name)
     if await driver.get_power(bmc) is want:
         return
     await driver.set_power(bmc, action)
@@ -146,11 +146,11 @@ async def _deploy(request: web.Request, r: NodeRecord, body: dict[str, Any]) -> 
     store = request.app[STORE]
     made_id = None
     if wanted.made is not None:
-        made_id = await asyncio.to_thread(_save_made, store, wanted.made)
+        made_id = await request.app[WRITES].run(_save_made, store, wanted.made)
     def remember(s: Session, job: JobRow) -> None:
         note_job(s, r.id, job.id, profile_id=made_id, made_profile=made_id is not None)
 
-    await asyncio.to_thread(JobService(store).submit_assign, wanted.profile, tenant=wanted.tenant, blade=r.name,
+    await request.app[WRITES].run(JobService(store).submit_assign, wanted.profile, tenant=wanted.tenant, blade=r.name,
                             created_by=caller(request).who, scope=scope, then=remember)
     _wake(request)
 
@@ -182,7 +182,7 @@ async def _undeploy(request: web.Request, r: NodeRecord, state: str | None) -> N
     scope = scope_of(request)
     svc = service(request)
     if r.profile is None:   # deploy failed: nothing is bound; the node is simply available again
-        await asyncio.to_thread(svc.record_job, scope, r.uuid, None)
+        await request.app[WRITES].run(svc.record_job, scope, r.uuid, None)
         return
     tenant, name = r.profile
 
@@ -190,7 +190,7 @@ async def _undeploy(request: web.Request, r: NodeRecord, state: str | None) -> N
         # Ironic forgets instance_info once a node is torn down; the next deploy names what to stamp.
         note_job(s, r.id, job.id, instance_info={})
 
-    await asyncio.to_thread(JobService(request.app[STORE]).submit_release, name, tenant=tenant,
+    await request.app[WRITES].run(JobService(request.app[STORE]).submit_release, name, tenant=tenant,
                             created_by=caller(request).who, scope=scope, then=remember)
     _wake(request)
 
@@ -214,7 +214,7 @@ async def set_provision(request: web.Request) -> web.Response:
         raise NotImplementedHere(f"{target}: {REFUSED[verb]}")
     if verb not in VERBS:
         raise IronicError(400, f"{target!r} is not a provision target")
-    r = await asyncio.to_thread(service(request).node, scope_of(request), request.match_info["node"])
+    r = await request.app[READS].run(service(request).node, scope_of(request), request.match_info["node"])
     if caller(request).tenant is not None and verb != "deleted":
         raise Forbidden(f"a tenant-scoped {caller(request).kind} may only undeploy its nodes")
     state = provision(r).state or "available"
@@ -226,7 +226,7 @@ async def set_provision(request: web.Request) -> web.Response:
     if verb == "manage" and state == "enroll":
         await _run(request, r, "verifying", "manageable", "enroll", _inspect(request, r, verify=True))
     elif verb == "manage":
-        await asyncio.to_thread(service(request).set_hold, scope_of(request), r.uuid, "manageable",
+        await request.app[WRITES].run(service(request).set_hold, scope_of(request), r.uuid, "manageable",
                                 expect=frozenset({r.held}), clear_job=True)
     elif verb == "inspect":
         await _run(request, r, "inspecting", "manageable", "inspect failed", _inspect(request, r, verify=False))
@@ -252,17 +252,17 @@ async def set_power(request: web.Request) -> web.Response:
         raise NotImplementedHere("soft rebooting: Anvil's drivers reset or power off softly, not both")
     if target not in POWER_TARGETS or not edge.at_least(request, POWER_TARGETS[target][1]):
         raise IronicError(400, f"target must be one of {', '.join(POWER_TARGETS)}, not {target!r}")
-    r = await asyncio.to_thread(service(request).node, scope_of(request), request.match_info["node"])
+    r = await request.app[READS].run(service(request).node, scope_of(request), request.match_info["node"])
     state = provision(r).state
     if state in TRANSITIONAL:
         raise _locked(r, state)
-    driver, bmc = await asyncio.to_thread(request.app[HARDWARE].bmc, r.name)
+    driver, bmc = await request.app[READS].run(request.app[HARDWARE].bmc, r.name)
     await driver.set_power(bmc, POWER_TARGETS[target][0])
     return web.Response(status=202)
 
 
 async def get_states(request: web.Request) -> web.Response:
-    r = await asyncio.to_thread(service(request).node, scope_of(request), request.match_info["node"])
+    r = await request.app[READS].run(service(request).node, scope_of(request), request.match_info["node"])
     full = render(request, r, provision(r), await live_power(request, r))
     keys = ("power_state", "target_power_state", "provision_state", "target_provision_state", "last_error",
             "console_enabled", "provision_updated_at", "raid_config", "target_raid_config")
@@ -274,13 +274,13 @@ async def set_maintenance(request: web.Request) -> web.Response:
     if request.can_read_body:
         body = await edge.json_body(request)
         reason = body.get("reason") if isinstance(body, dict) else None
-    await asyncio.to_thread(BaremetalService.set_maintenance, service(request), scope_of(request),
+    await request.app[WRITES].run(BaremetalService.set_maintenance, service(request), scope_of(request),
                             request.match_info["node"], True, reason if isinstance(reason, str) else None)
     return web.Response(status=202)
 
 
 async def unset_maintenance(request: web.Request) -> web.Response:
-    await asyncio.to_thread(BaremetalService.set_maintenance, service(request), scope_of(request),
+    await request.app[WRITES].run(BaremetalService.set_maintenance, service(request), scope_of(request),
                             request.match_info["node"], False)
     return web.Response(status=202)
 
@@ -288,7 +288,7 @@ async def unset_maintenance(request: web.Request) -> web.Response:
 async def validate(request: web.Request) -> web.Response:
     """Which of Ironic's interfaces would work for this node: power and management when its BMC
     driver is installed; deploy and boot when ``instance_info`` names something to stamp."""
-    r = await asyncio.to_thread(service(request).node, scope_of(request), request.match_info["node"])
+    r = await request.app[READS].run(service(request).node, scope_of(request), request.match_info["node"])
     ok: dict[str, Any] = {"result": True}
     try:
         deploy.plan(r.name, r.instance_info, r.properties, scope_of(request).home(),

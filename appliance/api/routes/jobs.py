@@ -9,7 +9,7 @@ from aiohttp import web
 
 from appliance.api import schemas as sc
 from appliance.api.auth import still_authorized
-from appliance.api.keys import ENGINE, STORE
+from appliance.api.keys import ENGINE, STORE, WRITES
 from appliance.api.spec import Forbidden, Op, Param, body, caller, query, scope_of
 from appliance.services.jobs import JobInfo, JobService
 
@@ -32,7 +32,7 @@ async def assign(request: web.Request) -> web.Response:
     if b.get("blade") and caller(request).tenant is not None:
         raise Forbidden("a tenant-scoped caller chooses a blade pool, not a blade")
     svc = JobService(request.app[STORE])
-    info = await asyncio.to_thread(
+    info = await request.app[WRITES].run(
         svc.submit_assign, request.match_info["name"], tenant=b.get("tenant"), blade=b.get("blade"),
         pool=b.get("pool"), idempotency_key=request.headers.get("Idempotency-Key"), created_by=caller(request).who,
         scope=scope_of(request))
@@ -42,7 +42,7 @@ async def assign(request: web.Request) -> web.Response:
 async def release(request: web.Request) -> web.Response:
     b = body(request) or {}
     svc = JobService(request.app[STORE])
-    info = await asyncio.to_thread(
+    info = await request.app[WRITES].run(
         svc.submit_release, request.match_info["name"], tenant=b.get("tenant"),
         idempotency_key=request.headers.get("Idempotency-Key"), created_by=caller(request).who,
         scope=scope_of(request))
