@@ -317,7 +317,9 @@ class Engine:
                     ids = await self.read(lambda: self._read(
                         lambda s: repo.runnable_ids(s, self.owner, set(self._tasks),
                                                     self.settings.max_jobs - len(self._tasks))))
-                    claimed = await self.call(self._claim, ids)
+                    # Nothing runnable (most turns, five a second): no write, which would take
+                    # the store's one writer from the requests and jobs that need it.
+                    claimed = await self.call(self._claim, ids) if ids else []
                 except OperationalError as exc:
                     # A deadlock victim, or the database away for a moment (a failover): the next
                     # round claims them; whether the term goes on is the heartbeat's to decide.
