@@ -64,6 +64,9 @@ class EngineSettings:
     poll_interval: float = 0.25
     lease_ttl: float = 30.0
     max_jobs: int = 256              # jobs driven at once by one engine
+    # Woken by a submit, the dispatcher waits this long before it looks: a burst of submits (a
+    # hundred deploy requests, one writer thread apart) is claimed in a few writes, not one each.
+    claim_gather: float = 0.03
     retry_backoff: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
     boot_timeout: float = 600.0       # power-on to boot signal; TCG VMs take ~10-25 s, real servers minutes
     boot_poll: float = 0.5
