@@ -109,8 +109,8 @@ async def create_port(request: web.Request) -> web.Response:
     if (switch is None) != (port is None):
         raise IronicError(400, "local_link_connection needs switch_info (an enrolled switch's name) and port_id")
     p = await request.app[WRITES].run(PortService(request.app[STORE]).add, scope_of(request), node, address,
-                                switch=str(switch) if switch is not None else None,
-                                port=str(port) if port is not None else None)
+                                      switch=str(switch) if switch is not None else None,
+                                      port=str(port) if port is not None else None)
     resp = web.json_response(render(request, p), status=201)
     resp.headers["Location"] = links(request, f"ports/{p.uuid}")[0]["href"]
     return resp

@@ -100,7 +100,7 @@ async def _run(request: web.Request, r: NodeRecord, doing: str, then: str, faile
             outcome, error = failed, str(exc) or f"{doing} took longer than {WORK_TIMEOUT:g} s"
         try:
             await request.app[WRITES].run(svc.set_hold, scope, r.uuid, outcome, expect=frozenset({doing}), error=error,
-                                    facts=facts if error is None else None)
+                                          facts=facts if error is None else None)
         except AnvilError:
             log.warning("bare metal API: node %s left %s meanwhile", r.name, doing, exc_info=True)
 
@@ -151,7 +151,7 @@ async def _deploy(request: web.Request, r: NodeRecord, body: dict[str, Any]) -> 
         note_job(s, r.id, job.id, profile_id=made_id, made_profile=made_id is not None)
 
     await request.app[WRITES].run(JobService(store).submit_assign, wanted.profile, tenant=wanted.tenant, blade=r.name,
-                            created_by=caller(request).who, scope=scope, then=remember)
+                                  created_by=caller(request).who, scope=scope, then=remember)
     _wake(request)
 
 
@@ -191,7 +191,7 @@ async def _undeploy(request: web.Request, r: NodeRecord, state: str | None) -> N
         note_job(s, r.id, job.id, instance_info={})
 
     await request.app[WRITES].run(JobService(request.app[STORE]).submit_release, name, tenant=tenant,
-                            created_by=caller(request).who, scope=scope, then=remember)
+                                  created_by=caller(request).who, scope=scope, then=remember)
     _wake(request)
 
 
@@ -227,7 +227,7 @@ async def set_provision(request: web.Request) -> web.Response:
         await _run(request, r, "verifying", "manageable", "enroll", _inspect(request, r, verify=True))
     elif verb == "manage":
         await request.app[WRITES].run(service(request).set_hold, scope_of(request), r.uuid, "manageable",
-                                expect=frozenset({r.held}), clear_job=True)
+                                      expect=frozenset({r.held}), clear_job=True)
     elif verb == "inspect":
         await _run(request, r, "inspecting", "manageable", "inspect failed", _inspect(request, r, verify=False))
     elif verb == "provide":
@@ -275,13 +275,13 @@ async def set_maintenance(request: web.Request) -> web.Response:
         body = await edge.json_body(request)
         reason = body.get("reason") if isinstance(body, dict) else None
     await request.app[WRITES].run(BaremetalService.set_maintenance, service(request), scope_of(request),
-                            request.match_info["node"], True, reason if isinstance(reason, str) else None)
+                                  request.match_info["node"], True, reason if isinstance(reason, str) else None)
     return web.Response(status=202)
 
 
 async def unset_maintenance(request: web.Request) -> web.Response:
     await request.app[WRITES].run(BaremetalService.set_maintenance, service(request), scope_of(request),
-                            request.match_info["node"], False)
+                                  request.match_info["node"], False)
     return web.Response(status=202)
 
 
