@@ -39,7 +39,7 @@ from appliance.api.keys import (
     USERS,
     WRITES,
 )
-from appliance.api.offload import Offload, Reads
+from appliance.api.offload import Lane, Offload
 from appliance.api.readiness import Readiness, readiness
 from appliance.api.routes import (
     access,
@@ -196,9 +196,9 @@ def create_app(settings: Settings, store: Store, *, engine: Engine | None = None
     app[SETTINGS] = settings
     app[STORE] = store
     app[OFFLOAD] = Offload()
-    app[READS] = Reads()
-    app[CHECKS] = Reads(workers=2)
-    app[WRITES] = Reads(workers=1 if store.is_sqlite else 4, name="anvil-write")
+    app[READS] = Lane()
+    app[CHECKS] = Lane(workers=2)
+    app[WRITES] = Lane(workers=1 if store.is_sqlite else 4, name="anvil-write")
     app.on_cleanup.append(_close_offload)
     app[TOKENS] = TokenService(store)
     app[USERS] = UserService(store)

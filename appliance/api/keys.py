@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from appliance.api.offload import Offload, Reads
+from appliance.api.offload import Lane, Offload
 from appliance.api.readiness import Readiness
 from appliance.config import Settings
 from appliance.engine.runner import Engine
@@ -22,9 +22,9 @@ ENGINE = web.AppKey("engine", Engine)
 HARDWARE = web.AppKey("hardware", Hardware)
 OPENAPI = web.AppKey("openapi", dict)
 OFFLOAD = web.AppKey("offload", Offload)     # CPU-bound request work (document parsing), off the loop
-READS = web.AppKey("reads", Reads)           # list pages' reads and renders, off the loop and the default pool
-CHECKS = web.AppKey("checks", Reads)         # bearer-token checks: every request's first step, on threads of their own
-WRITES = web.AppKey("writes", Reads)         # job submissions and node holds: one writer (appliance.api.offload)
+READS = web.AppKey("reads", Lane)           # list pages' reads and renders, off the loop and the default pool
+CHECKS = web.AppKey("checks", Lane)         # bearer-token checks: every request's first step, on threads of their own
+WRITES = web.AppKey("writes", Lane)         # job submissions and node holds: one writer (appliance.api.offload)
 PRINCIPAL = web.RequestKey("principal", Principal)
 QUERY = web.RequestKey("query", dict)        # checked and converted query parameters
 BODY = web.RequestKey("body", object)        # the checked JSON body, or the raw bytes of a document

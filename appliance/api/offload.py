@@ -5,7 +5,7 @@ is bounded twice: ``workers`` threads, and at most ``waiting`` requests queued b
 past that a request is refused at once with :class:`Busy` (HTTP 503 with Retry-After) instead
 of piling up memory and latency for everyone.
 
-:class:`Reads`: list pages (a store read and a render of up to 1,000 items). Sixteen clients
+:class:`Lane` (``READS``): list pages (a store read and a render of up to 1,000 items). Sixteen clients
 paging at once filled the process's default pool (``asyncio.to_thread``: 6 threads on 2 cores),
 in which the deploy requests' and the monitor's store calls then queued; and more threads than
 cores running Python only take the interpreter lock from each other and from the event loop.
@@ -14,12 +14,12 @@ token check has a small pool of its own too (``CHECKS``): in the default pool it
 a hundred deploy requests' writes, and behind pages it would wait as long as a slow store made
 them.
 
-``WRITES`` (a :class:`Reads` of one thread on SQLite): the store writes of the requests VM
+``WRITES`` (a :class:`Lane` of one thread on SQLite): the store writes of the requests VM
 managers send a hundred at a time (Bare Metal API node changes and provision states, /api/v1
 assign and release). SQLite has one writer, so more threads only ran their Python beside each
 other and beside the pages on the process's one CPU: with six at once in the default pool, 16
 clients paging 10,000 blades while 100 nodes deployed saw p99 104-127 ms; on one thread 90-95 ms
-(`bench/ironic_compat.py --fill 10000`), the deploy alone 0.1-0.2 s slower. The single nodes those
+(`bench/ironic_compat.py --fill 10000`). The single nodes those
 clients poll are read on ``READS``, in turn with the pages.
 """
 
@@ -65,7 +65,9 @@ class Offload:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-class Reads:
+class Lane:
+    """A few threads of their own for one kind of request work (``READS``, ``CHECKS``, ``WRITES``)."""
+
     def __init__(self, *, workers: int = 4, name: str = "anvil-read") -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
 

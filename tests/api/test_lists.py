@@ -83,7 +83,7 @@ async def test_the_console_lists_show_power_health_and_binding_with_counts(api: 
 
 async def test_list_pages_waiting_on_the_store_leave_other_requests_their_threads(
         api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Many clients paging at once wait in the list pages' own threads (appliance.api.offload.Reads),
+    """Many clients paging at once wait in the list pages' own threads (appliance.api.offload.Lane, READS),
     not in the process's default pool, where every other request's store calls (a deploy's, a
     show's, the monitor's) would queue behind them. 40 pages: more than any default pool holds."""
     release = threading.Event()
