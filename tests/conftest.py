@@ -109,3 +109,13 @@ def store(store_url: str) -> Iterator[Store]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    """A store on SQLite only: for what does not depend on the database (the ``store`` fixture runs both)."""
+    s = open_store(f"sqlite:///{tmp_path / 'anvil.db'}")
+    try:
+        yield s
+    finally:
+        s.close()

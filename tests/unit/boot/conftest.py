@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from appliance.boot.peers import PeerCheck
 from appliance.boot.tokens import BootKey, open_attempt
-from appliance.store import Store, open_store
+from appliance.store import Store
 from appliance.store.tables import BindingRow, BladeNicRow, BladeRow, JobRow, ProfileRow
 
 
@@ -85,13 +83,6 @@ class Inventory:
         return token
 
 
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'anvil.db'}")
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 IMAGE = {"type": "image", "kernel": "lab/vmlinuz", "initrd": "lab/initrd.img", "cmdline": "console=ttyS0 quiet"}

@@ -8,49 +8,53 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from appliance.engine.runner import Engine
 from appliance.engine.steps import KINDS
 from appliance.services.jobs import JobService
-from appliance.store import Store, open_store
+from appliance.store import Store
 from tests.unit.engine.fakes import FAST, FakeHardware, add_profile, make_engine, rack
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'anvil.db'}")
-    try:
-        yield s
-    finally:
-        s.close()
+def store(sqlite_store: Store) -> Store:
+    return sqlite_store
+
+
+def counted_claims(engine: Engine) -> list[list[str]]:
+    """The ids of each claim ``engine`` writes from now on."""
+    claims: list[list[str]] = []
+    real = engine._claim
+
+    def counted(ids: list[str]) -> list[str]:
+        claims.append(list(ids))
+        return real(ids)
+
+    engine._claim = counted  # type: ignore[method-assign,assignment]
+    return claims
+
+
+async def until_leader(engine: Engine) -> None:
+    for _ in range(100):   # leader within 5 s
+        if engine.is_leader:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the engine did not become the leader within 5 s")
 
 
 async def test_an_idle_leader_claims_nothing_and_still_takes_a_new_job_at_once(store: Store, tmp_path: Path) -> None:
     rack(store, tmp_path)
     add_profile(store, "web-01", 1)
     engine = make_engine(store, FakeHardware())
-    claims: list[list[str]] = []
-    real = engine._claim
-
-    def counted(ids: list[str]) -> Any:
-        claims.append(list(ids))
-        return real(ids)
-
-    engine._claim = counted  # type: ignore[method-assign]
+    claims = counted_claims(engine)
     stop = asyncio.Event()
     running = asyncio.create_task(engine.run(stop))
     try:
-        for _ in range(100):   # leader within 5 s
-            if engine.is_leader:
-                break
-            await asyncio.sleep(0.05)
-        assert engine.is_leader
+        await until_leader(engine)
         await asyncio.sleep(1.2)   # six turns of the dispatcher
         assert claims == [], "an idle turn wrote a claim"
 
@@ -75,15 +79,8 @@ async def test_a_burst_of_submits_is_claimed_in_a_few_writes_not_one_each(store:
     rack(store, tmp_path, blades=20)
     for i in range(1, 21):
         add_profile(store, f"web-{i:02d}", i)
-    engine = Engine(store, FakeHardware(), KINDS, settings=replace(FAST, claim_gather=0.5))  # type: ignore[arg-type]
-    claims: list[list[str]] = []
-    real = engine._claim
-
-    def counted(ids: list[str]) -> Any:
-        claims.append(list(ids))
-        return real(ids)
-
-    engine._claim = counted  # type: ignore[method-assign]
+    engine = Engine(store, FakeHardware(), KINDS, settings=replace(FAST, claim_gather=0.5))
+    claims = counted_claims(engine)
     loop = asyncio.get_running_loop()
 
     def burst() -> list[str]:
@@ -96,11 +93,7 @@ async def test_a_burst_of_submits_is_claimed_in_a_few_writes_not_one_each(store:
     stop = asyncio.Event()
     running = asyncio.create_task(engine.run(stop))
     try:
-        for _ in range(100):
-            if engine.is_leader:
-                break
-            await asyncio.sleep(0.05)
-        assert engine.is_leader
+        await until_leader(engine)
         ids = await asyncio.to_thread(burst)
         for _ in range(100):
             if sum(len(c) for c in claims) >= len(ids):
