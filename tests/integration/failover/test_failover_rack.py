@@ -28,7 +28,8 @@ from appliance.monitor.webhook import verify_signature
 from appliance.services.failover import FailoverInfo, FailoverService
 from appliance.services.jobs import JobService
 from appliance.services.profiles import ProfileService
-from appliance.store.tables import BindingRow, BladeRow, JobStepRow, ProfileRow
+from appliance.store.repos.jobs import ACTIVE
+from appliance.store.tables import BindingRow, BladeRow, JobRow, JobStepRow, ProfileRow
 from tests.support import world_io
 
 pytestmark = [pytest.mark.slow]
@@ -96,9 +97,13 @@ def placement(rig: InprocRig) -> dict[str, str]:
 
 
 def all_active(rig: InprocRig, names: list[str]) -> bool:
+    """Each profile active and its stamp job over: a profile reads active from its last step, a
+    moment before its job's final commit (a failover submitted in between is refused)."""
     with rig.store.read() as s:
         states = dict(s.execute(select(ProfileRow.name, ProfileRow.state)).all())
-    return all(states.get(n) == "active" for n in names)
+        busy = set(s.scalars(select(ProfileRow.name).join(JobRow, JobRow.profile_id == ProfileRow.id)
+                             .where(JobRow.state.in_(ACTIVE))))
+    return all(states.get(n) == "active" and n not in busy for n in names)
 
 
 def failovers(rig: InprocRig) -> dict[str, FailoverInfo]:
